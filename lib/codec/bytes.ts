@@ -1,0 +1,25 @@
+/** Small helpers over byte arrays shared by the codecs and the engines. */
+
+/** Unsigned lexicographic comparison: <0, 0, >0 like `Array.prototype.sort` wants. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!
+    if (d !== 0) return d
+  }
+  return a.length - b.length
+}
+
+/**
+ * A string whose UTF-16 order equals the bytes' unsigned order (each char is one byte, 0..255),
+ * usable as a Map key and comparable with `<`.
+ */
+export function bytesToOrderedString(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+}
+
+/** Inverse of {@link bytesToOrderedString}. */
+export function orderedStringToBytes(s: string): Uint8Array {
+  const b = Buffer.from(s, 'latin1')
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
+}

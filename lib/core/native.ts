@@ -1,0 +1,207 @@
+/**
+ * The native engine: the Rust core through the napi-rs binding in `native/`. This file only
+ * adapts the binding to {@link Core}; no engine logic lives here.
+ */
+import { createRequire } from 'node:module'
+import { KestrelError, toKestrelError } from '../errors.js'
+import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from './types.js'
+
+/** The shape of the generated binding (native/index.d.ts). */
+interface NativeEngineHandle {
+  commit(payload: Uint8Array): number
+  get(collection: string, key: Uint8Array): Uint8Array | null
+  scan(collection: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number): Uint8Array[]
+  lastLsn(): number
+  stats(): { durableLsn: number; batches: number; syncs: number; segments: number; keys: number }
+  close(): void
+  crash(tearBytes: number): void
+}
+interface NativeBinding {
+  NativeEngine: {
+    open(dir: string, options: Record<string, unknown>, onDurable: (durableLsn: number, errorCode: string | null, errorMessage: string | null) => void): NativeEngineHandle
+  }
+}
+
+/** The napi-rs platform suffix of this machine, e.g. `linux-x64-gnu`. */
+export function platformTriple(): string {
+  const { platform, arch } = process
+  if (platform === 'linux') {
+    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
+    return `linux-${arch}-${report?.header?.glibcVersionRuntime ? 'gnu' : 'musl'}`
+  }
+  if (platform === 'win32') return `win32-${arch}-msvc`
+  return `${platform}-${arch}`
+}
+
+let cached: { binding?: NativeBinding; error?: KestrelError } | undefined
+
+/**
+ * Load the binding once. `KESTREL_NATIVE_BINDING` may name another loader file (tests use it to
+ * simulate a missing binary).
+ */
+export function loadNative(): NativeBinding {
+  if (!cached) {
+    const require = createRequire(import.meta.url)
+    const path = process.env.KESTREL_NATIVE_BINDING ?? '../../native/index.cjs'
+    try {
+      cached = { binding: require(path) as NativeBinding }
+    } catch (err) {
+      const triple = platformTriple()
+      cached = {
+        error: new KestrelError(
+          'KESTREL_NATIVE_UNAVAILABLE',
+          `the native engine could not be loaded for ${triple} (looked for native/kestrel.${triple}.node and the package kestreldb-${triple}): ` +
+            `install kestreldb-${triple}, or build it from a clone with \`npm run build:native\` (needs Rust), or open with { engine: 'ts' }. Cause: ${(err as Error).message.split('\n')[0]}`,
+          { cause: err },
+        ),
+      }
+    }
+  }
+  if (cached.error) throw cached.error
+  return cached.binding!
+}
+
+/** Is the native binary loadable here? */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative()
+    return true
+  } catch {
+    return false
+  }
+}
+
+interface Pending {
+  lsn: number
+  resolve: (lsn: bigint) => void
+  reject: (err: KestrelError) => void
+}
+
+const CLOSED = (): KestrelError => new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+
+export class NativeCore implements Core {
+  readonly engine = 'native' as const
+  /** Commits queued in the writer, in LSN order (the writer acknowledges in that order). */
+  private readonly pending: Pending[] = []
+  private head = 0
+  private closed = false
+  /**
+   * The binding's callback is weak (it never holds the event loop open); while commits are
+   * pending this timer does, so `await tx.commit()` in a script always gets its answer.
+   */
+  private keepAlive: NodeJS.Timeout | undefined
+
+  private constructor(private handle: NativeEngineHandle | undefined) {}
+
+  static async open(dir: string, options: CoreOpenOptions): Promise<NativeCore> {
+    const binding = loadNative()
+    const core = new NativeCore(undefined)
+    try {
+      core.handle = binding.NativeEngine.open(dir, {
+        durability: options.durability,
+        segmentBytes: options.segmentBytes,
+        groupBytesMax: options.groupBytesMax,
+        ...(options.faults ? { faults: { ...options.faults } } : {}),
+      }, (lsn, code, message) => core.onDurable(lsn, code, message))
+    } catch (err) {
+      throw toKestrelError(err, `opening ${dir}`)
+    }
+    return core
+  }
+
+  private live(): NativeEngineHandle {
+    if (this.closed || !this.handle) throw CLOSED()
+    return this.handle
+  }
+
+  private onDurable(durableLsn: number, code: string | null, message: string | null): void {
+    while (this.head < this.pending.length && this.pending[this.head]!.lsn <= durableLsn) {
+      const p = this.pending[this.head++]!
+      p.resolve(BigInt(p.lsn))
+    }
+    if (code) {
+      const err = toKestrelError({ code, message: message ?? code }, 'writing the log')
+      while (this.head < this.pending.length) this.pending[this.head++]!.reject(err)
+    }
+    this.compact()
+  }
+
+  private compact(): void {
+    if (this.head === this.pending.length) {
+      this.pending.length = 0
+      this.head = 0
+      if (this.keepAlive) {
+        clearInterval(this.keepAlive)
+        this.keepAlive = undefined
+      }
+    } else if (this.head > 1024 && this.head * 2 > this.pending.length) {
+      this.pending.splice(0, this.head)
+      this.head = 0
+    }
+  }
+
+  commit(payload: Uint8Array): Promise<bigint> {
+    let lsn: number
+    try {
+      lsn = this.live().commit(payload)
+    } catch (err) {
+      return Promise.reject(toKestrelError(err, 'committing'))
+    }
+    if (!this.keepAlive) this.keepAlive = setInterval(() => {}, 1 << 30)
+    return new Promise<bigint>((resolve, reject) => this.pending.push({ lsn, resolve, reject }))
+  }
+
+  get(collection: string, key: Uint8Array): Uint8Array | undefined {
+    return this.live().get(collection, key) ?? undefined
+  }
+
+  scan(collection: string, o: CoreScanOptions): Array<[Uint8Array, Uint8Array]> {
+    const flat = this.live().scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0)
+    const out: Array<[Uint8Array, Uint8Array]> = new Array(flat.length / 2)
+    for (let i = 0; i < out.length; i++) out[i] = [flat[2 * i]!, flat[2 * i + 1]!]
+    return out
+  }
+
+  lastCommitId(): bigint {
+    return BigInt(this.live().lastLsn())
+  }
+
+  stats(): CoreStats {
+    return { engine: 'native', ...this.live().stats() }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    const handle = this.live()
+    this.closed = true
+    try {
+      handle.close()
+    } catch (err) {
+      this.settleAfterStop(0)
+      throw toKestrelError(err, 'closing')
+    }
+    // close() drained the writer: everything it published is acknowledged.
+    this.settleAfterStop(Number(handle.lastLsn()))
+  }
+
+  async crash(tearBytes = 0): Promise<void> {
+    if (this.closed) return
+    const handle = this.live()
+    try {
+      handle.crash(tearBytes)
+    } catch (err) {
+      throw toKestrelError(err, 'crash')
+    }
+    this.closed = true
+    this.settleAfterStop(0)
+  }
+
+  /** Resolve what is published, reject the rest (their outcome is decided by recovery). */
+  private settleAfterStop(publishedLsn: number): void {
+    this.onDurable(publishedLsn, null, null)
+    while (this.head < this.pending.length) {
+      this.pending[this.head++]!.reject(new KestrelError('KESTREL_CLOSED', 'the database was closed before this commit was acknowledged'))
+    }
+    this.compact()
+  }
+}

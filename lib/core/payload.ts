@@ -1,0 +1,120 @@
+/**
+ * The `COMMIT` record payload (docs/FORMAT.md): a collection table, then put/delete ops.
+ * Built here for both engines; the ts engine also parses it for recovery (native parses in Rust).
+ */
+import { KestrelError } from '../errors.js'
+import { KEY_BYTES_MAX } from '../codec/key.js'
+import { VALUE_BYTES_MAX } from '../codec/value.js'
+
+export const OP_PUT = 1
+export const OP_DELETE = 2
+
+/** Longest collection name, in UTF-8 bytes. */
+export const COLLECTION_NAME_BYTES_MAX = 255
+/** Most ops in one commit. */
+export const COMMIT_OPS_MAX = 1 << 24
+/** Most collections one commit may touch. */
+const COLLECTIONS_PER_COMMIT_MAX = 0xffff
+
+/** One write of a commit: `value` undefined means delete. */
+export interface WriteOp {
+  collection: string
+  key: Uint8Array
+  value: Uint8Array | undefined
+}
+
+const utf8 = new TextEncoder()
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true })
+
+/** Encode a commit's ops (at most one per key, already deduplicated by the transaction). */
+export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
+  if (ops.length === 0 || ops.length > COMMIT_OPS_MAX) {
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a commit holds 1 to ${COMMIT_OPS_MAX} writes, not ${ops.length}; split the transaction`)
+  }
+  const names = new Map<string, number>()
+  const nameBytes: Uint8Array[] = []
+  let size = 2 + 4
+  for (const op of ops) {
+    if (!names.has(op.collection)) {
+      const b = utf8.encode(op.collection)
+      names.set(op.collection, nameBytes.length)
+      nameBytes.push(b)
+      size += 2 + b.length
+    }
+    size += 1 + 2 + 4 + op.key.length + (op.value ? 4 + op.value.length : 0)
+  }
+  if (nameBytes.length > COLLECTIONS_PER_COMMIT_MAX) {
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a commit may touch at most ${COLLECTIONS_PER_COMMIT_MAX} collections; split the transaction`)
+  }
+  const out = new Uint8Array(size)
+  const view = new DataView(out.buffer)
+  let pos = 0
+  view.setUint16(pos, nameBytes.length, true); pos += 2
+  for (const b of nameBytes) {
+    view.setUint16(pos, b.length, true); pos += 2
+    out.set(b, pos); pos += b.length
+  }
+  view.setUint32(pos, ops.length, true); pos += 4
+  for (const op of ops) {
+    out[pos++] = op.value ? OP_PUT : OP_DELETE
+    view.setUint16(pos, names.get(op.collection)!, true); pos += 2
+    view.setUint32(pos, op.key.length, true); pos += 4
+    out.set(op.key, pos); pos += op.key.length
+    if (op.value) {
+      view.setUint32(pos, op.value.length, true); pos += 4
+      out.set(op.value, pos); pos += op.value.length
+    }
+  }
+  if (pos !== size) throw new Error(`encodeCommit: wrote ${pos} of ${size} bytes`) // assertion
+  return out
+}
+
+/**
+ * Parse and validate a commit payload. Throws a plain `Error` describing the first problem; the
+ * caller decides whether that is bad input (`KESTREL_INVALID_ARGUMENT`) or `KESTREL_CORRUPT`.
+ */
+export function decodeCommit(payload: Uint8Array): WriteOp[] {
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
+  let pos = 0
+  const need = (n: number, what: string): void => {
+    if (pos + n > payload.length) throw new Error(`commit payload truncated reading ${what} at byte ${pos}`)
+  }
+  need(2, 'collection count')
+  const count = view.getUint16(pos, true); pos += 2
+  if (count === 0) throw new Error('commit payload has no collections')
+  const names: string[] = []
+  for (let i = 0; i < count; i++) {
+    need(2, 'collection name length')
+    const len = view.getUint16(pos, true); pos += 2
+    if (len === 0 || len > COLLECTION_NAME_BYTES_MAX) throw new Error(`collection name length ${len} out of range`)
+    need(len, 'collection name')
+    names.push(utf8Decoder.decode(payload.subarray(pos, pos + len))); pos += len
+  }
+  need(4, 'op count')
+  const opCount = view.getUint32(pos, true); pos += 4
+  if (opCount === 0 || opCount > COMMIT_OPS_MAX) throw new Error(`op count ${opCount} out of range`)
+  const ops: WriteOp[] = []
+  for (let i = 0; i < opCount; i++) {
+    need(7, 'op header')
+    const kind = payload[pos]!; pos += 1
+    const ci = view.getUint16(pos, true); pos += 2
+    const keyLen = view.getUint32(pos, true); pos += 4
+    if (kind !== OP_PUT && kind !== OP_DELETE) throw new Error(`unknown op ${kind}`)
+    const collection = names[ci]
+    if (collection === undefined) throw new Error(`collection index ${ci} out of range`)
+    if (keyLen === 0 || keyLen > KEY_BYTES_MAX) throw new Error(`key length ${keyLen} out of range`)
+    need(keyLen, 'key')
+    const key = payload.subarray(pos, pos + keyLen); pos += keyLen
+    let value: Uint8Array | undefined
+    if (kind === OP_PUT) {
+      need(4, 'value length')
+      const valueLen = view.getUint32(pos, true); pos += 4
+      if (valueLen > VALUE_BYTES_MAX) throw new Error(`value length ${valueLen} out of range`)
+      need(valueLen, 'value')
+      value = payload.subarray(pos, pos + valueLen); pos += valueLen
+    }
+    ops.push({ collection, key, value })
+  }
+  if (pos !== payload.length) throw new Error(`commit payload has ${payload.length - pos} trailing bytes`)
+  return ops
+}

@@ -1,0 +1,264 @@
+/**
+ * The pure-TypeScript engine: the serial log with group commit, recovery and the latest-value
+ * store, byte-compatible with the native engine (docs/FORMAT.md).
+ *
+ * Group commit: one write + fdatasync is in flight at a time; every commit that arrives meanwhile
+ * joins the next batch (bounded by `groupBytesMax`). A batch's commits become visible, in LSN
+ * order, only after the step that acknowledges them (I1: durability before visibility).
+ */
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { KestrelError, toKestrelError } from '../../errors.js'
+import { decodeCommit, type WriteOp } from '../payload.js'
+import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from '../types.js'
+import { prepareDirectory } from './directory.js'
+import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from './format.js'
+import { syncDir } from './fsutil.js'
+import { MemStore } from './store.js'
+import { recoverLog } from './recovery.js'
+import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
+
+/** Queued bytes past which new commits wait for the writer (back-pressure, never a drop). */
+const QUEUE_BYTES_MAX = 256 * 1024 * 1024
+/** In `relaxed` mode, fdatasync with a batch when the last sync is older than this. */
+const RELAXED_SYNC_INTERVAL_MS = 100
+
+interface Pending {
+  lsn: number
+  payload: Uint8Array
+  ops: WriteOp[]
+  resolve: (lsn: bigint) => void
+  reject: (err: KestrelError) => void
+}
+
+type State = 'open' | 'failed' | 'closed'
+
+export class TsCore implements Core {
+  readonly engine = 'ts' as const
+  private state: State = 'open'
+  private failure: KestrelError | undefined
+  private crashed = false
+  /** Invariant: nextLsn = last queued LSN + 1 ≥ visibleLsn + 1. */
+  private nextLsn: number
+  private visibleLsn: number
+  private readonly queue: Pending[] = []
+  private queueBytes = 0
+  private readonly roomWaiters: Array<() => void> = []
+  private flushing: Promise<void> | undefined
+  private lastSyncMs = Date.now()
+  private batches = 0
+  private syncs = 0
+
+  private constructor(
+    private readonly dir: string,
+    private readonly options: CoreOpenOptions,
+    private readonly vfs: Vfs,
+    private readonly store: MemStore,
+    private active: LogFile,
+    private segmentCount: number,
+    lastLsn: number,
+  ) {
+    this.nextLsn = lastLsn + 1
+    this.visibleLsn = lastLsn
+  }
+
+  /** Open (or create) the database in `dir` and recover it. */
+  static async open(dir: string, options: CoreOpenOptions): Promise<TsCore> {
+    await prepareDirectory(dir)
+    const recovered = await recoverLog(dir)
+    const store = new MemStore()
+    for (const c of recovered.commits) store.apply(c.ops)
+    const vfs: Vfs = options.faults ? new FaultyVfs(options.faults) : new RealVfs()
+    let segmentCount = recovered.segments.length
+    const last = recovered.segments[recovered.segments.length - 1]
+    let active: LogFile
+    if (last) {
+      active = await vfs.openLog(join(dir, LOG_DIR, last.name), last.length)
+    } else {
+      active = await TsCore.createSegment(dir, vfs, recovered.lastLsn + 1)
+      segmentCount = 1
+    }
+    return new TsCore(dir, options, vfs, store, active, segmentCount, recovered.lastLsn)
+  }
+
+  private static async createSegment(dir: string, vfs: Vfs, firstLsn: number): Promise<LogFile> {
+    const logDir = join(dir, LOG_DIR)
+    const path = join(logDir, segmentName(firstLsn))
+    await writeFile(path, segmentHeader(firstLsn), { flag: 'wx' })
+    const file = await vfs.openLog(path, 32)
+    await file.sync('meta')
+    await syncDir(logDir)
+    return file
+  }
+
+  commit(payload: Uint8Array): Promise<bigint> {
+    const refused = this.refusal()
+    if (refused) return Promise.reject(refused)
+    let ops: WriteOp[]
+    try {
+      ops = decodeCommit(payload)
+    } catch (err) {
+      return Promise.reject(new KestrelError('KESTREL_INVALID_ARGUMENT', `malformed commit payload: ${(err as Error).message}`))
+    }
+    if (this.queueBytes > QUEUE_BYTES_MAX) {
+      // Back-pressure: wait for the writer to drain, then queue in arrival order.
+      return new Promise<void>((resolve) => this.roomWaiters.push(resolve)).then(() => this.commit(payload))
+    }
+    return new Promise<bigint>((resolve, reject) => {
+      const lsn = this.nextLsn++
+      this.queue.push({ lsn, payload, ops, resolve, reject })
+      this.queueBytes += payload.length + FRAME_HEADER_BYTES
+      this.kick()
+    })
+  }
+
+  /** Start the writer unless it runs. Its end re-checks the queue, so no commit is stranded. */
+  private kick(): void {
+    if (this.flushing) return
+    // Start on a microtask so that commits issued in the same tick share the first batch;
+    // nothing ever sleeps waiting for company.
+    this.flushing = Promise.resolve().then(() => this.flushLoop()).finally(() => {
+      this.flushing = undefined
+      if (this.queue.length > 0) this.kick()
+    })
+  }
+
+  private refusal(): KestrelError | undefined {
+    if (this.state === 'closed') return new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+    if (this.state === 'failed') {
+      return new KestrelError('KESTREL_IO', `an earlier log write failed (${this.failure?.message ?? 'I/O error'}); nothing more is acknowledged: reopen the database to recover the last durable state`)
+    }
+    return undefined
+  }
+
+  /** Write queued commits batch by batch until the queue is empty. */
+  private async flushLoop(): Promise<void> {
+    // Bounded: every iteration removes at least one commit from the queue or stops.
+    while (this.queue.length > 0 && !this.crashed && this.state !== 'failed') {
+      const batch: Pending[] = []
+      let bytes = 0
+      while (this.queue.length > 0) {
+        const next = this.queue[0]!
+        const size = FRAME_HEADER_BYTES + next.payload.length
+        if (batch.length > 0 && bytes + size > this.options.groupBytesMax) break
+        batch.push(this.queue.shift()!)
+        bytes += size
+      }
+      this.queueBytes -= bytes
+      await this.writeBatch(batch, bytes)
+      while (this.queueBytes <= QUEUE_BYTES_MAX && this.roomWaiters.length > 0) this.roomWaiters.shift()!()
+    }
+    if (this.crashed || this.state === 'failed') this.failQueued()
+  }
+
+  private async writeBatch(batch: Pending[], bytes: number): Promise<void> {
+    const buffer = new Uint8Array(bytes)
+    let pos = 0
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i]!
+      pos = writeFrame(buffer, pos, p.lsn, RECORD_COMMIT | (i === batch.length - 1 ? BATCH_END : 0), p.payload)
+    }
+    const lengthBefore = this.active.length
+    try {
+      if (this.active.length > this.options.segmentBytes) await this.rollover(batch[0]!.lsn)
+      await this.active.append(buffer, 'batch')
+      if (this.crashed) throw new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged')
+      const mode = this.options.durability
+      const now = Date.now()
+      if (mode === 'sync' || (mode === 'relaxed' && now - this.lastSyncMs > RELAXED_SYNC_INTERVAL_MS)) {
+        await this.active.sync('batch')
+        this.syncs++
+        this.lastSyncMs = now
+      }
+      if (this.crashed) throw new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged')
+    } catch (err) {
+      if (this.crashed) {
+        for (const p of batch) p.reject(new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged'))
+        return
+      }
+      await this.fail(err, batch, lengthBefore)
+      return
+    }
+    this.batches++
+    // Publish: apply in LSN order, advance the horizon, then acknowledge.
+    for (const p of batch) this.store.apply(p.ops)
+    this.visibleLsn = batch[batch.length - 1]!.lsn
+    for (const p of batch) p.resolve(BigInt(p.lsn))
+  }
+
+  private async rollover(firstLsn: number): Promise<void> {
+    const old = this.active
+    if (this.options.durability !== 'sync') await old.sync('meta')
+    this.active = await TsCore.createSegment(this.dir, this.vfs, firstLsn)
+    this.segmentCount++
+    await old.close()
+  }
+
+  private async fail(err: unknown, batch: Pending[], lengthBefore: number): Promise<void> {
+    const cause = toKestrelError(err, 'writing the log')
+    const code = cause.code === 'KESTREL_DISK_FULL' ? 'KESTREL_DISK_FULL' : 'KESTREL_IO'
+    this.failure = new KestrelError(code, code === 'KESTREL_DISK_FULL'
+      ? `the disk is full: this commit was not acknowledged (${cause.message}); free disk space and reopen the database`
+      : `a log write failed: this commit was not acknowledged (${cause.message}); reopen the database to recover the last durable state`, { cause: err })
+    this.state = 'failed'
+    // Best effort: cut the failed batch off, so that it cannot reappear after a reopen.
+    try { await this.active.truncate(lengthBefore) } catch { /* the reopen's recovery decides */ }
+    for (const p of batch) p.reject(this.failure)
+    this.failQueued()
+  }
+
+  private failQueued(): void {
+    const err = this.refusal() ?? new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+    for (const p of this.queue.splice(0)) p.reject(this.crashed ? new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged') : err)
+    this.queueBytes = 0
+    for (const w of this.roomWaiters.splice(0)) w()
+  }
+
+  get(collection: string, key: Uint8Array): Uint8Array | undefined {
+    this.assertReadable()
+    return this.store.get(collection, key)
+  }
+
+  scan(collection: string, options: CoreScanOptions): Array<[Uint8Array, Uint8Array]> {
+    this.assertReadable()
+    return this.store.scan(collection, options)
+  }
+
+  private assertReadable(): void {
+    if (this.state === 'closed') throw new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+  }
+
+  lastCommitId(): bigint {
+    return BigInt(this.visibleLsn)
+  }
+
+  stats(): CoreStats {
+    return { engine: 'ts', durableLsn: this.visibleLsn, batches: this.batches, syncs: this.syncs, segments: this.segmentCount, keys: this.store.keyCount }
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return
+    // Bounded: each pass waits for one flush loop, which empties the queue or fails it.
+    while (this.flushing) await this.flushing
+    const wasOpen = this.state === 'open'
+    this.state = 'closed'
+    try {
+      if (wasOpen && this.options.durability !== 'sync') await this.active.sync('meta')
+    } finally {
+      await this.active.close()
+    }
+  }
+
+  async crash(tearBytes = 0): Promise<void> {
+    if (!(this.vfs instanceof FaultyVfs)) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'crash() needs the fault layer: open with faults: {}')
+    }
+    if (this.state === 'closed') return
+    this.crashed = true
+    this.failQueued()
+    while (this.flushing) await this.flushing
+    this.state = 'closed'
+    await this.vfs.crash(tearBytes)
+  }
+}
+

@@ -1,0 +1,85 @@
+/**
+ * THE SEAM: everything above `lib/core/` talks to an engine only through {@link Core}.
+ * Keys and values cross it as bytes (already encoded by `lib/codec/`); commits cross it as one
+ * `COMMIT` payload (docs/FORMAT.md) built by `lib/core/payload.ts`.
+ */
+
+/** Which engine implementation runs. */
+export type EngineName = 'native' | 'ts'
+
+/** When a commit is acknowledged: see docs/FORMAT.md "Group commit and durability". */
+export type Durability = 'sync' | 'relaxed' | 'none'
+
+/** Faults the test-only file layer injects (both engines implement the same set). */
+export interface FaultOptions {
+  /** Fail the Nth `write` call on a log segment (1-based) with `errno`. */
+  failWriteAt?: number
+  /** Fail the Nth `fdatasync` call on a log segment (1-based) with `errno`. */
+  failFsyncAt?: number
+  /** The error the failing call reports. Default `'EIO'`. */
+  errno?: 'EIO' | 'ENOSPC'
+}
+
+/** Options an engine is opened with (already validated and defaulted by `lib/options.ts`). */
+export interface CoreOpenOptions {
+  durability: Durability
+  /** Start a new segment once the active one is larger than this. */
+  segmentBytes: number
+  /** Upper bound on the bytes of one group-commit batch. */
+  groupBytesMax: number
+  /** Test-only fault injection; absent in production. */
+  faults?: FaultOptions
+}
+
+/** Bounds of an ordered scan over encoded keys (all optional). */
+export interface CoreScanOptions {
+  gte?: Uint8Array
+  gt?: Uint8Array
+  lte?: Uint8Array
+  lt?: Uint8Array
+  reverse?: boolean
+  /** At most this many entries (default: no limit). */
+  limit?: number
+}
+
+/** Counters every engine reports. */
+export interface CoreStats {
+  engine: EngineName
+  /** LSN of the last durable (acknowledged) record; 0 when the log is empty. */
+  durableLsn: number
+  /** Number of group-commit batches (write + sync) issued since open. */
+  batches: number
+  /** Number of fdatasync calls on log segments since open. */
+  syncs: number
+  /** Number of segment files. */
+  segments: number
+  /** Keys held in the store, over all collections. */
+  keys: number
+}
+
+/** A storage engine: serial log + store. Implemented by `native.ts` and `ts/engine.ts`. */
+export interface Core {
+  readonly engine: EngineName
+  /**
+   * Append one `COMMIT` payload. Resolves with the record's LSN (the commit id) once the record
+   * is acknowledged per the durability mode AND its writes are visible to `get`/`scan`; rejects
+   * with a `KestrelError` (`KESTREL_IO`, `KESTREL_DISK_FULL`, `KESTREL_CLOSED`, …) otherwise.
+   * After any log I/O failure every later commit rejects with `KESTREL_IO` until reopened.
+   */
+  commit(payload: Uint8Array): Promise<bigint>
+  /** The latest visible value bytes of a key, or `undefined`. */
+  get(collection: string, key: Uint8Array): Uint8Array | undefined
+  /** Entries of a collection in key order within the bounds, as `[key, value]` pairs. */
+  scan(collection: string, options: CoreScanOptions): Array<[Uint8Array, Uint8Array]>
+  /** LSN of the last visible commit (0 for an empty database). */
+  lastCommitId(): bigint
+  stats(): CoreStats
+  /** Wait for queued commits, sync, and release the files. Idempotent. */
+  close(): Promise<void>
+  /**
+   * Test-only: simulate a machine crash. Everything not yet fdatasync'd is lost, except that the
+   * first `tearBytes` bytes of the last unsynced write survive (a torn write). Pending commits
+   * reject with `KESTREL_CLOSED`. The files are released; reopen to recover.
+   */
+  crash(tearBytes?: number): Promise<void>
+}

@@ -1,0 +1,62 @@
+/**
+ * Every error kestreldb raises is a {@link KestrelError} with a stable `code`. Match on `code`,
+ * never on the message: messages say what to do and may be reworded.
+ */
+
+/** The stable error codes. */
+export type KestrelErrorCode =
+  | 'KESTREL_NATIVE_UNAVAILABLE'
+  | 'KESTREL_CORRUPT'
+  | 'KESTREL_IO'
+  | 'KESTREL_DISK_FULL'
+  | 'KESTREL_CLOSED'
+  | 'KESTREL_NOT_A_DATABASE'
+  | 'KESTREL_FORMAT_VERSION'
+  | 'KESTREL_LOCKED'
+  | 'KESTREL_INVALID_ARGUMENT'
+  | 'KESTREL_INVALID_KEY'
+  | 'KESTREL_KEY_TOO_LARGE'
+  | 'KESTREL_INVALID_VALUE'
+  | 'KESTREL_VALUE_TOO_LARGE'
+  | 'KESTREL_TRANSACTION_DONE'
+  | 'KESTREL_CONFLICT'
+
+const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
+  'KESTREL_NATIVE_UNAVAILABLE', 'KESTREL_CORRUPT', 'KESTREL_IO', 'KESTREL_DISK_FULL',
+  'KESTREL_CLOSED', 'KESTREL_NOT_A_DATABASE', 'KESTREL_FORMAT_VERSION', 'KESTREL_LOCKED',
+  'KESTREL_INVALID_ARGUMENT', 'KESTREL_INVALID_KEY', 'KESTREL_KEY_TOO_LARGE',
+  'KESTREL_INVALID_VALUE', 'KESTREL_VALUE_TOO_LARGE', 'KESTREL_TRANSACTION_DONE',
+  'KESTREL_CONFLICT',
+])
+
+/** Is `code` one of the stable kestreldb error codes? */
+export function isKestrelErrorCode(code: unknown): code is KestrelErrorCode {
+  return typeof code === 'string' && CODES.has(code)
+}
+
+/** An error raised by kestreldb. `code` is stable; the message says what to do about it. */
+export class KestrelError extends Error {
+  /** Stable machine-readable code, e.g. `'KESTREL_CORRUPT'`. */
+  readonly code: KestrelErrorCode
+
+  constructor(code: KestrelErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'KestrelError'
+    this.code = code
+  }
+}
+
+/**
+ * Turn anything an engine threw into a KestrelError. The native binding throws plain `Error`s
+ * whose `code` is a KESTREL_* string; Node's fs throws errors with an errno `code`.
+ */
+export function toKestrelError(err: unknown, context: string): KestrelError {
+  if (err instanceof KestrelError) return err
+  const e = err as { code?: unknown; message?: unknown }
+  const message = typeof e?.message === 'string' ? e.message : String(err)
+  if (isKestrelErrorCode(e?.code)) return new KestrelError(e.code, message, { cause: err })
+  if (e?.code === 'ENOSPC') {
+    return new KestrelError('KESTREL_DISK_FULL', `${context}: the disk is full (${message}); free disk space and reopen the database`, { cause: err })
+  }
+  return new KestrelError('KESTREL_IO', `${context}: ${message}; check the disk and reopen the database`, { cause: err })
+}

@@ -1,0 +1,13 @@
+/**
+ * kestreldb: an embedded, durable, transactional storage engine for Node.js.
+ * @packageDocumentation
+ */
+export { open, Database, type TransactionOptions, type DatabaseStats } from './database.js'
+export { Transaction, type CommitInfo, type Entry } from './transaction.js'
+export { Collection, type CollectionOptions } from './collection.js'
+export { KestrelError, type KestrelErrorCode } from './errors.js'
+export type { OpenOptions, EngineChoice } from './options.js'
+export type { ScanOptions } from './scan.js'
+export type { Key, KeyPart } from './codec/key.js'
+export type { Durability, EngineName, FaultOptions } from './core/types.js'
+export { nativeAvailable } from './core/native.js'

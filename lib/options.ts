@@ -1,0 +1,66 @@
+/** Options of {@link open}, their defaults and their validation. */
+import { KestrelError } from './errors.js'
+import type { CoreOpenOptions, Durability, FaultOptions } from './core/types.js'
+
+/** Which engine `open` should use. `'auto'`: native when its binary loads, else ts (one warning). */
+export type EngineChoice = 'native' | 'ts' | 'auto'
+
+/** Options of {@link open}. */
+export interface OpenOptions {
+  /** `'native'` | `'ts'` | `'auto'` (default). */
+  engine?: EngineChoice
+  /**
+   * `'sync'` (default): a commit is acknowledged once fdatasync'd. `'relaxed'`: once written to
+   * the OS (survives a process crash, not a power loss). `'none'`: no fdatasync until close.
+   */
+  durability?: Durability
+  /** Start a new log segment past this size. Default 64 MiB; at least 64 KiB. */
+  segmentBytes?: number
+  /** Upper bound on one group-commit batch. Default 4 MiB; at least 64 KiB. */
+  groupBytesMax?: number
+  /** Test-only fault injection (failing writes/syncs, simulated crashes). */
+  faults?: FaultOptions
+}
+
+const MIB = 1024 * 1024
+
+function invalid(message: string): KestrelError {
+  return new KestrelError('KESTREL_INVALID_ARGUMENT', message)
+}
+
+function byteOption(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 64 * 1024 || value > 1024 * MIB) {
+    throw invalid(`option ${name} must be a whole number of bytes from 65536 to 1 GiB, got ${String(value)}`)
+  }
+  return value
+}
+
+/** Validate `open` options; returns the engine choice and the options for the core. */
+export function resolveOptions(options: OpenOptions | undefined): { engine: EngineChoice; core: CoreOpenOptions } {
+  const o = options ?? {}
+  if (typeof o !== 'object') throw invalid('open options must be an object')
+  const engine = o.engine ?? 'auto'
+  if (engine !== 'auto' && engine !== 'native' && engine !== 'ts') {
+    throw invalid(`option engine must be 'auto', 'native' or 'ts', got ${String(engine)}`)
+  }
+  const durability = o.durability ?? 'sync'
+  if (durability !== 'sync' && durability !== 'relaxed' && durability !== 'none') {
+    throw invalid(`option durability must be 'sync', 'relaxed' or 'none', got ${String(durability)}`)
+  }
+  const core: CoreOpenOptions = {
+    durability,
+    segmentBytes: byteOption('segmentBytes', o.segmentBytes, 64 * MIB),
+    groupBytesMax: byteOption('groupBytesMax', o.groupBytesMax, 4 * MIB),
+  }
+  if (o.faults !== undefined) {
+    const f = o.faults
+    for (const k of ['failWriteAt', 'failFsyncAt'] as const) {
+      const v = f[k]
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw invalid(`faults.${k} must be a positive integer`)
+    }
+    if (f.errno !== undefined && f.errno !== 'EIO' && f.errno !== 'ENOSPC') throw invalid("faults.errno must be 'EIO' or 'ENOSPC'")
+    core.faults = { ...f }
+  }
+  return { engine, core }
+}

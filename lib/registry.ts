@@ -1,0 +1,121 @@
+/**
+ * One engine per database directory per process. A second `open()` of the same directory shares
+ * the running engine (what users expect from two handles in one service) instead of starting a
+ * second writer over the same files, which would corrupt them.
+ */
+import { mkdir, readdir, realpath, stat } from 'node:fs/promises'
+import { resolve } from 'node:path'
+import { KestrelError } from './errors.js'
+import { acquireLock, releaseLock } from './lock.js'
+import { NativeCore, loadNative } from './core/native.js'
+import { TsCore } from './core/ts/engine.js'
+import type { Core, CoreOpenOptions, EngineName } from './core/types.js'
+import type { EngineChoice } from './options.js'
+
+interface Entry {
+  core: Promise<Core>
+  refs: number
+}
+
+const open = new Map<string, Entry>()
+let warnedFallback = false
+
+function notADatabase(dir: string, why: string): KestrelError {
+  return new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`)
+}
+
+/** Refuse plain files and foreign directories before anything is written into them. */
+async function prepare(dir: string): Promise<string> {
+  try {
+    const st = await stat(dir)
+    if (!st.isDirectory()) throw notADatabase(dir, 'it is a file, not a directory')
+    const entries = (await readdir(dir)).filter((e) => e !== 'LOCK')
+    if (entries.length > 0 && !entries.includes('KESTREL')) {
+      throw notADatabase(dir, `it holds ${entries.length} other entries and no KESTREL file`)
+    }
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ENOENT') throw err
+    await mkdir(dir, { recursive: true })
+  }
+  return realpath(dir)
+}
+
+function pickEngine(choice: EngineChoice): EngineName {
+  if (choice !== 'auto') return choice
+  try {
+    loadNative()
+    return 'native'
+  } catch (err) {
+    if (!warnedFallback) {
+      warnedFallback = true
+      process.emitWarning(`kestreldb: ${(err as Error).message} Using the pure-TypeScript engine.`, { code: 'KESTREL_NATIVE_FALLBACK' })
+    }
+    return 'ts'
+  }
+}
+
+async function start(dir: string, engine: EngineName, options: CoreOpenOptions): Promise<Core> {
+  await acquireLock(dir)
+  try {
+    return engine === 'native' ? await NativeCore.open(dir, options) : await TsCore.open(dir, options)
+  } catch (err) {
+    await releaseLock(dir)
+    throw err
+  }
+}
+
+/** A handle's share of an engine. `release()` closes the engine with its last handle. */
+export interface Lease {
+  core: Core
+  dir: string
+  release(): Promise<void>
+}
+
+/** Open the engine of `path`, or share the one already running in this process. */
+export async function acquire(path: string, choice: EngineChoice, options: CoreOpenOptions): Promise<Lease> {
+  const dir = await prepare(resolve(path))
+  let entry = open.get(dir)
+  if (!entry) {
+    const core = start(dir, pickEngine(choice), options)
+    entry = { core, refs: 0 }
+    open.set(dir, entry)
+    core.catch(() => { if (open.get(dir) === entry) open.delete(dir) })
+  }
+  entry.refs++
+  let core: Core
+  try {
+    core = await entry.core
+  } catch (err) {
+    entry.refs--
+    throw err
+  }
+  if (choice !== 'auto' && core.engine !== choice) {
+    entry.refs--
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${dir} is already open in this process with the ${core.engine} engine; open it with engine: '${core.engine}' or 'auto' to share it`)
+  }
+  const held = entry
+  let released = false
+  return {
+    core,
+    dir,
+    async release(): Promise<void> {
+      if (released) return
+      released = true
+      if (--held.refs > 0) return
+      if (open.get(dir) === held) open.delete(dir)
+      try {
+        await core.close()
+      } finally {
+        await releaseLock(dir)
+      }
+    },
+  }
+}
+
+/** Test-only: forget an engine that was crashed on purpose, releasing its lock. */
+export async function forget(dir: string, core: Core): Promise<void> {
+  for (const [key, entry] of open) {
+    if ((await entry.core.catch(() => undefined)) === core) open.delete(key)
+  }
+  await releaseLock(dir)
+}
