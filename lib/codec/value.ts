@@ -8,7 +8,7 @@ import { KestrelError } from '../errors.js'
 /** Largest encoded value, in bytes. */
 export const VALUE_BYTES_MAX = 64 * 1024 * 1024
 
-const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint', mapsAsObjects: true })
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint', useBigIntExtension: true, mapsAsObjects: true })
 
 function findUnencodable(value: unknown, depth: number, seen: Set<object>): string | undefined {
   if (depth > 256) return 'it nests deeper than 256 levels'
@@ -39,7 +39,7 @@ export function encodeValue(value: unknown): Uint8Array {
   // nothing is stored that would read back differently.
   const why = findUnencodable(value, 0, new Set())
   if (why) {
-    throw new KestrelError('KESTREL_INVALID_VALUE', `cannot store this value: ${why}; store plain data (objects, arrays, strings, numbers, bigints, booleans, null, Date, Map, Set, Uint8Array)`)
+    throw new KestrelError('KESTREL_INVALID_VALUE', `cannot store this value: ${why}; store plain data (objects, arrays, strings, numbers, bigints, booleans, null, Date, Uint8Array)`)
   }
   let bytes: Uint8Array
   try {

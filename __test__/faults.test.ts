@@ -1,0 +1,131 @@
+/**
+ * The fault-injecting file layer on both engines: failing fsync/write, lost unsynced writes and
+ * torn writes at a simulated power loss (I1, I2).
+ */
+import { readdirSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { open, type Database } from '../lib/index.js'
+import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+
+async function put(db: Database, key: string, value: unknown): Promise<bigint> {
+  const tx = db.begin()
+  tx.put(db.collection('items'), key, value)
+  return (await tx.commit()).commitId
+}
+
+function keys(db: Database): string[] {
+  return [...db.begin().scan(db.collection('items'))].map((e) => e.key as string)
+}
+
+describe.each(ENGINES)('fault injection [%s]', (engine) => {
+  it('EIO on fsync: that commit rejects, later ones reject KESTREL_IO, reopen keeps every acknowledged commit', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, faults: { failFsyncAt: 3 } })
+    await put(db, 'k1', 1)
+    await put(db, 'k2', 2)
+    const failed = await expectCode(() => put(db, 'k3', 3), 'KESTREL_IO')
+    expect(failed.message).toMatch(/reopen/)
+    expect(db.begin().get(db.collection('items'), 'k3')).toBeUndefined() // never visible
+    const later = await expectCode(() => put(db, 'k4', 4), 'KESTREL_IO')
+    expect(later.message).toMatch(/reopen/)
+    await db.close()
+    const again = await open(dir, { engine: other(engine) })
+    expect(keys(again)).toEqual(['k1', 'k2'])
+    expect(await put(again, 'k5', 5)).toBe(3n) // the log continues after the last durable record
+    await again.close()
+  })
+
+  it('EIO on fsync fails every commit of the batch and every queued one', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, faults: { failFsyncAt: 2 } })
+    await put(db, 'first', 0)
+    const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => put(db, `c${i}`, i)))
+    expect(results.every((r) => r.status === 'rejected' && (r.reason as { code: string }).code === 'KESTREL_IO')).toBe(true)
+    await db.close()
+    const again = await open(dir, { engine })
+    expect(keys(again)).toEqual(['first'])
+    await again.close()
+  })
+
+  it('ENOSPC on write: KESTREL_DISK_FULL, then KESTREL_IO until reopened', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, faults: { failWriteAt: 2, errno: 'ENOSPC' } })
+    await put(db, 'a', 1)
+    const full = await expectCode(() => put(db, 'b', 2), 'KESTREL_DISK_FULL')
+    expect(full.message).toMatch(/free disk space/)
+    await expectCode(() => put(db, 'c', 3), 'KESTREL_IO')
+    await db.close()
+    const again = await open(dir, { engine })
+    expect(keys(again)).toEqual(['a'])
+    await put(again, 'd', 4)
+    expect(keys(again)).toEqual(['a', 'd'])
+    await again.close()
+  })
+
+  it('power loss drops unsynced writes; a torn write keeps only whole records', async () => {
+    for (const [tear, expected] of [[0, []], [1, []], [10_000, ['k0', 'k1', 'k2', 'k3']]] as const) {
+      const dir = tempDir()
+      // durability 'none' never fsyncs, so everything after the segment header is unsynced.
+      const db = await open(dir, { engine, durability: 'none', faults: {} })
+      for (let i = 0; i < 4; i++) await put(db, `k${i}`, 'v'.repeat(100))
+      await db.simulateCrash(tear)
+      const again = await open(dir, { engine: other(engine) })
+      expect(keys(again), `tear ${tear}`).toEqual(expected)
+      await again.close()
+    }
+    // A tear in the middle of the third record keeps exactly the first two.
+    const dir = tempDir()
+    const db = await open(dir, { engine, durability: 'none', faults: {} })
+    for (let i = 0; i < 4; i++) await put(db, `k${i}`, 'v'.repeat(100))
+    const segment = join(dir, 'log', readdirSync(join(dir, 'log'))[0]!)
+    const recordBytes = (statSync(segment).size - 32) / 4 // written to the OS, not synced
+    expect(Number.isInteger(recordBytes)).toBe(true)
+    await db.simulateCrash(2 * recordBytes + Math.floor(recordBytes / 2))
+    const again = await open(dir, { engine })
+    expect(keys(again)).toEqual(['k0', 'k1'])
+    await again.close()
+  })
+
+  it('fake-disk crash at random moments: acknowledged commits survive, transactions stay whole', async () => {
+    let seed = 99
+    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    for (let round = 0; round < 15; round++) {
+      const dir = tempDir()
+      const db = await open(dir, { engine, faults: {} })
+      const c = db.collection('pairs')
+      const acked: number[] = []
+      let n = 0
+      let stop = false
+      const workers = Array.from({ length: 1 + Math.floor(random() * 16) }, async () => {
+        while (!stop) {
+          const i = n++
+          const tx = db.begin()
+          tx.put(c, ['a', i], i)
+          tx.put(c, ['b', i], 'x'.repeat(i % 50))
+          try {
+            await tx.commit()
+            acked.push(i)
+          } catch (err) {
+            expect((err as { code: string }).code).toBe('KESTREL_CLOSED')
+            return
+          }
+        }
+      })
+      await new Promise((r) => setTimeout(r, random() * 30))
+      stop = true
+      await db.simulateCrash(Math.floor(random() * 400))
+      await Promise.all(workers)
+      const again = await open(dir, { engine: round % 2 ? engine : other(engine) })
+      const tx = again.begin()
+      const rc = again.collection('pairs')
+      for (const i of acked) {
+        expect(tx.get(rc, ['a', i]), `round ${round}: ack ${i}`).toBe(i)
+      }
+      const as = [...tx.scan(rc, { prefix: ['a'] })].map((e) => (e.key as [string, number])[1])
+      const bs = [...tx.scan(rc, { prefix: ['b'] })].map((e) => (e.key as [string, number])[1])
+      expect(bs).toEqual(as)
+      await again.close()
+    }
+  })
+})

@@ -1,0 +1,37 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll } from 'vitest'
+import type { EngineName } from '../lib/index.js'
+
+/** Every engine-level suite runs on both engines. A missing native binary fails, never skips. */
+export const ENGINES: EngineName[] = (process.env.KESTREL_TEST_ENGINES?.split(',') as EngineName[] | undefined) ?? ['native', 'ts']
+
+/** The other engine, for cross-engine tests. */
+export const other = (e: EngineName): EngineName => (e === 'native' ? 'ts' : 'native')
+
+const roots: string[] = []
+afterAll(() => {
+  for (const r of roots) rmSync(r, { recursive: true, force: true })
+})
+
+/** A fresh temp directory path (not created) removed after the file's tests. */
+export function tempDir(label = 'db'): string {
+  const root = mkdtempSync(join(tmpdir(), 'kestrel-test-'))
+  roots.push(root)
+  return join(root, label)
+}
+
+/** Assert that `fn` rejects/throws a KestrelError with `code`; returns the error. */
+export async function expectCode(fn: () => unknown, code: string): Promise<Error & { code: string }> {
+  try {
+    await fn()
+  } catch (err) {
+    const e = err as Error & { code: string }
+    if (e.name !== 'KestrelError' || e.code !== code) {
+      throw new Error(`expected KestrelError ${code}, got ${e.name} ${e.code}: ${e.message}`)
+    }
+    return e
+  }
+  throw new Error(`expected KestrelError ${code}, but nothing was thrown`)
+}
