@@ -43,11 +43,14 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
   it(`${ROUNDS} rounds: every acknowledged commit survives, every transaction is whole`, async () => {
     const dir = tempDir()
     const everAcked = new Set<number>()
+    let ackedTotal = 0
+    let survivorsTotal = 0
     let seed = 12345
     const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
     for (let round = 0; round < ROUNDS; round++) {
       const acked = await runAndKill(dir, engine, 1 + Math.floor(random() * 32), Math.floor(random() * 250))
       for (const n of acked) everAcked.add(n)
+      ackedTotal += acked.size
       const reopenWith = round % 2 === 0 ? engine : other(engine)
       const db = await open(dir, { engine: reopenWith })
       const c = db.collection('pairs')
@@ -60,6 +63,7 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
       expect(lost, `round ${round}: acknowledged commits lost`).toEqual([])
       const torn = [...a].filter((n) => !b.has(n)).concat([...b].filter((n) => !a.has(n)))
       expect(torn, `round ${round}: half-applied transactions`).toEqual([])
+      survivorsTotal += a.size
       // Reset the counter space for the next child: clear what is there (also exercises deletes).
       await db.transaction((t) => {
         for (const n of a) { t.delete(c, ['a', n]); t.delete(c, ['b', n]) }
@@ -67,5 +71,8 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
       await db.close()
       everAcked.clear()
     }
+    // The kills must land while commits flow, or the test proves nothing.
+    expect(ackedTotal).toBeGreaterThan(ROUNDS * 5)
+    expect(survivorsTotal).toBeGreaterThanOrEqual(ackedTotal)
   })
 })

@@ -1,0 +1,407 @@
+//! The engine: the serial log with a group-commit writer thread, and the store it publishes to.
+//!
+//! A commit is validated and given the next LSN on the caller's thread, then queued. The writer
+//! takes everything queued while its previous write + fdatasync ran as the next batch, writes it
+//! with one `write` and one `fdatasync`, and only then applies the batch to the store (in LSN
+//! order), advances the visible LSN and notifies. I1 (durability before visibility) holds because
+//! nothing reaches the store before the step that acknowledges it.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Code, Error, Result};
+use crate::format::*;
+use crate::payload::{self, Commit};
+use crate::recovery::{self, prepare_directory};
+use crate::store::{ScanBounds, Store};
+use crate::vfs::{sync_dir, FaultOptions, FaultyVfs, LogFile, Purpose, RealVfs, Vfs};
+
+/// Queued bytes past which `commit` waits for the writer (back-pressure, never a drop).
+pub const QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// In `relaxed` mode, fdatasync with a batch when the last sync is older than this.
+pub const RELAXED_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    Sync,
+    Relaxed,
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub durability: Durability,
+    pub segment_bytes_max: u64,
+    pub group_bytes_max: usize,
+    /// Some = use the fault-injecting file layer (tests).
+    pub faults: Option<FaultOptions>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { durability: Durability::Sync, segment_bytes_max: 64 << 20, group_bytes_max: 4 << 20, faults: None }
+    }
+}
+
+/// Called from the writer thread after each batch: `(durable_lsn, None)` once the batch is
+/// acknowledged and visible, or `(last_good_lsn, Some(error))` when it failed — every commit
+/// queued with a larger LSN has failed too.
+pub type Notify = Box<dyn Fn(u64, Option<Error>) + Send + Sync>;
+
+struct Queued {
+    lsn: u64,
+    payload: Vec<u8>,
+    commit: Commit,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    Failed(Error),
+    /// close(): drain the queue, then stop.
+    Closing,
+    /// crash(): stop now, write nothing more.
+    Crashed,
+}
+
+struct Queue {
+    items: VecDeque<Queued>,
+    /// Invariant: the sum of the frame sizes of `items`.
+    bytes: usize,
+    /// Invariant: the LSN of the last queued commit + 1.
+    next_lsn: u64,
+    state: State,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    syncs: AtomicU64,
+    segments: AtomicU64,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    room: Condvar,
+    store: RwLock<Store>,
+    /// LSN of the last commit applied to the store; only the writer advances it.
+    visible_lsn: AtomicU64,
+    counters: Counters,
+    notify: Notify,
+}
+
+/// Engine statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub durable_lsn: u64,
+    pub batches: u64,
+    pub syncs: u64,
+    pub segments: u64,
+    pub keys: u64,
+}
+
+pub struct Engine {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    faulty: Option<FaultyVfs>,
+}
+
+/// The writer thread's own state: the active segment.
+struct Writer {
+    shared: Arc<Shared>,
+    options: Options,
+    log_dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
+    active: Box<dyn LogFile>,
+    last_sync: Instant,
+}
+
+impl Engine {
+    /// Open (or create) the database in `dir` and recover it.
+    pub fn open(dir: &Path, options: Options, notify: Notify) -> Result<Engine> {
+        if options.group_bytes_max == 0 || options.segment_bytes_max == 0 {
+            return Err(Error::new(Code::InvalidArgument, "segmentBytes and groupBytesMax must be positive"));
+        }
+        prepare_directory(dir)?;
+        let recovered = recovery::recover(dir)?;
+        let faulty = options.faults.map(FaultyVfs::new);
+        let vfs: Arc<dyn Vfs> = match &faulty {
+            Some(f) => Arc::new(f.clone()),
+            None => Arc::new(RealVfs),
+        };
+        let log_dir = dir.join(LOG_DIR);
+        let mut store = Store::default();
+        let last_lsn = recovered.last_lsn;
+        for (_, commit) in recovered.commits {
+            store.apply(commit);
+        }
+        let active = match recovered.segments.last() {
+            Some(seg) => vfs.open_log(&log_dir.join(&seg.name), seg.len).map_err(|e| Error::io("opening the active log segment", &e))?,
+            None => create_segment(&log_dir, vfs.as_ref(), last_lsn + 1)?,
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, next_lsn: last_lsn + 1, state: State::Open }),
+            work: Condvar::new(),
+            room: Condvar::new(),
+            store: RwLock::new(store),
+            visible_lsn: AtomicU64::new(last_lsn),
+            counters: Counters::default(),
+            notify,
+        });
+        shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
+        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, last_sync: Instant::now() };
+        let handle = std::thread::Builder::new()
+            .name("kestrel-log-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io("starting the log writer thread", &e))?;
+        Ok(Engine { shared, writer: Mutex::new(Some(handle)), faulty })
+    }
+
+    /// Validate a COMMIT payload, give it the next LSN and queue it. Blocks only while more than
+    /// [`QUEUE_BYTES_MAX`] bytes are queued.
+    pub fn commit(&self, payload_bytes: &[u8]) -> Result<u64> {
+        let commit = payload::decode(payload_bytes)
+            .map_err(|e| Error::new(Code::InvalidArgument, format!("malformed commit payload: {e}")))?;
+        if payload_bytes.len() > RECORD_PAYLOAD_BYTES_MAX {
+            return Err(Error::new(Code::InvalidArgument, "a commit record is limited to 256 MiB; split the transaction"));
+        }
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        // Bounded: each wait ends when the writer drains a batch or the state changes.
+        loop {
+            refuse(&q.state)?;
+            if q.bytes <= QUEUE_BYTES_MAX {
+                break;
+            }
+            q = self.shared.room.wait(q).expect("queue lock");
+        }
+        let lsn = q.next_lsn;
+        q.next_lsn += 1;
+        q.bytes += FRAME_HEADER_BYTES + payload_bytes.len();
+        q.items.push_back(Queued { lsn, payload: payload_bytes.to_vec(), commit });
+        drop(q);
+        self.shared.work.notify_one();
+        Ok(lsn)
+    }
+
+    pub fn get(&self, collection: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.shared.store.read().expect("store lock").get(collection, key).map(|v| v.to_vec())
+    }
+
+    pub fn scan(&self, collection: &str, bounds: &ScanBounds) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.shared.store.read().expect("store lock").scan(collection, bounds)
+    }
+
+    /// LSN of the last visible commit.
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.visible_lsn.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            durable_lsn: self.last_lsn(),
+            batches: c.batches.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            segments: c.segments.load(Ordering::Relaxed),
+            keys: self.shared.store.read().expect("store lock").key_count() as u64,
+        }
+    }
+
+    fn stop(&self, state: State) {
+        {
+            let mut q = self.shared.queue.lock().expect("queue lock");
+            if matches!(q.state, State::Open | State::Failed(_)) {
+                q.state = state;
+            }
+        }
+        self.shared.work.notify_all();
+        self.shared.room.notify_all();
+        if let Some(h) = self.writer.lock().expect("writer lock").take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Write everything queued, sync, stop the writer. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        self.stop(State::Closing);
+        Ok(())
+    }
+
+    /// Test-only power loss: stop without writing what is queued, then drop unsynced data
+    /// except `tear_bytes` of it.
+    pub fn crash(&self, tear_bytes: u64) -> Result<()> {
+        let Some(faulty) = &self.faulty else {
+            return Err(Error::new(Code::InvalidArgument, "crash() needs the fault layer: open with faults: {}"));
+        };
+        self.stop(State::Crashed);
+        faulty.crash(tear_bytes).map_err(|e| Error::io("simulating a crash", &e))
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop(State::Closing);
+    }
+}
+
+fn refuse(state: &State) -> Result<()> {
+    match state {
+        State::Open => Ok(()),
+        State::Failed(e) => Err(Error::new(
+            Code::Io,
+            format!("an earlier log write failed ({}); nothing more is acknowledged: reopen the database to recover the last durable state", e.message),
+        )),
+        State::Closing | State::Crashed => Err(Error::closed()),
+    }
+}
+
+fn create_segment(log_dir: &Path, vfs: &dyn Vfs, first_lsn: u64) -> Result<Box<dyn LogFile>> {
+    let path = log_dir.join(segment_name(first_lsn));
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |e: std::io::Error| Error::io(&what, &e)
+    };
+    fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(io("creating"))?;
+    let mut file = vfs.open_log(&path, 0).map_err(io("opening"))?;
+    file.append(&segment_header(first_lsn), Purpose::Meta).map_err(io("writing the header of"))?;
+    file.sync(Purpose::Meta).map_err(io("syncing"))?;
+    sync_dir(log_dir).map_err(io("syncing the directory of"))?;
+    Ok(file)
+}
+
+impl Writer {
+    fn run(&mut self) {
+        // Bounded by the queue: every iteration writes at least one commit or exits.
+        while let Some(batch) = self.next_batch() {
+            if !self.write_batch(batch) {
+                break;
+            }
+        }
+    }
+
+    /// Wait for work; take everything queued up to `group_bytes_max` (at least one commit).
+    fn next_batch(&mut self) -> Option<Vec<Queued>> {
+        let shared = self.shared.clone();
+        let mut q = shared.queue.lock().expect("queue lock");
+        loop {
+            match q.state {
+                State::Crashed | State::Failed(_) => return None,
+                _ if !q.items.is_empty() => break,
+                State::Closing => {
+                    drop(q);
+                    if self.options.durability != Durability::Sync {
+                        let _ = self.active.sync(Purpose::Meta);
+                    }
+                    return None;
+                }
+                State::Open => q = shared.work.wait(q).expect("queue lock"),
+            }
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(next) = q.items.front() {
+            let size = FRAME_HEADER_BYTES + next.payload.len();
+            if !batch.is_empty() && bytes + size > self.options.group_bytes_max {
+                break;
+            }
+            bytes += size;
+            batch.push(q.items.pop_front().expect("front exists"));
+        }
+        q.bytes -= bytes;
+        drop(q);
+        shared.room.notify_all();
+        Some(batch)
+    }
+
+    fn crashed(&self) -> bool {
+        self.shared.queue.lock().expect("queue lock").state == State::Crashed
+    }
+
+    /// Write, sync and publish one batch. Returns false when the writer must stop.
+    fn write_batch(&mut self, batch: Vec<Queued>) -> bool {
+        debug_assert!(!batch.is_empty());
+        let mut buffer = Vec::with_capacity(batch.iter().map(|q| FRAME_HEADER_BYTES + q.payload.len()).sum());
+        for (i, q) in batch.iter().enumerate() {
+            let t = RECORD_COMMIT | if i + 1 == batch.len() { BATCH_END } else { 0 };
+            write_frame(&mut buffer, q.lsn, t, &q.payload);
+        }
+        let len_before = self.active.len();
+        let result = (|| -> Result<bool> {
+            if self.active.len() > self.options.segment_bytes_max {
+                self.rollover(batch[0].lsn)?;
+            }
+            self.active.append(&buffer, Purpose::Batch).map_err(|e| Error::io("writing the log", &e))?;
+            if self.crashed() {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            let sync = match self.options.durability {
+                Durability::Sync => true,
+                Durability::Relaxed => now.duration_since(self.last_sync) > RELAXED_SYNC_INTERVAL,
+                Durability::None => false,
+            };
+            if sync {
+                self.active.sync(Purpose::Batch).map_err(|e| Error::io("syncing the log", &e))?;
+                self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.last_sync = now;
+            }
+            Ok(!self.crashed())
+        })();
+        match result {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(cause) => {
+                self.fail(cause, len_before);
+                return false;
+            }
+        }
+        let last = batch.last().expect("non-empty").lsn;
+        {
+            let mut store = self.shared.store.write().expect("store lock");
+            for q in batch {
+                store.apply(q.commit);
+            }
+            // Advance the horizon while the store is still locked: a reader never sees a commit
+            // applied but not yet counted, nor the reverse.
+            self.shared.visible_lsn.store(last, Ordering::Release);
+        }
+        self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
+        (self.shared.notify)(last, None);
+        true
+    }
+
+    fn rollover(&mut self, first_lsn: u64) -> Result<()> {
+        if self.options.durability != Durability::Sync {
+            self.active.sync(Purpose::Meta).map_err(|e| Error::io("syncing the log before rollover", &e))?;
+        }
+        self.active = create_segment(&self.log_dir, self.vfs.as_ref(), first_lsn)?;
+        self.shared.counters.segments.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn fail(&mut self, cause: Error, len_before: u64) {
+        let code = if cause.code == Code::DiskFull { Code::DiskFull } else { Code::Io };
+        let message = if code == Code::DiskFull {
+            format!("the disk is full: this commit was not acknowledged ({}); free disk space and reopen the database", cause.message)
+        } else {
+            format!("a log write failed: this commit was not acknowledged ({}); reopen the database to recover the last durable state", cause.message)
+        };
+        let err = Error::new(code, message);
+        // Best effort: cut the failed batch off so that it cannot reappear after a reopen.
+        let _ = self.active.truncate(len_before);
+        {
+            let mut q = self.shared.queue.lock().expect("queue lock");
+            q.state = State::Failed(err.clone());
+            q.items.clear();
+            q.bytes = 0;
+        }
+        self.shared.room.notify_all();
+        (self.shared.notify)(self.shared.visible_lsn.load(Ordering::Acquire), Some(err));
+    }
+}

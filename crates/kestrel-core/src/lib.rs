@@ -1,0 +1,15 @@
+//! kestrel-core: the kestreldb storage engine without N-API — the serial log with group commit,
+//! recovery, the fault-injecting file layer and the store. The byte format is docs/FORMAT.md.
+
+pub mod engine;
+pub mod error;
+pub mod format;
+pub mod payload;
+pub mod recovery;
+pub mod store;
+pub mod vfs;
+
+pub use engine::{Durability, Engine, Notify, Options, Stats};
+pub use error::{Code, Error, Result};
+pub use store::ScanBounds;
+pub use vfs::{Errno, FaultOptions};

@@ -1,0 +1,146 @@
+//! The `COMMIT` payload (docs/FORMAT.md): a collection table, then PUT / DELETE ops.
+
+pub const OP_PUT: u8 = 1;
+pub const OP_DELETE: u8 = 2;
+pub const KEY_BYTES_MAX: usize = 1024;
+pub const VALUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const COLLECTION_NAME_BYTES_MAX: usize = 255;
+pub const COMMIT_OPS_MAX: usize = 1 << 24;
+
+/// One write of a commit. `value: None` is a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// Index into [`Commit::collections`].
+    pub collection: u16,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A parsed commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub collections: Vec<String>,
+    pub ops: Vec<Op>,
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        if self.pos + n > self.bytes.len() {
+            return Err(format!("commit payload truncated reading {what} at byte {}", self.pos));
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+}
+
+/// Parse and validate a payload; the error says what is wrong (the caller picks the code).
+pub fn decode(bytes: &[u8]) -> Result<Commit, String> {
+    let mut r = Reader { bytes, pos: 0 };
+    let count = r.u16("collection count")? as usize;
+    if count == 0 {
+        return Err("commit payload has no collections".into());
+    }
+    let mut collections = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.u16("collection name length")? as usize;
+        if len == 0 || len > COLLECTION_NAME_BYTES_MAX {
+            return Err(format!("collection name length {len} out of range"));
+        }
+        let name = std::str::from_utf8(r.take(len, "collection name")?).map_err(|_| "collection name is not UTF-8".to_string())?;
+        collections.push(name.to_string());
+    }
+    let op_count = r.u32("op count")? as usize;
+    if op_count == 0 || op_count > COMMIT_OPS_MAX {
+        return Err(format!("op count {op_count} out of range"));
+    }
+    let mut ops = Vec::with_capacity(op_count.min(1 << 16));
+    for _ in 0..op_count {
+        let kind = r.u8("op header")?;
+        let collection = r.u16("op header")?;
+        let key_len = r.u32("op header")? as usize;
+        if kind != OP_PUT && kind != OP_DELETE {
+            return Err(format!("unknown op {kind}"));
+        }
+        if collection as usize >= count {
+            return Err(format!("collection index {collection} out of range"));
+        }
+        if key_len == 0 || key_len > KEY_BYTES_MAX {
+            return Err(format!("key length {key_len} out of range"));
+        }
+        let key = r.take(key_len, "key")?.to_vec();
+        let value = if kind == OP_PUT {
+            let value_len = r.u32("value length")? as usize;
+            if value_len > VALUE_BYTES_MAX {
+                return Err(format!("value length {value_len} out of range"));
+            }
+            Some(r.take(value_len, "value")?.to_vec())
+        } else {
+            None
+        };
+        ops.push(Op { collection, key, value });
+    }
+    if r.pos != bytes.len() {
+        return Err(format!("commit payload has {} trailing bytes", bytes.len() - r.pos));
+    }
+    Ok(Commit { collections, ops })
+}
+
+/// Encode a commit (used by tests and tools; the TypeScript side builds payloads in production).
+pub fn encode(commit: &Commit) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(commit.collections.len() as u16).to_le_bytes());
+    for name in &commit.collections {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.extend_from_slice(&(commit.ops.len() as u32).to_le_bytes());
+    for op in &commit.ops {
+        out.push(if op.value.is_some() { OP_PUT } else { OP_DELETE });
+        out.extend_from_slice(&op.collection.to_le_bytes());
+        out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&op.key);
+        if let Some(v) = &op.value {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_payload_bytes_match_the_typescript_encoder() {
+        // The same bytes __test__/codec.test.ts expects from lib/core/payload.ts.
+        let bytes = [2, 0, 1, 0, 0x61, 1, 0, 0x62, 2, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 2, 0, 0, 0, 9, 9, 2, 1, 0, 1, 0, 0, 0, 2];
+        let c = decode(&bytes).expect("valid");
+        assert_eq!(c.collections, vec!["a", "b"]);
+        assert_eq!(c.ops, vec![
+            Op { collection: 0, key: vec![1], value: Some(vec![9, 9]) },
+            Op { collection: 1, key: vec![2], value: None },
+        ]);
+        assert_eq!(encode(&c), bytes);
+        assert!(decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("truncated"));
+        let mut extra = bytes.to_vec();
+        extra.push(0);
+        assert!(decode(&extra).unwrap_err().contains("trailing"));
+        assert!(decode(&[0, 0]).is_err());
+    }
+}

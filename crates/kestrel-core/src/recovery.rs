@@ -1,0 +1,199 @@
+//! Directory preparation and log recovery: the algorithm of docs/FORMAT.md "Recovery", step for
+//! step (the TypeScript twin is `lib/core/ts/recovery.ts`).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Code, Error, Result};
+use crate::format::*;
+use crate::payload::{self, Commit};
+use crate::vfs::sync_dir;
+
+fn not_a_database(dir: &Path, why: &str) -> Error {
+    Error::new(
+        Code::NotADatabase,
+        format!("{} is not a kestreldb database ({why}); pass an empty or new directory, or the directory of an existing database", dir.display()),
+    )
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(&what, &e)
+}
+
+/// Make sure `dir` is a kestreldb directory, creating it when missing or empty.
+pub fn prepare_directory(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(not_a_database(dir, "it is a file, not a directory")),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        }
+        Err(e) => return Err(Error::io(&format!("opening {}", dir.display()), &e)),
+    }
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))? {
+        let name = entry.map_err(io(format!("reading {}", dir.display())))?.file_name().to_string_lossy().into_owned();
+        if name != LOCK_FILE {
+            entries.push(name);
+        }
+    }
+    if entries.iter().any(|e| e == IDENTITY_FILE) {
+        let bytes = fs::read(dir.join(IDENTITY_FILE)).map_err(io(format!("reading {}", IDENTITY_FILE)))?;
+        check_identity(dir, &bytes)?;
+        fs::create_dir_all(dir.join(LOG_DIR)).map_err(io("creating log/".into()))?;
+        return Ok(());
+    }
+    if !entries.is_empty() {
+        return Err(not_a_database(dir, &format!("it holds {} other entries and no {IDENTITY_FILE} file", entries.len())));
+    }
+    fs::create_dir(dir.join(LOG_DIR)).map_err(io("creating log/".into()))?;
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp).map_err(io("creating the identity file".into()))?;
+    f.write_all(&identity_bytes()).map_err(io("writing the identity file".into()))?;
+    f.sync_all().map_err(io("syncing the identity file".into()))?;
+    fs::rename(&tmp, dir.join(IDENTITY_FILE)).map_err(io("renaming the identity file".into()))?;
+    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
+    Ok(())
+}
+
+fn check_identity(dir: &Path, bytes: &[u8]) -> Result<()> {
+    if bytes.len() != IDENTITY_BYTES {
+        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} is {} bytes, expected {IDENTITY_BYTES}", bytes.len())));
+    }
+    if bytes[..8] != IDENTITY_MAGIC {
+        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} has the wrong magic")));
+    }
+    if u32_at(bytes, 12) != crc32c(&bytes[..12]) {
+        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} checksum mismatch")));
+    }
+    let version = u32_at(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(Error::new(
+            Code::FormatVersion,
+            format!("{} uses on-disk format version {version}; this kestreldb reads version {FORMAT_VERSION}: upgrade kestreldb", dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// A segment after recovery.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub name: String,
+    pub first_lsn: u64,
+    pub len: u64,
+}
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub commits: Vec<(u64, Commit)>,
+    pub last_lsn: u64,
+    pub segments: Vec<Segment>,
+    pub truncated_bytes: u64,
+}
+
+fn corrupt(segment: &str, offset: usize, what: &str) -> Error {
+    Error::new(
+        Code::Corrupt,
+        format!("log segment {LOG_DIR}/{segment} is corrupt at byte {offset} ({what}); committed data past this point cannot be trusted: restore from a backup"),
+    )
+}
+
+/// Is damage at `from` a torn final write? Yes unless a whole frame carrying BATCH_END is
+/// followed by another whole frame (a later batch, written only after the damaged one was durable).
+fn is_torn_tail(bytes: &[u8], from: usize, last_good_lsn: u64) -> bool {
+    let mut saw_batch_end = false;
+    let mut pos = from + 1;
+    // Bounded by the segment length: each step advances by a byte or a whole frame.
+    while pos + FRAME_HEADER_BYTES <= bytes.len() {
+        match read_frame(bytes, pos) {
+            Some(f) if f.lsn > last_good_lsn => {
+                if saw_batch_end {
+                    return false;
+                }
+                saw_batch_end |= f.batch_end;
+                pos = f.end;
+            }
+            _ => pos += 1,
+        }
+    }
+    true
+}
+
+/// Recover the log of `dir`: every good COMMIT in LSN order; the tail is left clean.
+pub fn recover(dir: &Path) -> Result<Recovered> {
+    let log_dir = dir.join(LOG_DIR);
+    let mut names: Vec<(u64, String)> = Vec::new();
+    for entry in fs::read_dir(&log_dir).map_err(io("reading log/".into()))? {
+        let name = entry.map_err(io("reading log/".into()))?.file_name().to_string_lossy().into_owned();
+        if let Some(lsn) = parse_segment_name(&name) {
+            names.push((lsn, name));
+        }
+    }
+    names.sort();
+    let mut out = Recovered::default();
+    let count = names.len();
+    for (i, (first_lsn, name)) in names.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let path = log_dir.join(&name);
+        let bytes = fs::read(&path).map_err(io(format!("reading {LOG_DIR}/{name}")))?;
+        match read_segment_header(&bytes) {
+            Ok(h) if h == first_lsn => {}
+            bad => {
+                if is_last && bytes.len() < SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES && first_lsn == out.last_lsn + 1 {
+                    // A crash while creating the segment: nothing in it was ever acknowledged.
+                    fs::remove_file(&path).map_err(io(format!("removing {LOG_DIR}/{name}")))?;
+                    sync_dir(&log_dir).map_err(io("syncing log/".into()))?;
+                    break;
+                }
+                let why = match bad {
+                    Err(e) => e,
+                    Ok(h) => format!("header says first LSN {h}"),
+                };
+                return Err(corrupt(&name, 0, &why));
+            }
+        }
+        if first_lsn != out.last_lsn + 1 {
+            let why = if first_lsn > out.last_lsn + 1 {
+                format!("records {}..{} are missing (a segment file was deleted)", out.last_lsn + 1, first_lsn - 1)
+            } else {
+                format!("segment starts at LSN {first_lsn}, overlapping LSN {}", out.last_lsn)
+            };
+            return Err(corrupt(&name, 0, &why));
+        }
+        let mut pos = SEGMENT_HEADER_BYTES;
+        let mut damage: Option<String> = None;
+        // Bounded: each iteration consumes one whole frame.
+        while pos < bytes.len() {
+            let Some(frame) = read_frame(&bytes, pos) else {
+                damage = Some("torn, zeroed or checksum-failing record".into());
+                break;
+            };
+            if frame.lsn != out.last_lsn + 1 {
+                damage = Some(format!("record LSN {}, expected {}", frame.lsn, out.last_lsn + 1));
+                break;
+            }
+            if frame.record_type != RECORD_COMMIT {
+                return Err(corrupt(&name, pos, &format!("unknown record type {} (written by a newer kestreldb?)", frame.record_type)));
+            }
+            let commit = payload::decode(frame.payload)
+                .map_err(|e| corrupt(&name, pos, &format!("commit record {} does not parse: {e}", frame.lsn)))?;
+            out.commits.push((frame.lsn, commit));
+            out.last_lsn = frame.lsn;
+            pos = frame.end;
+        }
+        if let Some(what) = damage {
+            if !is_last || !is_torn_tail(&bytes, pos, out.last_lsn) {
+                return Err(corrupt(&name, pos, &what));
+            }
+            let f = fs::OpenOptions::new().write(true).open(&path).map_err(io(format!("opening {LOG_DIR}/{name}")))?;
+            f.set_len(pos as u64).map_err(io(format!("truncating {LOG_DIR}/{name}")))?;
+            f.sync_data().map_err(io(format!("syncing {LOG_DIR}/{name}")))?;
+            out.truncated_bytes = (bytes.len() - pos) as u64;
+        }
+        out.segments.push(Segment { name, first_lsn, len: pos as u64 });
+    }
+    Ok(out)
+}

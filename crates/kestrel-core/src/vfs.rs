@@ -1,0 +1,206 @@
+//! The file layer under the log, and its fault-injecting twin (SQLite crash-VFS style). The
+//! TypeScript engine has the same pair in `lib/core/ts/vfs.ts`.
+//!
+//! Counting rule shared with the TS twin: only writes and fdatasyncs issued for commit *batches*
+//! ([`Purpose::Batch`]) count toward `fail_write_at` / `fail_fsync_at`; segment headers
+//! and directory syncs do not.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why an operation is issued: only `Batch` operations are counted by the fault layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Batch,
+    Meta,
+}
+
+/// One open log segment; writes always go to its end.
+pub trait LogFile: Send {
+    fn len(&self) -> u64;
+    fn append(&mut self, data: &[u8], purpose: Purpose) -> io::Result<()>;
+    fn sync(&mut self, purpose: Purpose) -> io::Result<()>;
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// Opens log files.
+pub trait Vfs: Send + Sync {
+    fn open_log(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>>;
+}
+
+pub struct RealFile {
+    file: File,
+    len: u64,
+}
+
+impl LogFile for RealFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn append(&mut self, data: &[u8], _purpose: Purpose) -> io::Result<()> {
+        self.file.write_all_at(data, self.len)?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self, _purpose: Purpose) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)?;
+        self.len = len;
+        Ok(())
+    }
+}
+
+/// The plain file layer.
+pub struct RealVfs;
+
+impl Vfs for RealVfs {
+    fn open_log(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Box::new(RealFile { file, len }))
+    }
+}
+
+/// fsync a directory so that entries created or removed in it are durable.
+pub fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+/// Which error an injected fault reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Errno {
+    #[default]
+    Eio,
+    Enospc,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultOptions {
+    pub fail_write_at: Option<u64>,
+    pub fail_fsync_at: Option<u64>,
+    pub errno: Errno,
+}
+
+struct Tracked {
+    path: PathBuf,
+    /// Bytes known durable: the length at the last successful sync.
+    synced_len: u64,
+    len: u64,
+    open: bool,
+}
+
+#[derive(Default)]
+struct FaultState {
+    writes: u64,
+    syncs: u64,
+    files: Vec<Tracked>,
+}
+
+/// Fault-injecting file layer for tests.
+#[derive(Clone, Default)]
+pub struct FaultyVfs {
+    options: FaultOptions,
+    state: Arc<Mutex<FaultState>>,
+}
+
+fn injected(errno: Errno, what: &str) -> io::Error {
+    match errno {
+        Errno::Eio => io::Error::other(format!("EIO: input/output error (injected at {what})")),
+        Errno::Enospc => io::Error::from_raw_os_error(28),
+    }
+}
+
+impl FaultyVfs {
+    pub fn new(options: FaultOptions) -> Self {
+        FaultyVfs { options, state: Arc::default() }
+    }
+
+    /// Power loss: every file keeps its synced prefix plus `tear_bytes` of what was not synced.
+    pub fn crash(&self, tear_bytes: u64) -> io::Result<()> {
+        let mut st = self.state.lock().expect("fault state");
+        for t in st.files.iter_mut().filter(|t| t.open) {
+            let unsynced = t.len.saturating_sub(t.synced_len);
+            let keep = t.synced_len + tear_bytes.min(unsynced);
+            OpenOptions::new().write(true).open(&t.path)?.set_len(keep)?;
+            t.len = keep;
+            t.open = false;
+        }
+        Ok(())
+    }
+}
+
+struct FaultyFile {
+    inner: RealFile,
+    index: usize,
+    vfs: FaultyVfs,
+}
+
+impl LogFile for FaultyFile {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn append(&mut self, data: &[u8], purpose: Purpose) -> io::Result<()> {
+        let mut st = self.vfs.state.lock().expect("fault state");
+        if purpose == Purpose::Batch {
+            st.writes += 1;
+            if self.vfs.options.fail_write_at == Some(st.writes) {
+                return Err(injected(self.vfs.options.errno, &format!("write #{}", st.writes)));
+            }
+        }
+        self.inner.append(data, purpose)?;
+        st.files[self.index].len = self.inner.len();
+        Ok(())
+    }
+
+    fn sync(&mut self, purpose: Purpose) -> io::Result<()> {
+        let mut st = self.vfs.state.lock().expect("fault state");
+        if purpose == Purpose::Batch {
+            st.syncs += 1;
+            if self.vfs.options.fail_fsync_at == Some(st.syncs) {
+                return Err(injected(self.vfs.options.errno, &format!("fdatasync #{}", st.syncs)));
+            }
+        }
+        self.inner.sync(purpose)?;
+        st.files[self.index].synced_len = self.inner.len();
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut st = self.vfs.state.lock().expect("fault state");
+        self.inner.truncate(len)?;
+        let t = &mut st.files[self.index];
+        t.len = len;
+        t.synced_len = t.synced_len.min(len);
+        Ok(())
+    }
+}
+
+impl Drop for FaultyFile {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.vfs.state.lock() {
+            // A closed file was synced before it was closed (rollover, close): nothing to lose.
+            if st.files[self.index].synced_len == st.files[self.index].len {
+                st.files[self.index].open = false;
+            }
+        }
+    }
+}
+
+impl Vfs for FaultyVfs {
+    fn open_log(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let mut st = self.state.lock().expect("fault state");
+        st.files.push(Tracked { path: path.to_path_buf(), synced_len: len, len, open: true });
+        let index = st.files.len() - 1;
+        drop(st);
+        Ok(Box::new(FaultyFile { inner: RealFile { file, len }, index, vfs: self.clone() }))
+    }
+}

@@ -1,0 +1,174 @@
+//! N-API binding for kestreldb: a thin skin over `kestrel-core`. No engine logic lives here —
+//! only argument conversion, error-code mapping and the durability callback.
+
+use std::path::Path;
+
+use kestrel_core::{Durability, Engine, Errno, FaultOptions, Options, ScanBounds};
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+/// Map an engine error to a JS error whose `code` is the stable KESTREL_* string.
+fn to_js(err: kestrel_core::Error) -> napi::Error<String> {
+    napi::Error::new(err.code.as_str().to_string(), err.message)
+}
+
+fn invalid(message: String) -> napi::Error<String> {
+    napi::Error::new("KESTREL_INVALID_ARGUMENT".to_string(), message)
+}
+
+/// Fault injection for tests (see docs/ARCHITECTURE.md).
+#[napi(object)]
+pub struct NativeFaults {
+    pub fail_write_at: Option<i64>,
+    pub fail_fsync_at: Option<i64>,
+    pub errno: Option<String>,
+}
+
+/// Options the TypeScript layer has already validated and defaulted.
+#[napi(object)]
+pub struct NativeOpenOptions {
+    pub durability: String,
+    pub segment_bytes: i64,
+    pub group_bytes_max: i64,
+    pub faults: Option<NativeFaults>,
+}
+
+/// Engine counters.
+#[napi(object)]
+pub struct NativeStats {
+    pub durable_lsn: i64,
+    pub batches: i64,
+    pub syncs: i64,
+    pub segments: i64,
+    pub keys: i64,
+}
+
+type DurableCallback = ThreadsafeFunction<
+    FnArgs<(f64, Option<String>, Option<String>)>,
+    Unknown<'static>,
+    FnArgs<(f64, Option<String>, Option<String>)>,
+    Status,
+    false,
+    true,
+>;
+
+/// One open database engine.
+#[napi]
+pub struct NativeEngine {
+    engine: Engine,
+}
+
+fn positive(name: &str, v: i64) -> std::result::Result<u64, napi::Error<String>> {
+    u64::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| invalid(format!("{name} must be a positive integer")))
+}
+
+fn bound(b: Option<Uint8Array>) -> Option<Vec<u8>> {
+    b.map(|b| b.to_vec())
+}
+
+#[napi]
+impl NativeEngine {
+    /// Open or create the database directory and recover it. `onDurable(durableLsn, errorCode,
+    /// errorMessage)` is called after every batch; it never keeps the event loop alive.
+    #[napi(
+        factory,
+        ts_args_type = "dir: string, options: NativeOpenOptions, onDurable: (durableLsn: number, errorCode: string | null, errorMessage: string | null) => void"
+    )]
+    pub fn open(dir: String, options: NativeOpenOptions, on_durable: DurableCallback) -> std::result::Result<NativeEngine, napi::Error<String>> {
+        let durability = match options.durability.as_str() {
+            "sync" => Durability::Sync,
+            "relaxed" => Durability::Relaxed,
+            "none" => Durability::None,
+            other => return Err(invalid(format!("durability must be 'sync', 'relaxed' or 'none', got {other}"))),
+        };
+        let faults = match options.faults {
+            None => None,
+            Some(f) => Some(FaultOptions {
+                fail_write_at: f.fail_write_at.map(|v| positive("faults.failWriteAt", v)).transpose()?,
+                fail_fsync_at: f.fail_fsync_at.map(|v| positive("faults.failFsyncAt", v)).transpose()?,
+                errno: match f.errno.as_deref() {
+                    None | Some("EIO") => Errno::Eio,
+                    Some("ENOSPC") => Errno::Enospc,
+                    Some(other) => return Err(invalid(format!("faults.errno must be 'EIO' or 'ENOSPC', got {other}"))),
+                },
+            }),
+        };
+        let opts = Options {
+            durability,
+            segment_bytes_max: positive("segmentBytes", options.segment_bytes)?,
+            group_bytes_max: positive("groupBytesMax", options.group_bytes_max)? as usize,
+            faults,
+        };
+        let notify: kestrel_core::Notify = Box::new(move |lsn, err| {
+            let (code, message) = match err {
+                None => (None, None),
+                Some(e) => (Some(e.code.as_str().to_string()), Some(e.message)),
+            };
+            on_durable.call(FnArgs::from((lsn as f64, code, message)), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        let engine = Engine::open(Path::new(&dir), opts, notify).map_err(to_js)?;
+        Ok(NativeEngine { engine })
+    }
+
+    /// Validate and queue a COMMIT payload; returns its LSN (the commit id).
+    #[napi]
+    pub fn commit(&self, payload: &[u8]) -> std::result::Result<f64, napi::Error<String>> {
+        self.engine.commit(payload).map(|lsn| lsn as f64).map_err(to_js)
+    }
+
+    /// The latest visible value of a key, or null.
+    #[napi]
+    pub fn get(&self, collection: String, key: &[u8]) -> Option<Buffer> {
+        self.engine.get(&collection, key).map(Buffer::from)
+    }
+
+    /// Flattened [key0, value0, key1, value1, …] in key order within the bounds (limit 0 = all).
+    #[napi]
+    pub fn scan(
+        &self,
+        collection: String,
+        gte: Option<Uint8Array>,
+        gt: Option<Uint8Array>,
+        lte: Option<Uint8Array>,
+        lt: Option<Uint8Array>,
+        reverse: bool,
+        limit: u32,
+    ) -> Vec<Buffer> {
+        let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
+        let rows = self.engine.scan(&collection, &bounds);
+        let mut out = Vec::with_capacity(rows.len() * 2);
+        for (k, v) in rows {
+            out.push(Buffer::from(k));
+            out.push(Buffer::from(v));
+        }
+        out
+    }
+
+    /// LSN of the last visible commit.
+    #[napi]
+    pub fn last_lsn(&self) -> f64 {
+        self.engine.last_lsn() as f64
+    }
+
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        let s = self.engine.stats();
+        NativeStats { durable_lsn: s.durable_lsn as i64, batches: s.batches as i64, syncs: s.syncs as i64, segments: s.segments as i64, keys: s.keys as i64 }
+    }
+
+    /// Write everything queued, sync and stop the writer.
+    #[napi]
+    pub fn close(&self) -> std::result::Result<(), napi::Error<String>> {
+        self.engine.close().map_err(to_js)
+    }
+
+    /// Test-only power loss (needs the fault layer).
+    #[napi]
+    pub fn crash(&self, tear_bytes: f64) -> std::result::Result<(), napi::Error<String>> {
+        if !(tear_bytes >= 0.0) {
+            return Err(invalid("tearBytes must be a non-negative number".into()));
+        }
+        self.engine.crash(tear_bytes as u64).map_err(to_js)
+    }
+}
