@@ -1,0 +1,13 @@
+// One benchmark cell in its own process: `node child.js <workload> <contestant> <concurrency> <durationMs> <warmupMs> <dir>`.
+// Prints one JSON line with the result and the process's peak RSS.
+import { runW1 } from './workloads/w1.js'
+
+const [workload, contestant, concurrency, durationMs, warmupMs, dir] = process.argv.slice(2)
+const workloads = { W1: runW1 }
+try {
+  const result = await workloads[workload]({ contestant, dir, concurrency: Number(concurrency), durationMs: Number(durationMs), warmupMs: Number(warmupMs) })
+  result.peakRssBytes = process.resourceUsage().maxRSS * 1024
+  process.stdout.write(JSON.stringify(result) + '\n')
+} catch (err) {
+  process.stdout.write(JSON.stringify({ error: `${err.code ?? err.name}: ${err.message}` }) + '\n')
+}
