@@ -15,6 +15,8 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
  * usable as a Map key and comparable with `<`.
  */
 export function bytesToOrderedString(bytes: Uint8Array): string {
+  // Short keys are the common case: building the string directly avoids a Buffer view.
+  if (bytes.length <= 64) return String.fromCharCode.apply(null, bytes as unknown as number[])
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
 }
 

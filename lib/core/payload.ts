@@ -24,6 +24,18 @@ export interface WriteOp {
 }
 
 const utf8 = new TextEncoder()
+/** Collection names are few and reused on every commit: encode each once (bounded). */
+const nameCache = new Map<string, Uint8Array>()
+const NAME_CACHE_MAX = 4096
+
+function nameBytesOf(name: string): Uint8Array {
+  let b = nameCache.get(name)
+  if (!b) {
+    b = utf8.encode(name)
+    if (nameCache.size < NAME_CACHE_MAX) nameCache.set(name, b)
+  }
+  return b
+}
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true })
 
 /** Encode a commit's ops (at most one per key, already deduplicated by the transaction). */
@@ -36,7 +48,7 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
   let size = 2 + 4
   for (const op of ops) {
     if (!names.has(op.collection)) {
-      const b = utf8.encode(op.collection)
+      const b = nameBytesOf(op.collection)
       names.set(op.collection, nameBytes.length)
       nameBytes.push(b)
       size += 2 + b.length

@@ -1,6 +1,8 @@
 //! The disk's physical limits for the benchmark, measured the plain way:
 //! `fsync-limit records [record_bytes] [duration_ms]` — append one record + fdatasync, in a loop;
-//! `fsync-limit chunks [chunk_bytes] [duration_ms]` — append 1 MiB chunks + fdatasync (MB/s).
+//! `fsync-limit chunks [chunk_bytes] [duration_ms]` — append 1 MiB chunks + fdatasync (MB/s);
+//! `fsync-limit prezeroed [record_bytes] [duration_ms]` — the records loop over a file zeroed and
+//! synced beforehand, so that fdatasync has no file-size change to journal.
 //! Prints one JSON line. Works in a fresh directory under the OS temp dir (or $KESTREL_BENCH_DIR).
 
 use std::fs::{self, OpenOptions};
@@ -18,6 +20,15 @@ fn main() {
     fs::create_dir_all(&dir).expect("create temp dir");
     let path = dir.join("append.bin");
     let mut file = OpenOptions::new().create(true).write(true).truncate(true).open(&path).expect("open");
+    if mode == "prezeroed" {
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            file.write_all(&zeros).expect("zero");
+        }
+        file.sync_all().expect("sync");
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    }
     let record = vec![0x5au8; record_bytes];
     let mut latencies_us: Vec<f64> = Vec::new();
     let start = Instant::now();

@@ -100,6 +100,52 @@ pub fn decode(bytes: &[u8]) -> Result<Commit, String> {
     Ok(Commit { collections, ops })
 }
 
+/// Check a payload without copying anything (the same rules as [`decode`]).
+pub fn validate(bytes: &[u8]) -> Result<(), String> {
+    let mut r = Reader { bytes, pos: 0 };
+    let count = r.u16("collection count")? as usize;
+    if count == 0 {
+        return Err("commit payload has no collections".into());
+    }
+    for _ in 0..count {
+        let len = r.u16("collection name length")? as usize;
+        if len == 0 || len > COLLECTION_NAME_BYTES_MAX {
+            return Err(format!("collection name length {len} out of range"));
+        }
+        std::str::from_utf8(r.take(len, "collection name")?).map_err(|_| "collection name is not UTF-8".to_string())?;
+    }
+    let op_count = r.u32("op count")? as usize;
+    if op_count == 0 || op_count > COMMIT_OPS_MAX {
+        return Err(format!("op count {op_count} out of range"));
+    }
+    for _ in 0..op_count {
+        let kind = r.u8("op header")?;
+        let collection = r.u16("op header")? as usize;
+        let key_len = r.u32("op header")? as usize;
+        if kind != OP_PUT && kind != OP_DELETE {
+            return Err(format!("unknown op {kind}"));
+        }
+        if collection >= count {
+            return Err(format!("collection index {collection} out of range"));
+        }
+        if key_len == 0 || key_len > KEY_BYTES_MAX {
+            return Err(format!("key length {key_len} out of range"));
+        }
+        r.take(key_len, "key")?;
+        if kind == OP_PUT {
+            let value_len = r.u32("value length")? as usize;
+            if value_len > VALUE_BYTES_MAX {
+                return Err(format!("value length {value_len} out of range"));
+            }
+            r.take(value_len, "value")?;
+        }
+    }
+    if r.pos != bytes.len() {
+        return Err(format!("commit payload has {} trailing bytes", bytes.len() - r.pos));
+    }
+    Ok(())
+}
+
 /// Encode a commit (used by tests and tools; the TypeScript side builds payloads in production).
 pub fn encode(commit: &Commit) -> Vec<u8> {
     let mut out = Vec::new();
@@ -137,6 +183,8 @@ mod tests {
             Op { collection: 1, key: vec![2], value: None },
         ]);
         assert_eq!(encode(&c), bytes);
+        assert_eq!(validate(&bytes), Ok(()));
+        assert!(validate(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("truncated"));
         let mut extra = bytes.to_vec();
         extra.push(0);

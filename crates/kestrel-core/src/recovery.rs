@@ -108,6 +108,11 @@ fn is_torn_tail(bytes: &[u8], from: usize, last_good_lsn: u64) -> bool {
     let mut pos = from + 1;
     // Bounded by the segment length: each step advances by a byte or a whole frame.
     while pos + FRAME_HEADER_BYTES <= bytes.len() {
+        // LSN 0 is never written: skip zeroed (preallocated) space without checksumming it.
+        if u64_at(bytes, pos + 8) == 0 {
+            pos += 1;
+            continue;
+        }
         match read_frame(bytes, pos) {
             Some(f) if f.lsn > last_good_lsn => {
                 if saw_batch_end {

@@ -18,12 +18,20 @@ pub enum Purpose {
     Meta,
 }
 
-/// One open log segment; writes always go to its end.
+/// One open log segment. `len` is the write position (the end of the records); the file may be
+/// longer, pre-filled with zeros by [`LogFile::preallocate`], so that an fdatasync after a write
+/// has no file-size change to journal.
 pub trait LogFile: Send {
     fn len(&self) -> u64;
+    /// Physical size: ≥ `len`.
+    fn allocated(&self) -> u64;
+    /// Write `data` at the write position and advance it.
     fn append(&mut self, data: &[u8], purpose: Purpose) -> io::Result<()>;
     fn sync(&mut self, purpose: Purpose) -> io::Result<()>;
+    /// Cut the file (and the write position) to `len`.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Zero-fill the file up to `size` bytes and sync it (not counted by the fault layer).
+    fn preallocate(&mut self, size: u64) -> io::Result<()>;
 }
 
 /// Opens log files.
@@ -33,7 +41,9 @@ pub trait Vfs: Send + Sync {
 
 pub struct RealFile {
     file: File,
+    /// Invariant: len <= allocated.
     len: u64,
+    allocated: u64,
 }
 
 impl LogFile for RealFile {
@@ -41,9 +51,29 @@ impl LogFile for RealFile {
         self.len
     }
 
+    fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
     fn append(&mut self, data: &[u8], _purpose: Purpose) -> io::Result<()> {
         self.file.write_all_at(data, self.len)?;
         self.len += data.len() as u64;
+        self.allocated = self.allocated.max(self.len);
+        Ok(())
+    }
+
+    fn preallocate(&mut self, size: u64) -> io::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let zeros = vec![0u8; CHUNK];
+        let mut at = self.allocated;
+        // Bounded: each step writes up to one chunk towards `size`.
+        while at < size {
+            let n = ((size - at) as usize).min(CHUNK);
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        self.file.sync_data()?;
+        self.allocated = self.allocated.max(size);
         Ok(())
     }
 
@@ -54,6 +84,7 @@ impl LogFile for RealFile {
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.len = len;
+        self.allocated = len;
         Ok(())
     }
 }
@@ -64,7 +95,7 @@ pub struct RealVfs;
 impl Vfs for RealVfs {
     fn open_log(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Box::new(RealFile { file, len }))
+        Ok(Box::new(RealFile { file, len, allocated: len }))
     }
 }
 
@@ -90,8 +121,9 @@ pub struct FaultOptions {
 
 struct Tracked {
     path: PathBuf,
-    /// Bytes known durable: the length at the last successful sync.
+    /// Write position at the last successful sync: the records before it are durable.
     synced_len: u64,
+    /// Current write position.
     len: u64,
     open: bool,
 }
@@ -122,13 +154,17 @@ impl FaultyVfs {
         FaultyVfs { options, state: Arc::default() }
     }
 
-    /// Power loss: every file keeps its synced prefix plus `tear_bytes` of what was not synced.
+    /// Power loss: every file keeps its synced records plus `tear_bytes` of what was written
+    /// after them; the rest of what was written reads back as the zeros that were there before.
     pub fn crash(&self, tear_bytes: u64) -> io::Result<()> {
         let mut st = self.state.lock().expect("fault state");
         for t in st.files.iter_mut().filter(|t| t.open) {
             let unsynced = t.len.saturating_sub(t.synced_len);
             let keep = t.synced_len + tear_bytes.min(unsynced);
-            OpenOptions::new().write(true).open(&t.path)?.set_len(keep)?;
+            if keep < t.len {
+                let f = OpenOptions::new().write(true).open(&t.path)?;
+                f.write_all_at(&vec![0u8; (t.len - keep) as usize], keep)?;
+            }
             t.len = keep;
             t.open = false;
         }
@@ -145,6 +181,14 @@ struct FaultyFile {
 impl LogFile for FaultyFile {
     fn len(&self) -> u64 {
         self.inner.len()
+    }
+
+    fn allocated(&self) -> u64 {
+        self.inner.allocated()
+    }
+
+    fn preallocate(&mut self, size: u64) -> io::Result<()> {
+        self.inner.preallocate(size)
     }
 
     fn append(&mut self, data: &[u8], purpose: Purpose) -> io::Result<()> {
@@ -201,6 +245,6 @@ impl Vfs for FaultyVfs {
         st.files.push(Tracked { path: path.to_path_buf(), synced_len: len, len, open: true });
         let index = st.files.len() - 1;
         drop(st);
-        Ok(Box::new(FaultyFile { inner: RealFile { file, len }, index, vfs: self.clone() }))
+        Ok(Box::new(FaultyFile { inner: RealFile { file, len, allocated: len }, index, vfs: self.clone() }))
     }
 }

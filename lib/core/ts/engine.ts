@@ -20,6 +20,11 @@ import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
 
 /** Queued bytes past which new commits wait for the writer (back-pressure, never a drop). */
 const QUEUE_BYTES_MAX = 256 * 1024 * 1024
+/**
+ * The writer keeps this many zeroed bytes ahead of the write position: an fdatasync of data
+ * written into pre-zeroed space has no file-size change to journal.
+ */
+const PREALLOC_BYTES = 4 * 1024 * 1024
 /** In `relaxed` mode, fdatasync with a batch when the last sync is older than this. */
 const RELAXED_SYNC_INTERVAL_MS = 100
 
@@ -161,6 +166,8 @@ export class TsCore implements Core {
     const lengthBefore = this.active.length
     try {
       if (this.active.length > this.options.segmentBytes) await this.rollover(batch[0]!.lsn)
+      const end = this.active.length + buffer.length
+      if (end > this.active.allocated) await this.active.preallocate(end + PREALLOC_BYTES)
       await this.active.append(buffer, 'batch')
       if (this.crashed) throw new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged')
       const mode = this.options.durability
@@ -186,9 +193,17 @@ export class TsCore implements Core {
     for (const p of batch) p.resolve(BigInt(p.lsn))
   }
 
+  /** Cut the preallocated zeros and make the segment durable as it is. */
+  private async seal(file: LogFile): Promise<void> {
+    if (file.allocated > file.length) await file.truncate(file.length)
+    await file.sync('meta')
+  }
+
   private async rollover(firstLsn: number): Promise<void> {
     const old = this.active
-    if (this.options.durability !== 'sync') await old.sync('meta')
+    // A sealed segment ends at its last record: recovery treats damage in any segment but the
+    // last as corruption, so its zeroed preallocation must go first.
+    await this.seal(old)
     this.active = await TsCore.createSegment(this.dir, this.vfs, firstLsn)
     this.segmentCount++
     await old.close()
@@ -243,7 +258,8 @@ export class TsCore implements Core {
     const wasOpen = this.state === 'open'
     this.state = 'closed'
     try {
-      if (wasOpen && this.options.durability !== 'sync') await this.active.sync('meta')
+      // A failure here leaves a zeroed tail, which recovery cuts.
+      if (wasOpen) await this.seal(this.active).catch(() => {})
     } finally {
       await this.active.close()
     }

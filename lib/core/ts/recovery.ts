@@ -43,7 +43,10 @@ function corrupt(segment: string, offset: number, what: string): KestrelError {
 function isTornTail(bytes: Uint8Array, from: number, lastGoodLsn: number): boolean {
   let sawBatchEnd = false
   // Bounded by the segment length: one step per byte or per whole frame.
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   for (let pos = from + 1; pos + FRAME_HEADER_BYTES <= bytes.length;) {
+    // LSN 0 is never written: skip zeroed (preallocated) space without checksumming it.
+    if (view.getUint32(pos + 8, true) === 0 && view.getUint32(pos + 12, true) === 0) { pos++; continue }
     const frame = readFrame(bytes, pos)
     if (frame && frame.lsn > lastGoodLsn) {
       if (sawBatchEnd) return false

@@ -11,34 +11,65 @@ import type { FaultOptions } from '../types.js'
 /** Why a log file operation is issued: only `batch` operations are counted by the fault layer. */
 export type IoPurpose = 'batch' | 'meta'
 
-/** One open log segment. Writes always go to the end of the file. */
+/**
+ * One open log segment. `length` is the write position (the end of the records); the file may be
+ * longer, pre-filled with zeros by `preallocate`, so that an fdatasync after a write has no
+ * file-size change to journal.
+ */
 export interface LogFile {
   readonly path: string
-  /** Current length in bytes (including unsynced writes). */
+  /** Write position in bytes (including unsynced writes). */
   readonly length: number
+  /** Physical size: ≥ `length`. */
+  readonly allocated: number
+  /** Write `data` at the write position and advance it. */
   append(data: Uint8Array, purpose: IoPurpose): Promise<void>
   sync(purpose: IoPurpose): Promise<void>
+  /** Cut the file (and the write position) to `length`. */
   truncate(length: number): Promise<void>
+  /** Zero-fill the file up to `size` bytes and sync it (not counted by the fault layer). */
+  preallocate(size: number): Promise<void>
   close(): Promise<void>
 }
+
+const ZERO_CHUNK = new Uint8Array(1 << 20)
 
 /** Opens log files; the faulty implementation also simulates crashes. */
 export interface Vfs {
   openLog(path: string, length: number): Promise<LogFile>
 }
 
+async function writeAllAt(fh: FileHandle, path: string, data: Uint8Array, position: number): Promise<void> {
+  let done = 0
+  // Bounded: each iteration writes at least one byte or throws.
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done)
+    if (bytesWritten <= 0) throw Object.assign(new Error(`short write to ${path}`), { code: 'EIO' })
+    done += bytesWritten
+  }
+}
+
 class RealLogFile implements LogFile {
-  constructor(readonly path: string, private readonly fh: FileHandle, public length: number) {}
+  /** Invariant: length <= allocated. */
+  allocated: number
+
+  constructor(readonly path: string, readonly fh: FileHandle, public length: number) {
+    this.allocated = length
+  }
 
   async append(data: Uint8Array): Promise<void> {
-    let done = 0
-    // Bounded: each iteration writes at least one byte or throws.
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.length + done)
-      if (bytesWritten <= 0) throw Object.assign(new Error(`short write to ${this.path}`), { code: 'EIO' })
-      done += bytesWritten
-    }
+    await writeAllAt(this.fh, this.path, data, this.length)
     this.length += data.length
+    this.allocated = Math.max(this.allocated, this.length)
+  }
+
+  async preallocate(size: number): Promise<void> {
+    // Bounded: each step writes up to one chunk towards `size`.
+    for (let at = this.allocated; at < size; at += ZERO_CHUNK.length) {
+      await writeAllAt(this.fh, this.path, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, size - at)), at)
+    }
+    await this.fh.datasync()
+    this.allocated = Math.max(this.allocated, size)
   }
 
   async sync(): Promise<void> {
@@ -48,6 +79,7 @@ class RealLogFile implements LogFile {
   async truncate(length: number): Promise<void> {
     await this.fh.truncate(length)
     this.length = length
+    this.allocated = length
   }
 
   async close(): Promise<void> {
@@ -57,7 +89,7 @@ class RealLogFile implements LogFile {
 
 /** The plain file layer. */
 export class RealVfs implements Vfs {
-  async openLog(path: string, length: number): Promise<LogFile> {
+  async openLog(path: string, length: number): Promise<RealLogFile> {
     const fh = await fsOpen(path, 'r+')
     return new RealLogFile(path, fh, length)
   }
@@ -69,22 +101,27 @@ function injected(errno: 'EIO' | 'ENOSPC', what: string): Error {
 }
 
 class FaultyLogFile implements LogFile {
-  /** Bytes known durable: the file length at the last successful sync. */
+  /** Write position at the last successful sync: the records before it are durable. */
   syncedLength: number
 
-  constructor(private readonly inner: LogFile, private readonly vfs: FaultyVfs) {
+  constructor(private readonly inner: RealLogFile, private readonly vfs: FaultyVfs) {
     this.syncedLength = inner.length
   }
 
   get path(): string { return this.inner.path }
   get length(): number { return this.inner.length }
+  get allocated(): number { return this.inner.allocated }
+
+  preallocate(size: number): Promise<void> {
+    return this.inner.preallocate(size)
+  }
 
   async append(data: Uint8Array, purpose: IoPurpose): Promise<void> {
     if (purpose === 'batch') {
       this.vfs.writes++
       if (this.vfs.options.failWriteAt === this.vfs.writes) throw injected(this.vfs.errno, `write #${this.vfs.writes}`)
     }
-    await this.inner.append(data, purpose)
+    await this.inner.append(data)
   }
 
   async sync(purpose: IoPurpose): Promise<void> {
@@ -92,7 +129,7 @@ class FaultyLogFile implements LogFile {
       this.vfs.syncs++
       if (this.vfs.options.failFsyncAt === this.vfs.syncs) throw injected(this.vfs.errno, `fdatasync #${this.vfs.syncs}`)
     }
-    await this.inner.sync(purpose)
+    await this.inner.sync()
     this.syncedLength = this.inner.length
   }
 
@@ -106,10 +143,14 @@ class FaultyLogFile implements LogFile {
     await this.inner.close()
   }
 
-  /** Power loss: keep the synced prefix plus `tearBytes` of whatever was not synced. */
+  /**
+   * Power loss: keep the synced records plus `tearBytes` of what was written after them; the rest
+   * of what was written reads back as the zeros that were there before.
+   */
   async crash(tearBytes: number): Promise<void> {
-    const unsynced = this.inner.length - this.syncedLength
-    await this.inner.truncate(this.syncedLength + Math.min(tearBytes, Math.max(0, unsynced)))
+    const unsynced = Math.max(0, this.inner.length - this.syncedLength)
+    const keep = this.syncedLength + Math.min(tearBytes, unsynced)
+    if (keep < this.inner.length) await writeAllAt(this.inner.fh, this.path, new Uint8Array(this.inner.length - keep), keep)
     await this.inner.close()
   }
 }
@@ -121,7 +162,7 @@ export class FaultyVfs implements Vfs {
   readonly files = new Set<FaultyLogFile>()
   readonly errno: 'EIO' | 'ENOSPC'
 
-  constructor(readonly options: FaultOptions, private readonly real: Vfs = new RealVfs()) {
+  constructor(readonly options: FaultOptions, private readonly real: RealVfs = new RealVfs()) {
     this.errno = options.errno ?? 'EIO'
   }
 
