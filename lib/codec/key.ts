@@ -40,6 +40,24 @@ class Out {
     this.ensure(1)
     this.buf[this.len++] = b
   }
+  /**
+   * Fast path for the common key: ASCII without NUL, written without a TextEncoder allocation.
+   * Returns false (having written nothing) when the string needs the general path.
+   */
+  ascii(s: string, terminate: boolean): boolean {
+    const n = s.length
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i)
+      if (c === 0 || c > 0x7f) return false
+    }
+    this.ensure(n + 2)
+    for (let i = 0; i < n; i++) this.buf[this.len++] = s.charCodeAt(i)
+    if (terminate) {
+      this.buf[this.len++] = 0
+      this.buf[this.len++] = 0
+    }
+    return true
+  }
   /** Bytes with 0x00 escaped as 00 FF, then the 00 00 terminator. */
   escaped(bytes: Uint8Array, terminate: boolean): void {
     this.ensure(bytes.length * 2 + 2)
@@ -106,7 +124,7 @@ function encodeBigint(out: Out, n: bigint): void {
 function encodeInto(out: Out, key: unknown, depth: number, terminate: boolean): void {
   if (typeof key === 'string') {
     out.byte(TAG_STRING)
-    out.escaped(textEncoder.encode(key), terminate)
+    if (!out.ascii(key, terminate)) out.escaped(textEncoder.encode(key), terminate)
   } else if (typeof key === 'number') {
     encodeNumber(out, key)
   } else if (typeof key === 'bigint') {

@@ -50,8 +50,9 @@ export function encodeValue(value: unknown): Uint8Array {
   if (bytes.length > VALUE_BYTES_MAX) {
     throw new KestrelError('KESTREL_VALUE_TOO_LARGE', `value too large: ${bytes.length} bytes encoded, the limit is ${VALUE_BYTES_MAX}; split it over several keys`)
   }
-  // msgpackr reuses its output buffer: copy so the bytes we keep are ours.
-  return Uint8Array.prototype.slice.call(bytes)
+  // msgpackr reuses its output buffer: copy so the bytes we keep are ours (a plain Uint8Array:
+  // Buffer.prototype.slice would allocate through Buffer's slower pooled path).
+  return new Uint8Array(bytes)
 }
 
 /** Decode value bytes written by {@link encodeValue}. */

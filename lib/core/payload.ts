@@ -43,37 +43,46 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
   if (ops.length === 0 || ops.length > COMMIT_OPS_MAX) {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a commit holds 1 to ${COMMIT_OPS_MAX} writes, not ${ops.length}; split the transaction`)
   }
-  const names = new Map<string, number>()
+  // Hot path (one commit per transaction): a plain array for the few collections of a commit,
+  // little-endian integers written by hand, one allocation.
+  const names: string[] = []
   const nameBytes: Uint8Array[] = []
+  const indexes = new Uint16Array(ops.length)
   let size = 2 + 4
-  for (const op of ops) {
-    if (!names.has(op.collection)) {
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!
+    let ci = names.length === 1 && names[0] === op.collection ? 0 : names.indexOf(op.collection)
+    if (ci < 0) {
+      if (names.length >= COLLECTIONS_PER_COMMIT_MAX) {
+        throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a commit may touch at most ${COLLECTIONS_PER_COMMIT_MAX} collections; split the transaction`)
+      }
+      ci = names.length
+      names.push(op.collection)
       const b = nameBytesOf(op.collection)
-      names.set(op.collection, nameBytes.length)
       nameBytes.push(b)
       size += 2 + b.length
     }
+    indexes[i] = ci
     size += 1 + 2 + 4 + op.key.length + (op.value ? 4 + op.value.length : 0)
   }
-  if (nameBytes.length > COLLECTIONS_PER_COMMIT_MAX) {
-    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a commit may touch at most ${COLLECTIONS_PER_COMMIT_MAX} collections; split the transaction`)
-  }
   const out = new Uint8Array(size)
-  const view = new DataView(out.buffer)
   let pos = 0
-  view.setUint16(pos, nameBytes.length, true); pos += 2
+  const u16 = (v: number): void => { out[pos++] = v & 0xff; out[pos++] = v >>> 8 }
+  const u32 = (v: number): void => { out[pos++] = v & 0xff; out[pos++] = (v >>> 8) & 0xff; out[pos++] = (v >>> 16) & 0xff; out[pos++] = v >>> 24 }
+  u16(nameBytes.length)
   for (const b of nameBytes) {
-    view.setUint16(pos, b.length, true); pos += 2
+    u16(b.length)
     out.set(b, pos); pos += b.length
   }
-  view.setUint32(pos, ops.length, true); pos += 4
-  for (const op of ops) {
+  u32(ops.length)
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!
     out[pos++] = op.value ? OP_PUT : OP_DELETE
-    view.setUint16(pos, names.get(op.collection)!, true); pos += 2
-    view.setUint32(pos, op.key.length, true); pos += 4
+    u16(indexes[i]!)
+    u32(op.key.length)
     out.set(op.key, pos); pos += op.key.length
     if (op.value) {
-      view.setUint32(pos, op.value.length, true); pos += 4
+      u32(op.value.length)
       out.set(op.value, pos); pos += op.value.length
     }
   }
