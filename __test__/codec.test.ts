@@ -3,7 +3,7 @@ import { compareBytes } from '../lib/codec/bytes.js'
 import { decodeKey, encodeKey, encodeKeyPrefix, type Key } from '../lib/codec/key.js'
 import { decodeValue, encodeValue } from '../lib/codec/value.js'
 import { crc32c } from '../lib/core/crc32c.js'
-import { decodeCommit, encodeCommit } from '../lib/core/payload.js'
+import { OP_DELETE, OP_PUT, decodeCommit, encodeCommit } from '../lib/core/payload.js'
 import { expectCode } from './helpers.js'
 
 /** Small deterministic PRNG (mulberry32) so failures reproduce. */
@@ -146,8 +146,8 @@ describe('format primitives', () => {
 
   it('COMMIT payload: exact bytes, round trip, and refusal of garbage', () => {
     const payload = encodeCommit([
-      { collection: 'a', key: Uint8Array.from([1]), value: Uint8Array.from([9, 9]) },
-      { collection: 'b', key: Uint8Array.from([2]), value: undefined },
+      { kind: OP_PUT, collection: 'a', key: Uint8Array.from([1]), value: Uint8Array.from([9, 9]) },
+      { kind: OP_DELETE, collection: 'b', key: Uint8Array.from([2]), value: undefined },
     ])
     expect([...payload]).toEqual([
       2, 0, 1, 0, 0x61, 1, 0, 0x62, // 2 collections: "a", "b"

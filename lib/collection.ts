@@ -4,7 +4,14 @@ import { KestrelError } from './errors.js'
 const utf8 = new TextEncoder()
 
 /** Options of `db.collection()` (secondary indexes arrive with a later version). */
-export interface CollectionOptions {}
+export interface CollectionOptions<T = unknown> {
+  /**
+   * Merge concurrent writes of one key instead of failing with `ConflictError`:
+   * `(ancestor, committed, mine) => merged`; throw `ConflictError` when they cannot be merged.
+   * See `orderedMapResolver` for ZODB's BTree rules.
+   */
+  resolver?: (ancestor: T | undefined, committed: T | undefined, mine: T | undefined) => T | undefined
+}
 
 /**
  * A named set of key → value records. Obtained from `db.collection(name)`; passed to a

@@ -1,19 +1,33 @@
 /** `open()` and the Database handle. */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { Collection, checkCollectionName, type CollectionOptions } from './collection.js'
-import { KestrelError } from './errors.js'
+import { ConflictError, KestrelError } from './errors.js'
 import { resolveOptions, type OpenOptions } from './options.js'
 import { acquire, forget, type Lease } from './registry.js'
-import { Transaction, type TransactionHost } from './transaction.js'
+import { ReadView } from './snapshot.js'
+import { Transaction, type Resolver, type TransactionHost } from './transaction.js'
 import type { CoreStats, EngineName } from './core/types.js'
 
 /** Options of {@link Database.transaction}. */
 export interface TransactionOptions {
-  /** Re-runs on conflict (conflicts arrive with snapshot isolation); 0 hands them to the caller. */
+  /**
+   * How many times to re-run `fn` after a `ConflictError` (default 8), with exponential backoff
+   * and jitter; 0 hands the first conflict to the caller.
+   */
   retries?: number
 }
 
 /** Statistics of a database handle's engine. */
-export type DatabaseStats = CoreStats
+export interface DatabaseStats extends CoreStats {
+  /** Snapshots pinned by open transactions and read views. */
+  pinnedSnapshots: number
+  /** The oldest commit id still readable (`db.at` below it is `KESTREL_HISTORY_GONE`). */
+  horizon: number
+}
+
+const RETRIES_DEFAULT = 8
+const BACKOFF_BASE_MS = 1
+const BACKOFF_MAX_MS = 100
 
 /**
  * An open database. Several handles of one directory in one process share one engine; each
@@ -22,6 +36,7 @@ export type DatabaseStats = CoreStats
 export class Database {
   private lease: Lease | undefined
   private readonly collections = new Map<string, Collection<unknown>>()
+  private readonly resolvers = new Map<string, Resolver>()
   private readonly host: TransactionHost
 
   /** @internal use {@link open}. */
@@ -29,9 +44,10 @@ export class Database {
     this.lease = lease
     const self = this
     this.host = {
-      get core() { return self.live().core },
+      get coordinator() { return self.live().coordinator },
       assertOpen: () => { self.live() },
       id: this,
+      resolverOf: (name) => this.resolvers.get(name),
     }
   }
 
@@ -51,11 +67,15 @@ export class Database {
   }
 
   /** A collection handle; the collection exists once something is written to it. */
-  collection<T = unknown>(name: string, options?: CollectionOptions): Collection<T> {
+  collection<T = unknown>(name: string, options?: CollectionOptions<T>): Collection<T> {
     this.live()
     checkCollectionName(name)
     if (options !== undefined && (typeof options !== 'object' || options === null)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'collection options must be an object')
+    }
+    if (options?.resolver !== undefined) {
+      if (typeof options.resolver !== 'function') throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'a collection resolver must be a function (ancestor, committed, mine) => merged')
+      this.resolvers.set(name, options.resolver as Resolver)
     }
     let c = this.collections.get(name)
     if (!c) {
@@ -77,19 +97,51 @@ export class Database {
    */
   async transaction<R>(fn: (tx: Transaction) => R | Promise<R>, options: TransactionOptions = {}): Promise<R> {
     if (typeof fn !== 'function') throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'db.transaction(fn) needs a function')
-    if (options.retries !== undefined && (!Number.isSafeInteger(options.retries) || options.retries < 0)) {
+    const retries = options.retries ?? RETRIES_DEFAULT
+    if (!Number.isSafeInteger(retries) || retries < 0) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'retries must be a non-negative integer')
     }
-    const tx = this.begin()
-    let result: R
-    try {
-      result = await fn(tx)
-    } catch (err) {
-      if (!tx.finished) tx.rollback()
-      throw err
+    // Bounded by `retries`.
+    for (let attempt = 0; ; attempt++) {
+      const tx = this.begin()
+      try {
+        const result = await fn(tx)
+        if (!tx.finished) await tx.commit()
+        return result
+      } catch (err) {
+        if (!tx.finished) tx.rollback()
+        if (!(err instanceof ConflictError) || attempt >= retries) throw err
+        // Exponential backoff with full jitter: contenders spread out instead of colliding again.
+        await sleep(Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** attempt))
+      }
     }
-    if (!tx.finished) await tx.commit()
-    return result
+  }
+
+  /** A read view pinned at the last visible commit; usable across awaits until `close()`. */
+  snapshot(): ReadView {
+    const lease = this.live()
+    return new ReadView(this.host, lease.core.lastCommitId())
+  }
+
+  /**
+   * A read view of the database as it was right after commit `commitId`, inside the
+   * `retainHistory` window; `KESTREL_HISTORY_GONE` when those versions were already pruned.
+   */
+  at(commitId: bigint | number): ReadView {
+    const lease = this.live()
+    if ((typeof commitId !== 'bigint' && typeof commitId !== 'number') || Number(commitId) < 0 || !Number.isSafeInteger(Number(commitId))) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `db.at() needs a commit id (bigint), got ${String(commitId)}`)
+    }
+    const id = BigInt(commitId)
+    const last = lease.core.lastCommitId()
+    if (id > last) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `commit ${id} does not exist yet (the last commit is ${last})`)
+    const view = new ReadView(this.host, id) // pin first, so that the horizon cannot pass it meanwhile
+    const horizon = lease.core.horizon()
+    if (Number(id) < horizon) {
+      view.close()
+      throw new KestrelError('KESTREL_HISTORY_GONE', `commit ${id} is older than the retained history (the oldest readable commit is ${horizon}); open the database with a larger retainHistory: { commits, ms } to travel further back`)
+    }
+    return view
   }
 
   /** The id of the last visible commit (0n for an empty database). */
@@ -99,7 +151,8 @@ export class Database {
 
   /** Engine statistics: log position, batches, syncs, segments, keys. */
   stats(): DatabaseStats {
-    return this.live().core.stats()
+    const lease = this.live()
+    return { ...lease.core.stats(), pinnedSnapshots: lease.coordinator.pinned, horizon: lease.core.horizon() }
   }
 
   /** Close this handle. Queued commits are written first. Idempotent. */
@@ -135,6 +188,6 @@ export async function open(path: string, options?: OpenOptions): Promise<Databas
   if (typeof path !== 'string' || path.length === 0) {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'open(path) needs a directory path string')
   }
-  const { engine, core } = resolveOptions(options)
-  return new Database(await acquire(path, engine, core))
+  const { engine, core, retain } = resolveOptions(options)
+  return new Database(await acquire(path, engine, core, retain))
 }

@@ -20,13 +20,14 @@ export type KestrelErrorCode =
   | 'KESTREL_VALUE_TOO_LARGE'
   | 'KESTREL_TRANSACTION_DONE'
   | 'KESTREL_CONFLICT'
+  | 'KESTREL_HISTORY_GONE'
 
 const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
   'KESTREL_NATIVE_UNAVAILABLE', 'KESTREL_CORRUPT', 'KESTREL_IO', 'KESTREL_DISK_FULL',
   'KESTREL_CLOSED', 'KESTREL_NOT_A_DATABASE', 'KESTREL_FORMAT_VERSION', 'KESTREL_LOCKED',
   'KESTREL_INVALID_ARGUMENT', 'KESTREL_INVALID_KEY', 'KESTREL_KEY_TOO_LARGE',
   'KESTREL_INVALID_VALUE', 'KESTREL_VALUE_TOO_LARGE', 'KESTREL_TRANSACTION_DONE',
-  'KESTREL_CONFLICT',
+  'KESTREL_CONFLICT', 'KESTREL_HISTORY_GONE',
 ])
 
 /** Is `code` one of the stable kestreldb error codes? */
@@ -43,6 +44,31 @@ export class KestrelError extends Error {
     super(message, options)
     this.name = 'KestrelError'
     this.code = code
+  }
+}
+
+/**
+ * A write-write conflict: another transaction committed (or is committing) a write to the same
+ * key after this transaction's snapshot (first committer wins). `db.transaction` retries these.
+ */
+export class ConflictError extends KestrelError {
+  constructor(
+    /** The collection of the contended key. */
+    readonly collection: string,
+    /** The contended key (decoded). */
+    readonly key: unknown,
+    message?: string,
+  ) {
+    super('KESTREL_CONFLICT', message ?? `write conflict on ${collection} ${safeKey(key)}: another transaction committed a write to it after this transaction's snapshot; retry the transaction (db.transaction retries for you)`)
+    this.name = 'ConflictError'
+  }
+}
+
+function safeKey(key: unknown): string {
+  try {
+    return JSON.stringify(key, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? `bytes(${v.length})` : v)) ?? String(key)
+  } catch {
+    return String(key)
   }
 }
 

@@ -3,10 +3,12 @@
  * @packageDocumentation
  */
 export { open, Database, type TransactionOptions, type DatabaseStats } from './database.js'
-export { Transaction, type CommitInfo, type Entry } from './transaction.js'
+export { Transaction, type CommitInfo, type Entry, type Resolver, type Savepoint } from './transaction.js'
+export { ReadView } from './snapshot.js'
+export { orderedMapResolver } from './txn/resolvers.js'
 export { Collection, type CollectionOptions } from './collection.js'
-export { KestrelError, type KestrelErrorCode } from './errors.js'
-export type { OpenOptions, EngineChoice } from './options.js'
+export { KestrelError, ConflictError, type KestrelErrorCode } from './errors.js'
+export type { OpenOptions, EngineChoice, Retention } from './options.js'
 export type { ScanOptions } from './scan.js'
 export type { Key, KeyPart } from './codec/key.js'
 export type { Durability, EngineName, FaultOptions } from './core/types.js'

@@ -18,8 +18,20 @@ export interface OpenOptions {
   segmentBytes?: number
   /** Upper bound on one group-commit batch. Default 4 MiB; at least 64 KiB. */
   groupBytesMax?: number
+  /**
+   * Time-travel window for `db.at(commitId)`: versions of the last `commits` commits, and of
+   * commits made in the last `ms` milliseconds, stay readable. Default `{ commits: 0, ms: 0 }`.
+   * After a reopen, the commits window counts replayed commits; the ms window starts at open.
+   */
+  retainHistory?: { commits?: number; ms?: number }
   /** Test-only fault injection (failing writes/syncs, simulated crashes). */
   faults?: FaultOptions
+}
+
+/** The validated time-travel window. */
+export interface Retention {
+  commits: number
+  ms: number
 }
 
 const MIB = 1024 * 1024
@@ -37,7 +49,7 @@ function byteOption(name: string, value: unknown, fallback: number): number {
 }
 
 /** Validate `open` options; returns the engine choice and the options for the core. */
-export function resolveOptions(options: OpenOptions | undefined): { engine: EngineChoice; core: CoreOpenOptions } {
+export function resolveOptions(options: OpenOptions | undefined): { engine: EngineChoice; core: CoreOpenOptions; retain: Retention } {
   const o = options ?? {}
   if (typeof o !== 'object') throw invalid('open options must be an object')
   const engine = o.engine ?? 'auto'
@@ -48,10 +60,17 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
   if (durability !== 'sync' && durability !== 'relaxed' && durability !== 'none') {
     throw invalid(`option durability must be 'sync', 'relaxed' or 'none', got ${String(durability)}`)
   }
+  const r = o.retainHistory ?? {}
+  if (typeof r !== 'object' || r === null) throw invalid('option retainHistory must be an object like { commits, ms }')
+  const retain: Retention = { commits: r.commits ?? 0, ms: r.ms ?? 0 }
+  for (const [k, v] of Object.entries(retain)) {
+    if (!Number.isSafeInteger(v) || v < 0) throw invalid(`option retainHistory.${k} must be a non-negative integer, got ${String(v)}`)
+  }
   const core: CoreOpenOptions = {
     durability,
     segmentBytes: byteOption('segmentBytes', o.segmentBytes, 64 * MIB),
     groupBytesMax: byteOption('groupBytesMax', o.groupBytesMax, 4 * MIB),
+    retainCommits: retain.commits,
   }
   if (o.faults !== undefined) {
     const f = o.faults
@@ -62,5 +81,5 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
     if (f.errno !== undefined && f.errno !== 'EIO' && f.errno !== 'ENOSPC') throw invalid("faults.errno must be 'EIO' or 'ENOSPC'")
     core.faults = { ...f }
   }
-  return { engine, core }
+  return { engine, core, retain }
 }

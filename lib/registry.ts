@@ -10,11 +10,13 @@ import { acquireLock, releaseLock } from './lock.js'
 import { NativeCore, loadNative } from './core/native.js'
 import { TsCore } from './core/ts/engine.js'
 import type { Core, CoreOpenOptions, EngineName } from './core/types.js'
-import type { EngineChoice } from './options.js'
+import type { EngineChoice, Retention } from './options.js'
+import { Coordinator } from './txn/coordinator.js'
 
 interface Entry {
   core: Promise<Core>
   refs: number
+  coordinator?: Coordinator
 }
 
 const open = new Map<string, Entry>()
@@ -67,12 +69,13 @@ async function start(dir: string, engine: EngineName, options: CoreOpenOptions):
 /** A handle's share of an engine. `release()` closes the engine with its last handle. */
 export interface Lease {
   core: Core
+  coordinator: Coordinator
   dir: string
   release(): Promise<void>
 }
 
 /** Open the engine of `path`, or share the one already running in this process. */
-export async function acquire(path: string, choice: EngineChoice, options: CoreOpenOptions): Promise<Lease> {
+export async function acquire(path: string, choice: EngineChoice, options: CoreOpenOptions, retain: Retention): Promise<Lease> {
   const dir = await prepare(resolve(path))
   let entry = open.get(dir)
   if (!entry) {
@@ -94,9 +97,12 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${dir} is already open in this process with the ${core.engine} engine; open it with engine: '${core.engine}' or 'auto' to share it`)
   }
   const held = entry
+  // The first handle's retention window holds for the engine's life in this process.
+  held.coordinator ??= new Coordinator(core, retain)
   let released = false
   return {
     core,
+    coordinator: held.coordinator,
     dir,
     async release(): Promise<void> {
       if (released) return

@@ -1,16 +1,19 @@
 /**
- * Transactions: a private write set in TypeScript; `commit()` turns it into one log record.
- * Reads see the latest committed data plus the transaction's own writes (snapshot isolation
- * arrives with the MVCC version store).
+ * Transactions: snapshot isolation over the engine's version store. A transaction reads one
+ * snapshot (the last visible commit when it began) plus its own writes, however long it stays
+ * open; its writes stay in a private write set until `commit()`, which validates them (first
+ * committer wins, merges never conflict with merges), turns them into one log record and resolves
+ * once that record is durable and visible.
  */
 import { bytesToOrderedString, compareBytes } from './codec/bytes.js'
 import { decodeKey, encodeKey, type Key } from './codec/key.js'
 import { decodeValue, encodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
-import { KestrelError } from './errors.js'
-import { encodeCommit, type WriteOp } from './core/payload.js'
-import type { Core, CoreScanOptions } from './core/types.js'
+import { ConflictError, KestrelError } from './errors.js'
+import { OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT, encodeCommit, isMerge, type OpKind, type WriteOp } from './core/payload.js'
+import type { CoreScanOptions } from './core/types.js'
 import { scanBounds, type ScanOptions } from './scan.js'
+import { slotOf, type Coordinator } from './txn/coordinator.js'
 
 /** What `commit()` resolves with. */
 export interface CommitInfo {
@@ -24,37 +27,83 @@ export interface Entry<T> {
   value: T
 }
 
+/** A pending write. Immutable: savepoints share these objects. */
 interface Write {
+  kind: OpKind
   collection: string
   key: Uint8Array
-  /** Encoded value; undefined = delete. */
-  value: Uint8Array | undefined
+  /** PUT: the encoded value. */
+  value?: Uint8Array
+  /** APPEND: the items, in order. */
+  items?: readonly unknown[]
+  /** INCREMENT: the sum of the deltas. */
+  delta?: number
 }
 
-/** The owner of a transaction: checks that the database handle is still open. */
+type WriteSet = Map<string, Map<string, Write>>
+
+/** The owner of a transaction: the engine, its coordinator, and the handle's open state. */
 export interface TransactionHost {
-  readonly core: Core
+  readonly coordinator: Coordinator
   assertOpen(): void
   readonly id: object
+  /** The collection's conflict resolver, if it has one. */
+  resolverOf(collection: string): Resolver | undefined
+}
+
+/**
+ * A per-collection conflict resolver (ZODB-style): given the value at this transaction's snapshot
+ * (`ancestor`), the value committed since (`committed`) and this transaction's value (`mine`),
+ * return the merged value, or throw `ConflictError` when the changes cannot be merged.
+ * `undefined` stands for "absent" in all three places (return `undefined` to delete).
+ */
+export type Resolver = (ancestor: unknown, committed: unknown, mine: unknown) => unknown
+
+/** A savepoint handle from `tx.savepoint()`. */
+export interface Savepoint {
+  /** @internal */ readonly id: number
+}
+
+/** Most validation passes a commit makes while waiting out in-flight writes to resolve them. */
+const RESOLVE_PASSES_MAX = 64
+
+function cloneWrites(w: WriteSet): WriteSet {
+  const out: WriteSet = new Map()
+  for (const [c, m] of w) out.set(c, new Map(m))
+  return out
 }
 
 /**
  * A read-write transaction. Create one with `db.begin()` or let `db.transaction(fn)` manage it.
- * Writes stay private until `commit()` resolves; after `commit()` or `rollback()` every method
- * throws `KESTREL_TRANSACTION_DONE`.
+ * Reads are synchronous and see the snapshot plus the transaction's own writes. After `commit()`
+ * or `rollback()` every method throws `KESTREL_TRANSACTION_DONE`.
  */
 export class Transaction {
   private done: 'commit' | 'rollback' | undefined
   /** collection → ordered-string key → write. The last write of a key wins. */
-  private readonly writes = new Map<string, Map<string, Write>>()
+  private writes: WriteSet = new Map()
+  private readonly savepoints: Array<{ id: number; writes: WriteSet }> = []
+  private nextSavepoint = 1
+  /** The commit id this transaction reads at. */
+  readonly snapshot: bigint
+  private readonly snap: number
 
   /** @internal use `db.begin()`. */
-  constructor(private readonly host: TransactionHost) {}
+  constructor(private readonly host: TransactionHost) {
+    this.snap = Number(host.coordinator.core.lastCommitId())
+    this.snapshot = BigInt(this.snap)
+    host.coordinator.pin(this.snap)
+  }
+
+  private finish(how: 'commit' | 'rollback'): void {
+    this.done = how
+    this.writes = new Map()
+    this.savepoints.length = 0
+    this.host.coordinator.unpin(this.snap)
+  }
 
   private check<T>(collection: Collection<T>): string {
-    if (this.done) {
-      throw new KestrelError('KESTREL_TRANSACTION_DONE', `this transaction was already ${this.done === 'commit' ? 'committed' : 'rolled back'}; start a new one with db.begin()`)
-    }
+    this.assertActive()
     this.host.assertOpen()
     if (!Collection.is(collection)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'expected a collection from db.collection(name)')
@@ -65,77 +114,266 @@ export class Transaction {
     return collection.name
   }
 
-  /** The value of `key`, or `undefined`: the transaction's own write if any, else the latest committed. */
+  private assertActive(): void {
+    if (this.done) {
+      throw new KestrelError('KESTREL_TRANSACTION_DONE', `this transaction was already ${this.done === 'commit' ? 'committed' : 'rolled back'}; start a new one with db.begin()`)
+    }
+  }
+
+  /** The value bytes at the snapshot (no own writes). */
+  private base(collection: string, key: Uint8Array): Uint8Array | undefined {
+    return this.host.coordinator.core.get(collection, key, this.snap)
+  }
+
+  /** The value a read sees: own write applied over the snapshot value. */
+  private resolveRead(w: Write | undefined, base: Uint8Array | undefined): unknown {
+    if (!w) return base === undefined ? undefined : decodeValue(base)
+    switch (w.kind) {
+      case OP_PUT: return decodeValue(w.value!)
+      case OP_DELETE: return undefined
+      case OP_APPEND: {
+        const prev = base === undefined ? [] : decodeValue(base)
+        return Array.isArray(prev) ? [...prev, ...w.items!] : [prev, ...w.items!]
+      }
+      default: {
+        const prev = base === undefined ? 0 : decodeValue(base)
+        return (typeof prev === 'number' ? prev : 0) + w.delta!
+      }
+    }
+  }
+
+  private own(collection: string, key: Uint8Array): Write | undefined {
+    return this.writes.get(collection)?.get(bytesToOrderedString(key))
+  }
+
+  /** The value of `key` at the snapshot with this transaction's writes applied, or `undefined`. */
   get<T>(collection: Collection<T>, key: Key): T | undefined {
     const name = this.check(collection)
     const k = encodeKey(key)
-    const own = this.writes.get(name)?.get(bytesToOrderedString(k))
-    const bytes = own ? own.value : this.host.core.get(name, k)
-    return bytes === undefined ? undefined : decodeValue<T>(bytes)
+    const w = this.own(name, k)
+    if (w && (w.kind === OP_PUT || w.kind === OP_DELETE)) return this.resolveRead(w, undefined) as T | undefined
+    return this.resolveRead(w, this.base(name, k)) as T | undefined
   }
 
   /** Set `key` to `value` when the transaction commits. The value is encoded now. */
   put<T>(collection: Collection<T>, key: Key, value: T): void {
     const name = this.check(collection)
-    this.record(name, encodeKey(key), encodeValue(value))
+    this.record({ kind: OP_PUT, collection: name, key: encodeKey(key), value: encodeValue(value) })
   }
 
   /** Remove `key` when the transaction commits (no error if it does not exist). */
   delete<T>(collection: Collection<T>, key: Key): void {
     const name = this.check(collection)
-    this.record(name, encodeKey(key), undefined)
-  }
-
-  private record(collection: string, key: Uint8Array, value: Uint8Array | undefined): void {
-    let m = this.writes.get(collection)
-    if (!m) {
-      m = new Map()
-      this.writes.set(collection, m)
-    }
-    m.set(bytesToOrderedString(key), { collection, key, value })
+    this.record({ kind: OP_DELETE, collection: name, key: encodeKey(key) })
   }
 
   /**
-   * Entries of `collection` in key order (or reverse), within the bounds, with the transaction's
-   * own writes applied. The result is computed when called.
+   * Append `item` to the list stored at `key` (a missing key is an empty list). Appends from any
+   * number of concurrent transactions never conflict with each other and all take effect, in
+   * commit order. A concurrent plain write of the key does conflict.
+   */
+  append<T>(collection: Collection<T[]>, key: Key, item: T): void {
+    const name = this.check(collection)
+    const k = encodeKey(key)
+    encodeValue([item]) // refuse what cannot be stored now, not at commit
+    const w = this.own(name, k)
+    if (w?.kind === OP_APPEND) return this.record({ ...w, items: [...w.items!, item] })
+    if (w?.kind === OP_INCREMENT) throw this.mixed(name, key, 'append to', 'incremented')
+    const current = w ? this.resolveRead(w, undefined) : this.resolveRead(undefined, this.base(name, k))
+    if (current !== undefined && !Array.isArray(current)) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot append to ${name} ${String(key)}: it holds a ${typeof current}, not a list; put a list first`)
+    }
+    if (w) return this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue([...(current as unknown[] | undefined ?? []), item]) })
+    this.record({ kind: OP_APPEND, collection: name, key: k, items: [item] })
+  }
+
+  /**
+   * Add `delta` to the number stored at `key` (a missing key counts as 0). Increments from any
+   * number of concurrent transactions never conflict with each other and all take effect.
+   */
+  increment<T>(collection: Collection<T>, key: Key, delta = 1): void {
+    const name = this.check(collection)
+    if (typeof delta !== 'number' || !Number.isFinite(delta)) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `increment needs a finite number delta, got ${String(delta)}`)
+    }
+    const k = encodeKey(key)
+    const w = this.own(name, k)
+    if (w?.kind === OP_INCREMENT) return this.record({ ...w, delta: w.delta! + delta })
+    if (w?.kind === OP_APPEND) throw this.mixed(name, key, 'increment', 'appended to')
+    const current = w ? this.resolveRead(w, undefined) : this.resolveRead(undefined, this.base(name, k))
+    if (current !== undefined && typeof current !== 'number') {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot increment ${name} ${String(key)}: it holds a ${typeof current}, not a number`)
+    }
+    if (w) return this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue(((current as number | undefined) ?? 0) + delta) })
+    this.record({ kind: OP_INCREMENT, collection: name, key: k, delta })
+  }
+
+  private mixed(collection: string, key: Key, doing: string, done: string): KestrelError {
+    return new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${doing} ${collection} ${String(key)}: this transaction already ${done} it; use one merge operator per key per transaction`)
+  }
+
+  private record(w: Write): void {
+    let m = this.writes.get(w.collection)
+    if (!m) {
+      m = new Map()
+      this.writes.set(w.collection, m)
+    }
+    m.set(bytesToOrderedString(w.key), w)
+  }
+
+  /** Mark the current write set; `rollbackTo` returns to it, `release` forgets it. Nestable. */
+  savepoint(): Savepoint {
+    this.assertActive()
+    const sp = { id: this.nextSavepoint++, writes: cloneWrites(this.writes) }
+    this.savepoints.push(sp)
+    return { id: sp.id }
+  }
+
+  private findSavepoint(sp: Savepoint, verb: string): number {
+    this.assertActive()
+    const i = this.savepoints.findIndex((s) => s.id === sp?.id)
+    if (i < 0) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${verb} this savepoint: it was released, rolled past, or belongs to another transaction`)
+    return i
+  }
+
+  /** Undo every write made since `sp` (which stays usable); later savepoints are discarded. */
+  rollbackTo(sp: Savepoint): void {
+    const i = this.findSavepoint(sp, 'roll back to')
+    this.writes = cloneWrites(this.savepoints[i]!.writes)
+    this.savepoints.length = i + 1
+  }
+
+  /** Forget `sp` and every later savepoint, keeping the writes. */
+  release(sp: Savepoint): void {
+    const i = this.findSavepoint(sp, 'release')
+    this.savepoints.length = i
+  }
+
+  /**
+   * Entries of `collection` at the snapshot with the transaction's own writes applied, in key
+   * order (or reverse), within the bounds. Computed when called.
    */
   scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
     const name = this.check(collection)
     const bounds: CoreScanOptions = scanBounds(options)
     const own = this.writes.get(name)
-    const limit = bounds.limit
-    let rows: Array<[Uint8Array, Uint8Array | undefined]>
+    const core = this.host.coordinator.core
+    let rows: Array<{ key: Uint8Array; value: unknown; bytes?: Uint8Array }>
     if (!own || own.size === 0) {
-      rows = this.host.core.scan(name, bounds)
+      rows = core.scan(name, bounds, this.snap).map(([k, v]) => ({ key: k, value: undefined, bytes: v }))
     } else {
-      // Overlay the write set on the committed rows (without the limit: own deletes may remove some).
-      const merged = new Map<string, [Uint8Array, Uint8Array | undefined]>()
-      for (const row of this.host.core.scan(name, { ...bounds, limit: undefined })) merged.set(bytesToOrderedString(row[0]), row)
-      for (const [s, w] of own) if (inBounds(w.key, bounds)) merged.set(s, [w.key, w.value])
-      rows = [...merged.values()].filter((r) => r[1] !== undefined)
-      rows.sort((a, b) => compareBytes(a[0], b[0]) * (bounds.reverse ? -1 : 1))
-      if (limit !== undefined) rows = rows.slice(0, limit)
+      // Overlay the write set on the snapshot rows (without the limit: own deletes may remove some).
+      const merged = new Map<string, { key: Uint8Array; value: unknown; bytes?: Uint8Array; gone?: boolean }>()
+      for (const [k, v] of core.scan(name, { ...bounds, limit: undefined }, this.snap)) merged.set(bytesToOrderedString(k), { key: k, value: undefined, bytes: v })
+      for (const [s, w] of own) {
+        if (!inBounds(w.key, bounds)) continue
+        const value = w.kind === OP_PUT || w.kind === OP_DELETE ? this.resolveRead(w, undefined) : this.resolveRead(w, this.base(name, w.key))
+        merged.set(s, { key: w.key, value, gone: value === undefined })
+      }
+      rows = [...merged.values()].filter((r) => !r.gone)
+      rows.sort((a, b) => compareBytes(a.key, b.key) * (bounds.reverse ? -1 : 1))
+      if (bounds.limit !== undefined) rows = rows.slice(0, bounds.limit)
     }
     return (function* () {
-      for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue<T>(v!) }
+      for (const r of rows) yield { key: decodeKey(r.key), value: (r.bytes ? decodeValue(r.bytes) : r.value) as T }
     })()
   }
 
   /**
-   * Make the writes durable and visible. Resolves with the commit id once the log record is
-   * acknowledged (fdatasync'd in `durability: 'sync'`); rejects with a `KestrelError` otherwise.
-   * A transaction without writes resolves with the current last commit id and logs nothing.
+   * Validate and commit. Resolves with the commit id once the log record is acknowledged
+   * (fdatasync'd in `durability: 'sync'`) and visible; rejects with `ConflictError` when another
+   * transaction committed a write to one of the keys after this snapshot (first committer wins),
+   * or with another `KestrelError`. A transaction without writes resolves with its snapshot.
    */
   async commit(): Promise<CommitInfo> {
     this.assertActive()
     this.host.assertOpen()
-    this.done = 'commit'
+    const writes: Write[] = []
+    for (const m of this.writes.values()) for (const w of m.values()) writes.push(w)
+    if (writes.length === 0) {
+      this.finish('commit')
+      return { commitId: this.snapshot }
+    }
+    try {
+      const coordinator = this.host.coordinator
+      // Bounded: each pass either submits, throws, or waits for an in-flight commit to settle.
+      for (let pass = 0; ; pass++) {
+        if (pass >= RESOLVE_PASSES_MAX) {
+          throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
+        }
+        const ops = this.validate(writes)
+        if (!Array.isArray(ops)) {
+          await ops
+          this.host.assertOpen()
+          continue
+        }
+        // Validation and submission happen in one synchronous step: no other commit of this
+        // process can slip in between (I1/I3 rely on it).
+        const done = coordinator.core.commit(encodeCommit(ops))
+        coordinator.track(ops.map((o) => ({ slot: slotOf(o.collection, bytesToOrderedString(o.key)), merge: isMerge(o.kind) })), done)
+        const commitId = await done
+        coordinator.published(Number(commitId))
+        this.finish('commit')
+        return { commitId }
+      }
+    } catch (err) {
+      if (!this.done) this.finish('rollback')
+      throw err
+    }
+  }
+
+  /**
+   * First committer wins: a plain write conflicts with any write installed or in flight after the
+   * snapshot; a merge conflicts only with plain writes. A collection resolver may turn a plain
+   * conflict into a merged write. Returns the ops to log, or a promise to wait on (an in-flight
+   * commit a resolver must see settled) before validating again. Synchronous by design.
+   */
+  private validate(writes: Write[]): WriteOp[] | Promise<void> {
+    const coordinator = this.host.coordinator
+    const core = coordinator.core
     const ops: WriteOp[] = []
-    for (const m of this.writes.values()) for (const w of m.values()) ops.push(w)
-    this.writes.clear()
-    if (ops.length === 0) return { commitId: this.host.core.lastCommitId() }
-    const commitId = await this.host.core.commit(encodeCommit(ops))
-    return { commitId }
+    for (const w of writes) {
+      const merge = w.kind === OP_APPEND || w.kind === OP_INCREMENT
+      const slot = slotOf(w.collection, bytesToOrderedString(w.key))
+      const newer = core.newer(w.collection, w.key, this.snap)
+      const flight = coordinator.inFlight(slot)
+      const conflict = merge ? newer === 2 || (flight?.plain ?? 0) > 0 : newer !== 0 || flight !== undefined
+      let op = toOp(w)
+      if (conflict) {
+        const resolver = merge ? undefined : this.host.resolverOf(w.collection)
+        if (!resolver) throw new ConflictError(w.collection, decodeKey(w.key))
+        if (flight) return flight.settled
+        op = this.resolve(resolver, w)
+      }
+      ops.push(op)
+    }
+    return ops
+  }
+
+  /** Run a resolver against the newest committed value; its result becomes a plain write. */
+  private resolve(resolver: Resolver, w: Write): WriteOp {
+    const core = this.host.coordinator.core
+    const latest = Number(core.lastCommitId())
+    const ancestorBytes = core.get(w.collection, w.key, this.snap)
+    const committedBytes = core.get(w.collection, w.key, latest)
+    const ancestor = ancestorBytes === undefined ? undefined : decodeValue(ancestorBytes)
+    const committed = committedBytes === undefined ? undefined : decodeValue(committedBytes)
+    const mine = this.resolveRead(w, undefined)
+    let merged: unknown
+    try {
+      merged = resolver(ancestor, committed, mine)
+    } catch (err) {
+      if (err instanceof KestrelError) throw err
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} threw ${(err as Error)?.message ?? String(err)}; a resolver returns the merged value or throws ConflictError`, { cause: err })
+    }
+    if (merged === undefined) return { kind: OP_DELETE, collection: w.collection, key: w.key, value: undefined }
+    let value: Uint8Array
+    try {
+      value = encodeValue(merged)
+    } catch (err) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} returned a value that cannot be stored (${(err as Error).message})`, { cause: err })
+    }
+    return { kind: OP_PUT, collection: w.collection, key: w.key, value }
   }
 
   /** Discard the writes. Calling it again, or after a failed commit, does nothing. */
@@ -143,19 +381,27 @@ export class Transaction {
     if (this.done === 'commit') {
       throw new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction was already committed; rollback() is only for transactions not committed yet')
     }
-    this.done = 'rollback'
-    this.writes.clear()
+    if (!this.done) this.finish('rollback')
   }
 
   /** Has `commit()` or `rollback()` been called? */
   get finished(): boolean {
     return this.done !== undefined
   }
+}
 
-  private assertActive(): void {
-    if (this.done) {
-      throw new KestrelError('KESTREL_TRANSACTION_DONE', `this transaction was already ${this.done === 'commit' ? 'committed' : 'rolled back'}; start a new one with db.begin()`)
+const DELTA = new DataView(new ArrayBuffer(8))
+
+function toOp(w: Write): WriteOp {
+  switch (w.kind) {
+    case OP_APPEND:
+      return { kind: OP_APPEND, collection: w.collection, key: w.key, value: encodeValue(w.items) }
+    case OP_INCREMENT: {
+      DELTA.setFloat64(0, w.delta!, true)
+      return { kind: OP_INCREMENT, collection: w.collection, key: w.key, value: new Uint8Array(DELTA.buffer.slice(0)) }
     }
+    default:
+      return { kind: w.kind, collection: w.collection, key: w.key, value: w.value }
   }
 }
 

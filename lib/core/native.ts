@@ -4,15 +4,18 @@
  */
 import { createRequire } from 'node:module'
 import { KestrelError, toKestrelError } from '../errors.js'
-import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from './types.js'
+import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats, Newer } from './types.js'
 
 /** The shape of the generated binding (native/index.d.ts). */
 interface NativeEngineHandle {
   commit(payload: Uint8Array): number
-  get(collection: string, key: Uint8Array): Uint8Array | null
-  scan(collection: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number): Uint8Array[]
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | null
+  scan(collection: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
+  newer(collection: string, key: Uint8Array, snapshot: number): number
+  setHorizon(horizon: number, sweep: boolean): void
+  horizon(): number
   lastLsn(): number
-  stats(): { durableLsn: number; batches: number; syncs: number; segments: number; keys: number }
+  stats(): { durableLsn: number; batches: number; syncs: number; segments: number; keys: number; versions: number }
   close(): void
   crash(tearBytes: number): void
 }
@@ -101,6 +104,7 @@ export class NativeCore implements Core {
         durability: options.durability,
         segmentBytes: options.segmentBytes,
         groupBytesMax: options.groupBytesMax,
+        retainCommits: options.retainCommits,
         ...(options.faults ? { faults: { ...options.faults } } : {}),
       }, (lsn, code, message) => core.onDurable(lsn, code, message))
     } catch (err) {
@@ -151,12 +155,24 @@ export class NativeCore implements Core {
     return new Promise<bigint>((resolve, reject) => this.pending.push({ lsn, resolve, reject }))
   }
 
-  get(collection: string, key: Uint8Array): Uint8Array | undefined {
-    return this.live().get(collection, key) ?? undefined
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
+    return this.live().get(collection, key, snapshot) ?? undefined
   }
 
-  scan(collection: string, o: CoreScanOptions): Array<[Uint8Array, Uint8Array]> {
-    const flat = this.live().scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0)
+  newer(collection: string, key: Uint8Array, snapshot: number): Newer {
+    return this.live().newer(collection, key, snapshot) as Newer
+  }
+
+  setHorizon(horizon: number, sweep: boolean): void {
+    this.live().setHorizon(horizon, sweep)
+  }
+
+  horizon(): number {
+    return this.live().horizon()
+  }
+
+  scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    const flat = this.live().scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot)
     const out: Array<[Uint8Array, Uint8Array]> = new Array(flat.length / 2)
     for (let i = 0; i < out.length; i++) out[i] = [flat[2 * i]!, flat[2 * i + 1]!]
     return out

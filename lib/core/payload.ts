@@ -8,6 +8,13 @@ import { VALUE_BYTES_MAX } from '../codec/value.js'
 
 export const OP_PUT = 1
 export const OP_DELETE = 2
+/** Merge: append the items of a MessagePack array to the key's list. */
+export const OP_APPEND = 3
+/** Merge: add an f64 (8 bytes LE) to the key's number. */
+export const OP_INCREMENT = 4
+
+/** The op kinds of a COMMIT payload. */
+export type OpKind = typeof OP_PUT | typeof OP_DELETE | typeof OP_APPEND | typeof OP_INCREMENT
 
 /** Longest collection name, in UTF-8 bytes. */
 export const COLLECTION_NAME_BYTES_MAX = 255
@@ -16,11 +23,23 @@ export const COMMIT_OPS_MAX = 1 << 24
 /** Most collections one commit may touch. */
 const COLLECTIONS_PER_COMMIT_MAX = 0xffff
 
-/** One write of a commit: `value` undefined means delete. */
+/** One write of a commit. `value` is undefined exactly for `OP_DELETE`. */
 export interface WriteOp {
+  kind: OpKind
   collection: string
   key: Uint8Array
   value: Uint8Array | undefined
+}
+
+/** Is this op a merge (append/increment), which never conflicts with other merges? */
+export const isMerge = (kind: OpKind): boolean => kind === OP_APPEND || kind === OP_INCREMENT
+
+function checkOp(kind: number, valueLength: number | undefined): string | undefined {
+  if (kind === OP_DELETE) return valueLength === undefined ? undefined : 'a delete carries no value'
+  if (kind !== OP_PUT && kind !== OP_APPEND && kind !== OP_INCREMENT) return `unknown op ${kind}`
+  if (valueLength === undefined) return `op ${kind} needs a value`
+  if (kind === OP_INCREMENT ? valueLength !== 8 : valueLength > VALUE_BYTES_MAX) return `value length ${valueLength} out of range for op ${kind}`
+  return undefined
 }
 
 const utf8 = new TextEncoder()
@@ -63,6 +82,8 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
       size += 2 + b.length
     }
     indexes[i] = ci
+    const bad = checkOp(op.kind, op.value?.length)
+    if (bad) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot encode commit: ${bad}`)
     size += 1 + 2 + 4 + op.key.length + (op.value ? 4 + op.value.length : 0)
   }
   const out = new Uint8Array(size)
@@ -77,7 +98,7 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
   u32(ops.length)
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!
-    out[pos++] = op.value ? OP_PUT : OP_DELETE
+    out[pos++] = op.kind
     u16(indexes[i]!)
     u32(op.key.length)
     out.set(op.key, pos); pos += op.key.length
@@ -117,24 +138,25 @@ export function decodeCommit(payload: Uint8Array): WriteOp[] {
   const ops: WriteOp[] = []
   for (let i = 0; i < opCount; i++) {
     need(7, 'op header')
-    const kind = payload[pos]!; pos += 1
+    const kind = payload[pos]! as OpKind; pos += 1
     const ci = view.getUint16(pos, true); pos += 2
     const keyLen = view.getUint32(pos, true); pos += 4
-    if (kind !== OP_PUT && kind !== OP_DELETE) throw new Error(`unknown op ${kind}`)
+    if (kind < OP_PUT || kind > OP_INCREMENT) throw new Error(`unknown op ${kind}`)
     const collection = names[ci]
     if (collection === undefined) throw new Error(`collection index ${ci} out of range`)
     if (keyLen === 0 || keyLen > KEY_BYTES_MAX) throw new Error(`key length ${keyLen} out of range`)
     need(keyLen, 'key')
     const key = payload.subarray(pos, pos + keyLen); pos += keyLen
     let value: Uint8Array | undefined
-    if (kind === OP_PUT) {
+    if (kind !== OP_DELETE) {
       need(4, 'value length')
       const valueLen = view.getUint32(pos, true); pos += 4
-      if (valueLen > VALUE_BYTES_MAX) throw new Error(`value length ${valueLen} out of range`)
+      const bad = checkOp(kind, valueLen)
+      if (bad) throw new Error(bad)
       need(valueLen, 'value')
       value = payload.subarray(pos, pos + valueLen); pos += valueLen
     }
-    ops.push({ collection, key, value })
+    ops.push({ kind, collection, key, value })
   }
   if (pos !== payload.length) throw new Error(`commit payload has ${payload.length - pos} trailing bytes`)
   return ops

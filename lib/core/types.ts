@@ -29,7 +29,12 @@ export interface CoreOpenOptions {
   groupBytesMax: number
   /** Test-only fault injection; absent in production. */
   faults?: FaultOptions
+  /** After open, versions of the last this-many commits stay readable (time travel). */
+  retainCommits: number
 }
+
+/** What was installed on a key after a snapshot: 0 nothing, 1 only merges, 2 a plain write. */
+export type Newer = 0 | 1 | 2
 
 /** Bounds of an ordered scan over encoded keys (all optional). */
 export interface CoreScanOptions {
@@ -53,8 +58,10 @@ export interface CoreStats {
   syncs: number
   /** Number of segment files. */
   segments: number
-  /** Keys held in the store, over all collections. */
+  /** Keys whose newest version is not a deletion, over all collections. */
   keys: number
+  /** Versions held in memory (all keys, all collections). */
+  versions: number
 }
 
 /** A storage engine: serial log + store. Implemented by `native.ts` and `ts/engine.ts`. */
@@ -67,10 +74,19 @@ export interface Core {
    * After any log I/O failure every later commit rejects with `KESTREL_IO` until reopened.
    */
   commit(payload: Uint8Array): Promise<bigint>
-  /** The latest visible value bytes of a key, or `undefined`. */
-  get(collection: string, key: Uint8Array): Uint8Array | undefined
-  /** Entries of a collection in key order within the bounds, as `[key, value]` pairs. */
-  scan(collection: string, options: CoreScanOptions): Array<[Uint8Array, Uint8Array]>
+  /** The value bytes of a key at `snapshot` (a commit id), or `undefined`. */
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined
+  /** Entries visible at `snapshot` in key order within the bounds, as `[key, value]` pairs. */
+  scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]>
+  /** What was installed on a key after `snapshot` (first-committer-wins validation). */
+  newer(collection: string, key: Uint8Array, snapshot: number): Newer
+  /**
+   * Versions that no snapshot ≥ `horizon` can see may be pruned (the horizon never decreases);
+   * `sweep` prunes every key now instead of as keys are written.
+   */
+  setHorizon(horizon: number, sweep: boolean): void
+  /** The oldest snapshot still fully readable. */
+  horizon(): number
   /** LSN of the last visible commit (0 for an empty database). */
   lastCommitId(): bigint
   stats(): CoreStats

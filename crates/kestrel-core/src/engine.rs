@@ -18,7 +18,7 @@ use crate::error::{Code, Error, Result};
 use crate::format::*;
 use crate::payload::{self, Commit};
 use crate::recovery::{self, prepare_directory};
-use crate::store::{ScanBounds, Store};
+use crate::store::{Newer, ScanBounds, Store};
 use crate::vfs::{sync_dir, FaultOptions, FaultyVfs, LogFile, Purpose, RealVfs, Vfs};
 
 /// Queued bytes past which `commit` waits for the writer (back-pressure, never a drop).
@@ -44,11 +44,13 @@ pub struct Options {
     pub group_bytes_max: usize,
     /// Some = use the fault-injecting file layer (tests).
     pub faults: Option<FaultOptions>,
+    /// Versions of the last this-many commits stay readable after open (time travel).
+    pub retain_commits: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { durability: Durability::Sync, segment_bytes_max: 64 << 20, group_bytes_max: 4 << 20, faults: None }
+        Options { durability: Durability::Sync, segment_bytes_max: 64 << 20, group_bytes_max: 4 << 20, faults: None, retain_commits: 0 }
     }
 }
 
@@ -111,6 +113,7 @@ pub struct Stats {
     pub syncs: u64,
     pub segments: u64,
     pub keys: u64,
+    pub versions: u64,
 }
 
 pub struct Engine {
@@ -145,9 +148,11 @@ impl Engine {
         let log_dir = dir.join(LOG_DIR);
         let mut store = Store::default();
         let last_lsn = recovered.last_lsn;
-        for (_, commit) in recovered.commits {
-            store.apply(commit);
+        for (lsn, commit) in recovered.commits {
+            store.apply(lsn, commit);
         }
+        // Replay installed every version; keep only what the retention window asks for.
+        store.set_horizon(last_lsn.saturating_sub(options.retain_commits), true);
         let active = match recovered.segments.last() {
             Some(seg) => vfs.open_log(&log_dir.join(&seg.name), seg.len).map_err(|e| Error::io("opening the active log segment", &e))?,
             None => create_segment(&log_dir, vfs.as_ref(), last_lsn + 1)?,
@@ -199,12 +204,28 @@ impl Engine {
         Ok(lsn)
     }
 
-    pub fn get(&self, collection: &str, key: &[u8]) -> Option<Vec<u8>> {
-        self.shared.store.read().expect("store lock").get(collection, key).map(|v| v.to_vec())
+    /// The value of a key at `snapshot` (a commit id), or None.
+    pub fn get(&self, collection: &str, key: &[u8], snapshot: u64) -> Option<Vec<u8>> {
+        self.shared.store.read().expect("store lock").get(collection, key, snapshot).map(|v| v.to_vec())
     }
 
-    pub fn scan(&self, collection: &str, bounds: &ScanBounds) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.shared.store.read().expect("store lock").scan(collection, bounds)
+    pub fn scan(&self, collection: &str, bounds: &ScanBounds, snapshot: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot)
+    }
+
+    /// What was installed on a key after `snapshot` (first-committer-wins validation).
+    pub fn newer(&self, collection: &str, key: &[u8], snapshot: u64) -> Newer {
+        self.shared.store.read().expect("store lock").newer(collection, key, snapshot)
+    }
+
+    /// Allow pruning of versions no snapshot ≥ `horizon` can see (the horizon never decreases).
+    pub fn set_horizon(&self, horizon: u64, sweep: bool) {
+        self.shared.store.write().expect("store lock").set_horizon(horizon, sweep)
+    }
+
+    /// The oldest snapshot still fully readable.
+    pub fn horizon(&self) -> u64 {
+        self.shared.store.read().expect("store lock").horizon()
     }
 
     /// LSN of the last visible commit.
@@ -220,6 +241,7 @@ impl Engine {
             syncs: c.syncs.load(Ordering::Relaxed),
             segments: c.segments.load(Ordering::Relaxed),
             keys: self.shared.store.read().expect("store lock").key_count() as u64,
+            versions: self.shared.store.read().expect("store lock").version_count() as u64,
         }
     }
 
@@ -381,10 +403,10 @@ impl Writer {
         let last = batch.last().expect("non-empty").lsn;
         {
             // Parse before taking the lock: readers wait only for the in-memory apply.
-            let commits: Vec<Commit> = batch.iter().map(|q| payload::decode(&q.payload).expect("validated at commit()")).collect();
+            let commits: Vec<(u64, Commit)> = batch.iter().map(|q| (q.lsn, payload::decode(&q.payload).expect("validated at commit()"))).collect();
             let mut store = self.shared.store.write().expect("store lock");
-            for commit in commits {
-                store.apply(commit);
+            for (lsn, commit) in commits {
+                store.apply(lsn, commit);
             }
             // Advance the horizon while the store is still locked: a reader never sees a commit
             // applied but not yet counted, nor the reverse.

@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod error;
 pub mod format;
+pub mod merge;
 pub mod payload;
 pub mod recovery;
 pub mod store;
@@ -11,5 +12,5 @@ pub mod vfs;
 
 pub use engine::{Durability, Engine, Notify, Options, Stats};
 pub use error::{Code, Error, Result};
-pub use store::ScanBounds;
+pub use store::{Newer, ScanBounds};
 pub use vfs::{Errno, FaultOptions};

@@ -2,18 +2,45 @@
 
 pub const OP_PUT: u8 = 1;
 pub const OP_DELETE: u8 = 2;
+/// Merge: append the items of a MessagePack array to the key's list.
+pub const OP_APPEND: u8 = 3;
+/// Merge: add an f64 (8 bytes LE) to the key's number.
+pub const OP_INCREMENT: u8 = 4;
 pub const KEY_BYTES_MAX: usize = 1024;
 pub const VALUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const COLLECTION_NAME_BYTES_MAX: usize = 255;
 pub const COMMIT_OPS_MAX: usize = 1 << 24;
 
-/// One write of a commit. `value: None` is a delete.
+/// One write of a commit. `value` is empty for a delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Op {
+    /// `OP_PUT`, `OP_DELETE`, `OP_APPEND` or `OP_INCREMENT`.
+    pub kind: u8,
     /// Index into [`Commit::collections`].
     pub collection: u16,
     pub key: Vec<u8>,
-    pub value: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+impl Op {
+    pub fn is_merge(&self) -> bool {
+        self.kind == OP_APPEND || self.kind == OP_INCREMENT
+    }
+}
+
+/// Check one op's kind and value length.
+fn check_op(kind: u8, value_len: Option<usize>) -> Result<(), String> {
+    match (kind, value_len) {
+        (OP_DELETE, None) => Ok(()),
+        (OP_PUT | OP_APPEND, Some(n)) if n <= VALUE_BYTES_MAX => Ok(()),
+        (OP_INCREMENT, Some(8)) => Ok(()),
+        (OP_PUT | OP_APPEND | OP_INCREMENT, Some(n)) => Err(format!("value length {n} out of range for op {kind}")),
+        _ => Err(format!("unknown op {kind}")),
+    }
+}
+
+const fn has_value(kind: u8) -> bool {
+    kind != OP_DELETE
 }
 
 /// A parsed commit.
@@ -73,7 +100,7 @@ pub fn decode(bytes: &[u8]) -> Result<Commit, String> {
         let kind = r.u8("op header")?;
         let collection = r.u16("op header")?;
         let key_len = r.u32("op header")? as usize;
-        if kind != OP_PUT && kind != OP_DELETE {
+        if !(OP_PUT..=OP_INCREMENT).contains(&kind) {
             return Err(format!("unknown op {kind}"));
         }
         if collection as usize >= count {
@@ -83,16 +110,14 @@ pub fn decode(bytes: &[u8]) -> Result<Commit, String> {
             return Err(format!("key length {key_len} out of range"));
         }
         let key = r.take(key_len, "key")?.to_vec();
-        let value = if kind == OP_PUT {
+        let value = if has_value(kind) {
             let value_len = r.u32("value length")? as usize;
-            if value_len > VALUE_BYTES_MAX {
-                return Err(format!("value length {value_len} out of range"));
-            }
-            Some(r.take(value_len, "value")?.to_vec())
+            check_op(kind, Some(value_len))?;
+            r.take(value_len, "value")?.to_vec()
         } else {
-            None
+            Vec::new()
         };
-        ops.push(Op { collection, key, value });
+        ops.push(Op { kind, collection, key, value });
     }
     if r.pos != bytes.len() {
         return Err(format!("commit payload has {} trailing bytes", bytes.len() - r.pos));
@@ -122,7 +147,7 @@ pub fn validate(bytes: &[u8]) -> Result<(), String> {
         let kind = r.u8("op header")?;
         let collection = r.u16("op header")? as usize;
         let key_len = r.u32("op header")? as usize;
-        if kind != OP_PUT && kind != OP_DELETE {
+        if !(OP_PUT..=OP_INCREMENT).contains(&kind) {
             return Err(format!("unknown op {kind}"));
         }
         if collection >= count {
@@ -132,11 +157,9 @@ pub fn validate(bytes: &[u8]) -> Result<(), String> {
             return Err(format!("key length {key_len} out of range"));
         }
         r.take(key_len, "key")?;
-        if kind == OP_PUT {
+        if has_value(kind) {
             let value_len = r.u32("value length")? as usize;
-            if value_len > VALUE_BYTES_MAX {
-                return Err(format!("value length {value_len} out of range"));
-            }
+            check_op(kind, Some(value_len))?;
             r.take(value_len, "value")?;
         }
     }
@@ -156,13 +179,13 @@ pub fn encode(commit: &Commit) -> Vec<u8> {
     }
     out.extend_from_slice(&(commit.ops.len() as u32).to_le_bytes());
     for op in &commit.ops {
-        out.push(if op.value.is_some() { OP_PUT } else { OP_DELETE });
+        out.push(op.kind);
         out.extend_from_slice(&op.collection.to_le_bytes());
         out.extend_from_slice(&(op.key.len() as u32).to_le_bytes());
         out.extend_from_slice(&op.key);
-        if let Some(v) = &op.value {
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v);
+        if has_value(op.kind) {
+            out.extend_from_slice(&(op.value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&op.value);
         }
     }
     out
@@ -179,8 +202,8 @@ mod tests {
         let c = decode(&bytes).expect("valid");
         assert_eq!(c.collections, vec!["a", "b"]);
         assert_eq!(c.ops, vec![
-            Op { collection: 0, key: vec![1], value: Some(vec![9, 9]) },
-            Op { collection: 1, key: vec![2], value: None },
+            Op { kind: OP_PUT, collection: 0, key: vec![1], value: vec![9, 9] },
+            Op { kind: OP_DELETE, collection: 1, key: vec![2], value: vec![] },
         ]);
         assert_eq!(encode(&c), bytes);
         assert_eq!(validate(&bytes), Ok(()));
@@ -190,5 +213,10 @@ mod tests {
         extra.push(0);
         assert!(decode(&extra).unwrap_err().contains("trailing"));
         assert!(decode(&[0, 0]).is_err());
+        // INCREMENT carries exactly 8 bytes.
+        let inc = encode(&Commit { collections: vec!["a".into()], ops: vec![Op { kind: OP_INCREMENT, collection: 0, key: vec![1], value: vec![0; 8] }] });
+        assert!(decode(&inc).is_ok());
+        let bad = encode(&Commit { collections: vec!["a".into()], ops: vec![Op { kind: OP_INCREMENT, collection: 0, key: vec![1], value: vec![0; 7] }] });
+        assert!(validate(&bad).is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use kestrel_core::payload::{encode, Commit, Op};
+use kestrel_core::payload::{encode, Commit, Op, OP_PUT};
 use kestrel_core::{Code, Engine, Errno, FaultOptions, Options, ScanBounds};
 
 /// A fresh temp directory path (not created), removed on drop.
@@ -66,15 +66,15 @@ fn open(dir: &Path, options: Options) -> (Engine, Arc<Acks>) {
 }
 
 fn put(key: &str, value: &[u8]) -> Vec<u8> {
-    encode(&Commit { collections: vec!["c".into()], ops: vec![Op { collection: 0, key: key.as_bytes().to_vec(), value: Some(value.to_vec()) }] })
+    encode(&Commit { collections: vec!["c".into()], ops: vec![Op { kind: OP_PUT, collection: 0, key: key.as_bytes().to_vec(), value: value.to_vec() }] })
 }
 
 fn pair(n: u64) -> Vec<u8> {
     encode(&Commit {
         collections: vec!["pairs".into()],
         ops: vec![
-            Op { collection: 0, key: format!("a{n:08}").into_bytes(), value: Some(n.to_le_bytes().to_vec()) },
-            Op { collection: 0, key: format!("b{n:08}").into_bytes(), value: Some(vec![7; (n % 64) as usize]) },
+            Op { kind: OP_PUT, collection: 0, key: format!("a{n:08}").into_bytes(), value: n.to_le_bytes().to_vec() },
+            Op { kind: OP_PUT, collection: 0, key: format!("b{n:08}").into_bytes(), value: vec![7; (n % 64) as usize] },
         ],
     })
 }
@@ -86,7 +86,7 @@ fn commit_wait(engine: &Engine, acks: &Acks, payload: &[u8]) -> Result<u64, kest
 }
 
 fn keys(engine: &Engine, collection: &str) -> Vec<String> {
-    engine.scan(collection, &ScanBounds::default()).into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
+    engine.scan(collection, &ScanBounds::default(), u64::MAX).into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
 }
 
 fn segment(dir: &Path, index: usize) -> PathBuf {
@@ -102,7 +102,7 @@ fn commit_is_visible_after_ack_and_survives_reopen() {
         let (e, acks) = open(&t.0, Options::default());
         assert_eq!(commit_wait(&e, &acks, &put("k1", b"v1")).unwrap(), 1);
         assert_eq!(commit_wait(&e, &acks, &put("k2", b"v2")).unwrap(), 2);
-        assert_eq!(e.get("c", b"k1").as_deref(), Some(&b"v1"[..]));
+        assert_eq!(e.get("c", b"k1", u64::MAX).as_deref(), Some(&b"v1"[..]));
         e.close().unwrap();
         assert_eq!(e.commit(&put("k3", b"v3")).unwrap_err().code, Code::Closed);
     }
@@ -209,7 +209,7 @@ fn failed_fsync_rejects_then_refuses_and_reopen_keeps_acknowledged() {
             commit_wait(&e, &acks, &put("k1", b"1")).unwrap();
             commit_wait(&e, &acks, &put("k2", b"2")).unwrap();
             assert_eq!(commit_wait(&e, &acks, &put("k3", b"3")).unwrap_err().code, code);
-            assert_eq!(e.get("c", b"k3"), None, "a failed commit is never visible");
+            assert_eq!(e.get("c", b"k3", u64::MAX), None, "a failed commit is never visible");
             assert_eq!(e.commit(&put("k4", b"4")).unwrap_err().code, Code::Io);
         }
         let (e, acks) = open(&t.0, Options::default());
@@ -286,7 +286,7 @@ fn crash_consistency_on_the_fake_disk() {
         let b: Vec<String> = keys(&e, "pairs").into_iter().filter(|k| k.starts_with('b')).map(|k| k[1..].to_string()).collect();
         assert_eq!(a, b, "round {round}: every transaction whole");
         for n in acked {
-            assert!(e.get("pairs", format!("a{n:08}").as_bytes()).is_some(), "round {round}: acknowledged commit {n} lost");
+            assert!(e.get("pairs", format!("a{n:08}").as_bytes(), u64::MAX).is_some(), "round {round}: acknowledged commit {n} lost");
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct NativeOpenOptions {
     pub segment_bytes: i64,
     pub group_bytes_max: i64,
     pub faults: Option<NativeFaults>,
+    /// Versions of the last this-many commits stay readable after open.
+    pub retain_commits: i64,
 }
 
 /// Engine counters.
@@ -42,6 +44,7 @@ pub struct NativeStats {
     pub syncs: i64,
     pub segments: i64,
     pub keys: i64,
+    pub versions: i64,
 }
 
 type DurableCallback = ThreadsafeFunction<
@@ -99,6 +102,7 @@ impl NativeEngine {
             segment_bytes_max: positive("segmentBytes", options.segment_bytes)?,
             group_bytes_max: positive("groupBytesMax", options.group_bytes_max)? as usize,
             faults,
+            retain_commits: u64::try_from(options.retain_commits).map_err(|_| invalid("retainCommits must be ≥ 0".into()))?,
         };
         let notify: kestrel_core::Notify = Box::new(move |lsn, err| {
             let (code, message) = match err {
@@ -117,10 +121,28 @@ impl NativeEngine {
         self.engine.commit(payload).map(|lsn| lsn as f64).map_err(to_js)
     }
 
-    /// The latest visible value of a key, or null.
+    /// The value of a key at `snapshot` (a commit id), or null.
     #[napi]
-    pub fn get(&self, collection: String, key: &[u8]) -> Option<Buffer> {
-        self.engine.get(&collection, key).map(Buffer::from)
+    pub fn get(&self, collection: String, key: &[u8], snapshot: f64) -> Option<Buffer> {
+        self.engine.get(&collection, key, snapshot as u64).map(Buffer::from)
+    }
+
+    /// What was installed on a key after `snapshot`: 0 nothing, 1 only merges, 2 a write.
+    #[napi]
+    pub fn newer(&self, collection: String, key: &[u8], snapshot: f64) -> u32 {
+        self.engine.newer(&collection, key, snapshot as u64) as u32
+    }
+
+    /// Allow pruning of versions no snapshot ≥ `horizon` can see; `sweep` prunes every key now.
+    #[napi]
+    pub fn set_horizon(&self, horizon: f64, sweep: bool) {
+        self.engine.set_horizon(horizon as u64, sweep)
+    }
+
+    /// The oldest snapshot still fully readable.
+    #[napi]
+    pub fn horizon(&self) -> f64 {
+        self.engine.horizon() as f64
     }
 
     /// Flattened [key0, value0, key1, value1, …] in key order within the bounds (limit 0 = all).
@@ -134,9 +156,10 @@ impl NativeEngine {
         lt: Option<Uint8Array>,
         reverse: bool,
         limit: u32,
+        snapshot: f64,
     ) -> Vec<Buffer> {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let rows = self.engine.scan(&collection, &bounds);
+        let rows = self.engine.scan(&collection, &bounds, snapshot as u64);
         let mut out = Vec::with_capacity(rows.len() * 2);
         for (k, v) in rows {
             out.push(Buffer::from(k));
@@ -154,7 +177,14 @@ impl NativeEngine {
     #[napi]
     pub fn stats(&self) -> NativeStats {
         let s = self.engine.stats();
-        NativeStats { durable_lsn: s.durable_lsn as i64, batches: s.batches as i64, syncs: s.syncs as i64, segments: s.segments as i64, keys: s.keys as i64 }
+        NativeStats {
+            durable_lsn: s.durable_lsn as i64,
+            batches: s.batches as i64,
+            syncs: s.syncs as i64,
+            segments: s.segments as i64,
+            keys: s.keys as i64,
+            versions: s.versions as i64,
+        }
     }
 
     /// Write everything queued, sync and stop the writer.

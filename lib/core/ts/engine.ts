@@ -10,11 +10,11 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../errors.js'
 import { decodeCommit, type WriteOp } from '../payload.js'
-import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from '../types.js'
+import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats, Newer } from '../types.js'
 import { prepareDirectory } from './directory.js'
 import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from './format.js'
 import { syncDir } from './fsutil.js'
-import { MemStore } from './store.js'
+import { VersionStore } from './store.js'
 import { recoverLog } from './recovery.js'
 import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
 
@@ -58,7 +58,7 @@ export class TsCore implements Core {
     private readonly dir: string,
     private readonly options: CoreOpenOptions,
     private readonly vfs: Vfs,
-    private readonly store: MemStore,
+    private readonly store: VersionStore,
     private active: LogFile,
     private segmentCount: number,
     lastLsn: number,
@@ -71,8 +71,10 @@ export class TsCore implements Core {
   static async open(dir: string, options: CoreOpenOptions): Promise<TsCore> {
     await prepareDirectory(dir)
     const recovered = await recoverLog(dir)
-    const store = new MemStore()
-    for (const c of recovered.commits) store.apply(c.ops)
+    const store = new VersionStore()
+    for (const c of recovered.commits) store.apply(c.lsn, c.ops)
+    // Replay installed every version; keep only what the retention window asks for.
+    store.setHorizon(Math.max(0, recovered.lastLsn - options.retainCommits), true)
     const vfs: Vfs = options.faults ? new FaultyVfs(options.faults) : new RealVfs()
     let segmentCount = recovered.segments.length
     const last = recovered.segments[recovered.segments.length - 1]
@@ -188,7 +190,7 @@ export class TsCore implements Core {
     }
     this.batches++
     // Publish: apply in LSN order, advance the horizon, then acknowledge.
-    for (const p of batch) this.store.apply(p.ops)
+    for (const p of batch) this.store.apply(p.lsn, p.ops)
     this.visibleLsn = batch[batch.length - 1]!.lsn
     for (const p of batch) p.resolve(BigInt(p.lsn))
   }
@@ -229,14 +231,28 @@ export class TsCore implements Core {
     for (const w of this.roomWaiters.splice(0)) w()
   }
 
-  get(collection: string, key: Uint8Array): Uint8Array | undefined {
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
     this.assertReadable()
-    return this.store.get(collection, key)
+    return this.store.get(collection, key, snapshot)
   }
 
-  scan(collection: string, options: CoreScanOptions): Array<[Uint8Array, Uint8Array]> {
+  scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     this.assertReadable()
-    return this.store.scan(collection, options)
+    return this.store.scan(collection, options, snapshot)
+  }
+
+  newer(collection: string, key: Uint8Array, snapshot: number): Newer {
+    this.assertReadable()
+    return this.store.newer(collection, key, snapshot)
+  }
+
+  setHorizon(horizon: number, sweep: boolean): void {
+    this.assertReadable()
+    this.store.setHorizon(horizon, sweep)
+  }
+
+  horizon(): number {
+    return this.store.horizon
   }
 
   private assertReadable(): void {
@@ -248,7 +264,7 @@ export class TsCore implements Core {
   }
 
   stats(): CoreStats {
-    return { engine: 'ts', durableLsn: this.visibleLsn, batches: this.batches, syncs: this.syncs, segments: this.segmentCount, keys: this.store.keyCount }
+    return { engine: 'ts', durableLsn: this.visibleLsn, batches: this.batches, syncs: this.syncs, segments: this.segmentCount, keys: this.store.liveKeys, versions: this.store.versions }
   }
 
   async close(): Promise<void> {

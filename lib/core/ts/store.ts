@@ -1,36 +1,66 @@
 /**
- * The ts engine's store: per collection, latest value bytes by key, with ordered scans.
- * Keys are held as latin1 strings (one char per byte), so `<` on them is unsigned byte order.
+ * The ts engine's version store, twin of `crates/kestrel-core/src/store.rs`: per (collection, key)
+ * a chain of versions, oldest first, stamped with the commit id that wrote them. Keys are held as
+ * latin1 strings (one char per byte), so `<` on them is unsigned byte order.
  */
 import { bytesToOrderedString, orderedStringToBytes } from '../../codec/bytes.js'
-import type { CoreScanOptions } from '../types.js'
-import type { WriteOp } from '../payload.js'
+import type { CoreScanOptions, Newer } from '../types.js'
+import { OP_APPEND, OP_DELETE, OP_INCREMENT, type WriteOp } from '../payload.js'
+import { mergeAppend, mergeIncrement } from './merge.js'
+
+/** One version of a record. */
+interface Version {
+  commitId: number
+  /** undefined = tombstone. */
+  value: Uint8Array | undefined
+  /** Written by a merge op: concurrent merges do not conflict with it. */
+  merged: boolean
+}
+
+function visible(chain: Version[], snapshot: number): Version | undefined {
+  for (let i = chain.length - 1; i >= 0; i--) if (chain[i]!.commitId <= snapshot) return chain[i]
+  return undefined
+}
+
+/** Drop versions hidden from every snapshot ≥ horizon; returns how many were dropped. */
+function prune(chain: Version[], horizon: number): number {
+  let keepFrom = -1
+  for (let i = chain.length - 1; i >= 0; i--) if (chain[i]!.commitId <= horizon) { keepFrom = i; break }
+  if (keepFrom <= 0) return 0
+  chain.splice(0, keepFrom)
+  return keepFrom
+}
 
 class Collection {
-  readonly map = new Map<string, Uint8Array>()
-  /** Sorted keys; may hold deleted keys (skipped on read) until the next rebuild. */
+  readonly map = new Map<string, Version[]>()
+  /** Sorted keys; may hold removed keys (skipped on read) until the next rebuild. */
   private sorted: string[] = []
   /** Keys added since `sorted` was built. */
   private added: string[] = []
-  private deleted = 0
+  private removed = 0
 
-  put(key: string, value: Uint8Array): void {
-    if (!this.map.has(key)) this.added.push(key)
-    this.map.set(key, value)
+  chain(key: string): Version[] {
+    let c = this.map.get(key)
+    if (!c) {
+      c = []
+      this.map.set(key, c)
+      this.added.push(key)
+    }
+    return c
   }
 
-  delete(key: string): void {
-    if (this.map.delete(key)) this.deleted++
+  remove(key: string): void {
+    if (this.map.delete(key)) this.removed++
   }
 
-  /** The sorted key array, rebuilt when keys were added or many were deleted. */
+  /** The sorted key array, rebuilt when keys were added or many were removed. */
   keys(): string[] {
-    if (this.added.length > 0 || this.deleted > this.sorted.length / 2) {
+    if (this.added.length > 0 || this.removed > this.sorted.length / 2) {
       const fresh = this.added.sort()
       const merged: string[] = []
       let i = 0
       let j = 0
-      // Merge two sorted arrays, dropping deleted keys and duplicates (a key deleted and re-added).
+      // Merge two sorted arrays, dropping removed keys and duplicates (a key removed and re-added).
       while (i < this.sorted.length || j < fresh.length) {
         const a = this.sorted[i]
         const b = fresh[j]
@@ -42,7 +72,7 @@ class Collection {
       }
       this.sorted = merged
       this.added = []
-      this.deleted = 0
+      this.removed = 0
     }
     return this.sorted
   }
@@ -59,10 +89,15 @@ function lowerBound(keys: string[], target: string): number {
   return lo
 }
 
-/** Latest-value maps for every collection. */
-export class MemStore {
+/** Version chains for every collection. */
+export class VersionStore {
   private readonly collections = new Map<string, Collection>()
-  keyCount = 0
+  /** Never decreases; see Core.setHorizon. */
+  horizon = 0
+  /** Invariant: number of keys whose newest version is not a tombstone. */
+  liveKeys = 0
+  /** Invariant: total number of versions held. */
+  versions = 0
 
   private collection(name: string): Collection {
     let c = this.collections.get(name)
@@ -73,23 +108,57 @@ export class MemStore {
     return c
   }
 
-  /** Apply one commit's ops, in order. */
-  apply(ops: readonly WriteOp[]): void {
+  /** Install one commit's ops in order (in LSN order, after the commit is acknowledged). */
+  apply(commitId: number, ops: readonly WriteOp[]): void {
     for (const op of ops) {
-      const c = this.collection(op.collection)
-      const key = bytesToOrderedString(op.key)
-      const before = c.map.size
-      if (op.value) c.put(key, op.value.slice())
-      else c.delete(key)
-      this.keyCount += c.map.size - before
+      const chain = this.collection(op.collection).chain(bytesToOrderedString(op.key))
+      const base = chain[chain.length - 1]?.value
+      let value: Uint8Array | undefined
+      switch (op.kind) {
+        case OP_DELETE: value = undefined; break
+        case OP_APPEND: value = mergeAppend(base, op.value!); break
+        case OP_INCREMENT: value = mergeIncrement(base, op.value!); break
+        default: value = op.value!.slice()
+      }
+      chain.push({ commitId, value, merged: op.kind === OP_APPEND || op.kind === OP_INCREMENT })
+      this.versions += 1 - prune(chain, this.horizon)
+      this.liveKeys += (value !== undefined ? 1 : 0) - (base !== undefined ? 1 : 0)
     }
   }
 
-  get(collection: string, key: Uint8Array): Uint8Array | undefined {
-    return this.collections.get(collection)?.map.get(bytesToOrderedString(key))
+  /** Raise the horizon (never lowers it). With `sweep`, prune every chain now. */
+  setHorizon(horizon: number, sweep: boolean): void {
+    this.horizon = Math.max(this.horizon, horizon)
+    if (!sweep) return
+    for (const c of this.collections.values()) {
+      for (const [key, chain] of c.map) {
+        this.versions -= prune(chain, this.horizon)
+        // A lone tombstone at or below the horizon hides nothing from anyone.
+        if (chain.length === 1 && chain[0]!.value === undefined && chain[0]!.commitId <= this.horizon) {
+          c.remove(key)
+          this.versions--
+        }
+      }
+    }
   }
 
-  scan(collection: string, o: CoreScanOptions): Array<[Uint8Array, Uint8Array]> {
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
+    const chain = this.collections.get(collection)?.map.get(bytesToOrderedString(key))
+    return chain && visible(chain, snapshot)?.value
+  }
+
+  newer(collection: string, key: Uint8Array, snapshot: number): Newer {
+    const chain = this.collections.get(collection)?.map.get(bytesToOrderedString(key))
+    if (!chain) return 0
+    let found: Newer = 0
+    for (let i = chain.length - 1; i >= 0 && chain[i]!.commitId > snapshot; i--) {
+      if (!chain[i]!.merged) return 2
+      found = 1
+    }
+    return found
+  }
+
+  scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     const c = this.collections.get(collection)
     if (!c) return []
     const keys = c.keys()
@@ -102,10 +171,11 @@ export class MemStore {
     const limit = o.limit ?? Infinity
     const out: Array<[Uint8Array, Uint8Array]> = []
     const step = o.reverse ? -1 : 1
-    // Bounded by the key range; deleted keys still in `keys` are skipped.
+    // Bounded by the key range; removed keys still in `keys` are skipped.
     for (let i = o.reverse ? end - 1 : start; i >= start && i < end && out.length < limit; i += step) {
       const k = keys[i]!
-      const v = c.map.get(k)
+      const chain = c.map.get(k)
+      const v = chain && visible(chain, snapshot)?.value
       if (v) out.push([orderedStringToBytes(k), v])
     }
     return out

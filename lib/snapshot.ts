@@ -1,0 +1,55 @@
+/** Read-only views pinned at one commit: `db.snapshot()` and `db.at(commitId)`. */
+import { decodeKey, encodeKey, type Key } from './codec/key.js'
+import { decodeValue } from './codec/value.js'
+import { Collection } from './collection.js'
+import { KestrelError } from './errors.js'
+import { scanBounds, type ScanOptions } from './scan.js'
+import type { Entry, TransactionHost } from './transaction.js'
+
+/**
+ * A pinned read view: every read sees exactly the commits up to `commitId`, however long the view
+ * stays open and across any number of awaits. Close it when done: an open view keeps the versions
+ * it can see in memory.
+ */
+export class ReadView {
+  private closed = false
+  private readonly snap: number
+
+  /** @internal use `db.snapshot()` or `db.at()`. */
+  constructor(private readonly host: TransactionHost, readonly commitId: bigint) {
+    this.snap = Number(commitId)
+    host.coordinator.pin(this.snap)
+  }
+
+  private check<T>(collection: Collection<T>): string {
+    if (this.closed) throw new KestrelError('KESTREL_CLOSED', 'this read view is closed; take a new one with db.snapshot() or db.at()')
+    this.host.assertOpen()
+    if (!Collection.is(collection) || collection.owner !== this.host.id) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'expected a collection from this database handle (db.collection(name))')
+    }
+    return collection.name
+  }
+
+  /** The value of `key` at this view's commit, or `undefined`. */
+  get<T>(collection: Collection<T>, key: Key): T | undefined {
+    const name = this.check(collection)
+    const bytes = this.host.coordinator.core.get(name, encodeKey(key), this.snap)
+    return bytes === undefined ? undefined : decodeValue<T>(bytes)
+  }
+
+  /** Entries at this view's commit, in key order (or reverse), within the bounds. */
+  scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
+    const name = this.check(collection)
+    const rows = this.host.coordinator.core.scan(name, scanBounds(options), this.snap)
+    return (function* () {
+      for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue<T>(v) }
+    })()
+  }
+
+  /** Release the view (idempotent). */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.host.coordinator.unpin(this.snap)
+  }
+}

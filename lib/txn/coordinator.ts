@@ -1,0 +1,128 @@
+/**
+ * One coordinator per running engine (shared by every handle of the directory in this process):
+ * it knows which snapshots are pinned, which keys are being committed right now, and from those
+ * and the retention window it moves the engine's pruning horizon.
+ */
+import type { Core } from '../core/types.js'
+import type { Retention } from '../options.js'
+
+/** Writes of commits that were validated and handed to the engine but are not yet visible. */
+interface InFlight {
+  plain: number
+  merges: number
+  /** Resolves when the last of them settles. */
+  settled: Promise<void>
+  settle: () => void
+}
+
+/** Most publish timestamps remembered for the ms retention window (bounded). */
+const RECENT_COMMITS_MAX = 1 << 20
+
+export class Coordinator {
+  /** snapshot commit id → number of readers pinning it. */
+  private readonly pins = new Map<number, number>()
+  private readonly inflight = new Map<string, InFlight>()
+  /** [commitId, publishedAtMs], oldest first, for the ms retention window. */
+  private readonly recent: Array<[number, number]> = []
+  private horizonScheduled = false
+
+  constructor(readonly core: Core, readonly retain: Retention) {}
+
+  /** Pin a snapshot so that its versions are not pruned. */
+  pin(snapshot: number): void {
+    this.pins.set(snapshot, (this.pins.get(snapshot) ?? 0) + 1)
+  }
+
+  unpin(snapshot: number): void {
+    const n = this.pins.get(snapshot)
+    if (n === undefined) return
+    if (n <= 1) this.pins.delete(snapshot)
+    else this.pins.set(snapshot, n - 1)
+    this.scheduleHorizon()
+  }
+
+  /** Number of pinned snapshots (stats). */
+  get pinned(): number {
+    let n = 0
+    for (const c of this.pins.values()) n += c
+    return n
+  }
+
+  /** What is being committed on `slot` (collection + key) right now. */
+  inFlight(slot: string): { plain: number; merges: number; settled: Promise<void> } | undefined {
+    return this.inflight.get(slot)
+  }
+
+  /** Mark slots as being committed until `done` settles. Call synchronously after validation. */
+  track(slots: Array<{ slot: string; merge: boolean }>, done: Promise<unknown>): void {
+    for (const { slot, merge } of slots) {
+      let f = this.inflight.get(slot)
+      if (!f) {
+        let settle!: () => void
+        const settled = new Promise<void>((r) => { settle = r })
+        f = { plain: 0, merges: 0, settled, settle }
+        this.inflight.set(slot, f)
+      }
+      if (merge) f.merges++
+      else f.plain++
+    }
+    const release = (): void => {
+      for (const { slot, merge } of slots) {
+        const f = this.inflight.get(slot)!
+        if (merge) f.merges--
+        else f.plain--
+        if (f.plain + f.merges === 0) {
+          this.inflight.delete(slot)
+          f.settle()
+        }
+      }
+    }
+    done.then(release, release)
+  }
+
+  /** A commit became visible: remember when (ms window) and move the horizon soon. */
+  published(commitId: number): void {
+    if (this.retain.ms > 0) {
+      this.recent.push([commitId, Date.now()])
+      if (this.recent.length > RECENT_COMMITS_MAX) this.recent.splice(0, this.recent.length - RECENT_COMMITS_MAX)
+    }
+    this.scheduleHorizon()
+  }
+
+  /** The oldest snapshot anyone may still read: pins, the commits window and the ms window. */
+  computeHorizon(): number {
+    const last = Number(this.core.lastCommitId())
+    let h = Math.max(0, last - this.retain.commits)
+    for (const s of this.pins.keys()) h = Math.min(h, s)
+    if (this.retain.ms > 0) {
+      const since = Date.now() - this.retain.ms
+      // Bounded by the ring: drop entries that left the window, keep the first one inside it.
+      while (this.recent.length > 1 && this.recent[1]![1] < since) this.recent.shift()
+      const first = this.recent[0]
+      if (first && first[1] >= since) h = Math.min(h, first[0] - 1)
+      else if (this.recent[1]) h = Math.min(h, this.recent[1][0] - 1)
+    }
+    return h
+  }
+
+  private scheduleHorizon(): void {
+    if (this.horizonScheduled) return
+    this.horizonScheduled = true
+    // At most once per turn of the event loop, computed when it runs (so a pin taken meanwhile
+    // is respected).
+    setImmediate(() => {
+      this.horizonScheduled = false
+      try {
+        const h = this.computeHorizon()
+        if (h > this.core.horizon()) this.core.setHorizon(h, false)
+      } catch {
+        // The engine closed meanwhile: nothing to prune.
+      }
+    }).unref()
+  }
+}
+
+/** The coordinator key of a (collection, encoded key) pair. */
+export function slotOf(collection: string, keyString: string): string {
+  return `${collection}\u0000${keyString}`
+}
