@@ -164,6 +164,14 @@ export class Database {
   }
 
   /**
+   * Test-only (needs `faults` in the open options): hold every log fdatasync until released, so
+   * that commits stay written but not durable — and so not visible (I1).
+   */
+  holdSyncs(hold: boolean): void {
+    this.live().core.holdSyncs(hold)
+  }
+
+  /**
    * Test-only: simulate power loss (needs `faults` in the open options): unsynced log data is
    * lost except `tearBytes` of the last write. Every handle of the directory is unusable after it.
    */

@@ -18,6 +18,7 @@ interface NativeEngineHandle {
   stats(): { durableLsn: number; batches: number; syncs: number; segments: number; keys: number; versions: number }
   close(): void
   crash(tearBytes: number): void
+  holdSyncs(hold: boolean): void
 }
 interface NativeBinding {
   NativeEngine: {
@@ -198,6 +199,14 @@ export class NativeCore implements Core {
     }
     // close() drained the writer: everything it published is acknowledged.
     this.settleAfterStop(Number(handle.lastLsn()))
+  }
+
+  holdSyncs(hold: boolean): void {
+    try {
+      this.live().holdSyncs(hold)
+    } catch (err) {
+      throw toKestrelError(err, 'holdSyncs')
+    }
   }
 
   async crash(tearBytes = 0): Promise<void> {

@@ -93,6 +93,11 @@ export interface Core {
   /** Wait for queued commits, sync, and release the files. Idempotent. */
   close(): Promise<void>
   /**
+   * Test-only (needs the fault layer): hold every batch fdatasync until released, so that
+   * commits stay written but not durable — and therefore not visible.
+   */
+  holdSyncs(hold: boolean): void
+  /**
    * Test-only: simulate a machine crash. Everything not yet fdatasync'd is lost, except that the
    * first `tearBytes` bytes of the last unsynced write survive (a torn write). Pending commits
    * reject with `KESTREL_CLOSED`. The files are released; reopen to recover.

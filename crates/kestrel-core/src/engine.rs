@@ -245,6 +245,16 @@ impl Engine {
         }
     }
 
+    fn stop_crashed(&self, faulty: &FaultyVfs) {
+        {
+            let mut q = self.shared.queue.lock().expect("queue lock");
+            q.state = State::Crashed;
+        }
+        // A held sync would keep the writer from seeing the crash.
+        faulty.hold_syncs(false);
+        self.stop(State::Crashed);
+    }
+
     fn stop(&self, state: State) {
         {
             let mut q = self.shared.queue.lock().expect("queue lock");
@@ -265,13 +275,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Test-only: hold (or release) every batch fdatasync, so a commit stays written but not
+    /// durable. Needs the fault layer.
+    pub fn hold_syncs(&self, hold: bool) -> Result<()> {
+        let Some(faulty) = &self.faulty else {
+            return Err(Error::new(Code::InvalidArgument, "holdSyncs() needs the fault layer: open with faults: {}"));
+        };
+        faulty.hold_syncs(hold);
+        Ok(())
+    }
+
     /// Test-only power loss: stop without writing what is queued, then drop unsynced data
     /// except `tear_bytes` of it.
     pub fn crash(&self, tear_bytes: u64) -> Result<()> {
         let Some(faulty) = &self.faulty else {
             return Err(Error::new(Code::InvalidArgument, "crash() needs the fault layer: open with faults: {}"));
         };
-        self.stop(State::Crashed);
+        self.stop_crashed(faulty);
         faulty.crash(tear_bytes).map_err(|e| Error::io("simulating a crash", &e))
     }
 }

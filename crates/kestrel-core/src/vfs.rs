@@ -140,6 +140,8 @@ struct FaultState {
 pub struct FaultyVfs {
     options: FaultOptions,
     state: Arc<Mutex<FaultState>>,
+    /// While true, batch fdatasyncs wait (tests hold a commit between write and durability).
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 fn injected(errno: Errno, what: &str) -> io::Error {
@@ -151,7 +153,14 @@ fn injected(errno: Errno, what: &str) -> io::Error {
 
 impl FaultyVfs {
     pub fn new(options: FaultOptions) -> Self {
-        FaultyVfs { options, state: Arc::default() }
+        FaultyVfs { options, state: Arc::default(), gate: Arc::default() }
+    }
+
+    /// Hold (true) or release (false) every batch fdatasync.
+    pub fn hold_syncs(&self, hold: bool) {
+        let (lock, cond) = &*self.gate;
+        *lock.lock().expect("gate") = hold;
+        cond.notify_all();
     }
 
     /// Power loss: every file keeps its synced records plus `tear_bytes` of what was written
@@ -205,6 +214,14 @@ impl LogFile for FaultyFile {
     }
 
     fn sync(&mut self, purpose: Purpose) -> io::Result<()> {
+        if purpose == Purpose::Batch {
+            let (lock, cond) = &*self.vfs.gate;
+            let mut held = lock.lock().expect("gate");
+            // Bounded by the test that holds the gate: it releases it, or crashes the engine.
+            while *held {
+                held = cond.wait(held).expect("gate");
+            }
+        }
         let mut st = self.vfs.state.lock().expect("fault state");
         if purpose == Purpose::Batch {
             st.syncs += 1;

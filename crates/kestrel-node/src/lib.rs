@@ -193,6 +193,12 @@ impl NativeEngine {
         self.engine.close().map_err(to_js)
     }
 
+    /// Test-only: hold (true) or release (false) every batch fdatasync (needs the fault layer).
+    #[napi]
+    pub fn hold_syncs(&self, hold: bool) -> std::result::Result<(), napi::Error<String>> {
+        self.engine.hold_syncs(hold).map_err(to_js)
+    }
+
     /// Test-only power loss (needs the fault layer).
     #[napi]
     pub fn crash(&self, tear_bytes: f64) -> std::result::Result<(), napi::Error<String>> {

@@ -281,12 +281,20 @@ export class TsCore implements Core {
     }
   }
 
+  holdSyncs(hold: boolean): void {
+    if (!(this.vfs instanceof FaultyVfs)) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'holdSyncs() needs the fault layer: open with faults: {}')
+    }
+    this.vfs.holdSyncs(hold)
+  }
+
   async crash(tearBytes = 0): Promise<void> {
     if (!(this.vfs instanceof FaultyVfs)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'crash() needs the fault layer: open with faults: {}')
     }
     if (this.state === 'closed') return
     this.crashed = true
+    this.vfs.holdSyncs(false)
     this.failQueued()
     while (this.flushing) await this.flushing
     this.state = 'closed'

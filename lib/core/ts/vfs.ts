@@ -125,6 +125,8 @@ class FaultyLogFile implements LogFile {
   }
 
   async sync(purpose: IoPurpose): Promise<void> {
+    // Bounded by the test that holds the gate: it releases it, or crashes the engine.
+    while (purpose === 'batch' && this.vfs.gate) await this.vfs.gate.promise
     if (purpose === 'batch') {
       this.vfs.syncs++
       if (this.vfs.options.failFsyncAt === this.vfs.syncs) throw injected(this.vfs.errno, `fdatasync #${this.vfs.syncs}`)
@@ -161,6 +163,21 @@ export class FaultyVfs implements Vfs {
   syncs = 0
   readonly files = new Set<FaultyLogFile>()
   readonly errno: 'EIO' | 'ENOSPC'
+  /** While set, batch fdatasyncs wait (tests hold a commit between write and durability). */
+  gate: { promise: Promise<void>; open: () => void } | undefined
+
+  /** Hold (true) or release (false) every batch fdatasync. */
+  holdSyncs(hold: boolean): void {
+    if (hold && !this.gate) {
+      let open!: () => void
+      const promise = new Promise<void>((r) => { open = r })
+      this.gate = { promise, open }
+    } else if (!hold && this.gate) {
+      const g = this.gate
+      this.gate = undefined
+      g.open()
+    }
+  }
 
   constructor(readonly options: FaultOptions, private readonly real: RealVfs = new RealVfs()) {
     this.errno = options.errno ?? 'EIO'
