@@ -354,10 +354,13 @@ export class Transaction {
   private resolve(resolver: Resolver, w: Write): WriteOp {
     const core = this.host.coordinator.core
     const latest = Number(core.lastCommitId())
-    const ancestorBytes = core.get(w.collection, w.key, this.snap)
-    const committedBytes = core.get(w.collection, w.key, latest)
-    const ancestor = ancestorBytes === undefined ? undefined : decodeValue(ancestorBytes)
-    const committed = committedBytes === undefined ? undefined : decodeValue(committedBytes)
+    // Decode each read before the next one: the core may reuse its read buffer.
+    const read = (snapshot: number): unknown => {
+      const bytes = core.get(w.collection, w.key, snapshot)
+      return bytes === undefined ? undefined : decodeValue(bytes)
+    }
+    const ancestor = read(this.snap)
+    const committed = read(latest)
     const mine = this.resolveRead(w, undefined)
     let merged: unknown
     try {

@@ -8,7 +8,7 @@ import { KestrelError } from '../errors.js'
 /** Largest encoded value, in bytes. */
 export const VALUE_BYTES_MAX = 64 * 1024 * 1024
 
-const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint', useBigIntExtension: true, mapsAsObjects: true })
+const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'bigint', useBigIntExtension: true, mapsAsObjects: true, copyBuffers: true })
 
 function findUnencodable(value: unknown, depth: number, seen: Set<object>): string | undefined {
   if (depth > 256) return 'it nests deeper than 256 levels'

@@ -19,6 +19,9 @@ interface NativeEngineHandle {
   close(): void
   crash(tearBytes: number): void
   holdSyncs(hold: boolean): void
+  collectionId(name: string): number
+  getInto(collection: number, key: Uint8Array, snapshot: number, out: Uint8Array): number
+  scanInto(collection: number, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
 }
 interface NativeBinding {
   NativeEngine: {
@@ -81,7 +84,14 @@ interface Pending {
   reject: (err: KestrelError) => void
 }
 
+/** Size of the shared read buffer; larger values and scans fall back to allocating calls. */
+const READ_BUFFER_BYTES = 1 << 20
+
 const CLOSED = (): KestrelError => new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+
+function readU32(b: Uint8Array, pos: number): number {
+  return (b[pos]! | (b[pos + 1]! << 8) | (b[pos + 2]! << 16)) + b[pos + 3]! * 0x1000000
+}
 
 export class NativeCore implements Core {
   readonly engine = 'native' as const
@@ -94,6 +104,9 @@ export class NativeCore implements Core {
    * pending this timer does, so `await tx.commit()` in a script always gets its answer.
    */
   private keepAlive: NodeJS.Timeout | undefined
+  /** Reads land here instead of in a fresh Buffer each (see Core.get's validity rule). */
+  private readonly readBuffer = new Uint8Array(READ_BUFFER_BYTES)
+  private readonly collectionIds = new Map<string, number>()
 
   private constructor(private handle: NativeEngineHandle | undefined) {}
 
@@ -156,8 +169,21 @@ export class NativeCore implements Core {
     return new Promise<bigint>((resolve, reject) => this.pending.push({ lsn, resolve, reject }))
   }
 
+  private cid(handle: NativeEngineHandle, collection: string): number {
+    let id = this.collectionIds.get(collection)
+    if (id === undefined) {
+      id = handle.collectionId(collection)
+      this.collectionIds.set(collection, id)
+    }
+    return id
+  }
+
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
-    return this.live().get(collection, key, snapshot) ?? undefined
+    const handle = this.live()
+    const n = handle.getInto(this.cid(handle, collection), key, snapshot, this.readBuffer)
+    if (n >= 0) return this.readBuffer.subarray(0, n)
+    if (n === -1) return undefined
+    return handle.get(collection, key, snapshot) ?? undefined
   }
 
   newer(collection: string, key: Uint8Array, snapshot: number): Newer {
@@ -173,7 +199,26 @@ export class NativeCore implements Core {
   }
 
   scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    const flat = this.live().scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot)
+    const handle = this.live()
+    const count = handle.scanInto(this.cid(handle, collection), o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
+    if (count >= 0) {
+      // One copy for the whole result: the rows must outlive the next read.
+      let end = 0
+      for (let i = 0; i < count * 2; i++) end += 4 + readU32(this.readBuffer, end)
+      const bytes = this.readBuffer.slice(0, end)
+      const rows: Array<[Uint8Array, Uint8Array]> = new Array(count)
+      let pos = 0
+      for (let i = 0; i < count; i++) {
+        const kl = readU32(bytes, pos)
+        const k = bytes.subarray(pos + 4, pos + 4 + kl)
+        pos += 4 + kl
+        const vl = readU32(bytes, pos)
+        rows[i] = [k, bytes.subarray(pos + 4, pos + 4 + vl)]
+        pos += 4 + vl
+      }
+      return rows
+    }
+    const flat = handle.scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot)
     const out: Array<[Uint8Array, Uint8Array]> = new Array(flat.length / 2)
     for (let i = 0; i < out.length; i++) out[i] = [flat[2 * i]!, flat[2 * i + 1]!]
     return out

@@ -74,7 +74,11 @@ export interface Core {
    * After any log I/O failure every later commit rejects with `KESTREL_IO` until reopened.
    */
   commit(payload: Uint8Array): Promise<bigint>
-  /** The value bytes of a key at `snapshot` (a commit id), or `undefined`. */
+  /**
+   * The value bytes of a key at `snapshot` (a commit id), or `undefined`. The bytes are valid
+   * only until the next call on this core (the native engine reuses one read buffer): decode
+   * them at once.
+   */
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined
   /** Entries visible at `snapshot` in key order within the bounds, as `[key, value]` pairs. */
   scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]>

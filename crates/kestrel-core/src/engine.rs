@@ -209,6 +209,11 @@ impl Engine {
         self.shared.store.read().expect("store lock").get(collection, key, snapshot).map(|v| v.to_vec())
     }
 
+    /// Run `f` on the value of a key at `snapshot` without copying it out of the store.
+    pub fn with_value<R>(&self, collection: &str, key: &[u8], snapshot: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        f(self.shared.store.read().expect("store lock").get(collection, key, snapshot))
+    }
+
     pub fn scan(&self, collection: &str, bounds: &ScanBounds, snapshot: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot)
     }
