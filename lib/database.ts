@@ -11,8 +11,9 @@ import type { CoreStats, EngineName } from './core/types.js'
 /** Options of {@link Database.transaction}. */
 export interface TransactionOptions {
   /**
-   * How many times to re-run `fn` after a `ConflictError` (default 8), with exponential backoff
-   * and jitter; 0 hands the first conflict to the caller.
+   * How many times to re-run `fn` after a `ConflictError` (default 8); 0 hands the first conflict
+   * to the caller. A retry waits for the winning commit to become visible when it is still in
+   * flight, and backs off exponentially with jitter after repeated conflicts.
    */
   retries?: number
 }
@@ -28,6 +29,8 @@ export interface DatabaseStats extends CoreStats {
 const RETRIES_DEFAULT = 8
 const BACKOFF_BASE_MS = 1
 const BACKOFF_MAX_MS = 100
+/** Retries queue per contended key at once; past this many attempts they also back off. */
+const BACKOFF_AFTER_ATTEMPTS = 4
 
 /**
  * An open database. Several handles of one directory in one process share one engine; each
@@ -101,19 +104,34 @@ export class Database {
     if (!Number.isSafeInteger(retries) || retries < 0) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'retries must be a non-negative integer')
     }
-    // Bounded by `retries`.
-    for (let attempt = 0; ; attempt++) {
-      const tx = this.begin()
-      try {
-        const result = await fn(tx)
-        if (!tx.finished) await tx.commit()
-        return result
-      } catch (err) {
-        if (!tx.finished) tx.rollback()
-        if (!(err instanceof ConflictError) || attempt >= retries) throw err
-        // Exponential backoff with full jitter: contenders spread out instead of colliding again.
-        await sleep(Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** attempt))
+    // The slot this transaction queued on after a conflict (at most one at a time).
+    let queued: { slot: string; release: () => void } | undefined
+    try {
+      // Bounded by `retries`.
+      for (let attempt = 0; ; attempt++) {
+        const tx = this.begin()
+        try {
+          const result = await fn(tx)
+          if (!tx.finished) await tx.commit()
+          return result
+        } catch (err) {
+          if (!tx.finished) tx.rollback()
+          if (!(err instanceof ConflictError) || attempt >= retries) throw err
+          if (err.slot !== undefined && queued?.slot !== err.slot) {
+            queued?.release()
+            queued = undefined
+            queued = { slot: err.slot, release: await this.live().coordinator.queueForSlot(err.slot) }
+          }
+          // The winner may still be committing: retrying before it is visible collides again.
+          if (err.retryAfter) await err.retryAfter
+          if (attempt >= BACKOFF_AFTER_ATTEMPTS) {
+            // Exponential backoff with full jitter for contention the queue does not cover.
+            await sleep(Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (attempt - BACKOFF_AFTER_ATTEMPTS)))
+          }
+        }
       }
+    } finally {
+      queued?.release()
     }
   }
 

@@ -52,6 +52,14 @@ export class KestrelError extends Error {
  * key after this transaction's snapshot (first committer wins). `db.transaction` retries these.
  */
 export class ConflictError extends KestrelError {
+  /**
+   * @internal Settles when the in-flight commit this transaction collided with is decided:
+   * retrying earlier would collide again.
+   */
+  retryAfter?: Promise<void>
+  /** @internal The contended (collection, key) slot. */
+  slot?: string
+
   constructor(
     /** The collection of the contended key. */
     readonly collection: string,

@@ -341,7 +341,12 @@ export class Transaction {
       let op = toOp(w)
       if (conflict) {
         const resolver = merge ? undefined : this.host.resolverOf(w.collection)
-        if (!resolver) throw new ConflictError(w.collection, decodeKey(w.key))
+        if (!resolver) {
+          const err = new ConflictError(w.collection, decodeKey(w.key))
+          err.slot = slot
+          if (flight) err.retryAfter = flight.settled
+          throw err
+        }
         if (flight) return flight.settled
         op = this.resolve(resolver, w)
       }

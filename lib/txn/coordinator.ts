@@ -25,6 +25,8 @@ export class Coordinator {
   /** [commitId, publishedAtMs], oldest first, for the ms retention window. */
   private readonly recent: Array<[number, number]> = []
   private horizonScheduled = false
+  /** Per-slot FIFO of transactions retrying after a conflict on that slot. */
+  private readonly retryQueues = new Map<string, Promise<void>>()
 
   constructor(readonly core: Core, readonly retain: Retention) {}
 
@@ -78,6 +80,27 @@ export class Coordinator {
       }
     }
     done.then(release, release)
+  }
+
+  /**
+   * Queue behind other retriers of `slot`: contention on a hot key becomes a FIFO instead of a
+   * herd that wakes together and collides again. Resolves with the release function. A caller
+   * holds at most one slot at a time (no hold-and-wait, so no deadlock).
+   */
+  async queueForSlot(slot: string): Promise<() => void> {
+    const previous = this.retryQueues.get(slot) ?? Promise.resolve()
+    let release!: () => void
+    const mine = new Promise<void>((r) => { release = r })
+    const tail = previous.then(() => mine)
+    this.retryQueues.set(slot, tail)
+    await previous
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      release()
+      if (this.retryQueues.get(slot) === tail) this.retryQueues.delete(slot)
+    }
   }
 
   /** A commit became visible: remember when (ms window) and move the horizon soon. */
