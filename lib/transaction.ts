@@ -330,12 +330,11 @@ export class Transaction {
    */
   private validate(writes: Write[]): WriteOp[] | Promise<void> {
     const coordinator = this.host.coordinator
-    const core = coordinator.core
     const ops: WriteOp[] = []
     for (const w of writes) {
       const merge = w.kind === OP_APPEND || w.kind === OP_INCREMENT
       const slot = slotOf(w.collection, bytesToOrderedString(w.key))
-      const newer = core.newer(w.collection, w.key, this.snap)
+      const newer = coordinator.newer(slot, this.snap)
       const flight = coordinator.inFlight(slot)
       const conflict = merge ? newer === 2 || (flight?.plain ?? 0) > 0 : newer !== 0 || flight !== undefined
       let op = toOp(w)

@@ -4,14 +4,13 @@
  */
 import { createRequire } from 'node:module'
 import { KestrelError, toKestrelError } from '../errors.js'
-import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats, Newer } from './types.js'
+import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from './types.js'
 
 /** The shape of the generated binding (native/index.d.ts). */
 interface NativeEngineHandle {
   commit(payload: Uint8Array): number
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | null
   scan(collection: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
-  newer(collection: string, key: Uint8Array, snapshot: number): number
   setHorizon(horizon: number, sweep: boolean): void
   horizon(): number
   lastLsn(): number
@@ -107,6 +106,11 @@ export class NativeCore implements Core {
   /** Reads land here instead of in a fresh Buffer each (see Core.get's validity rule). */
   private readonly readBuffer = new Uint8Array(READ_BUFFER_BYTES)
   private readonly collectionIds = new Map<string, number>()
+  /**
+   * The last commit id this side has been told is visible. It may trail the engine by one
+   * callback, which only makes a new snapshot a little older — never newer than what is durable.
+   */
+  private visible = 0
 
   private constructor(private handle: NativeEngineHandle | undefined) {}
 
@@ -124,6 +128,7 @@ export class NativeCore implements Core {
     } catch (err) {
       throw toKestrelError(err, `opening ${dir}`)
     }
+    core.visible = core.handle.lastLsn()
     return core
   }
 
@@ -133,6 +138,7 @@ export class NativeCore implements Core {
   }
 
   private onDurable(durableLsn: number, code: string | null, message: string | null): void {
+    if (durableLsn > this.visible) this.visible = durableLsn
     while (this.head < this.pending.length && this.pending[this.head]!.lsn <= durableLsn) {
       const p = this.pending[this.head++]!
       p.resolve(BigInt(p.lsn))
@@ -186,10 +192,6 @@ export class NativeCore implements Core {
     return handle.get(collection, key, snapshot) ?? undefined
   }
 
-  newer(collection: string, key: Uint8Array, snapshot: number): Newer {
-    return this.live().newer(collection, key, snapshot) as Newer
-  }
-
   setHorizon(horizon: number, sweep: boolean): void {
     this.live().setHorizon(horizon, sweep)
   }
@@ -225,7 +227,8 @@ export class NativeCore implements Core {
   }
 
   lastCommitId(): bigint {
-    return BigInt(this.live().lastLsn())
+    this.live()
+    return BigInt(this.visible)
   }
 
   stats(): CoreStats {

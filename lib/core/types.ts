@@ -33,8 +33,6 @@ export interface CoreOpenOptions {
   retainCommits: number
 }
 
-/** What was installed on a key after a snapshot: 0 nothing, 1 only merges, 2 a plain write. */
-export type Newer = 0 | 1 | 2
 
 /** Bounds of an ordered scan over encoded keys (all optional). */
 export interface CoreScanOptions {
@@ -82,8 +80,6 @@ export interface Core {
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined
   /** Entries visible at `snapshot` in key order within the bounds, as `[key, value]` pairs. */
   scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]>
-  /** What was installed on a key after `snapshot` (first-committer-wins validation). */
-  newer(collection: string, key: Uint8Array, snapshot: number): Newer
   /**
    * Versions that no snapshot ≥ `horizon` can see may be pruned (the horizon never decreases);
    * `sweep` prunes every key now instead of as keys are written.

@@ -18,7 +18,21 @@ interface InFlight {
 /** Most publish timestamps remembered for the ms retention window (bounded). */
 const RECENT_COMMITS_MAX = 1 << 20
 
+/** The last commits that wrote a slot, kept while some snapshot could still be older. */
+interface Recent {
+  /** Commit id of the last plain write (put/delete), 0 if none is remembered. */
+  plain: number
+  /** Commit id of the last merge (append/increment), 0 if none is remembered. */
+  merge: number
+}
+
 export class Coordinator {
+  /**
+   * Writes committed after the horizon, by slot: all validation needs, answered without asking
+   * the engine (commits only come from this process: the directory lock guarantees it).
+   * Entries at or below the horizon can conflict with no snapshot and are dropped.
+   */
+  private readonly recentWrites = new Map<string, Recent>()
   /** snapshot commit id → number of readers pinning it. */
   private readonly pins = new Map<number, number>()
   private readonly inflight = new Map<string, InFlight>()
@@ -56,7 +70,7 @@ export class Coordinator {
   }
 
   /** Mark slots as being committed until `done` settles. Call synchronously after validation. */
-  track(slots: Array<{ slot: string; merge: boolean }>, done: Promise<unknown>): void {
+  track(slots: Array<{ slot: string; merge: boolean }>, done: Promise<bigint>): void {
     for (const { slot, merge } of slots) {
       let f = this.inflight.get(slot)
       if (!f) {
@@ -68,8 +82,19 @@ export class Coordinator {
       if (merge) f.merges++
       else f.plain++
     }
-    const release = (): void => {
+    const release = (commitId: number | undefined): void => {
       for (const { slot, merge } of slots) {
+        // Record the committed write and clear the in-flight mark in one step, so that no
+        // validation can run between the two and miss the write.
+        if (commitId !== undefined) {
+          let r = this.recentWrites.get(slot)
+          if (!r) {
+            r = { plain: 0, merge: 0 }
+            this.recentWrites.set(slot, r)
+          }
+          if (merge) r.merge = commitId
+          else r.plain = commitId
+        }
         const f = this.inflight.get(slot)!
         if (merge) f.merges--
         else f.plain--
@@ -79,7 +104,15 @@ export class Coordinator {
         }
       }
     }
-    done.then(release, release)
+    done.then((id) => release(Number(id)), () => release(undefined))
+  }
+
+  /** What was committed on `slot` after `snapshot`: 0 nothing, 1 only merges, 2 a plain write. */
+  newer(slot: string, snapshot: number): 0 | 1 | 2 {
+    const r = this.recentWrites.get(slot)
+    if (!r) return 0
+    if (r.plain > snapshot) return 2
+    return r.merge > snapshot ? 1 : 0
   }
 
   /**
@@ -138,6 +171,8 @@ export class Coordinator {
       try {
         const h = this.computeHorizon()
         if (h > this.core.horizon()) this.core.setHorizon(h, false)
+        // Bounded by the writes since the oldest snapshot still pinned.
+        for (const [slot, r] of this.recentWrites) if (r.plain <= h && r.merge <= h) this.recentWrites.delete(slot)
       } catch {
         // The engine closed meanwhile: nothing to prune.
       }

@@ -18,7 +18,7 @@ use crate::error::{Code, Error, Result};
 use crate::format::*;
 use crate::payload::{self, Commit};
 use crate::recovery::{self, prepare_directory};
-use crate::store::{Newer, ScanBounds, Store};
+use crate::store::{ScanBounds, Store};
 use crate::vfs::{sync_dir, FaultOptions, FaultyVfs, LogFile, Purpose, RealVfs, Vfs};
 
 /// Queued bytes past which `commit` waits for the writer (back-pressure, never a drop).
@@ -216,11 +216,6 @@ impl Engine {
 
     pub fn scan(&self, collection: &str, bounds: &ScanBounds, snapshot: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot)
-    }
-
-    /// What was installed on a key after `snapshot` (first-committer-wins validation).
-    pub fn newer(&self, collection: &str, key: &[u8], snapshot: u64) -> Newer {
-        self.shared.store.read().expect("store lock").newer(collection, key, snapshot)
     }
 
     /// Allow pruning of versions no snapshot ≥ `horizon` can see (the horizon never decreases).

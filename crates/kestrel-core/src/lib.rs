@@ -12,5 +12,5 @@ pub mod vfs;
 
 pub use engine::{Durability, Engine, Notify, Options, Stats};
 pub use error::{Code, Error, Result};
-pub use store::{Newer, ScanBounds};
+pub use store::ScanBounds;
 pub use vfs::{Errno, FaultOptions};

@@ -15,16 +15,6 @@ pub struct Version {
     pub commit_id: u64,
     /// None = tombstone.
     pub value: Option<Vec<u8>>,
-    /// Written by a merge op (append/increment): concurrent merges do not conflict with it.
-    pub merged: bool,
-}
-
-/// What a writer with snapshot `s` finds newer than `s` on a key (for first-committer-wins).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Newer {
-    Nothing = 0,
-    OnlyMerges = 1,
-    Write = 2,
 }
 
 #[derive(Default)]
@@ -76,16 +66,16 @@ impl Store {
             let chain = map.entry(op.key).or_default();
             let base = chain.last().and_then(|v| v.value.as_deref());
             let was_live = base.is_some();
-            let (value, merged) = match op.kind {
-                OP_PUT => (Some(op.value), false),
-                OP_DELETE => (None, false),
-                OP_APPEND => (Some(merge::append(base, &op.value)), true),
-                OP_INCREMENT => (Some(merge::increment(base, &op.value)), true),
+            let value = match op.kind {
+                OP_PUT => Some(op.value),
+                OP_DELETE => None,
+                OP_APPEND => Some(merge::append(base, &op.value)),
+                OP_INCREMENT => Some(merge::increment(base, &op.value)),
                 other => unreachable!("op {other} passed validation"),
             };
             debug_assert!(chain.last().is_none_or(|v| v.commit_id < commit_id), "versions install in commit order");
             let is_live = value.is_some();
-            chain.push(Version { commit_id, value, merged });
+            chain.push(Version { commit_id, value });
             self.versions += 1;
             self.versions -= prune(chain, self.horizon);
             self.live_keys = self.live_keys + is_live as usize - was_live as usize;
@@ -121,19 +111,6 @@ impl Store {
     pub fn get(&self, collection: &str, key: &[u8], snapshot: u64) -> Option<&[u8]> {
         let chain = self.collections.get(collection)?.get(key)?;
         visible(chain, snapshot)?.value.as_deref()
-    }
-
-    /// What was written to the key after `snapshot`.
-    pub fn newer(&self, collection: &str, key: &[u8], snapshot: u64) -> Newer {
-        let Some(chain) = self.collections.get(collection).and_then(|m| m.get(key)) else { return Newer::Nothing };
-        let mut found = Newer::Nothing;
-        for v in chain.iter().rev().take_while(|v| v.commit_id > snapshot) {
-            if !v.merged {
-                return Newer::Write;
-            }
-            found = Newer::OnlyMerges;
-        }
-        found
     }
 
     pub fn key_count(&self) -> usize {
@@ -198,8 +175,6 @@ mod tests {
         assert_eq!(s.get("c", b"k", 2), Some(&b"b"[..]));
         assert_eq!(s.get("c", b"k", 3), None);
         assert_eq!(s.get("c", b"k", 0), None);
-        assert_eq!(s.newer("c", b"k", 1), Newer::Write);
-        assert_eq!(s.newer("c", b"k", 3), Newer::Nothing);
         assert_eq!(s.version_count(), 3);
         s.set_horizon(2, true);
         assert_eq!(s.get("c", b"k", 2), Some(&b"b"[..]), "the horizon snapshot still reads");
@@ -210,13 +185,13 @@ mod tests {
     }
 
     #[test]
-    fn merges_apply_in_commit_order_and_do_not_conflict_with_each_other() {
+    fn merges_apply_in_commit_order() {
         let mut s = Store::default();
         for (i, item) in [1u8, 2, 3].iter().enumerate() {
             let op = Op { kind: OP_APPEND, collection: 0, key: b"list".to_vec(), value: vec![0x91, *item] };
             s.apply(i as u64 + 1, Commit { collections: vec!["c".into()], ops: vec![op] });
         }
         assert_eq!(s.get("c", b"list", 3), Some(&[0x93, 1, 2, 3][..]));
-        assert_eq!(s.newer("c", b"list", 1), Newer::OnlyMerges);
+        assert_eq!(s.get("c", b"list", 1), Some(&[0x91, 1][..]));
     }
 }

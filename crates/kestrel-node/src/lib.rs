@@ -197,12 +197,6 @@ impl NativeEngine {
         self.engine.get(&collection, key, snapshot as u64).map(Buffer::from)
     }
 
-    /// What was installed on a key after `snapshot`: 0 nothing, 1 only merges, 2 a write.
-    #[napi]
-    pub fn newer(&self, collection: String, key: &[u8], snapshot: f64) -> u32 {
-        self.engine.newer(&collection, key, snapshot as u64) as u32
-    }
-
     /// Allow pruning of versions no snapshot ≥ `horizon` can see; `sweep` prunes every key now.
     #[napi]
     pub fn set_horizon(&self, horizon: f64, sweep: bool) {

@@ -10,7 +10,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../errors.js'
 import { decodeCommit, type WriteOp } from '../payload.js'
-import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats, Newer } from '../types.js'
+import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from '../types.js'
 import { prepareDirectory } from './directory.js'
 import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from './format.js'
 import { syncDir } from './fsutil.js'
@@ -239,11 +239,6 @@ export class TsCore implements Core {
   scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     this.assertReadable()
     return this.store.scan(collection, options, snapshot)
-  }
-
-  newer(collection: string, key: Uint8Array, snapshot: number): Newer {
-    this.assertReadable()
-    return this.store.newer(collection, key, snapshot)
   }
 
   setHorizon(horizon: number, sweep: boolean): void {

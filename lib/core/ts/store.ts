@@ -4,7 +4,7 @@
  * latin1 strings (one char per byte), so `<` on them is unsigned byte order.
  */
 import { bytesToOrderedString, orderedStringToBytes } from '../../codec/bytes.js'
-import type { CoreScanOptions, Newer } from '../types.js'
+import type { CoreScanOptions } from '../types.js'
 import { OP_APPEND, OP_DELETE, OP_INCREMENT, type WriteOp } from '../payload.js'
 import { mergeAppend, mergeIncrement } from './merge.js'
 
@@ -13,8 +13,6 @@ interface Version {
   commitId: number
   /** undefined = tombstone. */
   value: Uint8Array | undefined
-  /** Written by a merge op: concurrent merges do not conflict with it. */
-  merged: boolean
 }
 
 function visible(chain: Version[], snapshot: number): Version | undefined {
@@ -120,7 +118,7 @@ export class VersionStore {
         case OP_INCREMENT: value = mergeIncrement(base, op.value!); break
         default: value = op.value!.slice()
       }
-      chain.push({ commitId, value, merged: op.kind === OP_APPEND || op.kind === OP_INCREMENT })
+      chain.push({ commitId, value })
       this.versions += 1 - prune(chain, this.horizon)
       this.liveKeys += (value !== undefined ? 1 : 0) - (base !== undefined ? 1 : 0)
     }
@@ -145,17 +143,6 @@ export class VersionStore {
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
     const chain = this.collections.get(collection)?.map.get(bytesToOrderedString(key))
     return chain && visible(chain, snapshot)?.value
-  }
-
-  newer(collection: string, key: Uint8Array, snapshot: number): Newer {
-    const chain = this.collections.get(collection)?.map.get(bytesToOrderedString(key))
-    if (!chain) return 0
-    let found: Newer = 0
-    for (let i = chain.length - 1; i >= 0 && chain[i]!.commitId > snapshot; i--) {
-      if (!chain[i]!.merged) return 2
-      found = 1
-    }
-    return found
   }
 
   scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
