@@ -73,6 +73,35 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     await db.close()
   })
 
+  it('G-single write forms: writing a key changed after the snapshot conflicts, also through a predicate', async () => {
+    const db = await seeded(engine)
+    const t = db.collection<number>('test')
+    const t1 = db.begin()
+    expect(t1.get(t, 1)).toBe(10)
+    await db.transaction((tx) => { tx.put(t, 1, 12); tx.put(t, 2, 18) })
+    t1.put(t, 2, 0)
+    await conflict(t1.commit())
+    // Predicate form: delete every row matching a predicate while another commit changes one.
+    const t2 = db.begin()
+    const victims = [...t2.scan(t)].filter((e) => (e.value as number) > 15)
+    await db.transaction((tx) => tx.put(t, 2, 19))
+    for (const v of victims) t2.delete(t, v.key as number)
+    await conflict(t2.commit())
+    await db.close()
+  })
+
+  it('retainHistory.ms keeps commits of the window readable', async () => {
+    const db = await open(tempDir(), { engine, retainHistory: { ms: 60_000 } })
+    const t = db.collection<number>('t')
+    const first = await db.transaction(async (tx) => { tx.put(t, 'x', 1) }).then(() => db.lastCommitId())
+    for (let i = 2; i <= 5; i++) await db.transaction((tx) => tx.put(t, 'x', i))
+    await new Promise((r) => setImmediate(r))
+    const v = db.at(first)
+    expect(v.get(t, 'x')).toBe(1)
+    v.close()
+    await db.close()
+  })
+
   it('OTV and P4 lost update: one of two read-modify-writes conflicts', async () => {
     const db = await seeded(engine)
     const t = db.collection<number>('test')

@@ -1,6 +1,7 @@
 /** Scan options and their translation to encoded-key bounds. */
 import { encodeKey, encodeKeyPrefix, type Key } from './codec/key.js'
 import { KestrelError } from './errors.js'
+import { compareBytes } from './codec/bytes.js'
 import type { CoreScanOptions } from './core/types.js'
 
 /** Bounds and direction of an ordered scan. All optional. */
@@ -27,10 +28,31 @@ function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
   return out
 }
 
-const later = (a: Uint8Array | undefined, b: Uint8Array | undefined, cmp: (x: Uint8Array, y: Uint8Array) => number): Uint8Array | undefined =>
-  a === undefined ? b : b === undefined ? a : cmp(a, b) >= 0 ? a : b
+interface Bound {
+  key: Uint8Array
+  inclusive: boolean
+}
 
-/** Translate user scan options to core bounds. Throws `KESTREL_INVALID_ARGUMENT` on bad ones. */
+/** Of two lower bounds, the one that admits fewer keys. */
+function tighterLower(a: Bound | undefined, b: Bound | undefined): Bound | undefined {
+  if (!a || !b) return a ?? b
+  const c = compareBytes(a.key, b.key)
+  if (c !== 0) return c > 0 ? a : b
+  return a.inclusive ? b : a
+}
+
+/** Of two upper bounds, the one that admits fewer keys. */
+function tighterUpper(a: Bound | undefined, b: Bound | undefined): Bound | undefined {
+  if (!a || !b) return a ?? b
+  const c = compareBytes(a.key, b.key)
+  if (c !== 0) return c < 0 ? a : b
+  return a.inclusive ? b : a
+}
+
+/**
+ * Translate user scan options to core bounds: at most one lower and one upper bound (the
+ * tightest of gt/gte/prefix and of lt/lte/prefix end). Throws `KESTREL_INVALID_ARGUMENT` on bad ones.
+ */
 export function scanBounds(options: ScanOptions): CoreScanOptions {
   if (typeof options !== 'object' || options === null) {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'scan options must be an object like { gte, lt, prefix, reverse, limit }')
@@ -42,23 +64,16 @@ export function scanBounds(options: ScanOptions): CoreScanOptions {
     }
     out.limit = options.limit
   }
-  if (options.gte !== undefined) out.gte = encodeKey(options.gte)
-  if (options.gt !== undefined) out.gt = encodeKey(options.gt)
-  if (options.lte !== undefined) out.lte = encodeKey(options.lte)
-  if (options.lt !== undefined) out.lt = encodeKey(options.lt)
+  const bound = (k: Key | undefined, inclusive: boolean): Bound | undefined => (k === undefined ? undefined : { key: encodeKey(k), inclusive })
+  let lower = tighterLower(bound(options.gte, true), bound(options.gt, false))
+  let upper = tighterUpper(bound(options.lte, true), bound(options.lt, false))
   if (options.prefix !== undefined) {
     const p = encodeKeyPrefix(options.prefix)
-    const cmp = (x: Uint8Array, y: Uint8Array): number => Buffer.compare(x, y)
-    // Intersect the prefix range with the explicit bounds.
-    if (out.gt && cmp(out.gt, p) >= 0) { /* gt already tighter */ } else { out.gte = later(out.gte, p, cmp); delete out.gt }
+    lower = tighterLower(lower, { key: p, inclusive: true })
     const end = prefixEnd(p)
-    if (end) {
-      if (out.lte && cmp(out.lte, end) < 0) { /* lte already tighter */ } else {
-        const lt = out.lt && cmp(out.lt, end) < 0 ? out.lt : end
-        out.lt = lt
-        delete out.lte
-      }
-    }
+    if (end) upper = tighterUpper(upper, { key: end, inclusive: false })
   }
+  if (lower) out[lower.inclusive ? 'gte' : 'gt'] = lower.key
+  if (upper) out[upper.inclusive ? 'lte' : 'lt'] = upper.key
   return out
 }

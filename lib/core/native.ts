@@ -202,6 +202,7 @@ export class NativeCore implements Core {
 
   scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     const handle = this.live()
+    if (o.limit === 0) return [] // the binding reads limit 0 as "no limit"
     const count = handle.scanInto(this.cid(handle, collection), o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
     if (count >= 0) {
       // One copy for the whole result: the rows must outlive the next read.
