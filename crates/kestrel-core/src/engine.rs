@@ -102,7 +102,6 @@ struct Shared {
     /// LSN of the last commit applied to the store; only the writer advances it.
     visible_lsn: AtomicU64,
     counters: Counters,
-    notify: Notify,
 }
 
 /// Engine statistics.
@@ -130,6 +129,9 @@ struct Writer {
     vfs: Arc<dyn Vfs>,
     active: Box<dyn LogFile>,
     last_sync: Instant,
+    /// Owned by the writer thread (the only caller), so that it is dropped — and a JavaScript
+    /// callback behind it released — as soon as the writer stops: on close, crash or failure.
+    notify: Notify,
 }
 
 impl Engine {
@@ -164,13 +166,12 @@ impl Engine {
             store: RwLock::new(store),
             visible_lsn: AtomicU64::new(last_lsn),
             counters: Counters::default(),
-            notify,
         });
         shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
-        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, last_sync: Instant::now() };
+        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, last_sync: Instant::now(), notify };
         let handle = std::thread::Builder::new()
             .name("kestrel-log-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer.run()) // `writer` (and its `notify`) drops when the thread ends
             .map_err(|e| Error::io("starting the log writer thread", &e))?;
         Ok(Engine { shared, writer: Mutex::new(Some(handle)), faulty })
     }
@@ -386,11 +387,17 @@ impl Writer {
             let t = RECORD_COMMIT | if i + 1 == batch.len() { BATCH_END } else { 0 };
             write_frame(&mut buffer, q.lsn, t, &q.payload);
         }
-        let len_before = self.active.len();
+        // Where the failed batch must be cut back to. Taken after a rollover, which changes the
+        // active segment: cutting the new segment to the old one's length would keep the
+        // failed batch whole on disk (and a reopen would then replay it).
+        let mut len_before = self.active.len();
         let result = (|| -> Result<bool> {
-            if self.active.len() > self.options.segment_bytes_max {
+            // An empty segment is never rolled over (a new one would have the same name).
+            if self.active.len() > self.options.segment_bytes_max && self.active.len() > SEGMENT_HEADER_BYTES as u64 {
                 self.rollover(batch[0].lsn)?;
+                len_before = self.active.len();
             }
+            debug_assert_eq!(len_before, self.active.len());
             let end = self.active.len() + buffer.len() as u64;
             if end > self.active.allocated() {
                 self.active.preallocate(end + PREALLOC_BYTES).map_err(|e| Error::io("preallocating the log", &e))?;
@@ -433,7 +440,7 @@ impl Writer {
             self.shared.visible_lsn.store(last, Ordering::Release);
         }
         self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
-        (self.shared.notify)(last, None);
+        (self.notify)(last, None);
         true
     }
 
@@ -472,6 +479,6 @@ impl Writer {
             q.bytes = 0;
         }
         self.shared.room.notify_all();
-        (self.shared.notify)(self.shared.visible_lsn.load(Ordering::Acquire), Some(err));
+        (self.notify)(self.shared.visible_lsn.load(Ordering::Acquire), Some(err));
     }
 }

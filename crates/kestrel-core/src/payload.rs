@@ -219,4 +219,33 @@ mod tests {
         let bad = encode(&Commit { collections: vec!["a".into()], ops: vec![Op { kind: OP_INCREMENT, collection: 0, key: vec![1], value: vec![0; 7] }] });
         assert!(validate(&bad).is_err());
     }
+
+    #[test]
+    fn every_malformed_shape_is_refused_by_both_parsers() {
+        let op = |kind: u8, collection: u16, key: Vec<u8>, value: Vec<u8>| Op { kind, collection, key, value };
+        let one = |o: Op| encode(&Commit { collections: vec!["a".into()], ops: vec![o] });
+        let mut cases: Vec<(Vec<u8>, &str)> = vec![
+            (one(op(OP_PUT, 0, vec![], vec![1])), "key length 0"),
+            (one(op(OP_PUT, 0, vec![7; KEY_BYTES_MAX + 1], vec![1])), "key length 1025"),
+            (one(op(OP_PUT, 1, vec![1], vec![1])), "collection index 1"),
+            (one(op(9, 0, vec![1], vec![])), "unknown op 9"),
+            (encode(&Commit { collections: vec!["a".into()], ops: vec![] }), "op count 0"),
+            (encode(&Commit { collections: vec!["".into()], ops: vec![op(OP_DELETE, 0, vec![1], vec![])] }), "name length 0"),
+            (vec![1, 0, 2, 0, 0xFF, 0xFE, 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, 1], "not UTF-8"),
+        ];
+        // A value length past 64 MiB is refused from its length field alone.
+        let mut big = one(op(OP_PUT, 0, vec![1], vec![]));
+        let n = big.len();
+        big[n - 4..].copy_from_slice(&(VALUE_BYTES_MAX as u32 + 1).to_le_bytes());
+        cases.push((big, "value length 67108865"));
+        for (bytes, why) in cases {
+            let d = decode(&bytes).unwrap_err();
+            let v = validate(&bytes).unwrap_err();
+            assert!(d.contains(why), "{why}: decode said {d}");
+            assert_eq!(d, v, "{why}: both parsers agree");
+        }
+        // Round trip of the largest key and an empty value.
+        let ok = one(op(OP_PUT, 0, vec![7; KEY_BYTES_MAX], vec![]));
+        assert_eq!(encode(&decode(&ok).unwrap()), ok);
+    }
 }

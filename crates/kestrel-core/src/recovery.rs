@@ -68,7 +68,11 @@ fn check_identity(dir: &Path, bytes: &[u8]) -> Result<()> {
         return Err(not_a_database(dir, &format!("{IDENTITY_FILE} checksum mismatch")));
     }
     let version = u32_at(bytes, 8);
-    if version != FORMAT_VERSION {
+    // FORMAT.md: a bad version is not ours; only a newer one is worth an "upgrade" message.
+    if version == 0 {
+        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} has format version 0, which no kestreldb writes")));
+    }
+    if version > FORMAT_VERSION {
         return Err(Error::new(
             Code::FormatVersion,
             format!("{} uses on-disk format version {version}; this kestreldb reads version {FORMAT_VERSION}: upgrade kestreldb", dir.display()),

@@ -140,6 +140,7 @@ fn group_commit_shares_fsyncs() {
     let s = e.stats();
     assert_eq!(s.durable_lsn, 400);
     assert_eq!(s.keys, 800);
+    assert!(s.batches < 400, "8 concurrent writers must share batches, got {} for 400 commits", s.batches);
     assert!(s.syncs < 400, "8 concurrent writers must share fsyncs, got {} for 400 commits", s.syncs);
 }
 
@@ -289,4 +290,284 @@ fn crash_consistency_on_the_fake_disk() {
             assert!(e.get("pairs", format!("a{n:08}").as_bytes(), u64::MAX).is_some(), "round {round}: acknowledged commit {n} lost");
         }
     }
+}
+
+/// Little-endian helpers for hand-written golden bytes.
+fn le32(v: u32) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+fn le64(v: u64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+#[test]
+fn golden_bytes_of_a_small_log() {
+    // Every byte below is written by hand from docs/FORMAT.md; the CRC32C values were computed
+    // independently (a bitwise Castagnoli CRC in Python), so neither the frame code nor the crc
+    // crate can drift without this test failing.
+    let t = TempDir::new("golden");
+    {
+        let (e, acks) = open(&t.0, Options::default());
+        // PUT c/"k" = "v", then DELETE c/"k": two commits, two batches.
+        let put_kv = [1, 0, 1, 0, b'c', 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v'];
+        let del_k = [1, 0, 1, 0, b'c', 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, b'k'];
+        assert_eq!(commit_wait(&e, &acks, &put_kv).unwrap(), 1);
+        assert_eq!(e.get("c", b"k", 1).as_deref(), Some(&b"v"[..]));
+        assert_eq!(commit_wait(&e, &acks, &del_k).unwrap(), 2);
+        e.close().unwrap();
+    }
+    let mut identity = b"KESTREL\x01".to_vec();
+    identity.extend(le32(1));
+    identity.extend(le32(0x30A4_AE8F));
+    assert_eq!(fs::read(t.0.join("KESTREL")).unwrap(), identity);
+
+    let mut log = b"KLOGSEG\x01".to_vec();
+    log.extend(le32(1)); // format version
+    log.extend(le32(0)); // reserved
+    log.extend(le64(1)); // first LSN
+    log.extend(le32(0)); // reserved
+    log.extend(le32(0xF167_3492)); // CRC32C of bytes 0..28
+    // Frame 1: L = 22, crc, LSN 1, COMMIT | BATCH_END, payload.
+    log.extend(le32(22));
+    log.extend(le32(0x6FFA_FBE7));
+    log.extend(le64(1));
+    log.push(0x81);
+    log.extend([1, 0, 1, 0, b'c', 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
+    // Frame 2: L = 17, crc, LSN 2, COMMIT | BATCH_END, payload.
+    log.extend(le32(17));
+    log.extend(le32(0x299F_D904));
+    log.extend(le64(2));
+    log.push(0x81);
+    log.extend([1, 0, 1, 0, b'c', 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, b'k']);
+    let names: Vec<String> = fs::read_dir(t.0.join("log")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, vec!["00000000000000000001.klog"]);
+    // A closed database has no preallocated zeros left: the segment is exactly these bytes.
+    assert_eq!(fs::read(segment(&t.0, 0)).unwrap(), log);
+
+    // Replay: the delete wins; with one retained commit the version before it stays readable.
+    let (e, _) = open(&t.0, Options { retain_commits: 1, ..Options::default() });
+    assert_eq!(e.last_lsn(), 2);
+    assert_eq!(e.get("c", b"k", u64::MAX), None);
+    assert_eq!(e.get("c", b"k", 1).as_deref(), Some(&b"v"[..]));
+}
+
+fn write_segment_header(dir: &Path, first_lsn: u64, bytes: &[u8]) -> PathBuf {
+    let path = dir.join("log").join(kestrel_core::format::segment_name(first_lsn));
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn open_err(dir: &Path) -> kestrel_core::Error {
+    Engine::open(dir, Options::default(), Box::new(|_, _| {})).err().expect("open must fail")
+}
+
+fn three_commits(dir: &Path) {
+    let (e, acks) = open(dir, Options::default());
+    for i in 0..3 {
+        commit_wait(&e, &acks, &put(&format!("k{i}"), b"v")).unwrap();
+    }
+    e.close().unwrap();
+}
+
+#[test]
+fn empty_last_segment_is_valid_and_used() {
+    let t = TempDir::new("empty-seg");
+    three_commits(&t.0);
+    write_segment_header(&t.0, 4, &kestrel_core::format::segment_header(4));
+    {
+        let (e, acks) = open(&t.0, Options::default());
+        assert_eq!(e.last_lsn(), 3);
+        assert_eq!(e.stats().segments, 2);
+        assert_eq!(commit_wait(&e, &acks, &put("k3", b"v")).unwrap(), 4);
+    }
+    let (e, _) = open(&t.0, Options::default());
+    assert_eq!(keys(&e, "c"), vec!["k0", "k1", "k2", "k3"]);
+    assert!(fs::metadata(segment(&t.0, 1)).unwrap().len() > 32, "LSN 4 went into the empty segment");
+}
+
+#[test]
+fn torn_segment_creation_is_removed_but_not_anywhere_else() {
+    let t = TempDir::new("torn-seg");
+    three_commits(&t.0);
+    let header = kestrel_core::format::segment_header(4);
+    // A crash while writing the header of the next segment: short, named for LSN 4.
+    let torn = write_segment_header(&t.0, 4, &header[..20]);
+    {
+        let (e, acks) = open(&t.0, Options::default());
+        assert_eq!(e.last_lsn(), 3);
+        assert!(!torn.exists(), "the torn segment is deleted");
+        assert_eq!(commit_wait(&e, &acks, &put("k3", b"v")).unwrap(), 4);
+    }
+    // A bad header that is not a torn creation (named for a later LSN) is corruption.
+    let t = TempDir::new("torn-seg-2");
+    three_commits(&t.0);
+    write_segment_header(&t.0, 9, &header[..20]);
+    let err = open_err(&t.0);
+    assert_eq!(err.code, Code::Corrupt);
+    assert!(err.message.contains("00000000000000000009.klog") && err.message.contains("byte 0"), "{}", err.message);
+}
+
+#[test]
+fn bad_header_of_a_sealed_segment_is_corrupt() {
+    let t = TempDir::new("bad-header");
+    {
+        let (e, acks) = open(&t.0, Options { segment_bytes_max: 256, ..Options::default() });
+        for i in 0..20 {
+            commit_wait(&e, &acks, &put(&format!("k{i:02}"), &[5u8; 60])).unwrap();
+        }
+        assert!(e.stats().segments >= 3);
+    }
+    let first = segment(&t.0, 0);
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[3] ^= 0xFF;
+    fs::write(&first, &bytes).unwrap();
+    let err = open_err(&t.0);
+    assert_eq!(err.code, Code::Corrupt);
+    assert!(err.message.contains("00000000000000000001.klog") && err.message.contains("byte 0"), "{}", err.message);
+    assert!(err.message.contains("restore from a backup"), "{}", err.message);
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_corrupt_even_at_its_end() {
+    let t = TempDir::new("sealed-tail");
+    {
+        let (e, acks) = open(&t.0, Options { segment_bytes_max: 256, ..Options::default() });
+        for i in 0..20 {
+            commit_wait(&e, &acks, &put(&format!("k{i:02}"), &[5u8; 60])).unwrap();
+        }
+    }
+    let first = segment(&t.0, 0);
+    let len = fs::metadata(&first).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&first).unwrap().set_len(len - 1).unwrap();
+    let err = open_err(&t.0);
+    assert_eq!(err.code, Code::Corrupt);
+    assert!(err.message.contains("00000000000000000001.klog"), "{}", err.message);
+}
+
+#[test]
+fn unknown_record_type_is_corrupt_never_skipped() {
+    let t = TempDir::new("unknown-type");
+    three_commits(&t.0);
+    let seg = segment(&t.0, 0);
+    let mut bytes = fs::read(&seg).unwrap();
+    let offset = bytes.len();
+    kestrel_core::format::write_frame(&mut bytes, 4, 5 | kestrel_core::format::BATCH_END, b"from the future");
+    fs::write(&seg, &bytes).unwrap();
+    let err = open_err(&t.0);
+    assert_eq!(err.code, Code::Corrupt);
+    assert!(err.message.contains("unknown record type 5") && err.message.contains(&format!("byte {offset}")), "{}", err.message);
+}
+
+#[test]
+fn directory_identity_rules() {
+    // A plain file.
+    let t = TempDir::new("plain-file");
+    fs::write(&t.0, b"hello").unwrap();
+    assert_eq!(open_err(&t.0).code, Code::NotADatabase);
+    fs::remove_file(&t.0).unwrap();
+    // A directory that belongs to something else: refused, and left untouched.
+    let t = TempDir::new("foreign");
+    fs::create_dir_all(&t.0).unwrap();
+    fs::write(t.0.join("notes.txt"), b"mine").unwrap();
+    let err = open_err(&t.0);
+    assert_eq!(err.code, Code::NotADatabase);
+    assert!(!t.0.join("log").exists() && !t.0.join("KESTREL").exists());
+    // An empty directory is created into.
+    let t = TempDir::new("empty-dir");
+    fs::create_dir_all(&t.0).unwrap();
+    drop(open(&t.0, Options::default()));
+    assert_eq!(fs::read(t.0.join("KESTREL")).unwrap().len(), 16);
+    // Identity variants: bad CRC, version 0 (bad) → not a database; newer version → FORMAT_VERSION.
+    let identity = |version: u32, fix_crc: bool| {
+        let mut b = b"KESTREL\x01".to_vec();
+        b.extend(le32(version));
+        let crc = kestrel_core::format::crc32c(&b);
+        b.extend(le32(if fix_crc { crc } else { crc ^ 1 }));
+        b
+    };
+    for (bytes, code) in [
+        (identity(1, false), Code::NotADatabase),
+        (identity(0, true), Code::NotADatabase),
+        (identity(2, true), Code::FormatVersion),
+        (b"KESTREL".to_vec(), Code::NotADatabase),
+    ] {
+        fs::write(t.0.join("KESTREL"), &bytes).unwrap();
+        assert_eq!(open_err(&t.0).code, code);
+    }
+    fs::write(t.0.join("KESTREL"), identity(1, true)).unwrap();
+    drop(open(&t.0, Options::default()));
+}
+
+#[test]
+fn crash_needs_the_fault_layer() {
+    let t = TempDir::new("no-faults");
+    let (e, _) = open(&t.0, Options::default());
+    let err = e.crash(0).unwrap_err();
+    assert_eq!(err.code, Code::InvalidArgument);
+    assert!(err.message.contains("faults"), "{}", err.message);
+}
+
+#[test]
+fn a_batch_failing_right_after_rollover_stays_out_after_reopen() {
+    // Regression: the failed batch used to be cut to the *old* segment's length, which kept it
+    // whole in the new segment when the old one was longer — and a reopen replayed it.
+    let t = TempDir::new("fail-after-rollover");
+    {
+        let faults = FaultOptions { fail_fsync_at: Some(2), ..FaultOptions::default() };
+        let (e, acks) = open(&t.0, Options { segment_bytes_max: 64, faults: Some(faults), ..Options::default() });
+        commit_wait(&e, &acks, &put("big", &[1u8; 1000])).unwrap();
+        assert_eq!(commit_wait(&e, &acks, &put("small", b"s")).unwrap_err().code, Code::Io);
+        assert_eq!(e.stats().segments, 2, "the failing batch went to a new segment");
+    }
+    let (e, acks) = open(&t.0, Options::default());
+    assert_eq!(keys(&e, "c"), vec!["big"]);
+    assert_eq!(commit_wait(&e, &acks, &put("next", b"n")).unwrap(), 2);
+}
+
+#[test]
+fn close_writes_and_syncs_everything_queued() {
+    // durability none: nothing is fdatasync'd per batch, so only close's drain + sync keeps the
+    // commits through the simulated power loss that follows it.
+    let t = TempDir::new("close-drain");
+    {
+        let (e, _) = open(&t.0, Options { durability: kestrel_core::Durability::None, faults: Some(FaultOptions::default()), ..Options::default() });
+        for i in 0..200 {
+            e.commit(&pair(i)).unwrap();
+        }
+        e.close().unwrap();
+        e.crash(0).unwrap();
+        assert_eq!(e.commit(&pair(999)).unwrap_err().code, Code::Closed);
+    }
+    let (e, _) = open(&t.0, Options::default());
+    assert_eq!(e.last_lsn(), 200);
+    assert_eq!(keys(&e, "pairs").len(), 400);
+}
+
+#[test]
+fn unsynced_commits_are_lost_by_a_crash_and_the_tear_is_cut() {
+    let t = TempDir::new("unsynced");
+    {
+        let (e, acks) = open(&t.0, Options { durability: kestrel_core::Durability::None, faults: Some(FaultOptions::default()), ..Options::default() });
+        for i in 0..10 {
+            commit_wait(&e, &acks, &pair(i)).unwrap();
+        }
+        // 30 bytes of the unsynced tail survive: a torn first frame, cut by recovery.
+        e.crash(30).unwrap();
+    }
+    let (e, _) = open(&t.0, Options::default());
+    assert_eq!(e.last_lsn(), 0, "nothing was fdatasync'd");
+}
+
+#[test]
+fn the_callback_is_released_when_the_writer_stops() {
+    let t = TempDir::new("release");
+    let token = Arc::new(());
+    let held = token.clone();
+    let e = Engine::open(&t.0, Options::default(), Box::new(move |_, _| {
+        let _ = &held;
+    }))
+    .unwrap();
+    assert_eq!(Arc::strong_count(&token), 2);
+    e.close().unwrap();
+    assert_eq!(Arc::strong_count(&token), 1, "close drops the durability callback (a JS function in the binding)");
 }
