@@ -308,7 +308,7 @@ fn refuse(state: &State) -> Result<()> {
         State::Open => Ok(()),
         State::Failed(e) => Err(Error::new(
             Code::Io,
-            format!("an earlier log write failed ({}); nothing more is acknowledged: reopen the database to recover the last durable state", e.message),
+            format!("an earlier log write failed ({}); nothing more is acknowledged: reopen the database to recover the last durable state", e.code.as_str()),
         )),
         State::Closing | State::Crashed => Err(Error::closed()),
     }
@@ -464,10 +464,12 @@ impl Writer {
 
     fn fail(&mut self, cause: Error, len_before: u64) {
         let code = if cause.code == Code::DiskFull { Code::DiskFull } else { Code::Io };
+        // The cause's own advice ("…; check the disk and reopen the database") is replaced by ours.
+        let what = cause.message.split("; ").next().unwrap_or(&cause.message);
         let message = if code == Code::DiskFull {
-            format!("the disk is full: this commit was not acknowledged ({}); free disk space and reopen the database", cause.message)
+            format!("the disk is full: this commit was not acknowledged ({what}); free disk space and reopen the database")
         } else {
-            format!("a log write failed: this commit was not acknowledged ({}); reopen the database to recover the last durable state", cause.message)
+            format!("a log write failed: this commit was not acknowledged ({what}); reopen the database to recover the last durable state")
         };
         let err = Error::new(code, message);
         // Best effort: cut the failed batch off so that it cannot reappear after a reopen.
