@@ -48,6 +48,17 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     await again.close()
   })
 
+  it('a batch failing right after a segment rollover stays out after reopen', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, segmentBytes: 65536, faults: { failFsyncAt: 2 } })
+    await put(db, 'big', 'x'.repeat(70_000)) // the first segment is now past segmentBytes
+    await expectCode(() => put(db, 'small', 1), 'KESTREL_IO') // written to a new segment, fsync fails
+    await db.close()
+    const again = await open(dir, { engine: other(engine) })
+    expect(keys(again)).toEqual(['big'])
+    await again.close()
+  })
+
   it('ENOSPC on write: KESTREL_DISK_FULL, then KESTREL_IO until reopened', async () => {
     const dir = tempDir()
     const db = await open(dir, { engine, faults: { failWriteAt: 2, errno: 'ENOSPC' } })

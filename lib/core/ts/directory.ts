@@ -54,6 +54,7 @@ function checkIdentity(dir: string, bytes: Uint8Array): void {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (view.getUint32(12, true) !== crc32c(bytes, 0, 0, 12)) throw notADatabase(dir, `${IDENTITY_FILE} checksum mismatch`)
   const version = view.getUint32(8, true)
+  if (version === 0) throw notADatabase(dir, `${IDENTITY_FILE} has format version 0`)
   if (version !== FORMAT_VERSION) {
     throw new KestrelError('KESTREL_FORMAT_VERSION', `${dir} uses on-disk format version ${version}; this kestreldb reads version ${FORMAT_VERSION}: upgrade kestreldb`)
   }

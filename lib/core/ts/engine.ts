@@ -165,9 +165,13 @@ export class TsCore implements Core {
       const p = batch[i]!
       pos = writeFrame(buffer, pos, p.lsn, RECORD_COMMIT | (i === batch.length - 1 ? BATCH_END : 0), p.payload)
     }
-    const lengthBefore = this.active.length
+    let lengthBefore = this.active.length
     try {
-      if (this.active.length > this.options.segmentBytes) await this.rollover(batch[0]!.lsn)
+      if (this.active.length > this.options.segmentBytes) {
+        await this.rollover(batch[0]!.lsn)
+        // A failure below must cut the batch from the segment it was written to: the new one.
+        lengthBefore = this.active.length
+      }
       const end = this.active.length + buffer.length
       if (end > this.active.allocated) await this.active.preallocate(end + PREALLOC_BYTES)
       await this.active.append(buffer, 'batch')
