@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // Crash tests spawn child processes; two cores, so keep file parallelism modest.
     maxWorkers: 2,
+    // @langchain/langgraph-checkpoint-validation registers its specs through vitest globals.
+    globals: true,
   },
 })
