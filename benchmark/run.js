@@ -21,7 +21,9 @@ const W3_CONCURRENCY = [16, 64]
 const READ_RECORDS = quick ? 100_000 : 1_000_000
 const READ_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3', 'js-map']
 const W3_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3']
-const selected = (args.find((a) => a.startsWith('--workload='))?.slice(11) ?? 'W1,W2,W3,W5').split(',')
+const SAVER_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'sqlite', 'memory']
+const SAVER_CONCURRENCY = 8
+const selected = (args.find((a) => a.startsWith('--workload='))?.slice(11) ?? 'W1,W2,W3,W5,SAVER').split(',')
 
 function ensurePeers() {
   const require = createRequire(join(HERE, 'package.json'))
@@ -131,6 +133,19 @@ function w3Section(results) {
   return { lines, goals }
 }
 
+function saverSection(results) {
+  const lines = ['## LangGraph checkpoint savers', '',
+    `${SAVER_CONCURRENCY} concurrent clients, each on its own thread: \`put\` (a checkpoint with two channels, then \`putWrites\` of two pending writes), then \`getTuple\` of the latest checkpoint, then \`list\` of the 10 newest. KestrelSaver commits durably (\`durability: 'sync'\`); the SQLite saver runs with its own defaults; MemorySaver keeps nothing on disk.`, '',
+    '| saver | put ops/s | put p99 ms | getTuple ops/s | getTuple p99 ms | list ops/s | list p99 ms |', '|---|---:|---:|---:|---:|---:|---:|']
+  for (const name of SAVER_CONTESTANTS) {
+    const r = results[name]
+    if (r.error) { lines.push(`| ${name} | not available: ${r.error} | | | | | |`); continue }
+    lines.push(`| ${name} | ${fmt(r.put.opsPerSec)} | ${fmt(r.put.p99Ms, 2)} | ${fmt(r.get.opsPerSec)} | ${fmt(r.get.p99Ms, 2)} | ${fmt(r.list.opsPerSec)} | ${fmt(r.list.p99Ms, 2)} |`)
+  }
+  lines.push('')
+  return { lines, goals: [] }
+}
+
 function log(workload, name, label, r, text) {
   console.log(`${workload} ${label.padEnd(6)} ${name.padEnd(15)} ${r.error ? `not available: ${r.error}` : text(r)}`)
 }
@@ -188,6 +203,16 @@ async function main() {
     const r = w3Section(results)
     sections.push(...r.lines)
     goals.push(...r.goals)
+  }
+  if (selected.includes('SAVER')) {
+    const results = {}
+    for (const name of SAVER_CONTESTANTS) {
+      const r = runCell('SAVER', name, SAVER_CONCURRENCY)
+      results[name] = r
+      log('SAVER', name, '', r, (x) => `put ${fmt(x.put.opsPerSec)}/s p99 ${fmt(x.put.p99Ms, 2)} ms  getTuple ${fmt(x.get.opsPerSec)}/s p99 ${fmt(x.get.p99Ms, 2)} ms  list ${fmt(x.list.opsPerSec)}/s p99 ${fmt(x.list.p99Ms, 2)} ms`)
+    }
+    raw.saver = { results }
+    sections.push(...saverSection(results).lines)
   }
   const tookS = (Date.now() - started) / 1000
   mkdirSync(join(HERE, 'results'), { recursive: true })

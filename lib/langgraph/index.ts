@@ -215,12 +215,14 @@ export class KestrelSaver extends BaseCheckpointSaver {
     const prefix = thread === undefined ? undefined : ns === undefined ? [thread, ''] : [thread, ns, '']
     const view = this.db.snapshot()
     try {
-      const rows = [...view.scan(this.checkpoints, prefix ? { prefix, reverse: true } : { reverse: true })]
-      // Newest first within a namespace; namespaces of a thread in key order, as listed.
-      rows.sort((a, b) => {
-        const [ta, na, ia] = a.key as string[]
-        const [tb, nb, ib] = b.key as string[]
-        return ta! < tb! ? -1 : ta! > tb! ? 1 : na! < nb! ? -1 : na! > nb! ? 1 : ia! > ib! ? -1 : ia! < ib! ? 1 : 0
+      // Newest first: a reverse ordered scan. With one namespace named, `before` and `limit` go
+      // into the scan bounds, so a list reads only what it returns.
+      const exact = thread !== undefined && ns !== undefined
+      const rows = view.scan(this.checkpoints, {
+        ...(prefix ? { prefix } : {}),
+        ...(exact && beforeId ? { lt: [thread, ns, beforeId] } : {}),
+        ...(exact && !filter && !only && limit !== undefined ? { limit: Math.max(0, limit) } : {}),
+        reverse: true,
       })
       for (const { key, value } of rows) {
         const [t, n, id] = key as [string, string, string]
