@@ -4,17 +4,7 @@ import { decodeKey, encodeKey, encodeKeyPrefix, type Key } from '../lib/codec/ke
 import { decodeValue, encodeValue } from '../lib/codec/value.js'
 import { crc32c } from '../lib/core/crc32c.js'
 import { OP_DELETE, OP_PUT, decodeCommit, encodeCommit } from '../lib/core/payload.js'
-import { expectCode } from './helpers.js'
-
-/** Small deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { expectCode, rng } from './helpers.js'
 
 const typeRank = (k: Key): number =>
   typeof k === 'number' ? 0 : typeof k === 'bigint' ? 1 : typeof k === 'string' ? 2 : k instanceof Uint8Array ? 3 : 4

@@ -35,3 +35,13 @@ export async function expectCode(fn: () => unknown, code: string): Promise<Error
   }
   throw new Error(`expected KestrelError ${code}, but nothing was thrown`)
 }
+
+/** Small deterministic PRNG (mulberry32) so randomized tests reproduce. */
+export function rng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}

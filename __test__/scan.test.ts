@@ -6,14 +6,7 @@ import { describe, expect, it } from 'vitest'
 import { compareBytes } from '../lib/codec/bytes.js'
 import { encodeKey, encodeKeyPrefix, type Key } from '../lib/codec/key.js'
 import { open, type ScanOptions } from '../lib/index.js'
-import { ENGINES, tempDir } from './helpers.js'
-
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31
-    return seed / 2 ** 31
-  }
-}
+import { ENGINES, rng, tempDir } from './helpers.js'
 
 describe.each(ENGINES)('ordered scans [%s]', (engine) => {
   it('match a brute-force model for random bounds, prefixes, reverse and limits', async () => {

@@ -7,7 +7,7 @@ import { cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
-import { CONTESTANTS } from './contestants/index.js'
+import { W1_CONTESTANTS as CONTESTANTS } from './contestants/stores.js'
 import { barChart } from './lib/svg.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))

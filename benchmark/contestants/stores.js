@@ -1,10 +1,12 @@
-// Contestants of the read and read-modify-write workloads (W2, W3, W5). Each opens a store in
-// `dir` and offers: load(entries) (bulk, untimed), reader() → { get(key), scan100(startKey) }
-// (synchronous where the store allows), and rmw(k1, k2) → Promise (one durable transaction that
-// reads two keys and writes both).
+// The benchmark's contestants. Each opens a store in `dir` and offers: commitOne(key, value) →
+// Promise (one durable single-record transaction, W1), load(entries) (bulk, untimed),
+// reader() → { get(key), scan100(startKey) } (synchronous where the store allows, W2/W5), and
+// rmw(k1, k2) → Promise (one durable transaction that reads two keys and writes both, W3).
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
+
+export const W1_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3', 'classic-level']
 
 export async function openStore(name, dir) {
   switch (name) {
@@ -14,6 +16,11 @@ export async function openStore(name, dir) {
       const db = await open(dir, { engine: name === 'kestrel-native' ? 'native' : 'ts', durability: 'sync' })
       const items = db.collection('items')
       return {
+        async commitOne(key, value) {
+          const tx = db.begin()
+          tx.put(items, key, value)
+          await tx.commit()
+        },
         async load(entries) {
           for (let i = 0; i < entries.length; i += 10_000) {
             await db.transaction((tx) => { for (const [k, v] of entries.slice(i, i + 10_000)) tx.put(items, k, v) })
@@ -46,8 +53,10 @@ export async function openStore(name, dir) {
     }
     case 'lmdb': {
       const { open } = require('lmdb')
+      // Default durable settings: async batched puts, committed with a sync.
       const db = open({ path: dir })
       return {
+        commitOne: (key, value) => db.put(key, value),
         async load(entries) {
           for (let i = 0; i < entries.length; i += 10_000) {
             await db.transaction(() => { for (const [k, v] of entries.slice(i, i + 10_000)) db.put(k, v) })
@@ -95,6 +104,10 @@ export async function openStore(name, dir) {
         put.run(k2, enc({ n: b + 1 }))
       })
       return {
+        // Synchronous: one statement = one durable transaction; concurrency cannot help it.
+        async commitOne(key, value) {
+          put.run(key, value)
+        },
         async load(entries) {
           const batch = db.transaction((rows) => { for (const [k, v] of rows) put.run(k, enc(v)) })
           for (let i = 0; i < entries.length; i += 10_000) batch(entries.slice(i, i + 10_000))
@@ -116,6 +129,15 @@ export async function openStore(name, dir) {
           rmw(k1, k2)
         },
         close: async () => db.close(),
+      }
+    }
+    case 'classic-level': {
+      const { ClassicLevel } = require('classic-level')
+      const db = new ClassicLevel(dir, { valueEncoding: 'buffer' })
+      await db.open()
+      return {
+        commitOne: (key, value) => db.put(key, value, { sync: true }),
+        close: () => db.close(),
       }
     }
     case 'js-map': {

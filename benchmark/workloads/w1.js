@@ -1,13 +1,13 @@
 // W1: durable single-record commits from C concurrent async clients (keys k000000…, 256-byte
 // values). Each client loops: one commit, await its acknowledgement, record the latency.
-import { openContestant } from '../contestants/index.js'
+import { openStore } from '../contestants/stores.js'
 import { summarize } from '../lib/stats.js'
 
 const VALUE_BYTES = 256
 const KEYS = 1_000_000
 
 export async function runW1({ contestant, dir, concurrency, durationMs, warmupMs }) {
-  const store = await openContestant(contestant, dir)
+  const store = await openStore(contestant, dir)
   const value = new Uint8Array(VALUE_BYTES).map((_, i) => (i * 131) & 0xff)
   let next = 0
   const latenciesMs = []
