@@ -221,7 +221,8 @@ export class KestrelSaver extends BaseCheckpointSaver {
       const rows = view.scan(this.checkpoints, {
         ...(prefix ? { prefix } : {}),
         ...(exact && beforeId ? { lt: [thread, ns, beforeId] } : {}),
-        ...(exact && !filter && !only && limit !== undefined ? { limit: Math.max(0, limit) } : {}),
+        // Without a filter, every row the scan yields is returned, so the limit applies as is.
+        ...(!filter && !only && (exact || (!beforeId && ns === undefined)) && limit !== undefined ? { limit: Math.max(0, limit) } : {}),
         reverse: true,
       })
       for (const { key, value } of rows) {
