@@ -74,5 +74,5 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
     // The kills must land while commits flow, or the test proves nothing.
     expect(ackedTotal).toBeGreaterThan(ROUNDS * 5)
     expect(survivorsTotal).toBeGreaterThanOrEqual(ackedTotal)
-  })
+  }, ROUNDS * 3000)
 })
