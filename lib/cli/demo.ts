@@ -42,7 +42,7 @@ async function workload(db: Database): Promise<{ commits: number; ms: number; p5
 }
 
 async function main(): Promise<void> {
-  const dir = process.argv[2] ?? './kestrel-data'
+  const dir = process.argv.slice(2).find((a) => !a.startsWith('--')) ?? './kestrel-data'
   const fresh = process.argv.includes('--fresh')
   if (fresh) await rm(dir, { recursive: true, force: true })
 
