@@ -59,6 +59,17 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     await again.close()
   })
 
+  it('a failed final fdatasync at close is reported, not swallowed', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, durability: 'none', faults: { failSealSync: true } })
+    await put(db, 'k', 1) // acknowledged without an fdatasync
+    const err = await expectCode(() => db.close(), 'KESTREL_IO')
+    expect(err.message).toMatch(/may be lost/)
+    const again = await open(dir, { engine }) // the directory is usable again
+    expect(keys(again)).toEqual(['k'])
+    await again.close()
+  })
+
   it('ENOSPC on write: KESTREL_DISK_FULL, then KESTREL_IO until reopened', async () => {
     const dir = tempDir()
     const db = await open(dir, { engine, faults: { failWriteAt: 2, errno: 'ENOSPC' } })

@@ -79,6 +79,7 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw invalid(`faults.${k} must be a positive integer`)
     }
     if (f.errno !== undefined && f.errno !== 'EIO' && f.errno !== 'ENOSPC') throw invalid("faults.errno must be 'EIO' or 'ENOSPC'")
+    if (f.failSealSync !== undefined && typeof f.failSealSync !== 'boolean') throw invalid('faults.failSealSync must be a boolean')
     core.faults = { ...f }
   }
   return { engine, core, retain }

@@ -18,6 +18,8 @@ export interface FaultOptions {
   failFsyncAt?: number
   /** The error the failing call reports. Default `'EIO'`. */
   errno?: 'EIO' | 'ENOSPC'
+  /** Fail every fdatasync that seals a segment (rollover, close). */
+  failSealSync?: boolean
 }
 
 /** Options an engine is opened with (already validated and defaulted by `lib/options.ts`). */

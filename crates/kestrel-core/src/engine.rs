@@ -102,6 +102,8 @@ struct Shared {
     /// LSN of the last commit applied to the store; only the writer advances it.
     visible_lsn: AtomicU64,
     counters: Counters,
+    /// Why the final seal at close failed, for `close()` to report.
+    close_error: Mutex<Option<Error>>,
 }
 
 /// Engine statistics.
@@ -166,6 +168,7 @@ impl Engine {
             store: RwLock::new(store),
             visible_lsn: AtomicU64::new(last_lsn),
             counters: Counters::default(),
+            close_error: Mutex::new(None),
         });
         shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
         let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, last_sync: Instant::now(), notify };
@@ -273,7 +276,10 @@ impl Engine {
     /// Write everything queued, sync, stop the writer. Idempotent.
     pub fn close(&self) -> Result<()> {
         self.stop(State::Closing);
-        Ok(())
+        match self.shared.close_error.lock().expect("close error").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Test-only: hold (or release) every batch fdatasync, so a commit stays written but not
@@ -348,8 +354,15 @@ impl Writer {
                 _ if !q.items.is_empty() => break,
                 State::Closing => {
                     drop(q);
-                    // Best effort: a failure leaves a zeroed tail, which recovery cuts.
-                    let _ = self.seal();
+                    // A failure leaves a zeroed tail, which recovery cuts, but commits that
+                    // `relaxed`/`none` acknowledged since the last sync may not be durable:
+                    // close() reports it.
+                    if let Err(e) = self.seal() {
+                        *self.shared.close_error.lock().expect("close error") = Some(Error::new(
+                            Code::Io,
+                            format!("closing: the final fdatasync of the log failed ({e}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure"),
+                        ));
+                    }
                     return None;
                 }
                 State::Open => {
@@ -459,7 +472,7 @@ impl Writer {
         if self.active.allocated() > len {
             self.active.truncate(len)?;
         }
-        self.active.sync(Purpose::Meta)
+        self.active.sync(Purpose::Seal)
     }
 
     fn fail(&mut self, cause: Error, len_before: u64) {

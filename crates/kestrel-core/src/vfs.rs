@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 pub enum Purpose {
     Batch,
     Meta,
+    /// The fdatasync that seals a segment (rollover, close).
+    Seal,
 }
 
 /// One open log segment. `len` is the write position (the end of the records); the file may be
@@ -118,6 +120,8 @@ pub struct FaultOptions {
     pub fail_write_at: Option<u64>,
     pub fail_fsync_at: Option<u64>,
     pub errno: Errno,
+    /// Fail every fdatasync that seals a segment (rollover, close).
+    pub fail_seal_sync: bool,
 }
 
 struct Tracked {
@@ -222,6 +226,9 @@ impl LogFile for FaultyFile {
             while *held {
                 held = cond.wait(held).expect("gate");
             }
+        }
+        if purpose == Purpose::Seal && self.vfs.options.fail_seal_sync {
+            return Err(injected(self.vfs.options.errno, "the sealing fdatasync"));
         }
         let mut st = self.vfs.state.lock().expect("fault state");
         if purpose == Purpose::Batch {

@@ -23,6 +23,7 @@ pub struct NativeFaults {
     pub fail_write_at: Option<i64>,
     pub fail_fsync_at: Option<i64>,
     pub errno: Option<String>,
+    pub fail_seal_sync: Option<bool>,
 }
 
 /// Options the TypeScript layer has already validated and defaulted.
@@ -97,6 +98,7 @@ impl NativeEngine {
                     Some("ENOSPC") => Errno::Enospc,
                     Some(other) => return Err(invalid(format!("faults.errno must be 'EIO' or 'ENOSPC', got {other}"))),
                 },
+                fail_seal_sync: f.fail_seal_sync.unwrap_or(false),
             }),
         };
         let opts = Options {

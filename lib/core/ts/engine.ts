@@ -202,7 +202,7 @@ export class TsCore implements Core {
   /** Cut the preallocated zeros and make the segment durable as it is. */
   private async seal(file: LogFile): Promise<void> {
     if (file.allocated > file.length) await file.truncate(file.length)
-    await file.sync('meta')
+    await file.sync('seal')
   }
 
   private async rollover(firstLsn: number): Promise<void> {
@@ -272,11 +272,16 @@ export class TsCore implements Core {
     while (this.flushing) await this.flushing
     const wasOpen = this.state === 'open'
     this.state = 'closed'
+    let sealError: unknown
     try {
-      // A failure here leaves a zeroed tail, which recovery cuts.
-      if (wasOpen) await this.seal(this.active).catch(() => {})
+      // A failure leaves a zeroed tail, which recovery cuts, but commits that 'relaxed'/'none'
+      // acknowledged since the last sync may not be durable: report it.
+      if (wasOpen) await this.seal(this.active).catch((err: unknown) => { sealError = err })
     } finally {
       await this.active.close()
+    }
+    if (sealError !== undefined) {
+      throw new KestrelError('KESTREL_IO', `closing: the final fdatasync of the log failed (${(sealError as Error).message}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure`, { cause: sealError })
     }
   }
 

@@ -9,7 +9,7 @@ import { open as fsOpen, type FileHandle } from 'node:fs/promises'
 import type { FaultOptions } from '../types.js'
 
 /** Why a log file operation is issued: only `batch` operations are counted by the fault layer. */
-export type IoPurpose = 'batch' | 'meta'
+export type IoPurpose = 'batch' | 'meta' | 'seal'
 
 /**
  * One open log segment. `length` is the write position (the end of the records); the file may be
@@ -125,6 +125,7 @@ class FaultyLogFile implements LogFile {
   }
 
   async sync(purpose: IoPurpose): Promise<void> {
+    if (purpose === 'seal' && this.vfs.options.failSealSync) throw injected(this.vfs.errno, 'the sealing fdatasync')
     // Bounded by the test that holds the gate: it releases it, or crashes the engine.
     while (purpose === 'batch' && this.vfs.gate) await this.vfs.gate.promise
     if (purpose === 'batch') {
