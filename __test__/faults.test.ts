@@ -59,6 +59,19 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     await again.close()
   })
 
+  it('disk full: the failing batch gets KESTREL_DISK_FULL, commits queued behind it KESTREL_IO', async () => {
+    const db = await open(tempDir(), { engine, faults: { failFsyncAt: 1, errno: 'ENOSPC' } })
+    db.holdSyncs(true)
+    const first = put(db, 'a', 1) // written, its fdatasync held
+    await new Promise((r) => setTimeout(r, 20))
+    const queued = [put(db, 'b', 2), put(db, 'c', 3)] // wait behind it
+    await new Promise((r) => setTimeout(r, 20))
+    db.holdSyncs(false)
+    await expectCode(() => first, 'KESTREL_DISK_FULL')
+    for (const q of queued) await expectCode(() => q, 'KESTREL_IO')
+    await db.close()
+  })
+
   it('a failed final fdatasync at close is reported, not swallowed', async () => {
     const dir = tempDir()
     const db = await open(dir, { engine, durability: 'none', faults: { failSealSync: true } })

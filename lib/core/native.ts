@@ -137,15 +137,23 @@ export class NativeCore implements Core {
     return this.handle
   }
 
-  private onDurable(durableLsn: number, code: string | null, message: string | null): void {
-    if (durableLsn > this.visible) this.visible = durableLsn
-    while (this.head < this.pending.length && this.pending[this.head]!.lsn <= durableLsn) {
-      const p = this.pending[this.head++]!
-      p.resolve(BigInt(p.lsn))
-    }
-    if (code) {
+  /**
+   * The writer's report: without `code`, every commit up to `lsn` is acknowledged and visible;
+   * with `code`, the commits not yet acknowledged up to `lsn` (the failed batch) failed with it,
+   * and every later one failed because the engine stopped acknowledging.
+   */
+  private onDurable(lsn: number, code: string | null, message: string | null): void {
+    if (!code) {
+      if (lsn > this.visible) this.visible = lsn
+      while (this.head < this.pending.length && this.pending[this.head]!.lsn <= lsn) {
+        const p = this.pending[this.head++]!
+        p.resolve(BigInt(p.lsn))
+      }
+    } else {
       const err = toKestrelError({ code, message: message ?? code }, 'writing the log')
-      while (this.head < this.pending.length) this.pending[this.head++]!.reject(err)
+      while (this.head < this.pending.length && this.pending[this.head]!.lsn <= lsn) this.pending[this.head++]!.reject(err)
+      const stopped = new KestrelError('KESTREL_IO', `an earlier log write failed (${err.code}); nothing more is acknowledged: reopen the database to recover the last durable state`)
+      while (this.head < this.pending.length) this.pending[this.head++]!.reject(stopped)
     }
     this.compact()
   }

@@ -55,8 +55,9 @@ impl Default for Options {
 }
 
 /// Called from the writer thread after each batch: `(durable_lsn, None)` once the batch is
-/// acknowledged and visible, or `(last_good_lsn, Some(error))` when it failed — every commit
-/// queued with a larger LSN has failed too.
+/// acknowledged and visible, or `(failed_batch_last_lsn, Some(error))` when it failed: the
+/// commits after the last acknowledged one up to that LSN failed with `error`, and every commit
+/// queued after them failed because the engine stopped (`KESTREL_IO`).
 pub type Notify = Box<dyn Fn(u64, Option<Error>) + Send + Sync>;
 
 struct Queued {
@@ -436,7 +437,7 @@ impl Writer {
             Ok(true) => {}
             Ok(false) => return false,
             Err(cause) => {
-                self.fail(cause, len_before);
+                self.fail(cause, len_before, batch.last().expect("non-empty").lsn);
                 return false;
             }
         }
@@ -475,7 +476,7 @@ impl Writer {
         self.active.sync(Purpose::Seal)
     }
 
-    fn fail(&mut self, cause: Error, len_before: u64) {
+    fn fail(&mut self, cause: Error, len_before: u64, batch_last_lsn: u64) {
         let code = if cause.code == Code::DiskFull { Code::DiskFull } else { Code::Io };
         // The cause's own advice ("…; check the disk and reopen the database") is replaced by ours.
         let what = cause.message.split("; ").next().unwrap_or(&cause.message);
@@ -494,6 +495,6 @@ impl Writer {
             q.bytes = 0;
         }
         self.shared.room.notify_all();
-        (self.notify)(self.shared.visible_lsn.load(Ordering::Acquire), Some(err));
+        (self.notify)(batch_last_lsn, Some(err));
     }
 }
