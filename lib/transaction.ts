@@ -301,7 +301,8 @@ export class Transaction {
         if (pass >= RESOLVE_PASSES_MAX) {
           throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
         }
-        const ops = this.validate(writes)
+        const slots: Array<{ slot: string; merge: boolean }> = []
+        const ops = this.validate(writes, slots)
         if (!Array.isArray(ops)) {
           await ops
           this.host.assertOpen()
@@ -310,7 +311,7 @@ export class Transaction {
         // Validation and submission happen in one synchronous step: no other commit of this
         // process can slip in between (I1/I3 rely on it).
         const done = coordinator.core.commit(encodeCommit(ops))
-        coordinator.track(ops.map((o) => ({ slot: slotOf(o.collection, bytesToOrderedString(o.key)), merge: isMerge(o.kind) })), done)
+        coordinator.track(slots, done)
         const commitId = await done
         coordinator.published(Number(commitId))
         this.finish('commit')
@@ -328,7 +329,7 @@ export class Transaction {
    * conflict into a merged write. Returns the ops to log, or a promise to wait on (an in-flight
    * commit a resolver must see settled) before validating again. Synchronous by design.
    */
-  private validate(writes: Write[]): WriteOp[] | Promise<void> {
+  private validate(writes: Write[], slots: Array<{ slot: string; merge: boolean }>): WriteOp[] | Promise<void> {
     const coordinator = this.host.coordinator
     const ops: WriteOp[] = []
     for (const w of writes) {
@@ -350,6 +351,8 @@ export class Transaction {
         op = this.resolve(resolver, w)
       }
       ops.push(op)
+      // The slot of the op actually submitted: a resolver may turn a merge into a plain write.
+      slots.push({ slot, merge: isMerge(op.kind) })
     }
     return ops
   }

@@ -7,12 +7,25 @@ import type { Core } from '../core/types.js'
 import type { Retention } from '../options.js'
 
 /** Writes of commits that were validated and handed to the engine but are not yet visible. */
-interface InFlight {
-  plain: number
-  merges: number
-  /** Resolves when the last of them settles. */
-  settled: Promise<void>
-  settle: () => void
+class InFlight {
+  plain = 0
+  merges = 0
+  /** Made only when someone waits: most in-flight writes are never waited for. */
+  private waiting: { promise: Promise<void>; resolve: () => void } | undefined
+
+  /** Resolves when the last of these writes settles. */
+  get settled(): Promise<void> {
+    if (!this.waiting) {
+      let resolve!: () => void
+      const promise = new Promise<void>((r) => { resolve = r })
+      this.waiting = { promise, resolve }
+    }
+    return this.waiting.promise
+  }
+
+  settle(): void {
+    this.waiting?.resolve()
+  }
 }
 
 /** Most publish timestamps remembered for the ms retention window (bounded). */
@@ -74,9 +87,7 @@ export class Coordinator {
     for (const { slot, merge } of slots) {
       let f = this.inflight.get(slot)
       if (!f) {
-        let settle!: () => void
-        const settled = new Promise<void>((r) => { settle = r })
-        f = { plain: 0, merges: 0, settled, settle }
+        f = new InFlight()
         this.inflight.set(slot, f)
       }
       if (merge) f.merges++
