@@ -2,9 +2,12 @@
 // list (10 newest of a thread) from C concurrent clients, each on its own thread.
 import { createRequire } from 'node:module'
 import { summarize } from '../lib/stats.js'
+import { fmt, table, unavailableRow } from '../lib/report.js'
 
 const require = createRequire(import.meta.url)
 const CHANNEL_VALUE = Array.from({ length: 10 }, (_, i) => `message ${i} ${'x'.repeat(80)}`)
+const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'sqlite', 'memory']
+const CONCURRENCY = 8
 
 async function openSaver(name, dir) {
   switch (name) {
@@ -41,7 +44,8 @@ async function phase(concurrency, durationMs, op) {
   return summarize(latenciesMs, performance.now() - t0)
 }
 
-export async function runSaver({ contestant, dir, concurrency, durationMs }) {
+/** Child side; `param` is the number of concurrent clients. */
+export async function cell({ contestant, dir, param: concurrency, durationMs }) {
   const saver = await openSaver(contestant, dir)
   const { uuid6, emptyCheckpoint } = require('@langchain/langgraph-checkpoint')
   const heads = []
@@ -64,4 +68,39 @@ export async function runSaver({ contestant, dir, concurrency, durationMs }) {
   if (typeof saver.close === 'function') await saver.close()
   else saver.db?.close?.()
   return { put, get, list }
+}
+
+export async function run(ctx) {
+  const results = {}
+  for (const name of CONTESTANTS) {
+    const r = ctx.cell(name, CONCURRENCY, { timeoutMs: 3 * ctx.durationMs + 90_000 })
+    results[name] = r
+    ctx.log('', name, r, (x) => `put ${fmt(x.put.opsPerSec)}/s p99 ${fmt(x.put.p99Ms, 2)} ms  getTuple ${fmt(x.get.opsPerSec)}/s p99 ${fmt(x.get.p99Ms, 2)} ms  list ${fmt(x.list.opsPerSec)}/s p99 ${fmt(x.list.p99Ms, 2)} ms`)
+  }
+  return { concurrency: CONCURRENCY, contestants: CONTESTANTS, results }
+}
+
+export function render(raw) {
+  const headers = ['saver', 'put ops/s', 'put p99 ms', 'getTuple ops/s', 'getTuple p99 ms', 'list ops/s', 'list p99 ms']
+  const rows = raw.contestants.map((name) => {
+    const r = raw.results[name]
+    if (r.error) return unavailableRow(name, r.error, headers.length)
+    return [name, fmt(r.put.opsPerSec), fmt(r.put.p99Ms, 2), fmt(r.get.opsPerSec), fmt(r.get.p99Ms, 2), fmt(r.list.opsPerSec), fmt(r.list.p99Ms, 2)]
+  })
+  const lines = [
+    `${raw.concurrency} concurrent clients, each on its own thread: \`put\` (a checkpoint with two channels, then \`putWrites\` of two pending writes), then \`getTuple\` of the latest checkpoint, then \`list\` of the 10 newest. KestrelSaver commits durably (\`durability: 'sync'\`); the SQLite saver runs with its own defaults; MemorySaver keeps nothing on disk.`,
+    '',
+    ...table(headers, 'lrrrrrr', rows),
+    '',
+  ]
+  return { lines, goals: [] }
+}
+
+export default {
+  id: 'SAVER',
+  aliases: ['SAVER', 'LANGGRAPH'],
+  title: 'LangGraph checkpoint savers',
+  cell,
+  run,
+  render,
 }

@@ -1,0 +1,52 @@
+// better-sqlite3 in WAL mode with synchronous=FULL: every transaction is fsync'd before it
+// returns. It is synchronous, so C concurrent clients only interleave between statements.
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+
+export async function open(dir) {
+  const Database = require('better-sqlite3')
+  const db = new Database(`${dir}.sqlite`)
+  db.pragma('journal_mode = WAL')
+  db.pragma('synchronous = FULL')
+  db.exec('CREATE TABLE IF NOT EXISTS items (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID')
+  const put = db.prepare('INSERT OR REPLACE INTO items (k, v) VALUES (?, ?)')
+  const get = db.prepare('SELECT v FROM items WHERE k = ?').pluck()
+  const range = db.prepare('SELECT k, v FROM items WHERE k >= ? ORDER BY k LIMIT 100')
+  const enc = (v) => Buffer.from(JSON.stringify(v))
+  const dec = (b) => (b === undefined ? undefined : JSON.parse(b))
+  const rmw = db.transaction((k1, k2) => {
+    const a = dec(get.get(k1))?.n ?? 0
+    const b = dec(get.get(k2))?.n ?? 0
+    put.run(k1, enc({ n: a + 1 }))
+    put.run(k2, enc({ n: b + 1 }))
+  })
+  return {
+    // One statement = one durable transaction (autocommit). The caller's `await` on the returned
+    // promise is the `await null` that lets the other clients take their turn.
+    async commitOne(key, value) {
+      put.run(key, value)
+    },
+    async load(entries) {
+      const batch = db.transaction((rows) => { for (const [k, v] of rows) put.run(k, enc(v)) })
+      for (let i = 0; i < entries.length; i += 10_000) batch(entries.slice(i, i + 10_000))
+    },
+    reader() {
+      return {
+        get: (k) => dec(get.get(k)),
+        scan100(start) {
+          let n = 0
+          for (const row of range.iterate(start)) { dec(row.v); n++ }
+          return n
+        },
+        close() {},
+      }
+    },
+    attempts: 0,
+    async rmw(k1, k2) {
+      this.attempts++
+      rmw(k1, k2)
+    },
+    close: async () => db.close(),
+  }
+}
