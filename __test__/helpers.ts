@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll } from 'vitest'
-import type { EngineName } from '../lib/index.js'
+import type { Database, EngineName } from '../lib/index.js'
+import type { Core } from '../lib/core/types.js'
 
 /** Every engine-level suite runs on both engines. A missing native binary fails, never skips. */
 export const ENGINES: EngineName[] = (process.env.KESTREL_TEST_ENGINES?.split(',') as EngineName[] | undefined) ?? ['native', 'ts']
@@ -45,3 +46,11 @@ export function rng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
+
+/** The engine behind a handle (tests drive the flusher directly through it). */
+export function coreOf(db: Database): Core {
+  return (db as unknown as { lease: { core: Core } }).lease.core
+}
+
+/** Resolve after `ms` milliseconds. */
+export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))

@@ -78,17 +78,26 @@ describe.each(ENGINES)('list-append histories [%s]', (engine) => {
 })
 
 describe('differential: one random stream on both engines', () => {
-  it('gives the same results, the same committed data and the same log bytes', async () => {
-    const run = async (engine: 'native' | 'ts'): Promise<{ log: string[]; bytes: Buffer[] }> => {
+  it('gives the same results, the same committed data and the same log and page bytes, across checkpoints and reopens', async () => {
+    const run = async (engine: 'native' | 'ts'): Promise<{ log: string[]; bytes: Buffer[]; pages: Buffer }> => {
       const dir = tempDir(engine)
       const random = rng(77)
       const log: string[] = []
-      let db = await open(dir, { engine, retainHistory: { commits: 1000 } })
+      let db = await open(dir, { engine, retainHistory: { commits: 1000 }, checkpointIntervalMs: 0 })
       const pick = (n: number): number => Math.floor(random() * n)
       for (let round = 0; round < 60; round++) {
-        if (round === 30) {
+        if (round === 30 || round === 55) {
           await db.close()
-          db = await open(dir, { engine, retainHistory: { commits: 1000 } })
+          db = await open(dir, { engine, retainHistory: { commits: 1000 }, checkpointIntervalMs: 0 })
+        }
+        if (round === 50) {
+          // The other engine carries on with this engine's pages and log for a while.
+          await db.close()
+          db = await open(dir, { engine: engine === 'native' ? 'ts' : 'native', checkpointIntervalMs: 0, cacheBytes: 1 << 20 })
+        }
+        if (round === 15 || round === 45 || round === 52) {
+          await db.checkpoint()
+          log.push(`checkpoint ${db.stats().checkpointLsn} keys ${db.stats().keys}`)
         }
         const c = db.collection<unknown>(`c${pick(2)}`)
         const txs = Array.from({ length: 1 + pick(3) }, () => db.begin())
@@ -116,7 +125,7 @@ describe('differential: one random stream on both engines', () => {
       for (const name of ['c0', 'c1']) log.push(`final ${name} ${JSON.stringify([...db.begin().scan(db.collection(name))])}`)
       await db.close()
       const segs = readdirSync(join(dir, 'log')).sort()
-      return { log, bytes: segs.map((s) => readFileSync(join(dir, 'log', s))) }
+      return { log, bytes: segs.map((s) => readFileSync(join(dir, 'log', s))), pages: readFileSync(join(dir, 'pages.kdb')) }
     }
     const native = await run('native')
     const ts = await run('ts')
@@ -125,5 +134,7 @@ describe('differential: one random stream on both engines', () => {
     expect(ts.log).toEqual(native.log)
     expect(ts.bytes.length).toBe(native.bytes.length)
     ts.bytes.forEach((b, i) => expect(b.equals(native.bytes[i]!), `segment ${i} bytes`).toBe(true))
+    expect(native.pages.length).toBeGreaterThan(3 * 4096)
+    expect(ts.pages.equals(native.pages), 'pages.kdb bytes').toBe(true)
   })
 })

@@ -6,7 +6,9 @@ import { resolveOptions, type OpenOptions } from './options.js'
 import { acquire, forget, type Lease } from './registry.js'
 import { ReadView } from './snapshot.js'
 import { Transaction, type Resolver, type TransactionHost } from './transaction.js'
-import type { CoreStats, EngineName } from './core/types.js'
+import type { CoreStats, EngineName, PageFault } from './core/types.js'
+import { backupCore, type BackupOptions, type BackupResult } from './backup.js'
+import { verifyFiles, type VerifyReport } from './verify.js'
 
 /** Options of {@link Database.transaction}. */
 export interface TransactionOptions {
@@ -173,10 +175,63 @@ export class Database {
     return { ...lease.core.stats(), pinnedSnapshots: lease.coordinator.pinned, horizon: lease.core.horizon() }
   }
 
-  /** Close this handle. Queued commits are written first. Idempotent. */
+  /**
+   * Write a checkpoint of every commit visible now and trim the log behind it (the flusher also
+   * does this on its own, by size and age). Resolves with the checkpoint's commit id.
+   */
+  async checkpoint(): Promise<{ commitId: bigint }> {
+    const core = this.live().core
+    const commitId = core.lastCommitId()
+    await this.track(core.checkpoint())
+    return { commitId }
+  }
+
+  /**
+   * Copy a consistent database into directory `dir` (missing or empty) while writers go on.
+   * The copy holds every commit acknowledged before the call, whole transactions only, and
+   * opens with either engine; `commitId` is the last commit it holds.
+   *
+   * @example
+   * const { commitId, bytes } = await db.backup('/backups/today', {
+   *   onProgress: ({ bytesCopied, bytesTotal }) => console.log(`${bytesCopied}/${bytesTotal}`),
+   *   signal: AbortSignal.timeout(60_000),
+   * })
+   */
+  backup(dir: string, options: BackupOptions = {}): Promise<BackupResult> {
+    return this.track(backupCore(this.live().core, dir, options))
+  }
+
+  /**
+   * Check the files of this database while it runs: page checksums, B+tree order and fill,
+   * free-list accounting and the log's continuity up to the last acknowledged commit.
+   */
+  async verify(): Promise<VerifyReport> {
+    const core = this.live().core
+    await this.track(core.suspendFlusher())
+    try {
+      const plan = core.backupPlan()
+      return verifyFiles(core.dir, plan.segments)
+    } finally {
+      core.resumeFlusher()
+    }
+  }
+
+  private readonly running = new Set<Promise<unknown>>()
+
+  /** Keep `p` until it settles, so that close() waits for it. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.running.add(p)
+    const done = (): void => { this.running.delete(p) }
+    p.then(done, done)
+    return p
+  }
+
+  /** Close this handle once its backups and checks end. Queued commits are written first. Idempotent. */
   async close(): Promise<void> {
     const lease = this.lease
     if (!lease) return
+    // Bounded: nothing new can start once the lease is gone.
+    while (this.running.size > 0) await Promise.allSettled([...this.running])
     this.lease = undefined
     await lease.release()
   }
@@ -187,6 +242,15 @@ export class Database {
    */
   holdSyncs(hold: boolean): void {
     this.live().core.holdSyncs(hold)
+  }
+
+  /**
+   * Test-only: the next checkpoint crashes at `fault` — `'losePagesBeforeMeta'` (its pages reach
+   * the disk as garbage, no meta page) or `'tearMeta'` (half a meta page) — and fails with
+   * `KESTREL_IO`. Follow with {@link Database.simulateCrash} and reopen.
+   */
+  injectPageFault(fault: PageFault): void {
+    this.live().core.setPageFault(fault)
   }
 
   /**

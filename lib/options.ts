@@ -24,6 +24,28 @@ export interface OpenOptions {
    * After a reopen, the commits window counts replayed commits; the ms window starts at open.
    */
   retainHistory?: { commits?: number; ms?: number }
+  /**
+   * Memory for records (the version store), in bytes. Past it, records already in a checkpoint
+   * are dropped from memory and read from the page store. Default 256 MiB; at least 1 MiB.
+   */
+  cacheBytes?: number
+  /** Write a checkpoint once this many bytes of changes wait for one. Default 64 MiB; at least 64 KiB. */
+  checkpointBytes?: number
+  /**
+   * Write a checkpoint when the oldest unwritten change is this old, in milliseconds. Default
+   * 10000; 0 = only by size, on `db.checkpoint()` and at close.
+   */
+  checkpointIntervalMs?: number
+  /**
+   * Bytes of written batches that may wait for the flusher before committers wait. Default
+   * 64 MiB; at least 1 KiB (tests use small values to exercise back-pressure).
+   */
+  flushQueueBytes?: number
+  /**
+   * Bytes of batches held back while a backup or verify suspends the flusher before committers
+   * are throttled. Default 256 MiB; at least 1 KiB.
+   */
+  deferredBytesMax?: number
   /** Test-only fault injection (failing writes/syncs, simulated crashes). */
   faults?: FaultOptions
 }
@@ -44,6 +66,14 @@ function byteOption(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 64 * 1024 || value > 1024 * MIB) {
     throw invalid(`option ${name} must be a whole number of bytes from 65536 to 1 GiB, got ${String(value)}`)
+  }
+  return value
+}
+
+function sizeOption(name: string, value: unknown, fallback: number, min: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw invalid(`option ${name} must be a whole number of bytes ≥ ${min}, got ${String(value)}`)
   }
   return value
 }
@@ -71,6 +101,18 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
     segmentBytes: byteOption('segmentBytes', o.segmentBytes, 64 * MIB),
     groupBytesMax: byteOption('groupBytesMax', o.groupBytesMax, 4 * MIB),
     retainCommits: retain.commits,
+    cacheBytes: sizeOption('cacheBytes', o.cacheBytes, 256 * MIB, MIB),
+    checkpointBytes: sizeOption('checkpointBytes', o.checkpointBytes, 64 * MIB, 64 * 1024),
+    checkpointIntervalMs: 10_000,
+    flushQueueBytes: sizeOption('flushQueueBytes', o.flushQueueBytes, 64 * MIB, 1024),
+    deferredBytesMax: sizeOption('deferredBytesMax', o.deferredBytesMax, 256 * MIB, 1024),
+  }
+  if (o.checkpointIntervalMs !== undefined) {
+    const v = o.checkpointIntervalMs
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+      throw invalid(`option checkpointIntervalMs must be a non-negative whole number of milliseconds, got ${String(v)}`)
+    }
+    core.checkpointIntervalMs = v
   }
   if (o.faults !== undefined) {
     const f = o.faults

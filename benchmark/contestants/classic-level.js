@@ -10,6 +10,14 @@ export async function open(dir) {
   await db.open()
   return {
     commitOne: (key, value) => db.put(key, value, { sync: true }),
+    // One synced write batch per `batch` records (values must be bytes: valueEncoding 'view').
+    async load(entries, { batch = 10_000 } = {}) {
+      for (let i = 0; i < entries.length; i += batch) {
+        const ops = []
+        for (let j = i; j < Math.min(entries.length, i + batch); j++) ops.push({ type: 'put', key: entries[j][0], value: entries[j][1] })
+        await db.batch(ops, { sync: true })
+      }
+    },
     close: () => db.close(),
   }
 }

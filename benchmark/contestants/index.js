@@ -1,10 +1,16 @@
 // The benchmark's contestants, one module each, shared by every workload. openStore(name, dir)
 // returns an object offering what the workloads need (a contestant may offer only some):
 //   commitOne(key, value) → Promise   one durable single-record transaction (W1)
-//   load(entries)         → Promise   bulk load, untimed (W2, W3, W5)
+//   load(entries, { batch }) → Promise   bulk load in transactions of `batch` records (default
+//                                       10,000); untimed in W2, W3, W5, timed in W4 (batch 1000)
 //   reader()              → { get(key), scan100(startKey), close() }   synchronous reads (W2, W5)
 //   rmw(k1, k2)           → Promise   one durable transaction reading two keys, writing both (W3)
 //   attempts                          transaction bodies run so far (W3's retry rate)
+//   checkpoint()          → Promise   kestreldb only: write a checkpoint, trim the log (W4, W7)
+//   backup(destDir, opts) → Promise<{ bytes }>   an online backup while writers go on (W7;
+//                                       opts.onProgress is kestreldb's)
+//   stats()               → object    kestreldb only: db.stats() (W2 cold, W4, W7)
+//   synchronous                       true when commitOne never yields to the event loop (W7)
 //   close()               → Promise
 // Each module is imported only in the child process that runs its cell, so a broken peer cannot
 // take the others down.
@@ -20,9 +26,13 @@ const MODULES = {
 
 export const KESTREL = ['kestrel-native', 'kestrel-ts']
 
-export async function openStore(name, dir) {
+/**
+ * `options` are kestreldb open options (cacheBytes, checkpointBytes, …) for the kestrel
+ * contestants; the peers ignore them.
+ */
+export async function openStore(name, dir, options = {}) {
   const load = MODULES[name]
   if (!load) throw new Error(`unknown contestant ${name} (known: ${Object.keys(MODULES).join(', ')})`)
   const mod = await load()
-  return mod.open(dir, { engine: name === 'kestrel-ts' ? 'ts' : 'native' })
+  return mod.open(dir, { ...options, engine: name === 'kestrel-ts' ? 'ts' : 'native' })
 }

@@ -1,8 +1,9 @@
 // kestreldb, from the repository's own build (dist/, made by `npm install` at the root), with
-// durable commits: acknowledged = fdatasync'd.
-export async function open(dir, { engine }) {
+// durable commits: acknowledged = fdatasync'd. Other open options (cacheBytes, checkpointBytes, …)
+// pass through.
+export async function open(dir, { engine, durability = 'sync', ...options }) {
   const { open: openDb } = await import('../../dist/index.js')
-  const db = await openDb(dir, { engine, durability: 'sync' })
+  const db = await openDb(dir, { ...options, engine, durability })
   if (db.engine && db.engine !== engine) throw new Error(`asked for engine '${engine}', got '${db.engine}'`)
   const items = db.collection('items')
   return {
@@ -11,11 +12,14 @@ export async function open(dir, { engine }) {
       tx.put(items, key, value)
       await tx.commit()
     },
-    async load(entries) {
-      for (let i = 0; i < entries.length; i += 10_000) {
-        await db.transaction((tx) => { for (const [k, v] of entries.slice(i, i + 10_000)) tx.put(items, k, v) })
+    async load(entries, { batch = 10_000 } = {}) {
+      for (let i = 0; i < entries.length; i += batch) {
+        await db.transaction((tx) => { for (let j = i; j < Math.min(entries.length, i + batch); j++) tx.put(items, entries[j][0], entries[j][1]) })
       }
     },
+    checkpoint: () => db.checkpoint(),
+    backup: (dest, options) => db.backup(dest, options),
+    stats: () => db.stats(),
     reader() {
       const snap = db.snapshot()
       return {

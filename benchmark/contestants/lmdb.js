@@ -1,6 +1,8 @@
 // lmdb-js with its default durable settings: put() is queued and committed asynchronously in
 // batches, each batch synced before the promise resolves.
+import { mkdirSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { join } from 'node:path'
 
 const require = createRequire(import.meta.url)
 
@@ -9,10 +11,17 @@ export async function open(dir) {
   const db = openDb({ path: dir })
   return {
     commitOne: (key, value) => db.put(key, value),
-    async load(entries) {
-      for (let i = 0; i < entries.length; i += 10_000) {
-        await db.transaction(() => { for (const [k, v] of entries.slice(i, i + 10_000)) db.put(k, v) })
+    async load(entries, { batch = 10_000 } = {}) {
+      for (let i = 0; i < entries.length; i += batch) {
+        await db.transaction(() => { for (let j = i; j < Math.min(entries.length, i + batch); j++) db.put(entries[j][0], entries[j][1]) })
       }
+    },
+    // mdb_env_copy2 from a read transaction (writers go on), off the main thread. The store is
+    // a directory environment, so the copy is a directory too: dest/data.mdb.
+    async backup(dest) {
+      mkdirSync(dest, { recursive: true })
+      await db.backup(dest, false)
+      return { bytes: statSync(join(dest, 'data.mdb')).size }
     },
     reader() {
       return {

@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module'
 import { KestrelError, toKestrelError } from '../errors.js'
-import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from './types.js'
+import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreStats, PageFault } from './types.js'
 
 /** The shape of the generated binding (native/index.d.ts). */
 interface NativeEngineHandle {
@@ -14,14 +14,25 @@ interface NativeEngineHandle {
   setHorizon(horizon: number, sweep: boolean): void
   horizon(): number
   lastLsn(): number
-  stats(): { durableLsn: number; batches: number; syncs: number; segments: number; keys: number; versions: number }
+  stats(): NativeStats
   close(): void
   crash(tearBytes: number): void
   holdSyncs(hold: boolean): void
   collectionId(name: string): number
   getInto(collection: number, key: Uint8Array, snapshot: number, out: Uint8Array): number
   scanInto(collection: number, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
+  requestCheckpoint(): number
+  checkpointStatus(ticket: number): boolean
+  suspendFlusher(): boolean
+  flusherBusy(): boolean
+  resumeFlusher(): void
+  setPageFault(fault: string): void
+  backupPlan(): { commitId: number; seq: number; pages: Uint32Array; pageCount: number; segmentNames: string[]; segmentBytes: number[] }
 }
+type NativeStats = Omit<CoreStats, 'engine' | 'flow'> & CoreStats['flow']
+
+/** Poll interval while waiting for the native flusher (checkpoint, suspension). */
+const FLUSHER_POLL_MS = 2
 interface NativeBinding {
   NativeEngine: {
     open(dir: string, options: Record<string, unknown>, onDurable: (durableLsn: number, errorCode: string | null, errorMessage: string | null) => void): NativeEngineHandle
@@ -112,17 +123,22 @@ export class NativeCore implements Core {
    */
   private visible = 0
 
-  private constructor(private handle: NativeEngineHandle | undefined) {}
+  private constructor(private handle: NativeEngineHandle | undefined, readonly dir: string) {}
 
   static async open(dir: string, options: CoreOpenOptions): Promise<NativeCore> {
     const binding = loadNative()
-    const core = new NativeCore(undefined)
+    const core = new NativeCore(undefined, dir)
     try {
       core.handle = binding.NativeEngine.open(dir, {
         durability: options.durability,
         segmentBytes: options.segmentBytes,
         groupBytesMax: options.groupBytesMax,
         retainCommits: options.retainCommits,
+        cacheBytes: options.cacheBytes,
+        checkpointBytes: options.checkpointBytes,
+        checkpointIntervalMs: options.checkpointIntervalMs,
+        flushQueueBytes: options.flushQueueBytes,
+        deferredBytesMax: options.deferredBytesMax,
         ...(options.faults ? { faults: { ...options.faults } } : {}),
       }, (lsn, code, message) => core.onDurable(lsn, code, message))
     } catch (err) {
@@ -194,10 +210,14 @@ export class NativeCore implements Core {
 
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
     const handle = this.live()
-    const n = handle.getInto(this.cid(handle, collection), key, snapshot, this.readBuffer)
-    if (n >= 0) return this.readBuffer.subarray(0, n)
-    if (n === -1) return undefined
-    return handle.get(collection, key, snapshot) ?? undefined
+    try {
+      const n = handle.getInto(this.cid(handle, collection), key, snapshot, this.readBuffer)
+      if (n >= 0) return this.readBuffer.subarray(0, n)
+      if (n === -1) return undefined
+      return handle.get(collection, key, snapshot) ?? undefined
+    } catch (err) {
+      throw toKestrelError(err, 'reading')
+    }
   }
 
   setHorizon(horizon: number, sweep: boolean): void {
@@ -211,6 +231,14 @@ export class NativeCore implements Core {
   scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     const handle = this.live()
     if (o.limit === 0) return [] // the binding reads limit 0 as "no limit"
+    try {
+      return this.scanWith(handle, collection, o, snapshot)
+    } catch (err) {
+      throw toKestrelError(err, 'scanning')
+    }
+  }
+
+  private scanWith(handle: NativeEngineHandle, collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     const count = handle.scanInto(this.cid(handle, collection), o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
     if (count >= 0) {
       // One copy for the whole result: the rows must outlive the next read.
@@ -241,12 +269,76 @@ export class NativeCore implements Core {
   }
 
   stats(): CoreStats {
-    return { engine: 'native', ...this.live().stats() }
+    const s = this.live().stats()
+    return {
+      engine: 'native', durableLsn: s.durableLsn, batches: s.batches, syncs: s.syncs, segments: s.segments, keys: s.keys,
+      versions: s.versions, recordBytes: s.recordBytes, retired: s.retired, checkpointLsn: s.checkpointLsn, pageCount: s.pageCount,
+      flow: {
+        queuedBatches: s.queuedBatches, queuedBytes: s.queuedBytes, deferredBatches: s.deferredBatches, deferredBytes: s.deferredBytes,
+        dirtyKeys: s.dirtyKeys, dirtyBytes: s.dirtyBytes, appliedLsn: s.appliedLsn, suspended: s.suspended,
+        checkpointInFlight: s.checkpointInFlight, checkpoints: s.checkpoints, checkpointFailures: s.checkpointFailures,
+        writerWaits: s.writerWaits, batchesDeferred: s.batchesDeferred, segmentsDeleted: s.segmentsDeleted,
+        pagesWritten: s.pagesWritten, lastCheckpointMs: s.lastCheckpointMs,
+      },
+    }
+  }
+
+  async checkpoint(): Promise<void> {
+    let ticket: number
+    try {
+      ticket = this.live().requestCheckpoint()
+    } catch (err) {
+      throw toKestrelError(err, 'checkpoint')
+    }
+    // Bounded by the flusher: it publishes, fails, or the engine stops.
+    for (;;) {
+      try {
+        if (this.live().checkpointStatus(ticket)) return
+      } catch (err) {
+        throw toKestrelError(err, 'checkpoint')
+      }
+      await new Promise((r) => setTimeout(r, FLUSHER_POLL_MS))
+    }
+  }
+
+  async suspendFlusher(): Promise<void> {
+    let busy = this.live().suspendFlusher()
+    // Bounded: no checkpoint starts while suspended, so this waits for at most one.
+    while (busy) {
+      await new Promise((r) => setTimeout(r, FLUSHER_POLL_MS))
+      busy = this.live().flusherBusy()
+    }
+  }
+
+  resumeFlusher(): void {
+    try {
+      this.live().resumeFlusher()
+    } catch (err) {
+      throw toKestrelError(err, 'resuming the flusher')
+    }
+  }
+
+  backupPlan(): BackupPlan {
+    let p: ReturnType<NativeEngineHandle['backupPlan']>
+    try {
+      p = this.live().backupPlan()
+    } catch (err) {
+      throw toKestrelError(err, 'planning a backup')
+    }
+    return { commitId: p.commitId, seq: p.seq, pages: p.pages, pageCount: p.pageCount, segments: p.segmentNames.map((name, i) => ({ name, bytes: p.segmentBytes[i]! })) }
+  }
+
+  setPageFault(fault: PageFault): void {
+    this.live().setPageFault(fault)
   }
 
   async close(): Promise<void> {
     if (this.closed) return
     const handle = this.live()
+    // Write the bulk of the final checkpoint without blocking the event loop; close() then only
+    // writes what arrived since. A failure here is reported by close() itself.
+    await this.checkpoint().catch(() => undefined)
+    if (this.closed) return
     this.closed = true
     try {
       handle.close()

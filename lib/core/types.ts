@@ -33,6 +33,32 @@ export interface CoreOpenOptions {
   faults?: FaultOptions
   /** After open, versions of the last this-many commits stay readable (time travel). */
   retainCommits: number
+  /** Record memory past which checkpointed records are retired (reads then go to the page store). */
+  cacheBytes: number
+  /** Write a checkpoint once this many bytes of changes are dirty. */
+  checkpointBytes: number
+  /** Write a checkpoint when changes are older than this; 0 = only by size, request and close. */
+  checkpointIntervalMs: number
+  /** Bytes of written batches queued for the flusher before committers wait. */
+  flushQueueBytes: number
+  /** Bytes of batches deferred while the flusher is suspended before committers are throttled. */
+  deferredBytesMax: number
+}
+
+/** Test-only crash points inside a checkpoint (see docs/ARCHITECTURE.md). */
+export type PageFault = 'none' | 'losePagesBeforeMeta' | 'tearMeta'
+
+/** What a backup copies; fixed while the flusher is suspended. */
+export interface BackupPlan {
+  /** Every commit up to this one is in the copy, none after. */
+  commitId: number
+  /** Sequence number of the checkpoint copied (its meta slot is seq mod 2); 0 = none yet. */
+  seq: number
+  /** Pages that checkpoint reaches (not the meta slots), ascending. */
+  pages: Uint32Array
+  pageCount: number
+  /** Log segments to copy, in LSN order, with the number of bytes to copy of each. */
+  segments: Array<{ name: string; bytes: number }>
 }
 
 
@@ -62,6 +88,33 @@ export interface CoreStats {
   keys: number
   /** Versions held in memory (all keys, all collections). */
   versions: number
+  /** Estimated bytes of the records held in memory. */
+  recordBytes: number
+  /** Records retired from memory (since open): they are read from the page store. */
+  retired: number
+  /** LSN of the last checkpoint (0 = none): reopen replays the log after it. */
+  checkpointLsn: number
+  /** Pages in pages.kdb. */
+  pageCount: number
+  /** The gopher and flusher. */
+  flow: {
+    queuedBatches: number
+    queuedBytes: number
+    deferredBatches: number
+    deferredBytes: number
+    dirtyKeys: number
+    dirtyBytes: number
+    appliedLsn: number
+    suspended: number
+    checkpointInFlight: boolean
+    checkpoints: number
+    checkpointFailures: number
+    writerWaits: number
+    batchesDeferred: number
+    segmentsDeleted: number
+    pagesWritten: number
+    lastCheckpointMs: number
+  }
 }
 
 /** A storage engine: serial log + store. Implemented by `native.ts` and `ts/engine.ts`. */
@@ -92,7 +145,25 @@ export interface Core {
   /** LSN of the last visible commit (0 for an empty database). */
   lastCommitId(): bigint
   stats(): CoreStats
-  /** Wait for queued commits, sync, and release the files. Idempotent. */
+  /**
+   * Write a checkpoint of every commit visible now (waits while the flusher is suspended);
+   * resolves once it is published.
+   */
+  checkpoint(): Promise<void>
+  /**
+   * Suspend the flusher (reference-counted): later batches are deferred in order and no page is
+   * written. Resolves once no checkpoint is being written, so the page file is stable.
+   */
+  suspendFlusher(): Promise<void>
+  /** Undo one suspendFlusher; the last applies the deferred batches in commit order first. */
+  resumeFlusher(): void
+  /** What a backup must copy now (only while suspended). */
+  backupPlan(): BackupPlan
+  /** The database directory. */
+  readonly dir: string
+  /** Test-only: the next checkpoint crashes at `fault`. */
+  setPageFault(fault: PageFault): void
+  /** Wait for queued commits, sync, write a final checkpoint, and release the files. Idempotent. */
   close(): Promise<void>
   /**
    * Test-only (needs the fault layer): hold every batch fdatasync until released, so that

@@ -5,6 +5,12 @@
 //! with one `write` and one `fdatasync`, and only then applies the batch to the store (in LSN
 //! order), advances the visible LSN and notifies. I1 (durability before visibility) holds because
 //! nothing reaches the store before the step that acknowledges it.
+//!
+//! Behind the writer (see `flush.rs`): the writer hands what each batch wrote to the **gopher**
+//! thread through a bounded queue; the gopher applies it, in commit order, to the dirty set (or
+//! defers it while the flusher is suspended); the **flusher** thread turns the dirty set into a
+//! copy-on-write checkpoint of the page store, then trims the log and retires checkpointed
+//! records from memory.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -15,7 +21,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Code, Error, Result};
+use crate::flush::{self, Batch, Flow, FlowStats};
 use crate::format::*;
+use crate::pages::{PageFault, PageStore, PAGE_FILE};
 use crate::payload::{self, Commit};
 use crate::recovery::{self, prepare_directory};
 use crate::store::{ScanBounds, Store};
@@ -46,11 +54,32 @@ pub struct Options {
     pub faults: Option<FaultOptions>,
     /// Versions of the last this-many commits stay readable after open (time travel).
     pub retain_commits: u64,
+    /// Record memory (the version store) past which checkpointed records are retired.
+    pub cache_bytes: u64,
+    /// Make a checkpoint once this many bytes of changes are dirty.
+    pub checkpoint_bytes: u64,
+    /// Make a checkpoint when changes are older than this (0 = only by size, close, request).
+    pub checkpoint_interval_ms: u64,
+    /// Bytes the writer may queue for the gopher before committers wait.
+    pub flush_queue_bytes: u64,
+    /// Bytes of batches deferred while the flusher is suspended before committers are throttled.
+    pub deferred_bytes_max: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { durability: Durability::Sync, segment_bytes_max: 64 << 20, group_bytes_max: 4 << 20, faults: None, retain_commits: 0 }
+        Options {
+            durability: Durability::Sync,
+            segment_bytes_max: 64 << 20,
+            group_bytes_max: 4 << 20,
+            faults: None,
+            retain_commits: 0,
+            cache_bytes: 256 << 20,
+            checkpoint_bytes: 64 << 20,
+            checkpoint_interval_ms: 10_000,
+            flush_queue_bytes: 64 << 20,
+            deferred_bytes_max: 256 << 20,
+        }
     }
 }
 
@@ -89,20 +118,27 @@ struct Queue {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     batches: AtomicU64,
     syncs: AtomicU64,
-    segments: AtomicU64,
+    pub(crate) segments: AtomicU64,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     queue: Mutex<Queue>,
     work: Condvar,
     room: Condvar,
-    store: RwLock<Store>,
+    pub(crate) store: RwLock<Store>,
+    pub(crate) pages: PageStore,
+    /// Writer → gopher → flusher (flush.rs).
+    pub(crate) flow: Mutex<Flow>,
+    pub(crate) flow_changed: Condvar,
+    /// The last published batch: (segment file name, its length after the batch, last LSN).
+    /// A backup copies the log up to here.
+    durable_at: Mutex<(String, u64, u64)>,
     /// LSN of the last commit applied to the store; only the writer advances it.
     visible_lsn: AtomicU64,
-    counters: Counters,
+    pub(crate) counters: Counters,
     /// Why the final seal at close failed, for `close()` to report.
     close_error: Mutex<Option<Error>>,
 }
@@ -116,12 +152,33 @@ pub struct Stats {
     pub segments: u64,
     pub keys: u64,
     pub versions: u64,
+    pub record_bytes: u64,
+    pub retired: u64,
+    pub checkpoint_lsn: u64,
+    pub page_count: u64,
+    pub flow: FlowStats,
+}
+
+/// What a backup copies, fixed while the flusher is suspended.
+#[derive(Clone, Debug)]
+pub struct BackupPlan {
+    /// Every commit up to this one is in the copy, none after.
+    pub commit_id: u64,
+    /// Checkpoint sequence number and the meta slot it lives in (seq mod 2).
+    pub seq: u64,
+    /// Pages the checkpoint reaches (not the meta slots), ascending.
+    pub pages: Vec<u32>,
+    pub page_count: u32,
+    /// Log segments (file name, bytes to copy), in LSN order.
+    pub segments: Vec<(String, u64)>,
 }
 
 pub struct Engine {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    helpers: Mutex<Vec<JoinHandle<()>>>,
     faulty: Option<FaultyVfs>,
+    dir: PathBuf,
 }
 
 /// The writer thread's own state: the active segment.
@@ -131,10 +188,17 @@ struct Writer {
     log_dir: PathBuf,
     vfs: Arc<dyn Vfs>,
     active: Box<dyn LogFile>,
+    /// The active segment's file name.
+    active_name: String,
     last_sync: Instant,
     /// Owned by the writer thread (the only caller), so that it is dropped — and a JavaScript
     /// callback behind it released — as soon as the writer stops: on close, crash or failure.
     notify: Notify,
+}
+
+/// Bytes of the page cache for a record cache of `cache_bytes`.
+fn page_cache_bytes(cache_bytes: u64) -> usize {
+    (cache_bytes / 8).clamp(1 << 20, 64 << 20) as usize
 }
 
 impl Engine {
@@ -143,41 +207,62 @@ impl Engine {
         if options.group_bytes_max == 0 || options.segment_bytes_max == 0 {
             return Err(Error::new(Code::InvalidArgument, "segmentBytes and groupBytesMax must be positive"));
         }
+        if options.flush_queue_bytes == 0 || options.checkpoint_bytes == 0 {
+            return Err(Error::new(Code::InvalidArgument, "checkpointBytes and the flush queue bound must be positive"));
+        }
         prepare_directory(dir)?;
-        let recovered = recovery::recover(dir)?;
+        let pages = PageStore::open(dir, page_cache_bytes(options.cache_bytes))?;
+        let meta = pages.meta();
+        let recovered = recovery::recover(dir, meta.checkpoint_lsn)?;
         let faulty = options.faults.map(FaultyVfs::new);
         let vfs: Arc<dyn Vfs> = match &faulty {
             Some(f) => Arc::new(f.clone()),
             None => Arc::new(RealVfs),
         };
         let log_dir = dir.join(LOG_DIR);
-        let mut store = Store::default();
+        let mut store = Store::new(meta.checkpoint_lsn, meta.records);
         let last_lsn = recovered.last_lsn;
+        let mut flow = Flow::new(meta.checkpoint_lsn);
         for (lsn, commit) in recovered.commits {
-            store.apply(lsn, commit);
+            // The replayed tail is not in the page store yet: it is dirty.
+            let written = store.apply(lsn, commit, &pages)?;
+            flow.apply_now(Batch::new(lsn, written));
         }
         // Replay installed every version; keep only what the retention window asks for.
         store.set_horizon(last_lsn.saturating_sub(options.retain_commits), true);
         let active = match recovered.segments.last() {
-            Some(seg) => vfs.open_log(&log_dir.join(&seg.name), seg.len).map_err(|e| Error::io("opening the active log segment", &e))?,
-            None => create_segment(&log_dir, vfs.as_ref(), last_lsn + 1)?,
+            // A log that ends below the checkpoint continues in a new segment after it.
+            Some(seg) if recovered.log_end_lsn >= last_lsn => {
+                vfs.open_log(&log_dir.join(&seg.name), seg.len).map_err(|e| Error::io("opening the active log segment", &e))?
+            }
+            _ => create_segment(&log_dir, vfs.as_ref(), last_lsn + 1)?,
         };
+        let active_name = match recovered.segments.last() {
+            Some(seg) if recovered.log_end_lsn >= last_lsn => seg.name.clone(),
+            _ => segment_name(last_lsn + 1),
+        };
+        let active_len = active.len();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, next_lsn: last_lsn + 1, state: State::Open, writer_idle: false }),
             work: Condvar::new(),
             room: Condvar::new(),
             store: RwLock::new(store),
+            pages,
+            flow: Mutex::new(flow),
+            flow_changed: Condvar::new(),
+            durable_at: Mutex::new((active_name.clone(), active_len, last_lsn)),
             visible_lsn: AtomicU64::new(last_lsn),
             counters: Counters::default(),
             close_error: Mutex::new(None),
         });
         shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
-        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, last_sync: Instant::now(), notify };
+        let helpers = flush::start(shared.clone(), &options, log_dir.clone())?;
+        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, active_name, last_sync: Instant::now(), notify };
         let handle = std::thread::Builder::new()
             .name("kestrel-log-writer".into())
             .spawn(move || writer.run()) // `writer` (and its `notify`) drops when the thread ends
             .map_err(|e| Error::io("starting the log writer thread", &e))?;
-        Ok(Engine { shared, writer: Mutex::new(Some(handle)), faulty })
+        Ok(Engine { shared, writer: Mutex::new(Some(handle)), helpers: Mutex::new(helpers), faulty, dir: dir.to_path_buf() })
     }
 
     /// Validate a COMMIT payload, give it the next LSN and queue it. Blocks only while more than
@@ -210,17 +295,19 @@ impl Engine {
     }
 
     /// The value of a key at `snapshot` (a commit id), or None.
-    pub fn get(&self, collection: &str, key: &[u8], snapshot: u64) -> Option<Vec<u8>> {
-        self.shared.store.read().expect("store lock").get(collection, key, snapshot).map(|v| v.to_vec())
+    pub fn get(&self, collection: &str, key: &[u8], snapshot: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.shared.store.read().expect("store lock").get(collection, key, snapshot, &self.shared.pages)?.map(|v| v.into_owned()))
     }
 
-    /// Run `f` on the value of a key at `snapshot` without copying it out of the store.
-    pub fn with_value<R>(&self, collection: &str, key: &[u8], snapshot: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        f(self.shared.store.read().expect("store lock").get(collection, key, snapshot))
+    /// Run `f` on the value of a key at `snapshot`, without copying it when it is in memory.
+    pub fn with_value<R>(&self, collection: &str, key: &[u8], snapshot: u64, f: impl FnOnce(Option<&[u8]>) -> R) -> Result<R> {
+        let store = self.shared.store.read().expect("store lock");
+        let v = store.get(collection, key, snapshot, &self.shared.pages)?;
+        Ok(f(v.as_deref()))
     }
 
-    pub fn scan(&self, collection: &str, bounds: &ScanBounds, snapshot: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot)
+    pub fn scan(&self, collection: &str, bounds: &ScanBounds, snapshot: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot, &self.shared.pages)
     }
 
     /// Allow pruning of versions no snapshot ≥ `horizon` can see (the horizon never decreases).
@@ -240,14 +327,117 @@ impl Engine {
 
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
+        let meta = self.shared.pages.meta();
+        let store = self.shared.store.read().expect("store lock");
         Stats {
             durable_lsn: self.last_lsn(),
             batches: c.batches.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             segments: c.segments.load(Ordering::Relaxed),
-            keys: self.shared.store.read().expect("store lock").key_count() as u64,
-            versions: self.shared.store.read().expect("store lock").version_count() as u64,
+            keys: store.key_count(),
+            versions: store.version_count() as u64,
+            record_bytes: store.record_bytes() as u64,
+            retired: store.retired_count(),
+            checkpoint_lsn: meta.checkpoint_lsn,
+            page_count: meta.page_count as u64,
+            flow: self.shared.flow.lock().expect("flow lock").stats(),
         }
+    }
+
+    /// Ask for a checkpoint of everything visible now; returns a ticket for
+    /// [`Engine::checkpoint_status`].
+    pub fn request_checkpoint(&self) -> Result<u64> {
+        let target = self.last_lsn();
+        let ticket = self.shared.flow.lock().expect("flow lock").request(target)?;
+        self.shared.flow_changed.notify_all();
+        Ok(ticket)
+    }
+
+    /// Ok(true) once the checkpoint of `ticket` (or a later one) is published; the error of a
+    /// checkpoint that failed after the request.
+    pub fn checkpoint_status(&self, ticket: u64) -> Result<bool> {
+        self.shared.flow.lock().expect("flow lock").status(ticket)
+    }
+
+    /// Request a checkpoint and wait for it (Rust callers and tests; JavaScript polls).
+    pub fn checkpoint(&self) -> Result<()> {
+        let ticket = self.request_checkpoint()?;
+        let mut flow = self.shared.flow.lock().expect("flow lock");
+        // Bounded by the flusher: it publishes, fails or stops.
+        loop {
+            if flow.status(ticket)? {
+                return Ok(());
+            }
+            flow = self.shared.flow_changed.wait(flow).expect("flow lock");
+        }
+    }
+
+    /// Suspend the flusher (reference-counted): from now on batches are deferred, in order, and
+    /// no page is written. Returns whether a checkpoint is still being written: wait until
+    /// [`Engine::flusher_busy`] is false before reading the page file.
+    pub fn suspend_flusher(&self) -> bool {
+        let mut flow = self.shared.flow.lock().expect("flow lock");
+        flow.suspend();
+        flow.in_flight()
+    }
+
+    /// A checkpoint is being written.
+    pub fn flusher_busy(&self) -> bool {
+        self.shared.flow.lock().expect("flow lock").in_flight()
+    }
+
+    /// Undo one [`Engine::suspend_flusher`]. The last one applies the deferred batches in commit
+    /// order before anything newer, then flushing restarts.
+    pub fn resume_flusher(&self) -> Result<()> {
+        self.shared.flow.lock().expect("flow lock").resume()?;
+        self.shared.flow_changed.notify_all();
+        Ok(())
+    }
+
+    /// Test-only: the next checkpoint crashes at `fault`.
+    pub fn set_page_fault(&self, fault: PageFault) {
+        self.shared.flow.lock().expect("flow lock").fault = fault;
+    }
+
+    /// What a backup must copy now. Only while the flusher is suspended and not busy.
+    pub fn backup_plan(&self) -> Result<BackupPlan> {
+        {
+            let flow = self.shared.flow.lock().expect("flow lock");
+            if !flow.suspended() || flow.in_flight() {
+                return Err(Error::new(Code::InvalidArgument, "backup_plan() needs the flusher suspended and idle"));
+            }
+        }
+        let (segment, len, commit_id) = self.shared.durable_at.lock().expect("durable lock").clone();
+        let meta = self.shared.pages.meta();
+        let pages = self.shared.pages.reachable_pages()?;
+        let log_dir = self.dir.join(LOG_DIR);
+        let mut names: Vec<String> = fs::read_dir(&log_dir)
+            .map_err(|e| Error::io("listing log/", &e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| parse_segment_name(n).is_some() && n.as_str() <= segment.as_str())
+            .collect();
+        names.sort();
+        let mut segments = Vec::with_capacity(names.len());
+        for name in names {
+            let bytes = if name == segment {
+                len
+            } else {
+                // Sealed: its length is final (the flusher, which deletes segments, is suspended).
+                fs::metadata(log_dir.join(&name)).map_err(|e| Error::io("reading a log segment's size", &e))?.len()
+            };
+            segments.push((name, bytes));
+        }
+        Ok(BackupPlan { commit_id, seq: meta.seq, pages, page_count: meta.page_count, segments })
+    }
+
+    /// The page file's path.
+    pub fn page_file(&self) -> PathBuf {
+        self.dir.join(PAGE_FILE)
+    }
+
+    /// Structural check of the published checkpoint (see PageStore::check).
+    pub fn check_pages(&self) -> Result<crate::pages::CheckReport> {
+        self.shared.pages.check()
     }
 
     fn stop_crashed(&self, faulty: &FaultyVfs) {
@@ -258,6 +448,17 @@ impl Engine {
         // A held sync would keep the writer from seeing the crash.
         faulty.hold_syncs(false);
         self.stop(State::Crashed);
+    }
+
+    /// Stop the gopher and flusher: with `checkpoint`, apply everything (deferred too) and write
+    /// a final checkpoint first.
+    fn stop_helpers(&self, checkpoint: bool) -> Result<()> {
+        self.shared.flow.lock().expect("flow lock").stop(checkpoint);
+        self.shared.flow_changed.notify_all();
+        for h in self.helpers.lock().expect("helpers lock").drain(..) {
+            let _ = h.join();
+        }
+        self.shared.flow.lock().expect("flow lock").final_error()
     }
 
     fn stop(&self, state: State) {
@@ -277,9 +478,13 @@ impl Engine {
     /// Write everything queued, sync, stop the writer. Idempotent.
     pub fn close(&self) -> Result<()> {
         self.stop(State::Closing);
+        let failed = !matches!(self.shared.queue.lock().expect("queue lock").state, State::Closing);
+        // After a failed log write the store may hold nothing unacknowledged, but do not build
+        // on a failed engine: the reopen recovers from the log.
+        let flushed = self.stop_helpers(!failed);
         match self.shared.close_error.lock().expect("close error").take() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => flushed,
         }
     }
 
@@ -300,6 +505,7 @@ impl Engine {
             return Err(Error::new(Code::InvalidArgument, "crash() needs the fault layer: open with faults: {}"));
         };
         self.stop_crashed(faulty);
+        let _ = self.stop_helpers(false);
         faulty.crash(tear_bytes).map_err(|e| Error::io("simulating a crash", &e))
     }
 }
@@ -307,6 +513,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop(State::Closing);
+        let _ = self.stop_helpers(true);
     }
 }
 
@@ -445,13 +652,30 @@ impl Writer {
         {
             // Parse before taking the lock: readers wait only for the in-memory apply.
             let commits: Vec<(u64, Commit)> = batch.iter().map(|q| (q.lsn, payload::decode(&q.payload).expect("validated at commit()"))).collect();
+            let mut written = Vec::new();
             let mut store = self.shared.store.write().expect("store lock");
             for (lsn, commit) in commits {
-                store.apply(lsn, commit);
+                match store.apply(lsn, commit, &self.shared.pages) {
+                    Ok(w) => written.extend(w),
+                    Err(cause) => {
+                        // The batch is durable but a page-store read failed (corruption): stop
+                        // here; the reopen replays the batch or reports the damage.
+                        drop(store);
+                        self.fail(cause, self.active.len(), last);
+                        return false;
+                    }
+                }
             }
+            let record_bytes = store.record_bytes() as u64;
             // Advance the horizon while the store is still locked: a reader never sees a commit
             // applied but not yet counted, nor the reverse.
             self.shared.visible_lsn.store(last, Ordering::Release);
+            drop(store);
+            *self.shared.durable_at.lock().expect("durable lock") =
+                (self.active_name.clone(), self.active.len(), last);
+            // Hand the batch to the gopher; a full queue holds the acknowledgement back
+            // (committers wait), it never drops the batch.
+            flush::push(&self.shared, Batch::new(last, written), record_bytes);
         }
         self.shared.counters.batches.fetch_add(1, Ordering::Relaxed);
         (self.notify)(last, None);
@@ -463,6 +687,7 @@ impl Writer {
         // the last as corruption, so its zeroed preallocation must go first.
         self.seal().map_err(|e| Error::io("sealing the log segment before rollover", &e))?;
         self.active = create_segment(&self.log_dir, self.vfs.as_ref(), first_lsn)?;
+        self.active_name = segment_name(first_lsn);
         self.shared.counters.segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

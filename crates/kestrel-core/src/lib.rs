@@ -3,14 +3,16 @@
 
 pub mod engine;
 pub mod error;
+pub mod flush;
 pub mod format;
 pub mod merge;
+pub mod pages;
 pub mod payload;
 pub mod recovery;
 pub mod store;
 pub mod vfs;
 
-pub use engine::{Durability, Engine, Notify, Options, Stats};
+pub use engine::{BackupPlan, Durability, Engine, Notify, Options, Stats};
 pub use error::{Code, Error, Result};
 pub use store::ScanBounds;
 pub use vfs::{Errno, FaultOptions};

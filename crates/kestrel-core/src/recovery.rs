@@ -93,7 +93,10 @@ pub struct Segment {
 #[derive(Debug, Default)]
 pub struct Recovered {
     pub commits: Vec<(u64, Commit)>,
+    /// The last LSN of the database: the log's, or the checkpoint's if the log ends below it.
     pub last_lsn: u64,
+    /// The last LSN the log itself holds (0 for an empty log).
+    pub log_end_lsn: u64,
     pub segments: Vec<Segment>,
     pub truncated_bytes: u64,
 }
@@ -131,8 +134,11 @@ fn is_torn_tail(bytes: &[u8], from: usize, last_good_lsn: u64) -> bool {
     true
 }
 
-/// Recover the log of `dir`: every good COMMIT in LSN order; the tail is left clean.
-pub fn recover(dir: &Path) -> Result<Recovered> {
+/// Recover the log of `dir` on top of a checkpoint at `checkpoint_lsn` (0 = none): every good
+/// COMMIT after it, in LSN order; the tail is left clean. Segments wholly at or below the
+/// checkpoint (left behind when a crash interrupted trimming) are skipped; the first one kept must
+/// start at most at `checkpoint_lsn + 1`.
+pub fn recover(dir: &Path, checkpoint_lsn: u64) -> Result<Recovered> {
     let log_dir = dir.join(LOG_DIR);
     let mut names: Vec<(u64, String)> = Vec::new();
     for entry in fs::read_dir(&log_dir).map_err(io("reading log/".into()))? {
@@ -142,16 +148,23 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
         }
     }
     names.sort();
-    let mut out = Recovered::default();
+    // A segment is wholly covered by the checkpoint when the next one starts at or below
+    // checkpoint_lsn + 1: the trimmer deletes those, a crash may have left some.
+    let skip = (0..names.len()).take_while(|&i| i + 1 < names.len() && names[i + 1].0 <= checkpoint_lsn + 1).count();
+    let names: Vec<(u64, String)> = names.into_iter().skip(skip).collect();
+    let mut out = Recovered { last_lsn: checkpoint_lsn, ..Recovered::default() };
     let count = names.len();
     for (i, (first_lsn, name)) in names.into_iter().enumerate() {
         let is_last = i + 1 == count;
         let path = log_dir.join(&name);
         let bytes = fs::read(&path).map_err(io(format!("reading {LOG_DIR}/{name}")))?;
+        // The first segment may start anywhere up to the record after the checkpoint; the
+        // records it holds at or below the checkpoint are read (checked) but not applied.
+        let chains = if i == 0 { first_lsn >= 1 && first_lsn <= checkpoint_lsn + 1 } else { first_lsn == out.last_lsn + 1 };
         match read_segment_header(&bytes) {
             Ok(h) if h == first_lsn => {}
             bad => {
-                if is_last && bytes.len() < SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES && first_lsn == out.last_lsn + 1 {
+                if is_last && bytes.len() < SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES && chains {
                     // A crash while creating the segment: nothing in it was ever acknowledged.
                     fs::remove_file(&path).map_err(io(format!("removing {LOG_DIR}/{name}")))?;
                     sync_dir(&log_dir).map_err(io("syncing log/".into()))?;
@@ -164,13 +177,16 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
                 return Err(corrupt(&name, 0, &why));
             }
         }
-        if first_lsn != out.last_lsn + 1 {
+        if !chains {
             let why = if first_lsn > out.last_lsn + 1 {
                 format!("records {}..{} are missing (a segment file was deleted)", out.last_lsn + 1, first_lsn - 1)
             } else {
                 format!("segment starts at LSN {first_lsn}, overlapping LSN {}", out.last_lsn)
             };
             return Err(corrupt(&name, 0, &why));
+        }
+        if i == 0 {
+            out.last_lsn = first_lsn - 1;
         }
         let mut pos = SEGMENT_HEADER_BYTES;
         let mut damage: Option<String> = None;
@@ -189,7 +205,9 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
             }
             let commit = payload::decode(frame.payload)
                 .map_err(|e| corrupt(&name, pos, &format!("commit record {} does not parse: {e}", frame.lsn)))?;
-            out.commits.push((frame.lsn, commit));
+            if frame.lsn > checkpoint_lsn {
+                out.commits.push((frame.lsn, commit));
+            }
             out.last_lsn = frame.lsn;
             pos = frame.end;
         }
@@ -204,5 +222,9 @@ pub fn recover(dir: &Path) -> Result<Recovered> {
         }
         out.segments.push(Segment { name, first_lsn, len: pos as u64 });
     }
+    // A log that ends below the checkpoint (durability 'relaxed'/'none' lost its unsynced tail
+    // after the checkpoint was written) continues after the checkpoint.
+    out.log_end_lsn = out.last_lsn;
+    out.last_lsn = out.last_lsn.max(checkpoint_lsn);
     Ok(out)
 }

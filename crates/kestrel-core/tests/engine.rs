@@ -86,7 +86,7 @@ fn commit_wait(engine: &Engine, acks: &Acks, payload: &[u8]) -> Result<u64, kest
 }
 
 fn keys(engine: &Engine, collection: &str) -> Vec<String> {
-    engine.scan(collection, &ScanBounds::default(), u64::MAX).into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
+    engine.scan(collection, &ScanBounds::default(), u64::MAX).unwrap().into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
 }
 
 fn segment(dir: &Path, index: usize) -> PathBuf {
@@ -102,7 +102,7 @@ fn commit_is_visible_after_ack_and_survives_reopen() {
         let (e, acks) = open(&t.0, Options::default());
         assert_eq!(commit_wait(&e, &acks, &put("k1", b"v1")).unwrap(), 1);
         assert_eq!(commit_wait(&e, &acks, &put("k2", b"v2")).unwrap(), 2);
-        assert_eq!(e.get("c", b"k1", u64::MAX).as_deref(), Some(&b"v1"[..]));
+        assert_eq!(e.get("c", b"k1", u64::MAX).unwrap().as_deref(), Some(&b"v1"[..]));
         e.close().unwrap();
         assert_eq!(e.commit(&put("k3", b"v3")).unwrap_err().code, Code::Closed);
     }
@@ -210,7 +210,7 @@ fn failed_fsync_rejects_then_refuses_and_reopen_keeps_acknowledged() {
             commit_wait(&e, &acks, &put("k1", b"1")).unwrap();
             commit_wait(&e, &acks, &put("k2", b"2")).unwrap();
             assert_eq!(commit_wait(&e, &acks, &put("k3", b"3")).unwrap_err().code, code);
-            assert_eq!(e.get("c", b"k3", u64::MAX), None, "a failed commit is never visible");
+            assert_eq!(e.get("c", b"k3", u64::MAX).unwrap(), None, "a failed commit is never visible");
             assert_eq!(e.commit(&put("k4", b"4")).unwrap_err().code, Code::Io);
         }
         let (e, acks) = open(&t.0, Options::default());
@@ -287,7 +287,7 @@ fn crash_consistency_on_the_fake_disk() {
         let b: Vec<String> = keys(&e, "pairs").into_iter().filter(|k| k.starts_with('b')).map(|k| k[1..].to_string()).collect();
         assert_eq!(a, b, "round {round}: every transaction whole");
         for n in acked {
-            assert!(e.get("pairs", format!("a{n:08}").as_bytes(), u64::MAX).is_some(), "round {round}: acknowledged commit {n} lost");
+            assert!(e.get("pairs", format!("a{n:08}").as_bytes(), u64::MAX).unwrap().is_some(), "round {round}: acknowledged commit {n} lost");
         }
     }
 }
@@ -312,7 +312,7 @@ fn golden_bytes_of_a_small_log() {
         let put_kv = [1, 0, 1, 0, b'c', 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v'];
         let del_k = [1, 0, 1, 0, b'c', 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, b'k'];
         assert_eq!(commit_wait(&e, &acks, &put_kv).unwrap(), 1);
-        assert_eq!(e.get("c", b"k", 1).as_deref(), Some(&b"v"[..]));
+        assert_eq!(e.get("c", b"k", 1).unwrap().as_deref(), Some(&b"v"[..]));
         assert_eq!(commit_wait(&e, &acks, &del_k).unwrap(), 2);
         e.close().unwrap();
     }
@@ -347,8 +347,8 @@ fn golden_bytes_of_a_small_log() {
     // Replay: the delete wins; with one retained commit the version before it stays readable.
     let (e, _) = open(&t.0, Options { retain_commits: 1, ..Options::default() });
     assert_eq!(e.last_lsn(), 2);
-    assert_eq!(e.get("c", b"k", u64::MAX), None);
-    assert_eq!(e.get("c", b"k", 1).as_deref(), Some(&b"v"[..]));
+    assert_eq!(e.get("c", b"k", u64::MAX).unwrap(), None);
+    assert_eq!(e.get("c", b"k", 1).unwrap().as_deref(), Some(&b"v"[..]));
 }
 
 fn write_segment_header(dir: &Path, first_lsn: u64, bytes: &[u8]) -> PathBuf {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use kestrel_core::pages::PageFault;
 use kestrel_core::{Durability, Engine, Errno, FaultOptions, Options, ScanBounds};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -35,6 +36,23 @@ pub struct NativeOpenOptions {
     pub faults: Option<NativeFaults>,
     /// Versions of the last this-many commits stay readable after open.
     pub retain_commits: i64,
+    pub cache_bytes: i64,
+    pub checkpoint_bytes: i64,
+    /// 0 = no age threshold.
+    pub checkpoint_interval_ms: i64,
+    pub flush_queue_bytes: i64,
+    pub deferred_bytes_max: i64,
+}
+
+/// What a backup copies (see `Engine::backup_plan`).
+#[napi(object)]
+pub struct NativeBackupPlan {
+    pub commit_id: f64,
+    pub seq: f64,
+    pub pages: Uint32Array,
+    pub page_count: u32,
+    pub segment_names: Vec<String>,
+    pub segment_bytes: Vec<f64>,
 }
 
 /// Engine counters.
@@ -46,6 +64,26 @@ pub struct NativeStats {
     pub segments: i64,
     pub keys: i64,
     pub versions: i64,
+    pub record_bytes: i64,
+    pub retired: i64,
+    pub checkpoint_lsn: i64,
+    pub page_count: i64,
+    pub queued_batches: i64,
+    pub queued_bytes: i64,
+    pub deferred_batches: i64,
+    pub deferred_bytes: i64,
+    pub dirty_keys: i64,
+    pub dirty_bytes: i64,
+    pub applied_lsn: i64,
+    pub suspended: i64,
+    pub checkpoint_in_flight: bool,
+    pub checkpoints: i64,
+    pub checkpoint_failures: i64,
+    pub writer_waits: i64,
+    pub batches_deferred: i64,
+    pub segments_deleted: i64,
+    pub pages_written: i64,
+    pub last_checkpoint_ms: i64,
 }
 
 type DurableCallback = ThreadsafeFunction<
@@ -107,6 +145,11 @@ impl NativeEngine {
             group_bytes_max: positive("groupBytesMax", options.group_bytes_max)? as usize,
             faults,
             retain_commits: u64::try_from(options.retain_commits).map_err(|_| invalid("retainCommits must be ≥ 0".into()))?,
+            cache_bytes: positive("cacheBytes", options.cache_bytes)?,
+            checkpoint_bytes: positive("checkpointBytes", options.checkpoint_bytes)?,
+            checkpoint_interval_ms: u64::try_from(options.checkpoint_interval_ms).map_err(|_| invalid("checkpointIntervalMs must be ≥ 0".into()))?,
+            flush_queue_bytes: positive("flushQueueBytes", options.flush_queue_bytes)?,
+            deferred_bytes_max: positive("deferredBytesMax", options.deferred_bytes_max)?,
         };
         let notify: kestrel_core::Notify = Box::new(move |lsn, err| {
             let (code, message) = match err {
@@ -157,7 +200,8 @@ impl NativeEngine {
                     v.len() as i64
                 }
             })
-        })
+        })?
+        .map_err(to_js)
     }
 
     /// Scan into `out` as `[u32 LE key length][key][u32 LE value length][value]…`: returns the
@@ -176,7 +220,7 @@ impl NativeEngine {
         mut out: Uint8Array,
     ) -> std::result::Result<i64, napi::Error<String>> {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let rows = self.with_name(collection, |name| self.engine.scan(name, &bounds, snapshot as u64))?;
+        let rows = self.with_name(collection, |name| self.engine.scan(name, &bounds, snapshot as u64))?.map_err(to_js)?;
         let out: &mut [u8] = unsafe { out.as_mut() };
         let total: usize = rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
         if total > out.len() {
@@ -195,8 +239,8 @@ impl NativeEngine {
 
     /// The value of a key at `snapshot` (a commit id), or null.
     #[napi]
-    pub fn get(&self, collection: String, key: &[u8], snapshot: f64) -> Option<Buffer> {
-        self.engine.get(&collection, key, snapshot as u64).map(Buffer::from)
+    pub fn get(&self, collection: String, key: &[u8], snapshot: f64) -> std::result::Result<Option<Buffer>, napi::Error<String>> {
+        Ok(self.engine.get(&collection, key, snapshot as u64).map_err(to_js)?.map(Buffer::from))
     }
 
     /// Allow pruning of versions no snapshot ≥ `horizon` can see; `sweep` prunes every key now.
@@ -223,15 +267,72 @@ impl NativeEngine {
         reverse: bool,
         limit: u32,
         snapshot: f64,
-    ) -> Vec<Buffer> {
+    ) -> std::result::Result<Vec<Buffer>, napi::Error<String>> {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let rows = self.engine.scan(&collection, &bounds, snapshot as u64);
+        let rows = self.engine.scan(&collection, &bounds, snapshot as u64).map_err(to_js)?;
         let mut out = Vec::with_capacity(rows.len() * 2);
         for (k, v) in rows {
             out.push(Buffer::from(k));
             out.push(Buffer::from(v));
         }
-        out
+        Ok(out)
+    }
+
+    /// Ask for a checkpoint of everything visible now; poll `checkpointStatus(ticket)`.
+    #[napi]
+    pub fn request_checkpoint(&self) -> std::result::Result<f64, napi::Error<String>> {
+        self.engine.request_checkpoint().map(|t| t as f64).map_err(to_js)
+    }
+
+    /// True once the checkpoint of `ticket` is published; throws if it failed.
+    #[napi]
+    pub fn checkpoint_status(&self, ticket: f64) -> std::result::Result<bool, napi::Error<String>> {
+        self.engine.checkpoint_status(ticket as u64).map_err(to_js)
+    }
+
+    /// Suspend the flusher (reference-counted); returns whether a checkpoint is still being written.
+    #[napi]
+    pub fn suspend_flusher(&self) -> bool {
+        self.engine.suspend_flusher()
+    }
+
+    /// A checkpoint is being written now.
+    #[napi]
+    pub fn flusher_busy(&self) -> bool {
+        self.engine.flusher_busy()
+    }
+
+    /// Undo one `suspendFlusher` (the last one applies the deferred batches first).
+    #[napi]
+    pub fn resume_flusher(&self) -> std::result::Result<(), napi::Error<String>> {
+        self.engine.resume_flusher().map_err(to_js)
+    }
+
+    /// Test-only: the next checkpoint crashes at `fault` ('none', 'losePagesBeforeMeta', 'tearMeta').
+    #[napi]
+    pub fn set_page_fault(&self, fault: String) -> std::result::Result<(), napi::Error<String>> {
+        let f = match fault.as_str() {
+            "none" => PageFault::None,
+            "losePagesBeforeMeta" => PageFault::LosePagesBeforeMeta,
+            "tearMeta" => PageFault::TearMeta,
+            other => return Err(invalid(format!("unknown page fault {other}"))),
+        };
+        self.engine.set_page_fault(f);
+        Ok(())
+    }
+
+    /// What a backup copies now (the flusher must be suspended and idle).
+    #[napi]
+    pub fn backup_plan(&self) -> std::result::Result<NativeBackupPlan, napi::Error<String>> {
+        let p = self.engine.backup_plan().map_err(to_js)?;
+        Ok(NativeBackupPlan {
+            commit_id: p.commit_id as f64,
+            seq: p.seq as f64,
+            pages: Uint32Array::new(p.pages),
+            page_count: p.page_count,
+            segment_names: p.segments.iter().map(|(n, _)| n.clone()).collect(),
+            segment_bytes: p.segments.iter().map(|(_, b)| *b as f64).collect(),
+        })
     }
 
     /// LSN of the last visible commit.
@@ -250,6 +351,26 @@ impl NativeEngine {
             segments: s.segments as i64,
             keys: s.keys as i64,
             versions: s.versions as i64,
+            record_bytes: s.record_bytes as i64,
+            retired: s.retired as i64,
+            checkpoint_lsn: s.checkpoint_lsn as i64,
+            page_count: s.page_count as i64,
+            queued_batches: s.flow.queued_batches as i64,
+            queued_bytes: s.flow.queued_bytes as i64,
+            deferred_batches: s.flow.deferred_batches as i64,
+            deferred_bytes: s.flow.deferred_bytes as i64,
+            dirty_keys: s.flow.dirty_keys as i64,
+            dirty_bytes: s.flow.dirty_bytes as i64,
+            applied_lsn: s.flow.applied_lsn as i64,
+            suspended: s.flow.suspended as i64,
+            checkpoint_in_flight: s.flow.checkpoint_in_flight,
+            checkpoints: s.flow.checkpoints as i64,
+            checkpoint_failures: s.flow.checkpoint_failures as i64,
+            writer_waits: s.flow.writer_waits as i64,
+            batches_deferred: s.flow.batches_deferred as i64,
+            segments_deleted: s.flow.segments_deleted as i64,
+            pages_written: s.flow.pages_written as i64,
+            last_checkpoint_ms: s.flow.last_checkpoint_ms as i64,
         }
     }
 

@@ -10,13 +10,16 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../errors.js'
 import { decodeCommit, type WriteOp } from '../payload.js'
-import type { Core, CoreOpenOptions, CoreScanOptions, CoreStats } from '../types.js'
+import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreStats, PageFault } from '../types.js'
 import { prepareDirectory } from './directory.js'
-import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from './format.js'
+import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, parseSegmentName, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from './format.js'
 import { syncDir } from './fsutil.js'
-import { VersionStore } from './store.js'
+import { Flow, makeBatch } from './flush.js'
+import { PageStore } from './pages/store.js'
+import { VersionStore, type Written } from './store.js'
 import { recoverLog } from './recovery.js'
 import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
+import { readdirSync, statSync } from 'node:fs'
 
 /** Queued bytes past which new commits wait for the writer (back-pressure, never a drop). */
 const QUEUE_BYTES_MAX = 256 * 1024 * 1024
@@ -25,6 +28,10 @@ const QUEUE_BYTES_MAX = 256 * 1024 * 1024
  * written into pre-zeroed space has no file-size change to journal.
  */
 const PREALLOC_BYTES = 4 * 1024 * 1024
+/** Bytes of the page cache for a record cache of `cacheBytes`. */
+function pageCacheBytes(cacheBytes: number): number {
+  return Math.min(64 << 20, Math.max(1 << 20, Math.floor(cacheBytes / 8)))
+}
 /** In `relaxed` mode, fdatasync with a batch when the last sync is older than this. */
 const RELAXED_SYNC_INTERVAL_MS = 100
 
@@ -54,38 +61,60 @@ export class TsCore implements Core {
   private batches = 0
   private syncs = 0
 
+  /** The last published batch: the active segment's name and length after it, its last LSN. */
+  private durableAt: { segment: string; length: number; lsn: number }
+
   private constructor(
-    private readonly dir: string,
+    readonly dir: string,
     private readonly options: CoreOpenOptions,
     private readonly vfs: Vfs,
+    private readonly pages: PageStore,
     private readonly store: VersionStore,
+    private readonly flow: Flow,
     private active: LogFile,
+    private activeName: string,
     private segmentCount: number,
     lastLsn: number,
   ) {
     this.nextLsn = lastLsn + 1
     this.visibleLsn = lastLsn
+    this.durableAt = { segment: activeName, length: active.length, lsn: lastLsn }
   }
 
   /** Open (or create) the database in `dir` and recover it. */
   static async open(dir: string, options: CoreOpenOptions): Promise<TsCore> {
     await prepareDirectory(dir)
-    const recovered = await recoverLog(dir)
-    const store = new VersionStore()
-    for (const c of recovered.commits) store.apply(c.lsn, c.ops)
-    // Replay installed every version; keep only what the retention window asks for.
-    store.setHorizon(Math.max(0, recovered.lastLsn - options.retainCommits), true)
-    const vfs: Vfs = options.faults ? new FaultyVfs(options.faults) : new RealVfs()
-    let segmentCount = recovered.segments.length
-    const last = recovered.segments[recovered.segments.length - 1]
-    let active: LogFile
-    if (last) {
-      active = await vfs.openLog(join(dir, LOG_DIR, last.name), last.length)
-    } else {
-      active = await TsCore.createSegment(dir, vfs, recovered.lastLsn + 1)
-      segmentCount = 1
+    const pages = PageStore.open(dir, pageCacheBytes(options.cacheBytes))
+    try {
+      const meta = pages.meta()
+      const recovered = await recoverLog(dir, meta.checkpointLsn)
+      const store = new VersionStore(pages, meta.checkpointLsn, meta.records)
+      let segmentCount = recovered.segments.length
+      const flow = new Flow(pages, store, options, join(dir, LOG_DIR), meta.checkpointLsn, (n) => { core.segmentCount -= n })
+      // The replayed tail is not in the page store yet: it is dirty.
+      for (const c of recovered.commits) flow.applyNow(makeBatch(c.lsn, store.apply(c.lsn, c.ops)))
+      // Replay installed every version; keep only what the retention window asks for.
+      store.setHorizon(Math.max(0, recovered.lastLsn - options.retainCommits), true)
+      const vfs: Vfs = options.faults ? new FaultyVfs(options.faults) : new RealVfs()
+      const last = recovered.segments[recovered.segments.length - 1]
+      let active: LogFile
+      let activeName: string
+      if (last && recovered.logEndLsn >= recovered.lastLsn) {
+        active = await vfs.openLog(join(dir, LOG_DIR, last.name), last.length)
+        activeName = last.name
+      } else {
+        // No log, or one that ends below the checkpoint: continue after the checkpoint.
+        active = await TsCore.createSegment(dir, vfs, recovered.lastLsn + 1)
+        activeName = segmentName(recovered.lastLsn + 1)
+        segmentCount++
+      }
+      const core: TsCore = new TsCore(dir, options, vfs, pages, store, flow, active, activeName, segmentCount, recovered.lastLsn)
+      flow.start()
+      return core
+    } catch (err) {
+      pages.close()
+      throw err
     }
-    return new TsCore(dir, options, vfs, store, active, segmentCount, recovered.lastLsn)
   }
 
   private static async createSegment(dir: string, vfs: Vfs, firstLsn: number): Promise<LogFile> {
@@ -193,9 +222,21 @@ export class TsCore implements Core {
       return
     }
     this.batches++
-    // Publish: apply in LSN order, advance the horizon, then acknowledge.
-    for (const p of batch) this.store.apply(p.lsn, p.ops)
-    this.visibleLsn = batch[batch.length - 1]!.lsn
+    // Publish: apply in LSN order, advance the horizon, hand the batch to the gopher (a full
+    // queue holds the acknowledgement back: committers wait), then acknowledge.
+    const written: Written[] = []
+    try {
+      for (const p of batch) for (const w of this.store.apply(p.lsn, p.ops)) written.push(w)
+    } catch (err) {
+      // Durable, but a page-store read failed (corruption): stop; the reopen decides.
+      await this.fail(err, batch, this.active.length)
+      return
+    }
+    const last = batch[batch.length - 1]!.lsn
+    this.visibleLsn = last
+    this.durableAt = { segment: this.activeName, length: this.active.length, lsn: last }
+    const wait = this.flow.push(makeBatch(last, written))
+    if (wait) await wait
     for (const p of batch) p.resolve(BigInt(p.lsn))
   }
 
@@ -211,6 +252,7 @@ export class TsCore implements Core {
     // last as corruption, so its zeroed preallocation must go first.
     await this.seal(old)
     this.active = await TsCore.createSegment(this.dir, this.vfs, firstLsn)
+    this.activeName = segmentName(firstLsn)
     this.segmentCount++
     await old.close()
   }
@@ -263,7 +305,44 @@ export class TsCore implements Core {
   }
 
   stats(): CoreStats {
-    return { engine: 'ts', durableLsn: this.visibleLsn, batches: this.batches, syncs: this.syncs, segments: this.segmentCount, keys: this.store.liveKeys, versions: this.store.versions }
+    const meta = this.pages.meta()
+    return {
+      engine: 'ts', durableLsn: this.visibleLsn, batches: this.batches, syncs: this.syncs, segments: this.segmentCount,
+      keys: this.store.liveKeys, versions: this.store.versions, recordBytes: this.store.recordBytes, retired: this.store.retired,
+      checkpointLsn: meta.checkpointLsn, pageCount: meta.pageCount, flow: this.flow.stats(),
+    }
+  }
+
+  checkpoint(): Promise<void> {
+    const refused = this.refusal()
+    if (refused) return Promise.reject(refused)
+    return this.flow.checkpoint(this.visibleLsn)
+  }
+
+  async suspendFlusher(): Promise<void> {
+    this.assertReadable()
+    await this.flow.suspend()
+  }
+
+  resumeFlusher(): void {
+    this.flow.resume()
+  }
+
+  backupPlan(): BackupPlan {
+    if (!this.flow.isSuspended() || this.flow.isBusy()) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'backupPlan() needs the flusher suspended and idle')
+    }
+    const { segment, length, lsn } = this.durableAt
+    const meta = this.pages.meta()
+    const logDir = join(this.dir, LOG_DIR)
+    const names = readdirSync(logDir).filter((n) => parseSegmentName(n) !== undefined && n <= segment).sort()
+    // Sealed segments' lengths are final (the trimmer is the flusher, which is suspended).
+    const segments = names.map((name) => ({ name, bytes: name === segment ? length : statSync(join(logDir, name)).size }))
+    return { commitId: lsn, seq: meta.seq, pages: this.pages.reachablePages(), pageCount: meta.pageCount, segments }
+  }
+
+  setPageFault(fault: PageFault): void {
+    this.flow.fault = fault
   }
 
   async close(): Promise<void> {
@@ -273,13 +352,18 @@ export class TsCore implements Core {
     const wasOpen = this.state === 'open'
     this.state = 'closed'
     let sealError: unknown
+    let flushError: unknown
     try {
       // A failure leaves a zeroed tail, which recovery cuts, but commits that 'relaxed'/'none'
       // acknowledged since the last sync may not be durable: report it.
       if (wasOpen) await this.seal(this.active).catch((err: unknown) => { sealError = err })
+      // The final checkpoint (not after a failed log write: the reopen recovers from the log).
+      await this.flow.stop(wasOpen && sealError === undefined).catch((err: unknown) => { flushError = err })
     } finally {
       await this.active.close()
+      this.pages.close()
     }
+    if (flushError !== undefined) throw flushError
     if (sealError !== undefined) {
       throw new KestrelError('KESTREL_IO', `closing: the final fdatasync of the log failed (${(sealError as Error).message}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure`, { cause: sealError })
     }
@@ -302,6 +386,8 @@ export class TsCore implements Core {
     this.failQueued()
     while (this.flushing) await this.flushing
     this.state = 'closed'
+    await this.flow.stop(false)
+    this.pages.close()
     await this.vfs.crash(tearBytes)
   }
 }

@@ -21,8 +21,10 @@ export interface RecoveredCommit {
 /** What recovery found. */
 export interface RecoveryResult {
   commits: RecoveredCommit[]
-  /** LSN of the last good record (0 if none). */
+  /** The database's last LSN: the log's last good record, or the checkpoint's if the log ends below it. */
   lastLsn: number
+  /** LSN of the log's own last good record (0 if none). */
+  logEndLsn: number
   /** Segments in LSN order, with their first LSN and clean length. */
   segments: Array<{ name: string; firstLsn: number; length: number }>
   /** Bytes cut from a torn tail (0 when the log ended cleanly). */
@@ -59,23 +61,32 @@ function isTornTail(bytes: Uint8Array, from: number, lastGoodLsn: number): boole
   return true
 }
 
-/** Recover the log under `dir`. */
-export async function recoverLog(dir: string): Promise<RecoveryResult> {
+/**
+ * Recover the log under `dir` on top of a checkpoint at `checkpointLsn` (0 = none): the good
+ * commits after it. Segments wholly at or below the checkpoint (left when a crash interrupted
+ * trimming) are skipped; the first one kept must start at most at `checkpointLsn + 1`.
+ */
+export async function recoverLog(dir: string, checkpointLsn = 0): Promise<RecoveryResult> {
   const logDir = join(dir, LOG_DIR)
-  const names = (await readdir(logDir))
+  const all = (await readdir(logDir))
     .map((name) => ({ name, firstLsn: parseSegmentName(name) }))
     .filter((s): s is { name: string; firstLsn: number } => s.firstLsn !== undefined)
     .sort((a, b) => a.firstLsn - b.firstLsn)
+  let skip = 0
+  while (skip + 1 < all.length && all[skip + 1]!.firstLsn <= checkpointLsn + 1) skip++
+  const names = all.slice(skip)
 
-  const result: RecoveryResult = { commits: [], lastLsn: 0, segments: [], truncatedBytes: 0 }
+  const result: RecoveryResult = { commits: [], lastLsn: checkpointLsn, logEndLsn: 0, segments: [], truncatedBytes: 0 }
   for (let i = 0; i < names.length; i++) {
     const { name, firstLsn } = names[i]!
     const isLast = i === names.length - 1
     const path = join(logDir, name)
     const bytes = new Uint8Array(await readFile(path))
     const header = readSegmentHeader(bytes)
+    // The first segment may start anywhere up to the record after the checkpoint.
+    const chains = i === 0 ? firstLsn >= 1 && firstLsn <= checkpointLsn + 1 : firstLsn === result.lastLsn + 1
     if ('error' in header || header.firstLsn !== firstLsn) {
-      if (isLast && bytes.length < SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES && firstLsn === result.lastLsn + 1) {
+      if (isLast && bytes.length < SEGMENT_HEADER_BYTES + FRAME_HEADER_BYTES && chains) {
         // A crash while creating the segment: nothing in it was ever acknowledged.
         await unlink(path)
         await syncDir(logDir)
@@ -83,12 +94,13 @@ export async function recoverLog(dir: string): Promise<RecoveryResult> {
       }
       throw corrupt(name, 0, 'error' in header ? header.error : `header says first LSN ${header.firstLsn}`)
     }
-    if (firstLsn !== result.lastLsn + 1) {
+    if (!chains) {
       const missing = firstLsn > result.lastLsn + 1
         ? `records ${result.lastLsn + 1}..${firstLsn - 1} are missing (a segment file was deleted)`
         : `segment starts at LSN ${firstLsn}, overlapping LSN ${result.lastLsn}`
       throw corrupt(name, 0, missing)
     }
+    if (i === 0) result.lastLsn = firstLsn - 1
 
     let pos = SEGMENT_HEADER_BYTES
     let damage: string | undefined
@@ -106,7 +118,7 @@ export async function recoverLog(dir: string): Promise<RecoveryResult> {
       } catch (err) {
         throw corrupt(name, pos, `commit record ${frame.lsn} does not parse: ${(err as Error).message}`)
       }
-      result.commits.push({ lsn: frame.lsn, ops })
+      if (frame.lsn > checkpointLsn) result.commits.push({ lsn: frame.lsn, ops })
       result.lastLsn = frame.lsn
       pos = frame.end
     }
@@ -123,5 +135,9 @@ export async function recoverLog(dir: string): Promise<RecoveryResult> {
     }
     result.segments.push({ name, firstLsn, length: pos })
   }
+  // A log that ends below the checkpoint ('relaxed'/'none' lost an unsynced tail written before
+  // the checkpoint) continues after the checkpoint.
+  result.logEndLsn = result.lastLsn
+  result.lastLsn = Math.max(result.lastLsn, checkpointLsn)
   return result
 }

@@ -1,0 +1,177 @@
+/**
+ * Online backup (I4) on both engines, named after the failure it designs out: ArcadeDB's
+ * concurrent full backup that caught half a transaction ("count % 500 != 0") because its flush
+ * thread kept writing pages while the backup read them (seed 003).
+ */
+import { existsSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { open, restore, verifyDirectory, type BackupResult, type Database } from '../lib/index.js'
+import { coreOf, ENGINES, expectCode, other, tempDir } from './helpers.js'
+
+const TX_RECORDS = 500
+
+interface Acked { writer: number; n: number; commitId: bigint }
+
+/** Writers commit transactions of exactly 500 records until `stop()`; returns what was acknowledged. */
+function startWriters(db: Database, writers: number): { acked: Acked[]; stop: () => Promise<void> } {
+  const c = db.collection('records')
+  const acked: Acked[] = []
+  let running = true
+  const loops = Array.from({ length: writers }, async (_, writer) => {
+    // Bounded by stop().
+    for (let n = 0; running; n++) {
+      const info = await db.transaction((tx) => {
+        for (let i = 0; i < TX_RECORDS; i++) tx.put(c, [writer, n, i], { writer, n, i, pad: 'p'.repeat(40) })
+      })
+      void info
+      acked.push({ writer, n, commitId: db.lastCommitId() })
+    }
+  })
+  return { acked, stop: async () => { running = false; await Promise.all(loops) } }
+}
+
+/** Restore `backup`, open the copy with `engine`, and check it against what was acknowledged before the backup. */
+async function checkBackup(engine: 'native' | 'ts', backup: BackupResult, ackedBefore: Acked[]): Promise<number> {
+  const restored = tempDir('restored')
+  const report = await restore(backup.path, restored)
+  expect(report.ok, report.problems.join('\n')).toBe(true)
+  const db = await open(restored, { engine })
+  try {
+    expect(db.lastCommitId()).toBe(backup.commitId)
+    const c = db.collection<{ writer: number; n: number; i: number }>('records')
+    const snap = db.snapshot()
+    const perTx = new Map<string, number>()
+    let count = 0
+    for (const { value } of snap.scan(c)) {
+      count++
+      const k = `${value.writer}/${value.n}`
+      perTx.set(k, (perTx.get(k) ?? 0) + 1)
+    }
+    snap.close()
+    expect(count % TX_RECORDS, `a backup holding ${count} records has a partial transaction`).toBe(0)
+    for (const [k, n] of perTx) expect(n, `transaction ${k}`).toBe(TX_RECORDS)
+    for (const a of ackedBefore) expect(perTx.get(`${a.writer}/${a.n}`), `commit ${a.commitId} acknowledged before backup()`).toBe(TX_RECORDS)
+    const v = await db.verify()
+    expect(v.ok, v.problems.join('\n')).toBe(true)
+    return count
+  } finally {
+    await db.close()
+  }
+}
+
+describe.each(ENGINES)('backup (%s)', (engine) => {
+  for (const busy of [false, true]) {
+    it(`ArcadeDB #3774: backups under writers hold whole 500-record transactions only${busy ? ', with the flusher busy when each backup starts' : ''}`, async () => {
+      const dir = tempDir()
+      const db = await open(dir, { engine, checkpointBytes: 256 * 1024, checkpointIntervalMs: 20 })
+      const w = startWriters(db, 2)
+      const backups: Array<{ result: BackupResult; ackedBefore: Acked[] }> = []
+      try {
+        // Let some transactions and checkpoints happen first.
+        while (w.acked.length < 4) await new Promise((r) => setTimeout(r, 5))
+        for (let i = 0; i < 4; i++) {
+          if (busy) {
+            // A checkpoint in flight when the backup suspends the flusher: the backup must wait it out.
+            void db.checkpoint().catch(() => undefined)
+            await new Promise((r) => setImmediate(r))
+          }
+          const ackedBefore = [...w.acked]
+          const result = await db.backup(tempDir(`backup${i}`))
+          backups.push({ result, ackedBefore })
+          expect(result.commitId >= (ackedBefore.at(-1)?.commitId ?? 0n)).toBe(true)
+        }
+      } finally {
+        await w.stop()
+      }
+      expect(coreOf(db).stats().flow.suspended).toBe(0)
+      await db.close()
+      const counts: number[] = []
+      for (const [i, b] of backups.entries()) counts.push(await checkBackup(i % 2 === 0 ? other(engine) : engine, b.result, b.ackedBefore))
+      expect(counts.at(-1)! > 0).toBe(true)
+    })
+  }
+
+  it('reports progress, resolves with the commit id and the bytes copied, and the copy opens in the other engine', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    const c = db.collection<string>('c')
+    for (let i = 0; i < 50; i++) await db.transaction((tx) => { for (let j = 0; j < 100; j++) tx.put(c, [i, j], 'v'.repeat(100)) })
+    await db.checkpoint()
+    await db.transaction((tx) => tx.put(c, 'after-checkpoint', 'tail'))
+    const seen: number[] = []
+    const dest = tempDir('backup')
+    const r = await db.backup(dest, { onProgress: (p) => seen.push(p.bytesCopied) })
+    expect(r.commitId).toBe(db.lastCommitId())
+    expect(r.bytes).toBeGreaterThan(500_000)
+    expect(seen.length).toBeGreaterThan(0)
+    expect(seen).toEqual([...seen].sort((a, b) => a - b))
+    await db.close()
+    expect(verifyDirectory(dest).ok).toBe(true)
+    const copy = await open(dest, { engine: other(engine) })
+    expect(copy.snapshot().get(copy.collection<string>('c'), 'after-checkpoint')).toBe('tail')
+    expect(copy.snapshot().get(copy.collection<string>('c'), [49, 99])).toBe('v'.repeat(100))
+    expect(copy.stats().keys).toBe(5001)
+    await copy.close()
+  })
+
+  it('a cancelled backup rejects with AbortError, removes the partial copy and resumes the flusher', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    const c = db.collection<string>('c')
+    for (let i = 0; i < 20; i++) await db.transaction((tx) => { for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(200)) })
+    await db.checkpoint()
+    const ac = new AbortController()
+    const dest = tempDir('cancelled')
+    // Writers go on while the backup runs and is cancelled: their batches are deferred.
+    const writes = Array.from({ length: 20 }, (_, i) => db.transaction((tx) => tx.put(c, ['during', i], 'd')))
+    await expect(db.backup(dest, { signal: ac.signal, onProgress: () => ac.abort() })).rejects.toMatchObject({ name: 'AbortError' })
+    await Promise.all(writes)
+    expect(existsSync(dest)).toBe(false)
+    expect(coreOf(db).stats().flow.suspended).toBe(0)
+    await db.checkpoint()
+    expect(coreOf(db).stats().flow.deferredBatches).toBe(0)
+    await db.close()
+    const again = await open(dir, { engine: other(engine), cacheBytes: 1 << 20 })
+    for (let i = 0; i < 20; i++) expect(again.snapshot().get(again.collection<string>('c'), ['during', i])).toBe('d')
+    await again.close()
+  })
+
+  it('refuses a non-empty target, a target inside the database, and a closed handle', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    await db.transaction((tx) => tx.put(db.collection('c'), 'k', 1))
+    const full = tempDir('full')
+    mkdirSync(full, { recursive: true })
+    writeFileSync(join(full, 'something'), 'x')
+    await expectCode(() => db.backup(full), 'KESTREL_INVALID_ARGUMENT')
+    expect(readdirSync(full)).toEqual(['something'])
+    await expectCode(() => db.backup(join(dir, 'inner')), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => db.backup(''), 'KESTREL_INVALID_ARGUMENT')
+    await db.close()
+    await expectCode(() => db.backup(tempDir('late')), 'KESTREL_CLOSED')
+  })
+
+  it('restore refuses a corrupt backup and a non-empty target', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    await db.transaction((tx) => tx.put(db.collection('c'), 'k', 1))
+    await db.transaction((tx) => tx.put(db.collection('c'), 'k2', 2))
+    const dest = tempDir('b')
+    await db.backup(dest)
+    await db.close()
+    const target = tempDir('t')
+    mkdirSync(target, { recursive: true })
+    writeFileSync(join(target, 'x'), 'x')
+    await expectCode(() => restore(dest, target), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => restore(tempDir('nothing'), tempDir('t2')), 'KESTREL_NOT_A_DATABASE')
+    // Damage the first record of the backup's log (a later record follows): restore refuses it.
+    const seg = readdirSync(join(dest, 'log'))[0]!
+    const path = join(dest, 'log', seg)
+    const { readFileSync } = await import('node:fs')
+    const bytes = readFileSync(path)
+    bytes[32 + 20] ^= 0xff
+    writeFileSync(path, bytes)
+    await expectCode(() => restore(dest, tempDir('t3')), 'KESTREL_CORRUPT')
+  })
+})

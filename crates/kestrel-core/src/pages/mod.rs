@@ -1,0 +1,633 @@
+//! The page store `pages.kdb` (docs/FORMAT.md, "Page store"): the state of every collection at
+//! the checkpoint LSN as copy-on-write B+trees in 4096-byte pages, two meta slots, a free list.
+//!
+//! - [`layout`]: page bytes (header, meta, leaf, branch, overflow, free list, packing).
+//! - [`tree`]: lookups, ranges, the deterministic copy-on-write `apply`, the allocator, the
+//!   structural walk behind `check` and `reachable_pages`.
+//! - this file: [`PageStore`] — open, reads, the checkpoint driver (write, sync, meta, sync,
+//!   publish) and the page cache.
+//!
+//! Concurrency: the published checkpoint (`Published`) sits behind an `RwLock`. Readers hold the
+//! read lock for a whole traversal; `checkpoint` reads the published trees and writes new pages
+//! without any lock — the allocator only hands out pages the published checkpoint cannot reach —
+//! and takes the write lock only to drop stale cache entries and publish.
+
+mod layout;
+mod tree;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::error::{Code, Error, Result};
+use crate::payload::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+
+pub use layout::PAGE_BYTES;
+use layout::{check_header, Header, PageBuf, META_SLOTS};
+
+pub const PAGE_FILE: &str = "pages.kdb";
+
+/// The page cache holds at least this many pages whatever `cache_bytes` says.
+pub const CACHE_PAGES_MIN: usize = 64;
+
+/// A checkpoint's meta page. With no checkpoint: seq 0, checkpoint_lsn 0, catalog_root 0,
+/// page_count 2, free 0/0, records 0 (see [`PageStore::meta`]; `Default` is all zeros).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub seq: u64,
+    pub checkpoint_lsn: u64,
+    /// 0 = no collections.
+    pub catalog_root: u32,
+    /// Invariant: ≥ 2; the file's pages are 0 … page_count − 1.
+    pub page_count: u32,
+    /// 0 = no free list.
+    pub free_head: u32,
+    pub free_count: u32,
+    /// Live records over all collections.
+    pub records: u64,
+}
+
+impl Meta {
+    /// The state before the first checkpoint.
+    const NONE: Meta = Meta { seq: 0, checkpoint_lsn: 0, catalog_root: 0, page_count: META_SLOTS, free_head: 0, free_count: 0, records: 0 };
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub commit_id: u64,
+    pub value: Vec<u8>,
+}
+
+/// One changed key: Some((commit id, value)) = the version visible at the checkpoint LSN; None = deleted.
+pub type Change = (Vec<u8>, Option<(u64, Vec<u8>)>);
+
+#[derive(Clone, Debug, Default)]
+pub struct CollectionChanges {
+    pub name: String,
+    /// Sorted by key, no duplicates, non-empty.
+    pub changes: Vec<Change>,
+}
+
+/// Test-only crash points inside a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PageFault {
+    #[default]
+    None,
+    /// The new pages reach the file as garbage (lost / garbled unsynced writes), then the
+    /// checkpoint fails with KESTREL_IO before its meta page is written.
+    LosePagesBeforeMeta,
+    /// All pages written and synced, then only the first 2048 bytes of the new meta page are
+    /// written (the rest of the slot keeps its old bytes) and the checkpoint fails with KESTREL_IO.
+    TearMeta,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    pub seq: u64,
+    pub lsn: u64,
+    /// Tree, overflow and free-list pages written (the meta page not counted).
+    pub pages_written: u64,
+    /// Pages freed by this checkpoint (reusable from the next one on), incl. the old free-list chain.
+    pub pages_freed: u64,
+    /// Every byte written to the file, the meta page included: (pages_written + 1) × 4096.
+    pub bytes_written: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    /// Empty = the published checkpoint is structurally sound.
+    pub problems: Vec<String>,
+    /// Pages reached from the meta page (catalog, trees, overflow chains, free-list chain).
+    pub pages_reachable: u64,
+    /// Page numbers listed in the free list.
+    pub pages_free: u64,
+    /// Leaf entries over all collection trees.
+    pub records: u64,
+    /// Bytes of entries in collection leaves over the leaves' 4072-byte bodies, in percent
+    /// (0 with no leaves).
+    pub leaf_fill_percent: f64,
+}
+
+/// The error for a page that fails a check on read; says what to do.
+pub(crate) fn corrupt(page_no: u32, what: &str) -> Error {
+    Error::new(
+        Code::Corrupt,
+        format!(
+            "{}; the page store is damaged: restore the database from a backup (kestrel restore), and run kestrel verify to see all the damage",
+            problem(page_no, what)
+        ),
+    )
+}
+
+/// A check problem naming the page.
+pub(crate) fn problem(page_no: u32, what: &str) -> String {
+    format!("{PAGE_FILE} page {page_no}: {what}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page cache
+
+/// A bounded map from page number to a verified page. Eviction is random (cheap and with no
+/// pathological pattern); correctness does not depend on what is kept, only on stale entries
+/// being dropped when a page number is rewritten (`invalidate`).
+pub(crate) struct PageCache {
+    /// Invariant: ≥ CACHE_PAGES_MIN.
+    capacity_pages: usize,
+    inner: Mutex<CacheInner>,
+}
+
+struct CacheInner {
+    /// page → (page, index in `keys`). Invariant: keys[map[p].1] == p; map.len() == keys.len() ≤ capacity.
+    map: HashMap<u32, (Arc<PageBuf>, usize)>,
+    keys: Vec<u32>,
+    /// xorshift state for the eviction choice; never 0.
+    rng: u64,
+}
+
+impl CacheInner {
+    fn remove(&mut self, page_no: u32) {
+        let Some((_, at)) = self.map.remove(&page_no) else { return };
+        self.keys.swap_remove(at);
+        if let Some(&moved) = self.keys.get(at) {
+            self.map.get_mut(&moved).expect("cache index consistent").1 = at;
+        }
+        debug_assert_eq!(self.map.len(), self.keys.len());
+    }
+}
+
+impl PageCache {
+    fn new(cache_bytes: usize) -> PageCache {
+        let capacity_pages = (cache_bytes / PAGE_BYTES).max(CACHE_PAGES_MIN);
+        PageCache { capacity_pages, inner: Mutex::new(CacheInner { map: HashMap::new(), keys: Vec::new(), rng: 0x9E37_79B9_7F4A_7C15 }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, page_no: u32) -> Option<Arc<PageBuf>> {
+        self.lock().map.get(&page_no).map(|(p, _)| p.clone())
+    }
+
+    fn insert(&self, page_no: u32, page: Arc<PageBuf>) {
+        let mut c = self.lock();
+        if let Some(slot) = c.map.get_mut(&page_no) {
+            slot.0 = page;
+            return;
+        }
+        if c.keys.len() >= self.capacity_pages {
+            c.rng ^= c.rng << 13;
+            c.rng ^= c.rng >> 7;
+            c.rng ^= c.rng << 17;
+            let victim = c.keys[(c.rng % c.keys.len() as u64) as usize];
+            c.remove(victim);
+        }
+        let at = c.keys.len();
+        c.keys.push(page_no);
+        c.map.insert(page_no, (page, at));
+        debug_assert!(c.keys.len() <= self.capacity_pages);
+    }
+
+    fn invalidate(&self, pages: impl Iterator<Item = u32>) {
+        let mut c = self.lock();
+        for p in pages {
+            c.remove(p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading pages of one checkpoint
+
+/// Reads verified pages of one checkpoint (`meta`): the page number must be below its page
+/// count, the page must pass CRC / kind / own-number / seq checks.
+pub(crate) struct PageSource<'a> {
+    pub file: &'a File,
+    pub meta: Meta,
+    cache: &'a PageCache,
+}
+
+impl PageSource<'_> {
+    /// A page of one of `kinds`; corruption is the inner `Err(what)`, I/O failure the outer one.
+    /// `cached`: look in and fill the page cache (tree pages); overflow and free-list pages
+    /// bypass it so that big values do not evict the trees.
+    pub fn read_checked(&self, page_no: u32, kinds: &[u8], cached: bool) -> Result<std::result::Result<(Header, Arc<PageBuf>), String>> {
+        if page_no < META_SLOTS || page_no >= self.meta.page_count {
+            return Ok(Err(format!("referenced, but outside the checkpoint's pages 2..{}", self.meta.page_count)));
+        }
+        if cached {
+            if let Some(page) = self.cache.get(page_no) {
+                // Verified when it entered the cache; only the kind depends on who asks.
+                let h = layout::read_header(&page);
+                if !kinds.contains(&h.kind) {
+                    return Ok(check_header(&page, page_no, kinds, self.meta.seq).map(|h| (h, page)));
+                }
+                return Ok(Ok((h, page)));
+            }
+        }
+        let mut buf = layout::zeroed_page();
+        match self.file.read_exact_at(&mut buf[..], page_no as u64 * PAGE_BYTES as u64) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Err("beyond the end of the file".into())),
+            Err(e) => return Err(Error::io(&format!("reading {PAGE_FILE} page {page_no}"), &e)),
+        }
+        let h = match check_header(&buf, page_no, kinds, self.meta.seq) {
+            Ok(h) => h,
+            Err(what) => return Ok(Err(what)),
+        };
+        let page: Arc<PageBuf> = Arc::from(buf);
+        if cached {
+            self.cache.insert(page_no, page.clone());
+        }
+        Ok(Ok((h, page)))
+    }
+
+    /// As [`read_checked`](Self::read_checked) with corruption as `KESTREL_CORRUPT`.
+    pub fn read(&self, page_no: u32, kinds: &[u8], cached: bool) -> Result<(Header, Arc<PageBuf>)> {
+        self.read_checked(page_no, kinds, cached)?.map_err(|what| corrupt(page_no, &what))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store
+
+/// The published checkpoint.
+struct Published {
+    meta: Meta,
+    /// None until the file exists (no checkpoint was ever written here).
+    file: Option<Arc<File>>,
+}
+
+/// The page store of one database directory: the published checkpoint's trees, read by any
+/// number of threads while one flusher writes the next checkpoint.
+pub struct PageStore {
+    dir: PathBuf,
+    path: PathBuf,
+    published: RwLock<Published>,
+    cache: PageCache,
+    /// Serializes checkpoints: the caller already does (one flusher); this makes it a guarantee,
+    /// which the "writes need no lock" argument depends on. Holds the pages of failed attempts
+    /// that a retry must not touch (see [`tree::Quarantine`]).
+    flusher: Mutex<tree::Quarantine>,
+}
+
+// Readers on many threads share one store.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<PageStore>();
+};
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&format!("syncing directory {}", dir.display()), &e))
+}
+
+/// Read up to `buf.len()` bytes at `offset`; bytes past the end of the file stay as they are.
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    // Bounded: each round either reads ≥ 1 byte or ends the loop.
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// The published meta of an existing file: the valid slot with the higher seq, or none.
+fn read_meta(file: &File) -> Result<Meta> {
+    let mut slots = [layout::zeroed_page(), layout::zeroed_page()];
+    for (i, slot) in slots.iter_mut().enumerate() {
+        read_up_to(file, &mut slot[..], i as u64 * PAGE_BYTES as u64).map_err(|e| Error::io(&format!("reading {PAGE_FILE} meta slot {i}"), &e))?;
+    }
+    let mut best: Option<Meta> = None;
+    for (i, slot) in slots.iter().enumerate() {
+        match layout::decode_meta(slot, i as u32) {
+            layout::Slot::Valid(m) => {
+                if best.is_none_or(|b| m.seq > b.seq) {
+                    best = Some(m);
+                }
+            }
+            // Spec reading: any otherwise well-formed meta page (CRC, kind, number, parity,
+            // magic) of a newer version refuses the file, whichever slot is newer: this build
+            // cannot know what that version did to the pages.
+            layout::Slot::NewerVersion(v) => {
+                return Err(Error::new(
+                    Code::FormatVersion,
+                    format!(
+                        "{PAGE_FILE} meta slot {i} has format version {v}, this build reads version {}; open the database with a newer kestreldb",
+                        crate::format::FORMAT_VERSION
+                    ),
+                ))
+            }
+            layout::Slot::Invalid(_) => {}
+        }
+    }
+    let Some(meta) = best else { return Ok(Meta::NONE) };
+    // A valid meta page whose numbers do not fit the file is damage, not "no checkpoint".
+    let slot = (meta.seq % 2) as u32;
+    if meta.page_count < META_SLOTS || meta.catalog_root >= meta.page_count || meta.free_head >= meta.page_count || (meta.catalog_root != 0 && meta.catalog_root < META_SLOTS) || (meta.free_head != 0 && meta.free_head < META_SLOTS) {
+        return Err(corrupt(slot, &format!("meta page with page count {}, catalog root {}, free list at {}", meta.page_count, meta.catalog_root, meta.free_head)));
+    }
+    let file_bytes = file.metadata().map_err(|e| Error::io(&format!("reading the size of {PAGE_FILE}"), &e))?.len();
+    if file_bytes < meta.page_count as u64 * PAGE_BYTES as u64 {
+        return Err(corrupt(slot, &format!("checkpoint {} has {} pages but the file holds only {file_bytes} bytes (truncated)", meta.seq, meta.page_count)));
+    }
+    Ok(meta)
+}
+
+fn invalid(msg: String) -> Error {
+    Error::new(Code::InvalidArgument, msg)
+}
+
+/// The caller's promises about `checkpoint`'s input, checked.
+fn validate_changes(lsn: u64, changes: &[CollectionChanges], meta: &Meta) -> Result<()> {
+    if lsn < meta.checkpoint_lsn {
+        return Err(invalid(format!("checkpoint at LSN {lsn} is before the current checkpoint LSN {}", meta.checkpoint_lsn)));
+    }
+    for (i, cc) in changes.iter().enumerate() {
+        if cc.name.len() > KEY_BYTES_MAX {
+            return Err(invalid(format!("collection name of {} bytes", cc.name.len())));
+        }
+        // str's Ord is bytewise, as the catalog's key order.
+        if i > 0 && changes[i - 1].name >= cc.name {
+            return Err(invalid(format!("collections not in strictly ascending name order at {:?}", cc.name)));
+        }
+        if cc.changes.is_empty() {
+            return Err(invalid(format!("collection {:?} listed with no changes", cc.name)));
+        }
+        for (j, (key, value)) in cc.changes.iter().enumerate() {
+            if key.len() > KEY_BYTES_MAX {
+                return Err(invalid(format!("collection {:?}: key of {} bytes > {KEY_BYTES_MAX}", cc.name, key.len())));
+            }
+            if j > 0 && cc.changes[j - 1].0 >= *key {
+                return Err(invalid(format!("collection {:?}: changes not in strictly ascending key order", cc.name)));
+            }
+            if let Some((_, v)) = value {
+                if v.len() > VALUE_BYTES_MAX {
+                    return Err(invalid(format!("collection {:?}: value of {} bytes > {VALUE_BYTES_MAX}", cc.name, v.len())));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pages to write per `write_all_at` when coalescing a run of consecutive page numbers.
+const WRITE_RUN_PAGES_MAX: usize = 256;
+
+/// Write `pages` (sorted by number, distinct), coalescing consecutive numbers.
+/// `garble`: write deterministic garbage (and some zero pages) instead — the lost-writes fault.
+fn write_pages(file: &File, pages: &[(u32, Box<PageBuf>)], garble: bool) -> Result<()> {
+    let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN_PAGES_MAX * PAGE_BYTES);
+    let mut i = 0;
+    // Bounded: each outer round consumes ≥ 1 page.
+    while i < pages.len() {
+        let first = pages[i].0;
+        run.clear();
+        while i < pages.len() && run.len() < WRITE_RUN_PAGES_MAX * PAGE_BYTES && pages[i].0 == first + (run.len() / PAGE_BYTES) as u32 {
+            let (no, page) = &pages[i];
+            if garble {
+                let mut x = (*no as u64) << 1 | 1;
+                run.extend((0..PAGE_BYTES).map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Every third page "lost" (zeros), the others garbled.
+                    if no % 3 == 0 { 0 } else { x as u8 }
+                }));
+            } else {
+                run.extend_from_slice(&page[..]);
+            }
+            i += 1;
+        }
+        file.write_all_at(&run, first as u64 * PAGE_BYTES as u64).map_err(|e| Error::io(&format!("writing {PAGE_FILE} pages {first}.."), &e))?;
+    }
+    Ok(())
+}
+
+impl PageStore {
+    /// Open `<dir>/pages.kdb` (does not create it: a missing file = no checkpoint; the file is
+    /// created by the first checkpoint, and the directory fsync'd then). Picks the valid meta
+    /// slot with the higher seq. No valid slot = no checkpoint (not an error). A meta page with a
+    /// newer format version → `KESTREL_FORMAT_VERSION`. `cache_bytes` bounds the page cache
+    /// (at least 64 pages).
+    pub fn open(dir: &Path, cache_bytes: usize) -> Result<PageStore> {
+        let path = dir.join(PAGE_FILE);
+        let (meta, file) = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => (read_meta(&f)?, Some(Arc::new(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Meta::NONE, None),
+            Err(e) => return Err(Error::io(&format!("opening {}", path.display()), &e)),
+        };
+        Ok(PageStore {
+            dir: dir.to_path_buf(),
+            path,
+            published: RwLock::new(Published { meta, file }),
+            cache: PageCache::new(cache_bytes),
+            flusher: Mutex::new(tree::Quarantine::default()),
+        })
+    }
+
+    /// The published checkpoint.
+    pub fn meta(&self) -> Meta {
+        self.read_state().meta
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, Published> {
+        self.published.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` on the published checkpoint under the read lock; None when there is no file yet.
+    fn with_source<T>(&self, f: impl FnOnce(&PageSource<'_>) -> Result<T>) -> Result<Option<T>> {
+        let state = self.read_state();
+        let Some(file) = &state.file else { return Ok(None) };
+        let src = PageSource { file, meta: state.meta, cache: &self.cache };
+        f(&src).map(Some)
+    }
+
+    pub fn get(&self, collection: &str, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
+        Ok(self
+            .with_source(|src| {
+                let Some((root, _)) = tree::catalog_get(src, collection.as_bytes())? else { return Ok(None) };
+                tree::lookup(src, root, key, |_, e| Ok((e.commit_id, tree::read_value(src, &e.value)?)))
+            })?
+            .flatten())
+    }
+
+    /// Up to `max` entries (max ≥ 1, else `KESTREL_INVALID_ARGUMENT`) of `collection` within
+    /// the bounds, ascending or (reverse) descending.
+    pub fn range(&self, collection: &str, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool, max: usize) -> Result<Vec<Entry>> {
+        if max == 0 {
+            return Err(invalid("range with max = 0 (pass at least 1)".into()));
+        }
+        Ok(self
+            .with_source(|src| {
+                let mut out = Vec::new();
+                let Some((root, _)) = tree::catalog_get(src, collection.as_bytes())? else { return Ok(out) };
+                tree::range(src, root, lower, upper, reverse, &mut |_, e| {
+                    out.push(Entry { key: e.key.to_vec(), commit_id: e.commit_id, value: tree::read_value(src, &e.value)? });
+                    Ok(out.len() < max)
+                })?;
+                Ok(out)
+            })?
+            .unwrap_or_default())
+    }
+
+    /// (name, live records) of every collection in the published checkpoint, name order.
+    pub fn collections(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .with_source(|src| {
+                let mut out = Vec::new();
+                tree::range(src, src.meta.catalog_root, Bound::Unbounded, Bound::Unbounded, false, &mut |page, e| {
+                    let (_, records) = layout::decode_catalog_value(e).map_err(|what| corrupt(page, &what))?;
+                    let name = std::str::from_utf8(e.key).map_err(|_| corrupt(page, &format!("catalog name {:?} is not UTF-8", String::from_utf8_lossy(e.key))))?;
+                    out.push((name.to_string(), records));
+                    Ok(true)
+                })?;
+                Ok(out)
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Every page the published checkpoint reaches (catalog, trees, overflow chains, free-list
+    /// chain), ascending; not the meta slots. A structural problem → `KESTREL_CORRUPT`.
+    pub fn reachable_pages(&self) -> Result<Vec<u32>> {
+        Ok(self
+            .with_source(|src| {
+                let walk = tree::walk(src)?;
+                if let Some(first) = walk.problems.first() {
+                    return Err(Error::new(Code::Corrupt, format!("{first}; restore the database from a backup (kestrel restore)")));
+                }
+                Ok(walk.reached)
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Structural check of the published checkpoint per the spec's "Checks" list: the
+    /// problems found (empty = fine) plus counts. Reads the pages from disk, not the cache.
+    pub fn check(&self) -> Result<CheckReport> {
+        Ok(self
+            .with_source(|src| {
+                let walk = tree::walk(src)?;
+                let fill = if walk.leaf_pages == 0 { 0.0 } else { 100.0 * walk.leaf_bytes as f64 / (walk.leaf_pages as f64 * layout::BODY_BYTES as f64) };
+                Ok(CheckReport { pages_reachable: walk.reached.len() as u64, pages_free: walk.free.len() as u64, records: walk.records, leaf_fill_percent: fill, problems: walk.problems })
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Write checkpoint seq+1 at `lsn` (≥ the current checkpoint LSN) from `changes` (sorted by
+    /// name, each non-empty) exactly per the spec, fdatasync, write the meta slot, fdatasync,
+    /// publish. Safe to run while other threads read; on any error the published state is
+    /// unchanged.
+    pub fn checkpoint(&self, lsn: u64, changes: &[CollectionChanges], fault: PageFault) -> Result<CheckpointReport> {
+        let mut quarantine = self.flusher.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only this (serialized) function changes the published state, so this snapshot stays
+        // the published checkpoint until we publish.
+        let (meta, file) = {
+            let state = self.read_state();
+            (state.meta, state.file.clone())
+        };
+        validate_changes(lsn, changes, &meta)?;
+        let file = match file {
+            Some(f) => f,
+            None => {
+                let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path).map_err(|e| Error::io(&format!("creating {}", self.path.display()), &e))?;
+                // The new directory entry must be durable before any meta page in it counts.
+                sync_dir(&self.dir)?;
+                Arc::new(f)
+            }
+        };
+        let src = PageSource { file: &file, meta, cache: &self.cache };
+        let mut built = tree::build_checkpoint(&src, lsn, changes, &quarantine)?;
+        built.pages.sort_unstable_by_key(|(no, _)| *no);
+        debug_assert!(built.pages.windows(2).all(|w| w[0].0 < w[1].0), "each page written once");
+        debug_assert!(built.pages.iter().all(|(no, _)| *no >= META_SLOTS && *no < built.meta.page_count));
+
+        let outcome = self.write_checkpoint(&file, &built, fault);
+        // The pages written (or garbled) may still be cached from an older checkpoint that could
+        // reach them; drop them. Under the write lock no reader is mid-traversal.
+        let mut state = self.published.write().unwrap_or_else(PoisonError::into_inner);
+        self.cache.invalidate(built.pages.iter().map(|(no, _)| *no));
+        if let Err((err, meta_attempted)) = outcome {
+            if meta_attempted {
+                quarantine.add(built.pages.iter().map(|(no, _)| *no), built.meta.page_count);
+            }
+            return Err(err);
+        }
+        state.meta = built.meta;
+        state.file = Some(file);
+        drop(state);
+        // The new meta page is durable and supersedes every failed attempt's.
+        *quarantine = tree::Quarantine::default();
+        let pages_written = built.pages.len() as u64;
+        Ok(CheckpointReport { seq: built.meta.seq, lsn, pages_written, pages_freed: built.pages_freed, bytes_written: (pages_written + 1) * PAGE_BYTES as u64 })
+    }
+
+    /// Step 6 of the spec: pages, fdatasync, meta slot, fdatasync. On error also says whether
+    /// the meta write had begun (then the new meta page may be on disk after all).
+    fn write_checkpoint(&self, file: &File, built: &tree::Built, fault: PageFault) -> std::result::Result<(), (Error, bool)> {
+        let before_meta = |e: Error| (e, false);
+        let after_meta = |e: Error| (e, true);
+        if fault == PageFault::LosePagesBeforeMeta {
+            write_pages(file, &built.pages, true).map_err(before_meta)?;
+            return Err(before_meta(Error::new(Code::Io, "injected fault: the checkpoint's pages were lost before its meta page was written")));
+        }
+        write_pages(file, &built.pages, false).map_err(before_meta)?;
+        file.sync_data().map_err(|e| before_meta(Error::io(&format!("syncing {PAGE_FILE}"), &e)))?;
+        let meta_page = layout::encode_meta(&built.meta);
+        let slot_offset = (built.meta.seq % 2) * PAGE_BYTES as u64;
+        let meta_bytes = if fault == PageFault::TearMeta { PAGE_BYTES / 2 } else { PAGE_BYTES };
+        file.write_all_at(&meta_page[..meta_bytes], slot_offset).map_err(|e| after_meta(Error::io(&format!("writing {PAGE_FILE} meta page"), &e)))?;
+        if fault == PageFault::TearMeta {
+            return Err(after_meta(Error::new(Code::Io, "injected fault: the checkpoint's meta page was torn")));
+        }
+        file.sync_data().map_err(|e| after_meta(Error::io(&format!("syncing {PAGE_FILE}"), &e)))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(tag: u8) -> Arc<PageBuf> {
+        Arc::new([tag; PAGE_BYTES])
+    }
+
+    #[test]
+    fn cache_is_bounded_and_invalidates() {
+        let c = PageCache::new(0);
+        assert_eq!(c.capacity_pages, CACHE_PAGES_MIN);
+        for p in 0..1000u32 {
+            c.insert(p, page(p as u8));
+            assert_eq!(c.get(p).unwrap()[0], p as u8);
+        }
+        {
+            let inner = c.lock();
+            assert_eq!(inner.keys.len(), CACHE_PAGES_MIN);
+            for (i, k) in inner.keys.iter().enumerate() {
+                assert_eq!(inner.map[k].1, i);
+            }
+        }
+        c.insert(999, page(7));
+        assert_eq!(c.get(999).unwrap()[0], 7);
+        c.invalidate([999, 5_000].into_iter());
+        assert!(c.get(999).is_none());
+        let inner = c.lock();
+        assert_eq!(inner.keys.len(), CACHE_PAGES_MIN - 1);
+        for (i, k) in inner.keys.iter().enumerate() {
+            assert_eq!(inner.map[k].1, i);
+        }
+    }
+}

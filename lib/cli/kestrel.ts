@@ -1,0 +1,229 @@
+#!/usr/bin/env node
+/**
+ * The `kestrel` command: `stat`, `verify`, `backup`, `restore` (run `kestrel help`).
+ *
+ * Exit codes (stable, for scripts):
+ * - 0 — done; for `verify`, no problem found
+ * - 1 — `verify` found problems, or a backup does not verify (the report says where)
+ * - 2 — bad usage (unknown command, missing or extra arguments, unknown option, a target
+ *   directory that is not new or empty)
+ * - 3 — the directory is missing, is not a kestreldb database, or is open in another process
+ * - 4 — anything else went wrong (I/O, disk full, …); the message says what to do
+ */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { open } from '../database.js'
+import { KestrelError } from '../errors.js'
+import { restore, type BackupProgress } from '../backup.js'
+import { verifyDirectory, type VerifyReport } from '../verify.js'
+import type { EngineChoice } from '../options.js'
+import { acquireLock, releaseLock } from '../lock.js'
+
+/** Exit codes of the command (see the module comment). */
+export const EXIT = { ok: 0, problems: 1, usage: 2, notADatabase: 3, failed: 4 } as const
+
+const USAGE = `usage: kestrel <command> [options]
+
+commands:
+  stat <dir>                 what the database holds: commits, checkpoint, log, pages, memory
+  verify <dir>               check checksums, B+tree order and fill, free pages, log continuity
+  backup <dir> <dest>        copy a consistent database into <dest> (new or empty directory)
+  restore <backup> <dir>     verify <backup> and copy it into <dir> (new or empty directory)
+  help                       this text
+
+options:
+  --json                     print the result as JSON (stat, verify)
+  --engine native|ts|auto    the engine that opens <dir> (default auto)
+  --progress / --no-progress show a progress bar on stderr (default: when stderr is a terminal)
+
+exit codes: 0 ok, 1 problems found, 2 bad usage, 3 not a database / missing / locked, 4 failed`
+
+class UsageError extends Error {}
+
+interface Parsed {
+  command: string
+  args: string[]
+  json: boolean
+  engine: EngineChoice
+  progress: boolean
+}
+
+function parse(argv: string[]): Parsed {
+  const out: Parsed = { command: '', args: [], json: false, engine: 'auto', progress: process.stderr.isTTY === true }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (a === '--json') out.json = true
+    else if (a === '--progress') out.progress = true
+    else if (a === '--no-progress') out.progress = false
+    else if (a === '--engine') {
+      const v = argv[++i]
+      if (v !== 'native' && v !== 'ts' && v !== 'auto') throw new UsageError(`--engine needs native, ts or auto, got ${v ?? 'nothing'}`)
+      out.engine = v
+    } else if (a === '-h' || a === '--help') out.command = out.command || 'help'
+    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`)
+    else if (!out.command) out.command = a
+    else out.args.push(a)
+  }
+  return out
+}
+
+function need(p: Parsed, names: string[]): void {
+  if (p.args.length !== names.length) {
+    throw new UsageError(`kestrel ${p.command} needs ${names.map((n) => `<${n}>`).join(' ')}, got ${p.args.length} argument(s)`)
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`
+}
+
+/** A one-line progress bar on stderr, redrawn at most every 100 ms. */
+function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; done: () => void } {
+  let last = 0
+  let drawn = false
+  const draw = (p: BackupProgress): void => {
+    const width = 30
+    const frac = p.bytesTotal > 0 ? Math.min(1, p.bytesCopied / p.bytesTotal) : 1
+    const fill = Math.round(frac * width)
+    process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${mib(p.bytesCopied)} / ${mib(p.bytesTotal)} (${p.phase})   `)
+    drawn = true
+  }
+  return {
+    update: (p) => {
+      if (!enabled) return
+      const now = Date.now()
+      if (now - last >= 100 || p.bytesCopied >= p.bytesTotal) {
+        last = now
+        draw(p)
+      }
+    },
+    done: () => {
+      if (drawn) process.stderr.write('\n')
+    },
+  }
+}
+
+function printReport(r: VerifyReport, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(r, null, 2) + '\n')
+    return
+  }
+  const lines = [
+    `${r.ok ? 'ok' : 'PROBLEMS FOUND'}: checkpoint at commit ${r.checkpointLsn}, log up to commit ${r.lastCommitId}`,
+    `pages: ${r.pages.total} in the file, ${r.pages.reachable} reachable, ${r.pages.free} free; ${r.pages.records} records; leaves ${r.pages.leafFillPercent.toFixed(1)}% full`,
+    ...r.pages.collections.map((c) => `  collection ${JSON.stringify(c.name)}: ${c.records} records, depth ${c.depth}, ${c.leaves} leaves`),
+    `log: ${r.log.segments} segment(s), ${r.log.records} records from commit ${r.log.firstLsn}, ${mib(r.log.bytes)}`,
+    ...r.notes.map((n) => `note: ${n}`),
+    ...r.problems.map((p) => `problem: ${p}`),
+  ]
+  process.stdout.write(lines.join('\n') + '\n')
+}
+
+function requireDir(dir: string): void {
+  if (!existsSync(dir)) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} does not exist; give the directory of a kestreldb database`)
+}
+
+/** Run the command line `argv` (without node and the script); resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let p: Parsed
+  try {
+    p = parse(argv)
+    if (!p.command) throw new UsageError('no command given')
+  } catch (err) {
+    process.stderr.write(`kestrel: ${(err as Error).message}\n\n${USAGE}\n`)
+    return EXIT.usage
+  }
+  try {
+    switch (p.command) {
+      case 'help':
+        process.stdout.write(USAGE + '\n')
+        return EXIT.ok
+      case 'stat': {
+        need(p, ['dir'])
+        requireDir(p.args[0]!)
+        const db = await open(p.args[0]!, { engine: p.engine })
+        try {
+          const s = db.stats()
+          if (p.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n')
+          else {
+            process.stdout.write([
+              `engine: ${s.engine}`,
+              `last commit: ${s.durableLsn}`,
+              `checkpoint: commit ${s.checkpointLsn}${s.checkpointLsn === 0 ? ' (none yet)' : ''}`,
+              `records: ${s.keys}`,
+              `log: ${s.segments} segment(s)`,
+              `pages: ${s.pageCount} (${mib(s.pageCount * 4096)})`,
+              `memory: ${mib(s.recordBytes)} of records, ${s.versions} versions`,
+            ].join('\n') + '\n')
+          }
+        } finally {
+          await db.close()
+        }
+        return EXIT.ok
+      }
+      case 'verify': {
+        need(p, ['dir'])
+        requireDir(p.args[0]!)
+        // The files are checked as they are, without opening the database (nothing is written,
+        // so a backup or a damaged directory can be checked too). The lock keeps a database
+        // that another process has open from changing underneath.
+        const dir = p.args[0]!
+        if (!existsSync(join(dir, 'KESTREL'))) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
+        await acquireLock(dir)
+        let report: VerifyReport
+        try {
+          report = verifyDirectory(dir)
+        } finally {
+          await releaseLock(dir)
+        }
+        printReport(report, p.json)
+        return report.ok ? EXIT.ok : EXIT.problems
+      }
+      case 'backup': {
+        need(p, ['dir', 'dest'])
+        requireDir(p.args[0]!)
+        const bar = progressBar(p.progress)
+        const db = await open(p.args[0]!, { engine: p.engine })
+        try {
+          const r = await db.backup(p.args[1]!, { onProgress: bar.update })
+          bar.done()
+          process.stdout.write(p.json ? JSON.stringify({ commitId: Number(r.commitId), bytes: r.bytes, path: r.path }) + '\n' : `backed up commit ${r.commitId} (${mib(r.bytes)}) to ${r.path}\n`)
+        } finally {
+          await db.close()
+        }
+        return EXIT.ok
+      }
+      case 'restore': {
+        need(p, ['backup', 'dir'])
+        requireDir(p.args[0]!)
+        const bar = progressBar(p.progress)
+        const r = await restore(p.args[0]!, p.args[1]!, { onProgress: bar.update })
+        bar.done()
+        process.stdout.write(p.json ? JSON.stringify(r) + '\n' : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
+        return EXIT.ok
+      }
+      default:
+        throw new UsageError(`unknown command ${p.command}`)
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`kestrel: ${err.message}\n\n${USAGE}\n`)
+      return EXIT.usage
+    }
+    const e = err as { code?: string; message?: string }
+    process.stderr.write(`kestrel ${p.command}: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}\n`)
+    if (e.code === 'KESTREL_NOT_A_DATABASE' || e.code === 'KESTREL_LOCKED' || e.code === 'KESTREL_FORMAT_VERSION') return EXIT.notADatabase
+    if (e.code === 'KESTREL_CORRUPT') return EXIT.problems
+    if (e.code === 'KESTREL_INVALID_ARGUMENT') return EXIT.usage
+    return EXIT.failed
+  }
+}
+
+// Run when executed as a script (not when imported by tests).
+const invoked = process.argv[1] ?? ''
+if (invoked.endsWith('kestrel.js') || invoked.endsWith('/kestrel')) {
+  main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err: unknown) => {
+    process.stderr.write(`kestrel: ${String(err)}\n`)
+    process.exitCode = EXIT.failed
+  })
+}

@@ -1,0 +1,368 @@
+/**
+ * The ts engine's gopher and flusher, twin of `crates/kestrel-core/src/flush.rs` (read its module
+ * comment for the whole picture):
+ *
+ * writer → `push(batch)` → queue → gopher → dirty set → flusher → checkpoint → trim log, retire.
+ *
+ * - The queue is bounded in bytes: `push` returns a promise that settles only when there is room,
+ *   and the writer awaits it before acknowledging the batch (committers wait; nothing is dropped).
+ * - The gopher applies batches in commit order; while the flusher is suspended it defers them, in
+ *   order, up to `deferredBytesMax`, then leaves them queued (so committers are throttled).
+ * - The last `resume` applies every deferred batch, in order, before anything newer.
+ * - The flusher writes a checkpoint by size, by age, on request or at close — never while
+ *   suspended; `suspend` resolves once no checkpoint is being written.
+ */
+import { readdir, unlink } from 'node:fs/promises'
+import { KestrelError, toKestrelError } from '../../errors.js'
+import type { PageFault } from '../types.js'
+import { parseSegmentName } from './format.js'
+import { syncDir } from './fsutil.js'
+import type { CollectionChanges, PageStore } from './pages/store.js'
+import { bytesToOrderedString, orderedStringToBytes } from '../../codec/bytes.js'
+import { writtenBytes, type VersionStore, type Written } from './store.js'
+
+/** A flusher that failed waits this long before trying again on its own. */
+const RETRY_AFTER_FAILURE_MS = 1000
+/** The longest the flusher sleeps between looks at its age threshold. */
+const FLUSHER_TICK_MS = 200
+
+/** What one group-commit batch wrote, in commit order. */
+export interface Batch {
+  lastLsn: number
+  writes: Written[]
+  /** Invariant: the sum of writtenBytes(writes[i]). */
+  bytes: number
+}
+
+export function makeBatch(lastLsn: number, writes: Written[]): Batch {
+  let bytes = 0
+  for (const w of writes) bytes += writtenBytes(w)
+  return { lastLsn, writes, bytes }
+}
+
+/** Options of the flow (validated by lib/options.ts). */
+export interface FlowOptions {
+  cacheBytes: number
+  checkpointBytes: number
+  checkpointIntervalMs: number
+  flushQueueBytes: number
+  deferredBytesMax: number
+}
+
+/** Counters of the flow, reported by stats(). */
+export interface FlowStats {
+  queuedBatches: number
+  queuedBytes: number
+  deferredBatches: number
+  deferredBytes: number
+  dirtyKeys: number
+  dirtyBytes: number
+  appliedLsn: number
+  suspended: number
+  checkpointInFlight: boolean
+  checkpoints: number
+  checkpointFailures: number
+  writerWaits: number
+  batchesDeferred: number
+  segmentsDeleted: number
+  pagesWritten: number
+  lastCheckpointMs: number
+}
+
+interface DirtyEntry { commitId: number; value: Uint8Array | undefined; bytes: number }
+
+export class Flow {
+  private readonly queue: Batch[] = []
+  /** Invariant: the sum of queue[i].bytes. */
+  private queueBytes = 0
+  private readonly roomWaiters: Array<() => void> = []
+  private readonly deferred: Batch[] = []
+  /** Invariant: the sum of deferred[i].bytes. */
+  private deferredBytes = 0
+  private suspended = 0
+  private inFlight: Promise<void> | undefined
+  /** Newest version of every key written after the checkpoint, up to appliedLsn. */
+  private dirty = new Map<string, Map<string, DirtyEntry>>()
+  private dirtyBytes = 0
+  private dirtyKeys = 0
+  private dirtySinceMs: number | undefined
+  /** Invariant: appliedLsn ≥ checkpointedLsn; batches apply in increasing LSN order. */
+  appliedLsn: number
+  private checkpointedLsn: number
+  private requested = 0
+  private requestTargetLsn = 0
+  private completed = 0
+  private failure: { upTo: number; error: KestrelError } | undefined
+  private retryAtMs = 0
+  private readonly ticketWaiters: Array<() => void> = []
+  private stopping = false
+  private timer: NodeJS.Timeout | undefined
+  /** Test-only: where the next checkpoint crashes. */
+  fault: PageFault = 'none'
+  private readonly counters = { checkpoints: 0, checkpointFailures: 0, writerWaits: 0, batchesDeferred: 0, segmentsDeleted: 0, pagesWritten: 0, lastCheckpointMs: 0 }
+
+  constructor(
+    private readonly pages: PageStore,
+    private readonly store: VersionStore,
+    private readonly options: FlowOptions,
+    private readonly logDir: string,
+    checkpointedLsn: number,
+    private readonly onSegmentsDeleted: (n: number) => void,
+  ) {
+    this.appliedLsn = checkpointedLsn
+    this.checkpointedLsn = checkpointedLsn
+  }
+
+  /** Start the age timer (not before open has replayed the log). */
+  start(): void {
+    this.timer = setInterval(() => this.maybeCheckpoint(), FLUSHER_TICK_MS)
+    this.timer.unref()
+  }
+
+  /** Apply a batch to the dirty set (the gopher's step; also replay at open). */
+  applyNow(batch: Batch): void {
+    for (const w of batch.writes) {
+      let m = this.dirty.get(w.collection)
+      if (!m) { m = new Map(); this.dirty.set(w.collection, m) }
+      const k = bytesToOrderedString(w.key)
+      const bytes = writtenBytes(w)
+      const old = m.get(k)
+      if (old) this.dirtyBytes -= old.bytes
+      else this.dirtyKeys++
+      m.set(k, { commitId: w.commitId, value: w.value, bytes })
+      this.dirtyBytes += bytes
+    }
+    if (this.dirtySinceMs === undefined && this.dirtyKeys > 0) this.dirtySinceMs = Date.now()
+    this.appliedLsn = Math.max(this.appliedLsn, batch.lastLsn)
+  }
+
+  /** The writer's hand-off: resolves once the batch is queued (at once unless the queue is full). */
+  push(batch: Batch): Promise<void> | undefined {
+    if (this.queue.length > 0 && this.queueBytes + batch.bytes > this.options.flushQueueBytes && !this.stopping) {
+      this.counters.writerWaits++
+      return new Promise<void>((resolve) => this.roomWaiters.push(resolve)).then(() => this.push(batch))
+    }
+    this.queue.push(batch)
+    this.queueBytes += batch.bytes
+    this.pump()
+    return undefined
+  }
+
+  /** The gopher: move queued batches to the dirty set, or to `deferred` while suspended. */
+  private pump(): void {
+    // Bounded by the queue.
+    while (this.queue.length > 0) {
+      const b = this.queue[0]!
+      if (this.suspended > 0 && !this.stopping) {
+        if (this.deferred.length > 0 && this.deferredBytes + b.bytes > this.options.deferredBytesMax) break
+        this.queue.shift()
+        this.queueBytes -= b.bytes
+        this.deferred.push(b)
+        this.deferredBytes += b.bytes
+        this.counters.batchesDeferred++
+      } else {
+        this.drainDeferred()
+        this.queue.shift()
+        this.queueBytes -= b.bytes
+        this.applyNow(b)
+      }
+    }
+    while (this.roomWaiters.length > 0 && (this.queue.length === 0 || this.queueBytes < this.options.flushQueueBytes)) this.roomWaiters.shift()!()
+    this.maybeCheckpoint()
+  }
+
+  private drainDeferred(): void {
+    for (const b of this.deferred.splice(0)) this.applyNow(b)
+    this.deferredBytes = 0
+  }
+
+  /** Suspend (reference-counted): resolves once no checkpoint is being written. */
+  async suspend(): Promise<void> {
+    this.suspended++
+    // Bounded: a checkpoint cannot start while suspended, so this waits for at most one.
+    while (this.inFlight) await this.inFlight.catch(() => undefined)
+  }
+
+  /** Undo one suspend; the last one applies the deferred batches first, in commit order. */
+  resume(): void {
+    if (this.suspended === 0) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'resume without a matching suspend')
+    this.suspended--
+    if (this.suspended === 0) {
+      this.drainDeferred()
+      this.pump()
+    }
+  }
+
+  isSuspended(): boolean {
+    return this.suspended > 0
+  }
+
+  isBusy(): boolean {
+    return this.inFlight !== undefined
+  }
+
+  /** Checkpoint everything visible up to `targetLsn`; resolves once it is published. */
+  async checkpoint(targetLsn: number): Promise<void> {
+    if (this.stopping) throw new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+    const ticket = ++this.requested
+    this.requestTargetLsn = Math.max(this.requestTargetLsn, targetLsn)
+    this.maybeCheckpoint()
+    // Bounded by the flusher: each wake-up follows a checkpoint that published or failed.
+    for (;;) {
+      if (this.completed >= ticket) return
+      if (this.failure && ticket <= this.failure.upTo) throw this.failure.error
+      await new Promise<void>((resolve) => this.ticketWaiters.push(resolve))
+    }
+  }
+
+  private wakeTickets(): void {
+    for (const w of this.ticketWaiters.splice(0)) w()
+  }
+
+  private shouldCheckpoint(nowMs: number): boolean {
+    if (this.suspended > 0 || this.inFlight || this.stopping) return false
+    if (this.requested > Math.max(this.completed, this.failure?.upTo ?? 0) && this.appliedLsn >= this.requestTargetLsn) return true
+    if (this.dirtyKeys === 0 || nowMs < this.retryAtMs) return false
+    const o = this.options
+    const bySize = this.dirtyBytes >= o.checkpointBytes
+    const byMemory = this.store.recordBytes > o.cacheBytes && this.dirtyBytes >= Math.max(1, o.checkpointBytes / 8)
+    const byAge = o.checkpointIntervalMs > 0 && this.dirtySinceMs !== undefined && nowMs - this.dirtySinceMs >= o.checkpointIntervalMs
+    return bySize || byMemory || byAge
+  }
+
+  private maybeCheckpoint(): void {
+    if (!this.shouldCheckpoint(Date.now())) return
+    this.inFlight = this.runCheckpoint().finally(() => {
+      this.inFlight = undefined
+      this.wakeTickets()
+      if (!this.stopping) setImmediate(() => this.maybeCheckpoint())
+    })
+    this.inFlight.catch(() => undefined)
+  }
+
+  /** Write one checkpoint of the dirty set at the last applied LSN. */
+  private async runCheckpoint(): Promise<void> {
+    const dirty = this.dirty
+    const since = this.dirtySinceMs
+    this.dirty = new Map()
+    this.dirtyBytes = 0
+    this.dirtyKeys = 0
+    this.dirtySinceMs = undefined
+    const lsn = this.appliedLsn
+    const tickets = this.requested
+    const fault = this.fault
+    this.fault = 'none'
+    const started = Date.now()
+    try {
+      if (!(lsn === this.pages.meta().checkpointLsn && dirty.size === 0)) {
+        const changes: CollectionChanges[] = []
+        for (const name of [...dirty.keys()].sort(compareNames)) {
+          const m = dirty.get(name)!
+          const keys = [...m.keys()].sort()
+          changes.push({
+            name,
+            changes: keys.map((k) => {
+              const e = m.get(k)!
+              return { key: orderedStringToBytes(k), version: e.value === undefined ? undefined : { commitId: e.commitId, value: e.value } }
+            }),
+          })
+        }
+        const report = await this.pages.checkpoint(lsn, changes, fault)
+        this.store.setCheckpointed(lsn)
+        this.store.retire(Math.floor(this.options.cacheBytes * 3 / 4))
+        const deleted = await trimLog(this.logDir, lsn)
+        this.onSegmentsDeleted(deleted)
+        this.counters.checkpoints++
+        this.counters.pagesWritten += report.pagesWritten
+        this.counters.segmentsDeleted += deleted
+        this.counters.lastCheckpointMs = Date.now() - started
+      }
+      this.checkpointedLsn = lsn
+      this.completed = Math.max(this.completed, tickets)
+      this.failure = undefined
+      this.retryAtMs = 0
+    } catch (err) {
+      // Nothing is lost: the changes go back under any newer ones, for the next try.
+      for (const [name, m] of dirty) {
+        let cur = this.dirty.get(name)
+        if (!cur) { cur = new Map(); this.dirty.set(name, cur) }
+        for (const [k, e] of m) {
+          if (!cur.has(k)) { cur.set(k, e); this.dirtyBytes += e.bytes; this.dirtyKeys++ }
+        }
+      }
+      this.dirtySinceMs = since ?? this.dirtySinceMs
+      this.counters.checkpointFailures++
+      this.retryAtMs = Date.now() + RETRY_AFTER_FAILURE_MS
+      this.failure = { upTo: tickets, error: toKestrelError(err, 'writing a checkpoint') }
+      throw this.failure.error
+    }
+  }
+
+  /**
+   * Stop: with `checkpoint`, apply everything (deferred too) and write a final checkpoint.
+   * Rejects if that final checkpoint fails (nothing is lost: the log still has every commit).
+   */
+  async stop(checkpoint: boolean): Promise<void> {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    while (this.inFlight) await this.inFlight.catch(() => undefined)
+    this.stopping = true
+    // Nothing may wait for room any more.
+    for (const w of this.roomWaiters.splice(0)) w()
+    if (!checkpoint) { this.wakeTickets(); return }
+    this.drainDeferred()
+    for (const b of this.queue.splice(0)) this.applyNow(b)
+    this.queueBytes = 0
+    try {
+      if (this.dirtyKeys > 0 || this.appliedLsn > this.checkpointedLsn) await this.runCheckpoint()
+    } catch (err) {
+      const e = err as KestrelError
+      throw new KestrelError(e.code, `the final checkpoint at close failed (${e.message}); nothing is lost: the log still holds every commit, and the next open replays it`, { cause: err })
+    } finally {
+      this.wakeTickets()
+    }
+  }
+
+  stats(): FlowStats {
+    return {
+      queuedBatches: this.queue.length,
+      queuedBytes: this.queueBytes,
+      deferredBatches: this.deferred.length,
+      deferredBytes: this.deferredBytes,
+      dirtyKeys: this.dirtyKeys,
+      dirtyBytes: this.dirtyBytes,
+      appliedLsn: this.appliedLsn,
+      suspended: this.suspended,
+      checkpointInFlight: this.inFlight !== undefined,
+      ...this.counters,
+    }
+  }
+}
+
+/** Bytewise (UTF-8) order of collection names, as the page store sorts them. */
+function compareNames(a: string, b: string): number {
+  const x = Buffer.from(a, 'utf8')
+  const y = Buffer.from(b, 'utf8')
+  return Buffer.compare(x, y)
+}
+
+/** Delete the log segments whose records are all at or below `lsn` (never the last one). */
+async function trimLog(logDir: string, lsn: number): Promise<number> {
+  let names: Array<{ name: string; first: number }>
+  try {
+    names = (await readdir(logDir))
+      .map((name) => ({ name, first: parseSegmentName(name) }))
+      .filter((s): s is { name: string; first: number } => s.first !== undefined)
+      .sort((a, b) => a.first - b.first)
+  } catch {
+    return 0
+  }
+  let deleted = 0
+  for (let i = 0; i + 1 < names.length; i++) {
+    if (names[i + 1]!.first <= lsn + 1) {
+      try { await unlink(`${logDir}/${names[i]!.name}`); deleted++ } catch { /* best effort: recovery skips it */ }
+    }
+  }
+  if (deleted > 0) await syncDir(logDir).catch(() => undefined)
+  return deleted
+}
