@@ -88,15 +88,19 @@ describe.each(ENGINES)('kestrel CLI (%s-written database)', (engine) => {
   it('verify reports a corrupt page and exits 1; a locked database exits 3', async () => {
     const dir = await makeDb(engine)
     const pages = join(dir, 'pages.kdb')
-    const size = readFileSync(pages).length
-    // Flip bytes in the middle of a tree page (page 2 is the first page after the meta slots).
+    const file = readFileSync(pages)
+    expect(file.length).toBeGreaterThan(3 * 4096)
+    // Flip bytes in the middle of the catalog root, read from the newer meta slot (FORMAT.md:
+    // u64 seq at byte 8, u32 catalog root at byte 48).
+    const slot = file.readBigUInt64LE(8) > file.readBigUInt64LE(4096 + 8) ? 0 : 1
+    const root = file.readUInt32LE(slot * 4096 + 48)
+    expect(root).toBeGreaterThan(1)
     const fd = openSync(pages, 'r+')
-    writeSync(fd, Buffer.from([0xde, 0xad, 0xbe, 0xef]), 0, 4, 2 * 4096 + 100)
+    writeSync(fd, Buffer.from([0xde, 0xad, 0xbe, 0xef]), 0, 4, root * 4096 + 100)
     closeSync(fd)
-    expect(size).toBeGreaterThan(3 * 4096)
     const v = kestrel('verify', dir)
     expect(v.code, v.out + v.err).toBe(1)
-    expect(v.out).toContain('page 2')
+    expect(v.out).toContain(`page ${root}`)
     const clean = await makeDb(engine)
     const db = await open(clean, { engine })
     const r = kestrel('verify', clean)

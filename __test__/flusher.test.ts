@@ -15,7 +15,14 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
     const core = coreOf(db)
     await core.suspendFlusher()
     let done = 0
-    const commits = Array.from({ length: 60 }, (_, i) => db.transaction((tx) => tx.put(c, ['k', i], 'v'.repeat(200))).then(() => { done++ }))
+    // Four writers, one commit at a time each: small batches (one group commit could otherwise
+    // carry all 60 commits in one batch, which an empty queue always accepts).
+    const commits = Array.from({ length: 4 }, async (_, w) => {
+      for (let i = w; i < 60; i += 4) {
+        await db.transaction((tx) => tx.put(c, ['k', i], 'v'.repeat(200)))
+        done++
+      }
+    })
     // Bounded wait for the flow to fill up.
     for (let i = 0; i < 200 && core.stats().flow.queuedBytes === 0; i++) await delay(5)
     await delay(50)

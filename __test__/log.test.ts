@@ -5,9 +5,16 @@
 import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { open, type Database } from '../lib/index.js'
+import { open as openDatabase, type Database, type OpenOptions } from '../lib/index.js'
 import { segmentHeader, segmentName } from '../lib/core/ts/format.js'
 import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+
+/**
+ * These tests look at the log itself, so they keep all of it: with every commit inside the
+ * retention window, no checkpoint covers the log and no segment is trimmed.
+ */
+const open = (dir: string, options: OpenOptions): Promise<Database> =>
+  openDatabase(dir, { retainHistory: { commits: Number.MAX_SAFE_INTEGER }, ...options })
 
 const segments = (dir: string): string[] => readdirSync(join(dir, 'log')).filter((n) => n.endsWith('.klog')).sort()
 

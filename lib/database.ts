@@ -246,7 +246,8 @@ export class Database {
 
   /**
    * Test-only: the next checkpoint crashes at `fault` — `'losePagesBeforeMeta'` (its pages reach
-   * the disk as garbage, no meta page) or `'tearMeta'` (half a meta page) — and fails with
+   * the disk as garbage, no meta page), `'tearMeta'` (only the first 40 bytes of its meta page:
+   * an invalid slot) or `'failMetaSync'` (a whole, valid meta page, then a failed sync) — and fails with
    * `KESTREL_IO`. Follow with {@link Database.simulateCrash} and reopen.
    */
   injectPageFault(fault: PageFault): void {

@@ -46,7 +46,7 @@ export interface CoreOpenOptions {
 }
 
 /** Test-only crash points inside a checkpoint (see docs/ARCHITECTURE.md). */
-export type PageFault = 'none' | 'losePagesBeforeMeta' | 'tearMeta'
+export type PageFault = 'none' | 'losePagesBeforeMeta' | 'tearMeta' | 'failMetaSync'
 
 /** What a backup copies; fixed while the flusher is suspended. */
 export interface BackupPlan {

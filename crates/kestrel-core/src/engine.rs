@@ -222,11 +222,11 @@ impl Engine {
         let log_dir = dir.join(LOG_DIR);
         let mut store = Store::new(meta.checkpoint_lsn, meta.records);
         let last_lsn = recovered.last_lsn;
-        let mut flow = Flow::new(meta.checkpoint_lsn);
+        let mut flow = Flow::new(meta.checkpoint_lsn, options.retain_commits);
         for (lsn, commit) in recovered.commits {
             // The replayed tail is not in the page store yet: it is dirty.
             let written = store.apply(lsn, commit, &pages)?;
-            flow.apply_now(Batch::new(lsn, written));
+            flow.admit(Batch::new(lsn, written));
         }
         // Replay installed every version; keep only what the retention window asks for.
         store.set_horizon(last_lsn.saturating_sub(options.retain_commits), true);

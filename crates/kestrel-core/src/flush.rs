@@ -98,6 +98,13 @@ pub struct Flow {
     /// Invariant: the sum of `deferred[i].bytes`.
     deferred_bytes: usize,
     deferred_bytes_max: usize,
+    /// Batches inside the retention window (the last `retain_commits` commits): a checkpoint
+    /// must not cover them, or reopen could no longer read their older versions (the log is
+    /// trimmed up to the checkpoint). Released to the dirty set, in order, as newer ones arrive.
+    held: VecDeque<Batch>,
+    retain_commits: u64,
+    /// Invariant: the highest LSN admitted (held or applied) ≥ applied_lsn.
+    seen_lsn: u64,
     /// Reference count of suspenders (backup, verify).
     suspended: u64,
     in_flight: bool,
@@ -130,8 +137,11 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn new(checkpointed_lsn: u64) -> Flow {
+    pub fn new(checkpointed_lsn: u64, retain_commits: u64) -> Flow {
         Flow {
+            held: VecDeque::new(),
+            retain_commits,
+            seen_lsn: checkpointed_lsn,
             queue: VecDeque::new(),
             queue_bytes: 0,
             queue_bytes_max: usize::MAX,
@@ -160,8 +170,28 @@ impl Flow {
         }
     }
 
-    /// Apply a batch to the dirty set (the gopher's step; also replay at open).
-    pub fn apply_now(&mut self, batch: Batch) {
+    /// Take a batch in commit order (the gopher's step; also replay at open): to the dirty set,
+    /// or held while it is inside the retention window.
+    pub fn admit(&mut self, batch: Batch) {
+        debug_assert!(batch.last_lsn >= self.seen_lsn || batch.writes.is_empty(), "batches arrive in commit order");
+        self.seen_lsn = self.seen_lsn.max(batch.last_lsn);
+        if self.retain_commits == 0 && self.held.is_empty() {
+            self.apply_now(batch);
+            return;
+        }
+        self.held.push_back(batch);
+        // Bounded by the held queue.
+        while let Some(front) = self.held.front() {
+            if front.last_lsn.saturating_add(self.retain_commits) > self.seen_lsn {
+                break;
+            }
+            let b = self.held.pop_front().expect("front exists");
+            self.apply_now(b);
+        }
+    }
+
+    /// Apply a batch to the dirty set.
+    fn apply_now(&mut self, batch: Batch) {
         debug_assert!(batch.last_lsn > self.applied_lsn || batch.writes.is_empty(), "batches apply in commit order");
         for w in batch.writes {
             let size = w.bytes();
@@ -214,7 +244,7 @@ impl Flow {
         // Bounded by the deferred queue; nothing is pushed to it while we hold the lock.
         while let Some(b) = self.deferred.pop_front() {
             self.deferred_bytes -= b.bytes;
-            self.apply_now(b);
+            self.admit(b);
         }
         debug_assert_eq!(self.deferred_bytes, 0);
     }
@@ -277,7 +307,9 @@ impl Flow {
             return false;
         }
         let failed_upto = self.failure.as_ref().map_or(0, |f| f.0);
-        let requested = self.requested > self.completed.max(failed_upto) && self.applied_lsn >= self.request_target_lsn;
+        // Everything up to the target has been taken (what is held inside the retention window
+        // cannot be checkpointed, so it does not count against the request).
+        let requested = self.requested > self.completed.max(failed_upto) && self.seen_lsn >= self.request_target_lsn;
         if requested {
             return true;
         }
@@ -362,7 +394,7 @@ fn gopher(shared: &Shared) {
             flow.drain_deferred();
             let b = flow.queue.pop_front().expect("front exists");
             flow.queue_bytes -= bytes;
-            flow.apply_now(b);
+            flow.admit(b);
         }
         shared.flow_changed.notify_all();
     }

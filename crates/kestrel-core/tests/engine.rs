@@ -49,6 +49,12 @@ impl Acks {
     }
 }
 
+/// Options that keep the whole log: nothing is checkpointed (every commit stays inside the
+/// retention window), so that tests of the log format and its recovery see every segment.
+fn log_only() -> Options {
+    Options { retain_commits: u64::MAX, ..Options::default() }
+}
+
 fn open(dir: &Path, options: Options) -> (Engine, Arc<Acks>) {
     let acks = Arc::new(Acks::default());
     let a = acks.clone();
@@ -148,7 +154,7 @@ fn group_commit_shares_fsyncs() {
 fn torn_and_zeroed_tails_are_cut_midlog_damage_is_corrupt() {
     let t = TempDir::new("tails");
     let write10 = |dir: &Path| {
-        let (e, acks) = open(dir, Options::default());
+        let (e, acks) = open(dir, log_only());
         for i in 0..10 {
             commit_wait(&e, &acks, &put(&format!("k{i}"), b"value")).unwrap();
         }
@@ -159,7 +165,7 @@ fn torn_and_zeroed_tails_are_cut_midlog_damage_is_corrupt() {
     // Torn last record.
     fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
     {
-        let (e, _) = open(&t.0, Options::default());
+        let (e, _) = open(&t.0, log_only());
         assert_eq!(e.last_lsn(), 9);
     }
     // Zeroed tail.
@@ -168,7 +174,7 @@ fn torn_and_zeroed_tails_are_cut_midlog_damage_is_corrupt() {
     bytes.extend_from_slice(&[0u8; 4096]);
     fs::write(&seg, &bytes).unwrap();
     {
-        let (e, _) = open(&t.0, Options::default());
+        let (e, _) = open(&t.0, log_only());
         assert_eq!(e.last_lsn(), 9);
     }
     assert_eq!(fs::metadata(&seg).unwrap().len(), len);
@@ -178,7 +184,7 @@ fn torn_and_zeroed_tails_are_cut_midlog_damage_is_corrupt() {
     let offset = 32 + 2 * record;
     bytes[offset + 20] ^= 1;
     fs::write(&seg, &bytes).unwrap();
-    let err = Engine::open(&t.0, Options::default(), Box::new(|_, _| {})).err().expect("corrupt");
+    let err = Engine::open(&t.0, log_only(), Box::new(|_, _| {})).err().expect("corrupt");
     assert_eq!(err.code, Code::Corrupt);
     assert!(err.message.contains("00000000000000000001.klog"), "{}", err.message);
     assert!(err.message.contains(&format!("byte {offset}")), "{}", err.message);
@@ -188,14 +194,14 @@ fn torn_and_zeroed_tails_are_cut_midlog_damage_is_corrupt() {
 fn missing_segment_is_corrupt() {
     let t = TempDir::new("missing");
     {
-        let (e, acks) = open(&t.0, Options { segment_bytes_max: 4096, ..Options::default() });
+        let (e, acks) = open(&t.0, Options { segment_bytes_max: 4096, ..log_only() });
         for i in 0..200 {
             commit_wait(&e, &acks, &put(&format!("k{i:04}"), &[1u8; 100])).unwrap();
         }
         assert!(e.stats().segments >= 3);
     }
     fs::remove_file(segment(&t.0, 1)).unwrap();
-    let err = Engine::open(&t.0, Options::default(), Box::new(|_, _| {})).err().expect("corrupt");
+    let err = Engine::open(&t.0, log_only(), Box::new(|_, _| {})).err().expect("corrupt");
     assert_eq!(err.code, Code::Corrupt);
     assert!(err.message.contains("missing"), "{}", err.message);
 }
@@ -307,7 +313,7 @@ fn golden_bytes_of_a_small_log() {
     // crate can drift without this test failing.
     let t = TempDir::new("golden");
     {
-        let (e, acks) = open(&t.0, Options::default());
+        let (e, acks) = open(&t.0, log_only());
         // PUT c/"k" = "v", then DELETE c/"k": two commits, two batches.
         let put_kv = [1, 0, 1, 0, b'c', 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v'];
         let del_k = [1, 0, 1, 0, b'c', 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, b'k'];
@@ -345,7 +351,7 @@ fn golden_bytes_of_a_small_log() {
     assert_eq!(fs::read(segment(&t.0, 0)).unwrap(), log);
 
     // Replay: the delete wins; with one retained commit the version before it stays readable.
-    let (e, _) = open(&t.0, Options { retain_commits: 1, ..Options::default() });
+    let (e, _) = open(&t.0, Options { retain_commits: 1, ..log_only() });
     assert_eq!(e.last_lsn(), 2);
     assert_eq!(e.get("c", b"k", u64::MAX).unwrap(), None);
     assert_eq!(e.get("c", b"k", 1).unwrap().as_deref(), Some(&b"v"[..]));
@@ -358,11 +364,11 @@ fn write_segment_header(dir: &Path, first_lsn: u64, bytes: &[u8]) -> PathBuf {
 }
 
 fn open_err(dir: &Path) -> kestrel_core::Error {
-    Engine::open(dir, Options::default(), Box::new(|_, _| {})).err().expect("open must fail")
+    Engine::open(dir, log_only(), Box::new(|_, _| {})).err().expect("open must fail")
 }
 
 fn three_commits(dir: &Path) {
-    let (e, acks) = open(dir, Options::default());
+    let (e, acks) = open(dir, log_only());
     for i in 0..3 {
         commit_wait(&e, &acks, &put(&format!("k{i}"), b"v")).unwrap();
     }
@@ -375,12 +381,12 @@ fn empty_last_segment_is_valid_and_used() {
     three_commits(&t.0);
     write_segment_header(&t.0, 4, &kestrel_core::format::segment_header(4));
     {
-        let (e, acks) = open(&t.0, Options::default());
+        let (e, acks) = open(&t.0, log_only());
         assert_eq!(e.last_lsn(), 3);
         assert_eq!(e.stats().segments, 2);
         assert_eq!(commit_wait(&e, &acks, &put("k3", b"v")).unwrap(), 4);
     }
-    let (e, _) = open(&t.0, Options::default());
+    let (e, _) = open(&t.0, log_only());
     assert_eq!(keys(&e, "c"), vec!["k0", "k1", "k2", "k3"]);
     assert!(fs::metadata(segment(&t.0, 1)).unwrap().len() > 32, "LSN 4 went into the empty segment");
 }
@@ -393,7 +399,7 @@ fn torn_segment_creation_is_removed_but_not_anywhere_else() {
     // A crash while writing the header of the next segment: short, named for LSN 4.
     let torn = write_segment_header(&t.0, 4, &header[..20]);
     {
-        let (e, acks) = open(&t.0, Options::default());
+        let (e, acks) = open(&t.0, log_only());
         assert_eq!(e.last_lsn(), 3);
         assert!(!torn.exists(), "the torn segment is deleted");
         assert_eq!(commit_wait(&e, &acks, &put("k3", b"v")).unwrap(), 4);
@@ -411,7 +417,7 @@ fn torn_segment_creation_is_removed_but_not_anywhere_else() {
 fn bad_header_of_a_sealed_segment_is_corrupt() {
     let t = TempDir::new("bad-header");
     {
-        let (e, acks) = open(&t.0, Options { segment_bytes_max: 256, ..Options::default() });
+        let (e, acks) = open(&t.0, Options { segment_bytes_max: 256, ..log_only() });
         for i in 0..20 {
             commit_wait(&e, &acks, &put(&format!("k{i:02}"), &[5u8; 60])).unwrap();
         }
@@ -431,7 +437,7 @@ fn bad_header_of_a_sealed_segment_is_corrupt() {
 fn damage_in_a_sealed_segment_is_corrupt_even_at_its_end() {
     let t = TempDir::new("sealed-tail");
     {
-        let (e, acks) = open(&t.0, Options { segment_bytes_max: 256, ..Options::default() });
+        let (e, acks) = open(&t.0, Options { segment_bytes_max: 256, ..log_only() });
         for i in 0..20 {
             commit_wait(&e, &acks, &put(&format!("k{i:02}"), &[5u8; 60])).unwrap();
         }

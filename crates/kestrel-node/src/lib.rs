@@ -308,13 +308,14 @@ impl NativeEngine {
         self.engine.resume_flusher().map_err(to_js)
     }
 
-    /// Test-only: the next checkpoint crashes at `fault` ('none', 'losePagesBeforeMeta', 'tearMeta').
+    /// Test-only: the next checkpoint crashes at `fault` ('none', 'losePagesBeforeMeta', 'tearMeta', 'failMetaSync').
     #[napi]
     pub fn set_page_fault(&self, fault: String) -> std::result::Result<(), napi::Error<String>> {
         let f = match fault.as_str() {
             "none" => PageFault::None,
             "losePagesBeforeMeta" => PageFault::LosePagesBeforeMeta,
             "tearMeta" => PageFault::TearMeta,
+            "failMetaSync" => PageFault::FailMetaSync,
             other => return Err(invalid(format!("unknown page fault {other}"))),
         };
         self.engine.set_page_fault(f);

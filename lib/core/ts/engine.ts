@@ -92,7 +92,7 @@ export class TsCore implements Core {
       let segmentCount = recovered.segments.length
       const flow = new Flow(pages, store, options, join(dir, LOG_DIR), meta.checkpointLsn, (n) => { core.segmentCount -= n })
       // The replayed tail is not in the page store yet: it is dirty.
-      for (const c of recovered.commits) flow.applyNow(makeBatch(c.lsn, store.apply(c.lsn, c.ops)))
+      for (const c of recovered.commits) flow.admit(makeBatch(c.lsn, store.apply(c.lsn, c.ops)))
       // Replay installed every version; keep only what the retention window asks for.
       store.setHorizon(Math.max(0, recovered.lastLsn - options.retainCommits), true)
       const vfs: Vfs = options.faults ? new FaultyVfs(options.faults) : new RealVfs()

@@ -42,6 +42,8 @@ export function makeBatch(lastLsn: number, writes: Written[]): Batch {
 
 /** Options of the flow (validated by lib/options.ts). */
 export interface FlowOptions {
+  /** Commits whose older versions stay readable after reopen: a checkpoint never covers them. */
+  retainCommits: number
   cacheBytes: number
   checkpointBytes: number
   checkpointIntervalMs: number
@@ -79,6 +81,14 @@ export class Flow {
   private readonly deferred: Batch[] = []
   /** Invariant: the sum of deferred[i].bytes. */
   private deferredBytes = 0
+  /**
+   * Batches inside the retention window (the last `retainCommits` commits): a checkpoint must not
+   * cover them, or reopen could no longer read their older versions (the log is trimmed up to the
+   * checkpoint). Released to the dirty set, in order, as newer batches arrive.
+   */
+  private readonly held: Batch[] = []
+  /** Invariant: the highest LSN admitted (held or applied) ≥ appliedLsn. */
+  private seenLsn: number
   private suspended = 0
   private inFlight: Promise<void> | undefined
   /** Newest version of every key written after the checkpoint, up to appliedLsn. */
@@ -111,6 +121,7 @@ export class Flow {
   ) {
     this.appliedLsn = checkpointedLsn
     this.checkpointedLsn = checkpointedLsn
+    this.seenLsn = checkpointedLsn
   }
 
   /** Start the age timer (not before open has replayed the log). */
@@ -119,8 +130,28 @@ export class Flow {
     this.timer.unref()
   }
 
-  /** Apply a batch to the dirty set (the gopher's step; also replay at open). */
-  applyNow(batch: Batch): void {
+  /**
+   * Take a batch in commit order (the gopher's step; also replay at open): to the dirty set, or
+   * held while it is inside the retention window.
+   */
+  admit(batch: Batch): void {
+    this.seenLsn = Math.max(this.seenLsn, batch.lastLsn)
+    if (this.options.retainCommits === 0 && this.held.length === 0) {
+      this.applyNow(batch)
+      return
+    }
+    this.held.push(batch)
+    let released = 0
+    // Bounded by the held queue.
+    while (released < this.held.length && this.held[released]!.lastLsn + this.options.retainCommits <= this.seenLsn) {
+      this.applyNow(this.held[released]!)
+      released++
+    }
+    if (released > 0) this.held.splice(0, released)
+  }
+
+  /** Apply a batch to the dirty set. */
+  private applyNow(batch: Batch): void {
     for (const w of batch.writes) {
       let m = this.dirty.get(w.collection)
       if (!m) { m = new Map(); this.dirty.set(w.collection, m) }
@@ -164,7 +195,7 @@ export class Flow {
         this.drainDeferred()
         this.queue.shift()
         this.queueBytes -= b.bytes
-        this.applyNow(b)
+        this.admit(b)
       }
     }
     while (this.roomWaiters.length > 0 && (this.queue.length === 0 || this.queueBytes < this.options.flushQueueBytes)) this.roomWaiters.shift()!()
@@ -172,7 +203,7 @@ export class Flow {
   }
 
   private drainDeferred(): void {
-    for (const b of this.deferred.splice(0)) this.applyNow(b)
+    for (const b of this.deferred.splice(0)) this.admit(b)
     this.deferredBytes = 0
   }
 
@@ -221,7 +252,9 @@ export class Flow {
 
   private shouldCheckpoint(nowMs: number): boolean {
     if (this.suspended > 0 || this.inFlight || this.stopping) return false
-    if (this.requested > Math.max(this.completed, this.failure?.upTo ?? 0) && this.appliedLsn >= this.requestTargetLsn) return true
+    // Everything up to the target has been taken (what is held inside the retention window cannot
+    // be checkpointed, so it does not count against the request).
+    if (this.requested > Math.max(this.completed, this.failure?.upTo ?? 0) && this.seenLsn >= this.requestTargetLsn) return true
     if (this.dirtyKeys === 0 || nowMs < this.retryAtMs) return false
     const o = this.options
     const bySize = this.dirtyBytes >= o.checkpointBytes
@@ -311,7 +344,7 @@ export class Flow {
     for (const w of this.roomWaiters.splice(0)) w()
     if (!checkpoint) { this.wakeTickets(); return }
     this.drainDeferred()
-    for (const b of this.queue.splice(0)) this.applyNow(b)
+    for (const b of this.queue.splice(0)) this.admit(b)
     this.queueBytes = 0
     try {
       if (this.dirtyKeys > 0 || this.appliedLsn > this.checkpointedLsn) await this.runCheckpoint()

@@ -474,7 +474,8 @@ pub fn decode_overflow(page: &PageBuf) -> Result<(&[u8], u32), String> {
 // Free-list page
 
 pub fn encode_free(numbers: &[u32], seq: u64, page_no: u32, next: u32) -> Box<PageBuf> {
-    debug_assert!(!numbers.is_empty() && numbers.len() <= FREE_NUMBERS_PER_PAGE);
+    // Empty only as the last page of a chain whose own pages came off the list (FORMAT.md step 5).
+    debug_assert!(numbers.len() <= FREE_NUMBERS_PER_PAGE);
     let mut page = zeroed_page();
     put_header(&mut page, &Header { kind: KIND_FREE, count: numbers.len() as u16, seq, page_no, next });
     for (i, n) in numbers.iter().enumerate() {
@@ -492,8 +493,8 @@ pub fn decode_free(page: &PageBuf) -> Result<(Vec<u32>, u32), String> {
     let h = read_header(page);
     debug_assert_eq!(h.kind, KIND_FREE);
     let n = h.count as usize;
-    if n == 0 || n > FREE_NUMBERS_PER_PAGE {
-        return Err(format!("free-list page with {n} page numbers"));
+    if n > FREE_NUMBERS_PER_PAGE || (h.next != 0 && n < FREE_NUMBERS_PER_PAGE) {
+        return Err(format!("free-list page with {n} page numbers (every page but the last holds {FREE_NUMBERS_PER_PAGE})"));
     }
     if h.next != 0 && h.next < META_SLOTS {
         return Err(format!("free-list next = {}", h.next));

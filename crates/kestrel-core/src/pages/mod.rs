@@ -73,6 +73,10 @@ pub struct CollectionChanges {
     pub changes: Vec<Change>,
 }
 
+/// Bytes of the new meta page written by [`PageFault::TearMeta`]: the header, magic and version,
+/// but not the checkpoint LSN and the fields after it.
+pub const TORN_META_BYTES: usize = 40;
+
 /// Test-only crash points inside a checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PageFault {
@@ -81,9 +85,14 @@ pub enum PageFault {
     /// The new pages reach the file as garbage (lost / garbled unsynced writes), then the
     /// checkpoint fails with KESTREL_IO before its meta page is written.
     LosePagesBeforeMeta,
-    /// All pages written and synced, then only the first 2048 bytes of the new meta page are
-    /// written (the rest of the slot keeps its old bytes) and the checkpoint fails with KESTREL_IO.
+    /// All pages written and synced, then only the first [`TORN_META_BYTES`] of the new meta
+    /// page (the rest of the slot keeps its old bytes: the slot is invalid) and the checkpoint
+    /// fails with KESTREL_IO.
     TearMeta,
+    /// All pages and the whole new meta page written and synced, then the checkpoint fails with
+    /// KESTREL_IO anyway (an fdatasync that reports failure after the data reached the disk):
+    /// the slot holds a valid meta of a checkpoint that was never published.
+    FailMetaSync,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -587,10 +596,12 @@ impl PageStore {
         file.sync_data().map_err(|e| before_meta(Error::io(&format!("syncing {PAGE_FILE}"), &e)))?;
         let meta_page = layout::encode_meta(&built.meta);
         let slot_offset = (built.meta.seq % 2) * PAGE_BYTES as u64;
-        let meta_bytes = if fault == PageFault::TearMeta { PAGE_BYTES / 2 } else { PAGE_BYTES };
+        let meta_bytes = if fault == PageFault::TearMeta { TORN_META_BYTES } else { PAGE_BYTES };
         file.write_all_at(&meta_page[..meta_bytes], slot_offset).map_err(|e| after_meta(Error::io(&format!("writing {PAGE_FILE} meta page"), &e)))?;
-        if fault == PageFault::TearMeta {
-            return Err(after_meta(Error::new(Code::Io, "injected fault: the checkpoint's meta page was torn")));
+        if fault == PageFault::TearMeta || fault == PageFault::FailMetaSync {
+            file.sync_data().map_err(|e| after_meta(Error::io(&format!("syncing {PAGE_FILE}"), &e)))?;
+            let what = if fault == PageFault::TearMeta { "the checkpoint's meta page was torn" } else { "the sync after the checkpoint's meta page failed" };
+            return Err(after_meta(Error::new(Code::Io, format!("injected fault: {what}"))));
         }
         file.sync_data().map_err(|e| after_meta(Error::io(&format!("syncing {PAGE_FILE}"), &e)))?;
         Ok(())

@@ -5,7 +5,8 @@
 //! Determinism: the TypeScript twin builds byte-identical files, so every allocation happens
 //! exactly in the order the spec gives — per leaf: overflow chains of new values in key order,
 //! then one page per packed group; per branch: children first in entry order, then its own
-//! groups; catalog after all collections; free-list pages last, at the end of the file. Frees
+//! groups; catalog after all collections; free-list pages last (the smallest reusable pages,
+//! then the end of the file). Frees
 //! only ever add to a set, so their order does not matter.
 
 use std::collections::HashSet;
@@ -236,17 +237,34 @@ impl Allocator {
         self.freed.push(p);
     }
 
-    /// Spec step 5's list: the still-reusable pages ∪ the freed ones, ascending. A page freed
-    /// twice means the published checkpoint reaches it twice (or both reaches and lists it as
-    /// free): the file is damaged.
-    fn free_list(&mut self) -> Result<Vec<u32>> {
+    /// Spec step 5: the pages of the new free-list chain and the numbers they list. With `R`
+    /// the still-reusable pages and `N` = |R| + |freed|, the chain has `c` pages, the smallest
+    /// `c` ≥ 0 with `N − min(c, |R|) ≤ 1018·c`; they are the `c` smallest pages of `R` (then
+    /// new pages at the end), so a database that rewrites the same keys does not grow. The list
+    /// is the rest of `R` ∪ `freed`, ascending. A page freed twice means the published
+    /// checkpoint reaches it twice (or both reaches and lists it as free): the file is damaged.
+    fn free_chain(&mut self) -> Result<(Vec<u32>, Vec<u32>)> {
+        let reusable_left = self.reusable.len() - self.taken;
+        let total = reusable_left + self.freed.len();
+        let per_page = FREE_NUMBERS_PER_PAGE;
+        // Bounded: c ≤ ceil(total / 1018) satisfies the condition.
+        let mut c = 0usize;
+        while total - c.min(reusable_left) > per_page * c {
+            c += 1;
+        }
+        debug_assert!(c <= total.div_ceil(per_page));
+        let mut chain = Vec::with_capacity(c);
+        for _ in 0..c {
+            chain.push(self.alloc()?);
+        }
         let mut list: Vec<u32> = self.reusable[self.taken..].to_vec();
         list.extend_from_slice(&self.freed);
         list.sort_unstable();
         if let Some(w) = list.windows(2).find(|w| w[0] == w[1]) {
             return Err(corrupt(w[0], "reached twice by the published checkpoint, or both reached and listed as free"));
         }
-        Ok(list)
+        debug_assert!(list.len() <= per_page * c);
+        Ok((chain, list))
     }
 }
 
@@ -571,17 +589,17 @@ pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionCha
         w.apply_root(meta.catalog_root, &ops)?
     };
 
-    // Step 5: the old free-list chain is freed; the new list goes into fresh pages at the end.
+    // Step 5: the old free-list chain is freed; the new chain takes the smallest reusable pages.
     for p in chain {
         w.alloc.free(p);
     }
     let pages_freed = w.alloc.freed.len() as u64;
-    let list = w.alloc.free_list()?;
-    let chain_len = list.len().div_ceil(FREE_NUMBERS_PER_PAGE);
-    let chain_pages: Vec<u32> = (0..chain_len).map(|_| w.alloc.alloc_at_end()).collect::<Result<_>>()?;
-    for (i, numbers) in list.chunks(FREE_NUMBERS_PER_PAGE).enumerate() {
+    let (chain_pages, list) = w.alloc.free_chain()?;
+    for (i, &page_no) in chain_pages.iter().enumerate() {
         let next = chain_pages.get(i + 1).copied().unwrap_or(0);
-        w.emit(chain_pages[i], encode_free(numbers, w.seq, chain_pages[i], next));
+        let from = (i * FREE_NUMBERS_PER_PAGE).min(list.len());
+        let to = ((i + 1) * FREE_NUMBERS_PER_PAGE).min(list.len());
+        w.emit(page_no, encode_free(&list[from..to], w.seq, page_no, next));
     }
 
     debug_assert!(records_total >= 0);
@@ -834,4 +852,53 @@ pub fn walk(src: &PageSource<'_>) -> Result<Walk> {
     w.out.reached = reached;
     w.out.free = free;
     Ok(w.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain_of(reusable: Vec<u32>, page_count: u32, freed: &[u32]) -> (Vec<u32>, Vec<u32>, u32) {
+        let mut a = Allocator::new(reusable, page_count);
+        for &p in freed {
+            a.free(p);
+        }
+        let (chain, list) = a.free_chain().unwrap();
+        (chain, list, a.next)
+    }
+
+    #[test]
+    fn the_free_list_chain_takes_the_smallest_reusable_pages() {
+        let (chain, list, next) = chain_of(vec![5, 9, 12], 20, &[3, 15]);
+        assert_eq!(chain, vec![5]);
+        assert_eq!(list, vec![3, 9, 12, 15]);
+        assert_eq!(next, 20, "the file does not grow");
+    }
+
+    #[test]
+    fn the_free_list_chain_grows_the_file_only_when_nothing_is_reusable() {
+        let (chain, list, next) = chain_of(vec![], 20, &[3, 15]);
+        assert_eq!((chain, list, next), (vec![20], vec![3, 15], 21));
+        let (chain, list, next) = chain_of(vec![], 20, &[]);
+        assert_eq!((chain, list, next), (vec![], vec![], 20));
+    }
+
+    #[test]
+    fn the_smallest_chain_may_leave_its_last_page_empty() {
+        // N = 1020: one page cannot hold 1019 numbers, two pages leave 1018 — a full page and
+        // an empty one.
+        let reusable: Vec<u32> = (2..1022).collect();
+        let (chain, list, next) = chain_of(reusable, 1022, &[]);
+        assert_eq!(chain, vec![2, 3]);
+        assert_eq!(list.len(), 1018);
+        assert_eq!(next, 1022);
+        // Encoded as the spec says: 1018 numbers, then an empty last page; both decode.
+        let p0 = layout::encode_free(&list, 7, 2, 3);
+        let p1 = layout::encode_free(&[], 7, 3, 0);
+        assert_eq!(layout::decode_free(&p0).unwrap(), (list.clone(), 3));
+        assert_eq!(layout::decode_free(&p1).unwrap(), (vec![], 0));
+        // Only the last page may hold fewer than 1018.
+        let short = layout::encode_free(&list[..5], 7, 2, 3);
+        assert!(layout::decode_free(&short).is_err());
+    }
 }

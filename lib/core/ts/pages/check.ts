@@ -322,6 +322,9 @@ class Checker {
         this.problem(`page ${page}: free-list page lists ${got.header.count} pages > ${FREE_PER_PAGE}`)
         break
       }
+      if (got.header.next !== 0 && got.header.count < FREE_PER_PAGE) {
+        this.problem(`page ${page}: free-list page lists ${got.header.count} pages but is not the last of its chain (every page but the last holds ${FREE_PER_PAGE})`)
+      }
       const pages = decodeFreeList(got.bytes, page, got.header.count)
       this.zeroTail(page, got.bytes, HEADER_BYTES + 4 * pages.length)
       for (const p of pages) {

@@ -27,7 +27,7 @@ export type { Bound, Change, CollectionChanges, PageEntry } from './tree.js'
 export { checkPageFile, type CheckReport } from './check.js'
 
 /** Test-only crash points of {@link PageStore.checkpoint}. */
-export type PageFault = 'none' | 'losePagesBeforeMeta' | 'tearMeta'
+export type PageFault = 'none' | 'losePagesBeforeMeta' | 'tearMeta' | 'failMetaSync'
 
 /** What a checkpoint wrote. */
 export interface CheckpointReport {
@@ -47,8 +47,8 @@ const CACHE_PAGES_MIN = 64
 const WRITE_RUN_PAGES = 256
 /** Catalog lookups remembered per published checkpoint (cleared beyond this). */
 const CATALOG_MEMO_MAX = 4096
-/** Bytes of the new meta page written by the 'tearMeta' fault. */
-const TORN_META_BYTES = 2048
+/** Bytes of the new meta page written by the 'tearMeta' fault: header, magic and version, not the LSN. */
+const TORN_META_BYTES = 40
 
 const utf8 = new TextEncoder()
 
@@ -184,7 +184,8 @@ export class PageStore implements PageSource {
    * publication. Calls must be serialized by the caller. On error the published state is
    * unchanged. Faults (tests): 'losePagesBeforeMeta' = the new pages reach the file as garbage,
    * then KESTREL_IO before the meta is written; 'tearMeta' = pages written and synced, then only
-   * the first 2048 bytes of the new meta page, then KESTREL_IO. After a failure at or after the
+   * the first 40 bytes of the new meta page (an invalid slot), then KESTREL_IO; 'failMetaSync' =
+   * pages and the whole meta written and synced, then KESTREL_IO (a valid, unpublished slot). After a failure at or after the
    * meta write, the next checkpoint first zeroes that meta slot (see `slotSuspect`); a checkpoint
    * started while another runs is KESTREL_INVALID_ARGUMENT.
    */
@@ -232,8 +233,8 @@ export class PageStore implements PageSource {
       }
       const metaPage = encodeMeta(built.meta)
       metaStarted = true
-      if (fault === 'tearMeta') {
-        await writeAll(fd, metaPage.subarray(0, TORN_META_BYTES), slotAt)
+      if (fault === 'tearMeta' || fault === 'failMetaSync') {
+        await writeAll(fd, fault === 'tearMeta' ? metaPage.subarray(0, TORN_META_BYTES) : metaPage, slotAt)
         await datasync(fd)
         throw injected(fault)
       }

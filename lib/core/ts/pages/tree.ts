@@ -233,7 +233,9 @@ export function readFreeList(src: PageSource, meta: PageMeta): { list: number[];
   while (page !== 0) {
     if (chain.length >= meta.pageCount) throw corruptPage(page, 'free-list chain longer than the file (a cycle)')
     const { header, bytes } = src.chainPage(page, KIND_FREE)
-    if (header.count > FREE_PER_PAGE) throw corruptPage(page, `free-list page lists ${header.count} pages`)
+    if (header.count > FREE_PER_PAGE || (header.next !== 0 && header.count < FREE_PER_PAGE)) {
+      throw corruptPage(page, `free-list page lists ${header.count} pages (every page but the last holds ${FREE_PER_PAGE})`)
+    }
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
     for (let i = 0; i < header.count; i++) {
       const p = v.getUint32(24 + 4 * i, true)
@@ -326,7 +328,7 @@ class Builder {
     return this.grow()
   }
 
-  /** A new page at the end of the file (free-list pages are always taken this way). */
+  /** A new page at the end of the file. */
   grow(): number {
     if (this.next >= PAGE_NUMBER_MAX) throw new KestrelError('KESTREL_IO', 'pages.kdb would exceed 2^32 pages; the page store is full')
     return this.next++
@@ -542,14 +544,20 @@ export function buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, c
   // Step 3: the catalog, one op per changed collection.
   const catalogRoot = catalogOps.length > 0 ? b.applyRoot(meta.catalogRoot, catalogOps) : meta.catalogRoot
 
-  // Step 5: the free list. The old chain is freed; the new list goes into pages at the end.
+  // Step 5: the free list. The old chain is freed; the new chain takes the smallest reusable
+  // pages (c = the smallest count whose pages can hold what is left), then pages at the end.
   for (const p of base.freeChain) b.free(p)
+  const reusableLeft = b.untaken().length
+  const total = reusableLeft + b.freed.length
+  let c = 0
+  // Bounded: c = ceil(total / FREE_PER_PAGE) satisfies the condition.
+  while (total - Math.min(c, reusableLeft) > FREE_PER_PAGE * c) c++
+  const chain: number[] = []
+  for (let i = 0; i < c; i++) chain.push(b.alloc())
   const list = [...b.untaken(), ...b.freed].sort((x, y) => x - y)
   for (let i = 1; i < list.length; i++) {
     if (list[i] === list[i - 1]) throw corruptPage(list[i]!, 'page freed twice (reached twice, or both reachable and free)')
   }
-  const chain: number[] = []
-  for (let i = 0; i < Math.ceil(list.length / FREE_PER_PAGE); i++) chain.push(b.grow())
   for (let i = 0; i < chain.length; i++) {
     const part = list.slice(i * FREE_PER_PAGE, (i + 1) * FREE_PER_PAGE)
     b.write(chain[i]!, encodeFreeList(part, seq, chain[i]!, chain[i + 1] ?? 0))
