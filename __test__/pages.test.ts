@@ -187,6 +187,8 @@ describe('page store: model', () => {
       const check = expectClean(dir, total)
       expect(check.meta).toEqual(store.meta())
       expect(check.pagesReachable).toBe(store.reachablePages().length)
+      // What a backup copies (found from the free list alone) is exactly what the walk reaches.
+      expect([...store.pagesInUse()]).toEqual([...store.reachablePages()])
       expect(check.pagesFree).toBe(store.meta().freeCount)
       store.close()
       store = PageStore.open(dir, CACHE)

@@ -10,7 +10,8 @@
  * The copy is the database at one commit id (`commitId`): the checkpoint plus whole log records
  * up to a batch boundary, so a restored backup holds whole transactions only.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync, ftruncateSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs'
+import { open as openFile, type FileHandle } from 'node:fs/promises'
 import { join, resolve, relative, isAbsolute, dirname } from 'node:path'
 import type { Core } from './core/types.js'
 import { IDENTITY_FILE, LOG_DIR } from './core/ts/format.js'
@@ -30,7 +31,7 @@ export interface BackupProgress {
 
 /** Options of `db.backup()`. */
 export interface BackupOptions {
-  /** Called after every chunk copied (about every 4 MiB). */
+  /** Called after every chunk copied (about every 1 MiB). */
   onProgress?: (progress: BackupProgress) => void
   /** Cancels the backup: it rejects with an `AbortError`, the partial copy is removed and the flusher resumes. */
   signal?: AbortSignal
@@ -47,7 +48,13 @@ export interface BackupResult {
 }
 
 /** Bytes per copy step (progress and cancellation are checked between steps). */
-const CHUNK_BYTES = 4 * 1024 * 1024
+const CHUNK_BYTES = 1024 * 1024
+/**
+ * The copy's written bytes are synced every this many bytes: a long copy never leaves a large
+ * amount of dirty page cache whose writeback would stall the log's fdatasync (and so every
+ * committer) for hundreds of milliseconds.
+ */
+const SYNC_EVERY_BYTES = 32 * 1024 * 1024
 
 /** A directory that is missing or empty; anything else is refused (a backup never overwrites). */
 function prepareTarget(dest: string, what: string): void {
@@ -68,33 +75,62 @@ function fsyncPath(path: string): void {
   try { fsyncSync(fd) } finally { closeSync(fd) }
 }
 
-/** Yield to the event loop so that committers keep running while we copy. */
-const yieldNow = (): Promise<void> => new Promise((r) => setImmediate(r))
-
+/**
+ * Copies byte ranges with asynchronous reads and writes (the thread pool does the I/O, so the
+ * event loop — and with it every committer — keeps running), one chunk read ahead of the write.
+ */
 class Copier {
   copied = 0
-  private readonly buffer = Buffer.allocUnsafe(CHUNK_BYTES)
+  private unsynced = 0
+  private buffers = [Buffer.allocUnsafe(CHUNK_BYTES), Buffer.allocUnsafe(CHUNK_BYTES)]
   constructor(private readonly total: number, private readonly options: BackupOptions) {}
 
-  async step(phase: BackupProgress['phase'], n: number): Promise<void> {
+  private async step(phase: BackupProgress['phase'], to: FileHandle, n: number): Promise<void> {
     this.copied += n
+    this.unsynced += n
+    if (this.unsynced >= SYNC_EVERY_BYTES) {
+      await to.datasync()
+      this.unsynced = 0
+    }
     this.options.onProgress?.({ phase, bytesCopied: this.copied, bytesTotal: this.total })
     this.options.signal?.throwIfAborted()
-    await yieldNow()
   }
 
   /** Copy `length` bytes at `offset` of `from` to the same offset of `to`. */
-  async range(phase: BackupProgress['phase'], from: number, to: number, offset: number, length: number): Promise<void> {
+  async range(phase: BackupProgress['phase'], from: FileHandle, to: FileHandle, offset: number, length: number): Promise<void> {
+    const read = async (at: number, buffer: Buffer): Promise<number> => {
+      const want = Math.min(CHUNK_BYTES, length - at)
+      if (want <= 0) return 0
+      const { bytesRead } = await from.read(buffer, 0, want, offset + at)
+      if (bytesRead <= 0) throw new KestrelError('KESTREL_IO', `a file shrank while it was backed up (at byte ${offset + at}); retry the backup`)
+      return bytesRead
+    }
     let done = 0
+    let which = 0
+    let pending = read(0, this.buffers[0]!)
     // Bounded by `length`: each pass copies at least one byte or throws.
     while (done < length) {
-      const want = Math.min(CHUNK_BYTES, length - done)
-      const got = readSync(from, this.buffer, 0, want, offset + done)
-      if (got <= 0) throw new KestrelError('KESTREL_IO', `a file shrank while it was backed up (at byte ${offset + done}); retry the backup`)
-      writeSync(to, this.buffer, 0, got, offset + done)
+      const got = await pending
+      const buffer = this.buffers[which]!
+      which ^= 1
+      pending = read(done + got, this.buffers[which]!)
+      try {
+        let written = 0
+        // Bounded: each write moves ≥ 1 byte or throws.
+        while (written < got) written += (await to.write(buffer, written, got - written, offset + done + written)).bytesWritten
+      } catch (err) {
+        await pending.catch(() => undefined)
+        throw err
+      }
       done += got
-      await this.step(phase, got)
+      try {
+        await this.step(phase, to, got)
+      } catch (err) {
+        await pending.catch(() => undefined)
+        throw err
+      }
     }
+    await pending
   }
 }
 
@@ -118,10 +154,10 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
     const identity = Buffer.from(readFileBytes(join(source, IDENTITY_FILE)))
     writeWhole(join(target, IDENTITY_FILE), identity)
     if (plan.seq > 0) {
-      const from = openSync(join(source, PAGE_FILE), 'r')
-      const to = openSync(join(target, PAGE_FILE), 'w')
+      const from = await openFile(join(source, PAGE_FILE), 'r')
+      const to = await openFile(join(target, PAGE_FILE), 'w')
       try {
-        ftruncateSync(to, plan.pageCount * PAGE_BYTES)
+        await to.truncate(plan.pageCount * PAGE_BYTES)
         // The checkpoint's meta slot; the other slot stays zero (invalid), so the copy can only
         // open at this checkpoint.
         await copier.range('pages', from, to, (plan.seq % 2) * PAGE_BYTES, PAGE_BYTES)
@@ -131,25 +167,25 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
         // Bounded by the page list.
         while (i < p.length) {
           let j = i + 1
-          while (j < p.length && p[j] === p[j - 1]! + 1 && (j - i) * PAGE_BYTES < CHUNK_BYTES) j++
+          while (j < p.length && p[j] === p[j - 1]! + 1 && (j - i) * PAGE_BYTES < 8 * CHUNK_BYTES) j++
           await copier.range('pages', from, to, p[i]! * PAGE_BYTES, (j - i) * PAGE_BYTES)
           i = j
         }
-        fsyncSync(to)
+        await to.sync()
       } finally {
-        closeSync(from)
-        closeSync(to)
+        await from.close()
+        await to.close()
       }
     }
     for (const seg of plan.segments) {
-      const from = openSync(join(source, LOG_DIR, seg.name), 'r')
-      const to = openSync(join(target, LOG_DIR, seg.name), 'w')
+      const from = await openFile(join(source, LOG_DIR, seg.name), 'r')
+      const to = await openFile(join(target, LOG_DIR, seg.name), 'w')
       try {
         await copier.range('log', from, to, 0, seg.bytes)
-        fsyncSync(to)
+        await to.sync()
       } finally {
-        closeSync(from)
-        closeSync(to)
+        await from.close()
+        await to.close()
       }
     }
     fsyncPath(join(target, LOG_DIR))
@@ -208,14 +244,14 @@ export async function restore(backupDir: string, dir: string, options: BackupOpt
     const total = files.reduce((n, f) => n + statSync(join(from, f)).size, 0)
     const copier = new Copier(total, options)
     for (const f of files) {
-      const a = openSync(join(from, f), 'r')
-      const b = openSync(join(target, f), 'w')
+      const a = await openFile(join(from, f), 'r')
+      const b = await openFile(join(target, f), 'w')
       try {
         await copier.range(f === PAGE_FILE ? 'pages' : 'log', a, b, 0, statSync(join(from, f)).size)
-        fsyncSync(b)
+        await b.sync()
       } finally {
-        closeSync(a)
-        closeSync(b)
+        await a.close()
+        await b.close()
       }
     }
     fsyncPath(join(target, LOG_DIR))

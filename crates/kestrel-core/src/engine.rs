@@ -409,7 +409,7 @@ impl Engine {
         }
         let (segment, len, commit_id) = self.shared.durable_at.lock().expect("durable lock").clone();
         let meta = self.shared.pages.meta();
-        let pages = self.shared.pages.reachable_pages()?;
+        let pages = self.shared.pages.pages_in_use()?;
         let log_dir = self.dir.join(LOG_DIR);
         let mut names: Vec<String> = fs::read_dir(&log_dir)
             .map_err(|e| Error::io("listing log/", &e))?

@@ -125,6 +125,8 @@ fn assert_clean(store: &PageStore) {
     let reachable = store.reachable_pages().unwrap();
     assert_eq!(reachable.len() as u64, report.pages_reachable);
     assert!(reachable.windows(2).all(|w| w[0] < w[1]) && reachable.first().is_none_or(|&p| p >= 2));
+    // What a backup copies (found from the free list alone) is exactly what the walk reaches.
+    assert_eq!(store.pages_in_use().unwrap(), reachable);
     let meta = store.meta();
     assert_eq!(report.records, meta.records);
     assert_eq!(report.pages_free, meta.free_count as u64);

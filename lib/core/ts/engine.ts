@@ -338,7 +338,7 @@ export class TsCore implements Core {
     const names = readdirSync(logDir).filter((n) => parseSegmentName(n) !== undefined && n <= segment).sort()
     // Sealed segments' lengths are final (the trimmer is the flusher, which is suspended).
     const segments = names.map((name) => ({ name, bytes: name === segment ? length : statSync(join(logDir, name)).size }))
-    return { commitId: lsn, seq: meta.seq, pages: this.pages.reachablePages(), pageCount: meta.pageCount, segments }
+    return { commitId: lsn, seq: meta.seq, pages: this.pages.pagesInUse(), pageCount: meta.pageCount, segments }
   }
 
   setPageFault(fault: PageFault): void {

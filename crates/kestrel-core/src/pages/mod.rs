@@ -523,6 +523,31 @@ impl PageStore {
             .unwrap_or_default())
     }
 
+    /// The pages of the published checkpoint that are not free (nor meta slots), ascending. By
+    /// the accounting the checks enforce (reachable ∪ free ∪ {0, 1} = every page below the page
+    /// count) these are exactly the pages it reaches, found from the free list alone: a backup
+    /// of a large database need not walk its trees (which reads every multi-page overflow
+    /// chain). Were the file damaged, this copies a superset — never less than is reachable.
+    pub fn pages_in_use(&self) -> Result<Vec<u32>> {
+        Ok(self
+            .with_source(|src| {
+                let (_, free) = tree::read_free_list(src)?;
+                let count = src.meta.page_count;
+                let mut out = Vec::with_capacity((count as usize).saturating_sub(free.len() + META_SLOTS as usize));
+                let mut listed = free.iter().copied().peekable();
+                // Bounded by the page count; `free` is ascending (read_free_list checks it).
+                for p in META_SLOTS..count {
+                    if listed.peek() == Some(&p) {
+                        listed.next();
+                    } else {
+                        out.push(p);
+                    }
+                }
+                Ok(out)
+            })?
+            .unwrap_or_default())
+    }
+
     /// Structural check of the published checkpoint per the spec's "Checks" list: the
     /// problems found (empty = fine) plus counts. Reads the pages from disk, not the cache.
     pub fn check(&self) -> Result<CheckReport> {

@@ -484,7 +484,7 @@ impl Writer<'_, '_> {
 }
 
 /// The published free list: (the chain's pages, the page numbers listed).
-fn read_free_list(src: &PageSource<'_>) -> Result<(Vec<u32>, Vec<u32>)> {
+pub(crate) fn read_free_list(src: &PageSource<'_>) -> Result<(Vec<u32>, Vec<u32>)> {
     let meta = src.meta;
     let mut chain = Vec::new();
     let mut numbers: Vec<u32> = Vec::with_capacity(meta.free_count as usize);

@@ -264,6 +264,29 @@ export class PageStore implements PageSource {
     return reachablePages(this, this.published.meta)
   }
 
+  /**
+   * The pages of the published checkpoint that are not free (nor meta slots), ascending. By the
+   * accounting the checks enforce (reachable ∪ free ∪ {0, 1} = every page below the page count)
+   * these are exactly the pages it reaches, found from the free list alone: a backup of a large
+   * database need not walk its trees. Were the file damaged, this is a superset of the reachable.
+   */
+  pagesInUse(): Uint32Array {
+    this.assertOpen()
+    const base = this.published
+    const free = base.free ?? readFreeList(this, base.meta)
+    base.free = free
+    const count = base.meta.pageCount
+    const out = new Uint32Array(Math.max(0, count - 2 - free.list.length))
+    let n = 0
+    let f = 0
+    // Bounded by the page count; the free list is ascending (readFreeList checks it).
+    for (let p = 2; p < count; p++) {
+      if (f < free.list.length && free.list[f] === p) { f++; continue }
+      out[n++] = p
+    }
+    return n === out.length ? out : out.subarray(0, n)
+  }
+
   /** Close the file. Further calls throw KESTREL_CLOSED. */
   close(): void {
     if (this.closed) return
