@@ -137,6 +137,34 @@ describe.each(ENGINES)('backup (%s)', (engine) => {
     await again.close()
   })
 
+  it('bytesPerSec paces the copy (and is checked); a cancel during a pause still cancels', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    const c = db.collection<string>('c')
+    // About 2.5 MB of values, checkpointed.
+    for (let i = 0; i < 12; i++) await db.transaction((tx) => { for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(1000)) })
+    await db.checkpoint()
+    await expectCode(() => db.backup(tempDir('bad-rate'), { bytesPerSec: -1 }), 'KESTREL_INVALID_ARGUMENT')
+    const rate = 1024 * 1024
+    const started = performance.now()
+    const r = await db.backup(tempDir('paced'), { bytesPerSec: rate })
+    const tookMs = performance.now() - started
+    // A lower bound only (the pace is a ceiling): the copy cannot be faster than its limit allows
+    // for all but its first chunk.
+    expect(r.bytes).toBeGreaterThan(2 * rate)
+    expect(tookMs).toBeGreaterThanOrEqual(((r.bytes - 1024 * 1024) / rate) * 1000 - 50)
+    const ac = new AbortController()
+    const dest = tempDir('paced-cancel')
+    let chunks = 0
+    const p = db.backup(dest, { bytesPerSec: rate / 4, signal: ac.signal, onProgress: () => { chunks++ } })
+    setTimeout(() => ac.abort(), 300)
+    await expect(p).rejects.toMatchObject({ name: 'AbortError' })
+    expect(chunks).toBeLessThan(3)
+    expect(existsSync(dest)).toBe(false)
+    expect(coreOf(db).stats().flow.suspended).toBe(0)
+    await db.close()
+  })
+
   it('refuses a non-empty target, a target inside the database, and a closed handle', async () => {
     const dir = tempDir()
     const db = await open(dir, { engine })

@@ -12,6 +12,7 @@
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs'
 import { open as openFile, type FileHandle } from 'node:fs/promises'
+import { setTimeout as delay } from 'node:timers/promises'
 import { join, resolve, relative, isAbsolute, dirname } from 'node:path'
 import type { Core } from './core/types.js'
 import { IDENTITY_FILE, LOG_DIR } from './core/ts/format.js'
@@ -35,7 +36,16 @@ export interface BackupOptions {
   onProgress?: (progress: BackupProgress) => void
   /** Cancels the backup: it rejects with an `AbortError`, the partial copy is removed and the flusher resumes. */
   signal?: AbortSignal
+  /**
+   * Upper bound on the copy's speed in bytes per second, so that committers keep the disk: the
+   * log's fdatasync waits behind whatever the copy writes. Default {@link BACKUP_BYTES_PER_SEC};
+   * `0` copies as fast as the disk goes.
+   */
+  bytesPerSec?: number
 }
+
+/** The default `bytesPerSec` of a backup or restore. */
+export const BACKUP_BYTES_PER_SEC = 64 * 1024 * 1024
 
 /** What a finished backup holds. */
 export interface BackupResult {
@@ -54,7 +64,7 @@ const CHUNK_BYTES = 1024 * 1024
  * amount of dirty page cache whose writeback would stall the log's fdatasync (and so every
  * committer) for hundreds of milliseconds.
  */
-const SYNC_EVERY_BYTES = 32 * 1024 * 1024
+const SYNC_EVERY_BYTES = 8 * 1024 * 1024
 
 /** A directory that is missing or empty; anything else is refused (a backup never overwrites). */
 function prepareTarget(dest: string, what: string): void {
@@ -83,7 +93,15 @@ class Copier {
   copied = 0
   private unsynced = 0
   private buffers = [Buffer.allocUnsafe(CHUNK_BYTES), Buffer.allocUnsafe(CHUNK_BYTES)]
-  constructor(private readonly total: number, private readonly options: BackupOptions) {}
+  private readonly startedMs = performance.now()
+  private readonly bytesPerSec: number
+  constructor(private readonly total: number, private readonly options: BackupOptions) {
+    const rate = options.bytesPerSec ?? BACKUP_BYTES_PER_SEC
+    if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `backup option bytesPerSec must be a number ≥ 0 (0 = unlimited), got ${String(rate)}`)
+    }
+    this.bytesPerSec = rate
+  }
 
   private async step(phase: BackupProgress['phase'], to: FileHandle, n: number): Promise<void> {
     this.copied += n
@@ -94,6 +112,13 @@ class Copier {
     }
     this.options.onProgress?.({ phase, bytesCopied: this.copied, bytesTotal: this.total })
     this.options.signal?.throwIfAborted()
+    if (this.bytesPerSec > 0) {
+      // Ahead of the allowed pace: wait until the copy is back on it (at most one chunk's worth).
+      const dueMs = (this.copied / this.bytesPerSec) * 1000 - (performance.now() - this.startedMs)
+      if (dueMs > 1) {
+        await delay(Math.min(dueMs, 1000), undefined, { signal: this.options.signal })
+      }
+    }
   }
 
   /** Copy `length` bytes at `offset` of `from` to the same offset of `to`. */
@@ -242,7 +267,8 @@ export async function restore(backupDir: string, dir: string, options: BackupOpt
   try {
     const files = [IDENTITY_FILE, ...(existsSync(join(from, PAGE_FILE)) ? [PAGE_FILE] : []), ...readdirSync(join(from, LOG_DIR)).map((n) => join(LOG_DIR, n))]
     const total = files.reduce((n, f) => n + statSync(join(from, f)).size, 0)
-    const copier = new Copier(total, options)
+    // Nothing else uses a directory being restored: copy at full speed unless told otherwise.
+    const copier = new Copier(total, { bytesPerSec: 0, ...options })
     for (const f of files) {
       const a = await openFile(join(from, f), 'r')
       const b = await openFile(join(target, f), 'w')

@@ -185,7 +185,8 @@ export async function main(argv: string[]): Promise<number> {
         const bar = progressBar(p.progress)
         const db = await open(p.args[0]!, { engine: p.engine })
         try {
-          const r = await db.backup(p.args[1]!, { onProgress: bar.update })
+          // The command holds the database's lock: no committer shares the disk, so no pacing.
+          const r = await db.backup(p.args[1]!, { onProgress: bar.update, bytesPerSec: 0 })
           bar.done()
           process.stdout.write(p.json ? JSON.stringify({ commitId: Number(r.commitId), bytes: r.bytes, path: r.path }) + '\n' : `backed up commit ${r.commitId} (${mib(r.bytes)}) to ${r.path}\n`)
         } finally {
