@@ -8,19 +8,37 @@ import { ENGINES, tempDir } from './helpers.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-describe.each(ENGINES)('README example [%s]', (engine) => {
-  it('runs without errors', () => {
-    const readme = readFileSync(`${ROOT}README.md`, 'utf8')
-    const block = /```ts\n([\s\S]*?)```/.exec(readme)?.[1]
-    expect(block).toBeDefined()
-    const code = block!
-      .replace("from 'kestreldb'", `from ${JSON.stringify(`${ROOT}dist/index.js`)}`)
-      .replace("'./data'", JSON.stringify(tempDir()))
-      .replace("engine: 'auto'", `engine: '${engine}'`)
-    const js = ts.transpileModule(code, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', js], { encoding: 'utf8' })
+/** Run a README code block with its paths turned into temp dirs and the engine chosen. */
+function runBlock(block: string, engine: string): { stdout: string; stderr: string; status: number | null } {
+  const code = block
+    .replace("from 'kestreldb'", `from ${JSON.stringify(`${ROOT}dist/index.js`)}`)
+    .replace("'./data'", JSON.stringify(tempDir()))
+    .replaceAll("'/backups/today'", JSON.stringify(tempDir('backup')))
+    .replace("'./data-restored'", JSON.stringify(tempDir('restored')))
+    .replace("engine: 'auto'", `engine: '${engine}'`)
+  const withEngine = code.includes(`engine: '${engine}'`) ? code : code.replace(/await open\(("[^"]*")\)/, `await open($1, { engine: '${engine}' })`)
+  const js = ts.transpileModule(withEngine, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText
+  return spawnSync(process.execPath, ['--input-type=module', '-e', js], { encoding: 'utf8' })
+}
+
+describe.each(ENGINES)('README examples [%s]', (engine) => {
+  const blocks = [...readFileSync(`${ROOT}README.md`, 'utf8').matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!)
+
+  it('the usage example runs without errors', () => {
+    expect(blocks.length).toBeGreaterThanOrEqual(2)
+    const r = runBlock(blocks[0]!, engine)
     expect(r.stderr).toBe('')
     expect(r.status).toBe(0)
     expect(r.stdout).toContain('Ada')
+  })
+
+  it('the checkpoint, backup, verify and restore example runs without errors', () => {
+    const block = blocks.find((b) => b.includes('db.backup('))
+    expect(block).toBeDefined()
+    const r = runBlock(block!, engine)
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    expect(r.stdout).toMatch(/\d+n? \d+ true/)
+    expect(r.stdout).toContain('pages')
   })
 })

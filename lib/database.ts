@@ -176,14 +176,15 @@ export class Database {
   }
 
   /**
-   * Write a checkpoint of every commit visible now and trim the log behind it (the flusher also
-   * does this on its own, by size and age). Resolves with the checkpoint's commit id.
+   * Write a checkpoint of every commit visible now — except the last `retainHistory.commits`
+   * ones, which no checkpoint covers — and trim the log behind it (the flusher also does this on
+   * its own, by size and age). Resolves with the checkpoint's commit id: every commit up to it is
+   * in the page store.
    */
   async checkpoint(): Promise<{ commitId: bigint }> {
     const core = this.live().core
-    const commitId = core.lastCommitId()
     await this.track(core.checkpoint())
-    return { commitId }
+    return { commitId: BigInt(core.stats().checkpointLsn) }
   }
 
   /**
