@@ -45,7 +45,7 @@ export interface BackupOptions {
 }
 
 /** The default `bytesPerSec` of a backup or restore. */
-export const BACKUP_BYTES_PER_SEC = 64 * 1024 * 1024
+export const BACKUP_BYTES_PER_SEC = 48 * 1024 * 1024
 
 /** What a finished backup holds. */
 export interface BackupResult {
@@ -64,7 +64,7 @@ const CHUNK_BYTES = 1024 * 1024
  * amount of dirty page cache whose writeback would stall the log's fdatasync (and so every
  * committer) for hundreds of milliseconds.
  */
-const SYNC_EVERY_BYTES = 8 * 1024 * 1024
+const SYNC_EVERY_BYTES = 2 * 1024 * 1024
 
 /** A directory that is missing or empty; anything else is refused (a backup never overwrites). */
 function prepareTarget(dest: string, what: string): void {

@@ -13,8 +13,9 @@
 //! - The **gopher** applies batches to the dirty set in commit order. While the flusher is
 //!   suspended it moves them, still in order, to **deferred** instead; past `deferred_bytes_max`
 //!   it stops taking batches, so the queue fills and committers are throttled.
-//! - The last `resume` applies every deferred batch, in commit order, before the gopher takes
-//!   anything newer (and before the flusher can run again).
+//! - After the last `resume` the gopher applies every deferred batch, in commit order, before it
+//!   takes anything newer, one batch per hold of the lock (the writer keeps queueing meanwhile);
+//!   the flusher does not run until they are all applied.
 //! - The **flusher** turns the dirty set into a copy-on-write checkpoint at the last applied LSN,
 //!   by size, by age or on request, never while suspended; `suspend` reports whether a checkpoint
 //!   is still being written so that the caller (backup, verify) waits it out before reading.
@@ -22,8 +23,8 @@
 //! The seed this is built against (a flush thread that ignored suspension, a re-queue that could
 //! time out and drop batches, deferred batches re-queued behind newer ones, an interrupted resume
 //! that lost the rest) is designed out: suspension is checked by the only two threads that move
-//! batches, every wait is for room (never a timeout that gives up), deferred batches are applied
-//! under the same lock that clears the suspension, and nothing can interrupt a resume.
+//! batches, every wait is for room (never a timeout that gives up), the only thread that applies
+//! batches takes the deferred ones first, and nothing can interrupt a resume.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -228,15 +229,14 @@ impl Flow {
         self.in_flight
     }
 
-    /// Undo one suspend; the last one applies the deferred batches first, in commit order.
+    /// Undo one suspend. After the last one the gopher applies the deferred batches, in commit
+    /// order, before anything newer — one batch per hold of the lock, so that the writer can
+    /// keep queueing meanwhile — and the flusher waits until they are all applied.
     pub fn resume(&mut self) -> Result<()> {
         if self.suspended == 0 {
             return Err(Error::new(Code::InvalidArgument, "resume without a matching suspend"));
         }
         self.suspended -= 1;
-        if self.suspended == 0 {
-            self.drain_deferred();
-        }
         Ok(())
     }
 
@@ -303,7 +303,8 @@ impl Flow {
     }
 
     fn should_checkpoint(&self, o: &Options, now: Instant) -> bool {
-        if self.suspended > 0 || self.in_flight {
+        // Deferred batches are older than anything in the dirty set: they go in first.
+        if self.suspended > 0 || self.in_flight || !self.deferred.is_empty() {
             return false;
         }
         let failed_upto = self.failure.as_ref().map_or(0, |f| f.0);
@@ -367,8 +368,18 @@ pub(crate) fn start(shared: Arc<Shared>, options: &Options, log_dir: PathBuf) ->
 
 fn gopher(shared: &Shared) {
     let mut flow = shared.flow.lock().expect("flow lock");
-    // Bounded by the queue: every pass moves a batch, or waits for one, or ends.
+    // Bounded by the queues: every pass moves a batch, or waits for one, or ends.
     loop {
+        if (flow.suspended == 0 || flow.stopping.is_some()) && !flow.deferred.is_empty() {
+            // Resumed: the deferred batches first, in order, one per hold of the lock.
+            let b = flow.deferred.pop_front().expect("not empty");
+            flow.deferred_bytes -= b.bytes;
+            flow.admit(b);
+            drop(flow);
+            shared.flow_changed.notify_all();
+            flow = shared.flow.lock().expect("flow lock");
+            continue;
+        }
         let Some(front) = flow.queue.front() else {
             if flow.stopping.is_some() {
                 break;
@@ -389,9 +400,7 @@ fn gopher(shared: &Shared) {
             flow.deferred.push_back(b);
             flow.stats.batches_deferred += 1;
         } else {
-            // Deferred batches always go first (a resume drains them under this lock, and a
-            // stop drains them here).
-            flow.drain_deferred();
+            debug_assert!(flow.deferred.is_empty(), "deferred batches go before newer ones");
             let b = flow.queue.pop_front().expect("front exists");
             flow.queue_bytes -= bytes;
             flow.admit(b);

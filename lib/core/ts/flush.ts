@@ -14,7 +14,7 @@
  */
 import { readdir, unlink } from 'node:fs/promises'
 import { KestrelError, toKestrelError } from '../../errors.js'
-import type { PageFault } from '../types.js'
+import type { CoreStats, PageFault } from '../types.js'
 import { parseSegmentName } from './format.js'
 import { syncDir } from './fsutil.js'
 import type { CollectionChanges, PageStore } from './pages/store.js'
@@ -52,24 +52,7 @@ export interface FlowOptions {
 }
 
 /** Counters of the flow, reported by stats(). */
-export interface FlowStats {
-  queuedBatches: number
-  queuedBytes: number
-  deferredBatches: number
-  deferredBytes: number
-  dirtyKeys: number
-  dirtyBytes: number
-  appliedLsn: number
-  suspended: number
-  checkpointInFlight: boolean
-  checkpoints: number
-  checkpointFailures: number
-  writerWaits: number
-  batchesDeferred: number
-  segmentsDeleted: number
-  pagesWritten: number
-  lastCheckpointMs: number
-}
+export type FlowStats = CoreStats['flow']
 
 interface DirtyEntry { commitId: number; value: Uint8Array | undefined; bytes: number }
 

@@ -6,6 +6,7 @@
  */
 import { KestrelError } from '../../../errors.js'
 import { crc32c } from '../../crc32c.js'
+import { compareBytes } from '../../../codec/bytes.js'
 
 /** Bytes per page. Page `n` lives at byte `n × PAGE_BYTES`. */
 export const PAGE_BYTES = 4096
@@ -86,16 +87,8 @@ export function corruptPage(page: number, what: string): KestrelError {
   return new KestrelError('KESTREL_CORRUPT', `pages.kdb page ${page}: ${what}; restore from a backup (kestrel restore <backup> <dir>)`)
 }
 
-/** Compare byte strings: memcmp order, shorter first on a common prefix. */
-export function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length)
-  // Bounded by the shorter length.
-  for (let i = 0; i < n; i++) {
-    const d = a[i]! - b[i]!
-    if (d !== 0) return d
-  }
-  return a.length - b.length
-}
+/** Compare byte strings: memcmp order, shorter first on a common prefix (FORMAT.md key order). */
+export { compareBytes }
 
 function view(page: Uint8Array): DataView {
   return new DataView(page.buffer, page.byteOffset, page.byteLength)
