@@ -41,8 +41,8 @@ function runAndKill(dir: string, engine: string, workers: number, killAfterMs: n
 
 describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
   it(`${ROUNDS} rounds: every acknowledged commit survives, every transaction is whole`, async () => {
-    // Until checkpoints trim the log, every open replays the whole log: start a fresh directory
-    // every 20 rounds so that a long soak run stays linear.
+    // A fresh directory every 20 rounds, so that every round of a long soak run starts from a
+    // database of about the same size (the children's small checkpoints keep the log short).
     let dir = tempDir()
     const everAcked = new Set<number>()
     let ackedTotal = 0

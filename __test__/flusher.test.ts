@@ -101,6 +101,41 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
     await db.close()
   })
 
+  it('a new suspension in the middle of applying deferred batches keeps them first and in order', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, checkpointIntervalMs: 0 })
+    const c = db.collection<number>('c')
+    const core = coreOf(db)
+    let last = 0
+    for (let round = 0; round < 5; round++) {
+      await core.suspendFlusher()
+      // Many small batches, so that the resume below has work left when the next suspend lands.
+      for (let i = 0; i < 300; i++) {
+        last++
+        await db.transaction((tx) => { tx.put(c, 'k', last); tx.put(c, ['each', last % 50], last) })
+      }
+      core.resumeFlusher()
+    }
+    // The last suspension ended above; everything deferred goes in before this checkpoint.
+    await db.checkpoint()
+    const s = core.stats()
+    expect(s.flow.deferredBatches).toBe(0)
+    expect(s.flow.suspended).toBe(0)
+    expect(s.checkpointLsn).toBe(Number(db.lastCommitId()))
+    await db.close()
+    // The page store alone (a tiny cache, nothing to replay) holds the last write of every key.
+    const again = await open(dir, { engine: other(engine), cacheBytes: 1 << 20 })
+    expect(again.stats().checkpointLsn).toBe(Number(again.lastCommitId()))
+    const snap = again.snapshot()
+    expect(snap.get(again.collection<number>('c'), 'k')).toBe(last)
+    for (let j = 0; j < 50; j++) {
+      const want = last - ((last - j) % 50 + 50) % 50
+      expect(snap.get(again.collection<number>('c'), ['each', j])).toBe(want)
+    }
+    snap.close()
+    await again.close()
+  })
+
   it('backup and verify overlapping under writers lose nothing', async () => {
     const dir = tempDir()
     const db = await open(dir, { engine, checkpointBytes: 64 * 1024, checkpointIntervalMs: 10 })
