@@ -8,7 +8,8 @@
  *   and the writer awaits it before acknowledging the batch (committers wait; nothing is dropped).
  * - The gopher applies batches in commit order; while the flusher is suspended it defers them, in
  *   order, up to `deferredBytesMax`, then leaves them queued (so committers are throttled).
- * - The last `resume` applies every deferred batch, in order, before anything newer.
+ * - After the last `resume` every deferred batch is applied, in order, before anything newer, in
+ *   slices between event-loop turns; no checkpoint starts until they all are.
  * - The flusher writes a checkpoint by size, by age, on request or at close — never while
  *   suspended; `suspend` resolves once no checkpoint is being written.
  */
@@ -25,6 +26,10 @@ import { writtenBytes, type VersionStore, type Written } from './store.js'
 const RETRY_AFTER_FAILURE_MS = 1000
 /** The longest the flusher sleeps between looks at its age threshold. */
 const FLUSHER_TICK_MS = 200
+/** Writes of deferred batches applied per event-loop turn after a resume. */
+const DEFERRED_WRITES_PER_TURN = 20_000
+/** Dirty keys turned into checkpoint changes per event-loop turn. */
+const CONVERT_KEYS_PER_TURN = 20_000
 
 /** What one group-commit batch wrote, in commit order. */
 export interface Batch {
@@ -174,6 +179,9 @@ export class Flow {
         this.deferred.push(b)
         this.deferredBytes += b.bytes
         this.counters.batchesDeferred++
+      } else if (this.deferred.length > 0 && !this.stopping) {
+        // Resumed, and the deferred batches are still being applied (drainSlice): they go first.
+        break
       } else {
         this.drainDeferred()
         this.queue.shift()
@@ -190,6 +198,30 @@ export class Flow {
     this.deferredBytes = 0
   }
 
+  /**
+   * After the last resume: apply the deferred batches in commit order, a slice per event-loop
+   * turn so that committers are not stalled by a long suspension's backlog; then what was queued
+   * meanwhile. A new suspension stops it (the rest stays first in line); stop() applies the rest.
+   */
+  private drainSlice(): void {
+    if (this.suspended > 0 || this.stopping) return
+    let writes = 0
+    let taken = 0
+    // Bounded by the slice size and the deferred queue.
+    while (taken < this.deferred.length && writes < DEFERRED_WRITES_PER_TURN) {
+      const b = this.deferred[taken++]!
+      this.deferredBytes -= b.bytes
+      writes += b.writes.length + 1
+      this.admit(b)
+    }
+    this.deferred.splice(0, taken)
+    if (this.deferred.length > 0) {
+      setImmediate(() => this.drainSlice())
+      return
+    }
+    this.pump()
+  }
+
   /** Suspend (reference-counted): resolves once no checkpoint is being written. */
   async suspend(): Promise<void> {
     this.suspended++
@@ -197,14 +229,14 @@ export class Flow {
     while (this.inFlight) await this.inFlight.catch(() => undefined)
   }
 
-  /** Undo one suspend; the last one applies the deferred batches first, in commit order. */
+  /**
+   * Undo one suspend. After the last one the deferred batches are applied, in commit order, before
+   * anything newer (in slices between event-loop turns), and no checkpoint starts until they all are.
+   */
   resume(): void {
     if (this.suspended === 0) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'resume without a matching suspend')
     this.suspended--
-    if (this.suspended === 0) {
-      this.drainDeferred()
-      this.pump()
-    }
+    if (this.suspended === 0) this.drainSlice()
   }
 
   isSuspended(): boolean {
@@ -234,7 +266,8 @@ export class Flow {
   }
 
   private shouldCheckpoint(nowMs: number): boolean {
-    if (this.suspended > 0 || this.inFlight || this.stopping) return false
+    // Deferred batches are older than anything in the dirty set: they go in first.
+    if (this.suspended > 0 || this.inFlight || this.stopping || this.deferred.length > 0) return false
     // Everything up to the target has been taken (what is held inside the retention window cannot
     // be checkpointed, so it does not count against the request).
     if (this.requested > Math.max(this.completed, this.failure?.upTo ?? 0) && this.seenLsn >= this.requestTargetLsn) return true
@@ -275,13 +308,14 @@ export class Flow {
         for (const name of [...dirty.keys()].sort(compareNames)) {
           const m = dirty.get(name)!
           const keys = [...m.keys()].sort()
-          changes.push({
-            name,
-            changes: keys.map((k) => {
-              const e = m.get(k)!
-              return { key: orderedStringToBytes(k), version: e.value === undefined ? undefined : { commitId: e.commitId, value: e.value } }
-            }),
-          })
+          const list: CollectionChanges['changes'] = []
+          for (let i = 0; i < keys.length; i++) {
+            const e = m.get(keys[i]!)!
+            list.push({ key: orderedStringToBytes(keys[i]!), version: e.value === undefined ? undefined : { commitId: e.commitId, value: e.value } })
+            // Let committers run between slices of a large dirty set.
+            if (i % CONVERT_KEYS_PER_TURN === CONVERT_KEYS_PER_TURN - 1) await new Promise<void>((r) => setImmediate(r))
+          }
+          changes.push({ name, changes: list })
         }
         const report = await this.pages.checkpoint(lsn, changes, fault)
         this.store.setCheckpointed(lsn)

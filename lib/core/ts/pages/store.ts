@@ -17,7 +17,7 @@ import {
   decodeBranch, decodeLeaf, decodeMetaSlot, emptyMeta, encodeMeta, type PageHeader, type PageMeta,
 } from './layout.js'
 import {
-  buildCheckpoint, catalogLookup, findEntry, listCatalog, readFreeList, readValue, reachablePages,
+  buildCheckpointSteps, runSlices, catalogLookup, findEntry, listCatalog, readFreeList, readValue, reachablePages,
   scanTree, validateChanges, type Bound, type CollectionChanges, type PageEntry, type PageSource,
   type TreeNode,
 } from './tree.js'
@@ -209,7 +209,10 @@ export class PageStore implements PageSource {
     const names = validateChanges(lsn, changes)
     const free = base.free ?? readFreeList(this, base.meta)
     base.free = free
-    const built = buildCheckpoint(this, { meta: base.meta, freeList: free.list, freeChain: free.chain }, lsn, changes, names)
+    // Built in slices between event-loop turns; reads keep seeing the published checkpoint, and
+    // no other checkpoint can start meanwhile (`running`).
+    const built = await runSlices(buildCheckpointSteps(this, { meta: base.meta, freeList: free.list, freeChain: free.chain }, lsn, changes, names))
+    this.assertOpen()
     // Stale cached copies (from when these pages were reachable) must never be read again.
     for (const p of built.pages.keys()) this.cache.delete(p)
 

@@ -309,6 +309,9 @@ export interface BuiltCheckpoint {
 /** A (first key, page) pair: one entry of a branch's entry list. */
 interface Child { key: Uint8Array; page: number }
 
+/** A checkpoint build pauses (lets the event loop run, see `runSlices`) every this many pages. */
+const PAGES_PER_PAUSE = 64
+
 /** A leaf entry on its way into a new page; `fresh` = a new overflow value still to be written. */
 interface Pending extends LeafEntry { fresh: Uint8Array | undefined }
 
@@ -359,8 +362,11 @@ class Builder {
     return chain[0]!
   }
 
-  /** apply() on a leaf (`node` undefined = the empty tree). */
-  applyLeaf(node: { page: number; entries: readonly LeafEntry[] } | undefined, ops: readonly Change[]): Child[] {
+  /**
+   * apply() on a leaf (`node` undefined = the empty tree). Pauses every {@link PAGES_PER_PAUSE}
+   * pages written: a bulk load can send hundreds of thousands of ops to one leaf.
+   */
+  *applyLeaf(node: { page: number; entries: readonly LeafEntry[] } | undefined, ops: readonly Change[]): Generator<void, Child[]> {
     const old = node?.entries ?? []
     const out: Pending[] = []
     const dropped: LeafEntry[] = []
@@ -392,20 +398,28 @@ class Builder {
     }
     if (node) this.free(node.page)
     for (const e of dropped) if (e.inline === undefined) for (const p of overflowPages(this.src, e.overflow, e.length)) this.free(p)
-    for (const e of out) if (e.fresh) e.overflow = this.writeOverflow(e.fresh)
+    let written = 0
+    for (const e of out) {
+      if (!e.fresh) continue
+      e.overflow = this.writeOverflow(e.fresh)
+      if (++written % PAGES_PER_PAUSE === 0) yield
+    }
     const groups = pack(out, (e) => leafEntryBytes(e.key.length, e.length))
-    return groups.map((g) => {
+    const children: Child[] = []
+    for (const g of groups) {
       const page = this.alloc()
       this.write(page, encodeLeaf(g, this.seq, page))
-      return { key: g[0]!.key, page }
-    })
+      children.push({ key: g[0]!.key, page })
+      if (++written % PAGES_PER_PAUSE === 0) yield
+    }
+    return children
   }
 
   /**
    * apply() on a branch up to (not including) packing: the new entry list. `low` is the branch's
    * own smallest key, the key of its entry 0 (passed down from the parent; empty at the root).
    */
-  branchEntries(node: { page: number; keys: readonly Uint8Array[]; children: readonly number[] }, ops: readonly Change[], low: Uint8Array, depth: number): Child[] {
+  *branchEntries(node: { page: number; keys: readonly Uint8Array[]; children: readonly number[] }, ops: readonly Change[], low: Uint8Array, depth: number): Generator<void, Child[]> {
     if (depth >= DEPTH_MAX) throw tooDeep(node.page)
     const list: Child[] = []
     let j = 0
@@ -423,8 +437,12 @@ class Builder {
       const mine = ops.slice(j, end)
       j = end
       const child = this.src.node(node.children[i]!)
-      if (child.kind === KIND_LEAF) list.push(...this.applyLeaf(child, mine))
-      else list.push(...this.packBranch(this.branchEntries(child, mine, key, depth + 1)))
+      if (child.kind === KIND_LEAF) {
+        for (const c of yield* this.applyLeaf(child, mine)) list.push(c)
+        yield // one leaf done: the caller may let the event loop run
+      } else {
+        for (const c of this.packBranch(yield* this.branchEntries(child, mine, key, depth + 1))) list.push(c)
+      }
     }
     this.free(node.page)
     return list
@@ -440,17 +458,21 @@ class Builder {
     })
   }
 
-  /** Apply `ops` to the tree at `root` with the spec's root handling; returns the new root (0 = empty). */
-  applyRoot(root: number, ops: readonly Change[]): number {
+  /**
+   * Apply `ops` to the tree at `root` with the spec's root handling; returns the new root (0 =
+   * empty). A generator that pauses after every leaf, so that a large checkpoint can be built in
+   * slices between event-loop turns (see `runSlices`); the result does not depend on the pauses.
+   */
+  *applyRoot(root: number, ops: readonly Change[]): Generator<void, number> {
     let list: Child[]
     if (root === 0) {
-      list = this.applyLeaf(undefined, ops)
+      list = yield* this.applyLeaf(undefined, ops)
     } else {
       const node = this.src.node(root)
       if (node.kind === KIND_LEAF) {
-        list = this.applyLeaf(node, ops)
+        list = yield* this.applyLeaf(node, ops)
       } else {
-        const entries = this.branchEntries(node, ops, EMPTY, 0)
+        const entries = yield* this.branchEntries(node, ops, EMPTY, 0)
         // The spec collapses exactly one level: that child becomes the root as it is.
         if (entries.length <= 1) return entries[0]?.page ?? 0
         list = this.packBranch(entries)
@@ -517,10 +539,28 @@ export function validateChanges(lsn: number, changes: readonly CollectionChanges
 }
 
 /**
- * Build checkpoint `base.meta.seq + 1` at `lsn` (steps 1–5 of the spec). Pure apart from reading
- * pages through `src`: nothing is written to the file here.
+ * Run a generator to its end, letting the event loop run whenever a slice took longer than
+ * `sliceMs`: committers keep being served while a large checkpoint is built.
  */
-export function buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, changes: readonly CollectionChanges[], names: readonly Uint8Array[]): BuiltCheckpoint {
+export async function runSlices<T>(steps: Generator<void, T>, sliceMs = 8): Promise<T> {
+  let sliceStart = performance.now()
+  // Bounded by the generator: it pauses once per leaf written, and the changes are finite.
+  for (;;) {
+    const r = steps.next()
+    if (r.done) return r.value
+    if (performance.now() - sliceStart >= sliceMs) {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      sliceStart = performance.now()
+    }
+  }
+}
+
+/**
+ * Build checkpoint `base.meta.seq + 1` at `lsn` (steps 1–5 of the spec). Pure apart from reading
+ * pages through `src`: nothing is written to the file here. A generator that pauses after every
+ * leaf it writes (drive it with {@link runSlices}); the pauses do not change the result.
+ */
+export function* buildCheckpointSteps(src: PageSource, base: BuildBase, lsn: number, changes: readonly CollectionChanges[], names: readonly Uint8Array[]): Generator<void, BuiltCheckpoint> {
   const { meta } = base
   const seq = meta.seq + 1
   const b = new Builder(src, base.freeList, meta.pageCount, seq)
@@ -532,7 +572,7 @@ export function buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, c
     const name = names[c]!
     const current = catalogLookup(src, meta.catalogRoot, name) ?? { root: 0, records: 0 }
     b.delta = 0
-    const root = b.applyRoot(current.root, changes[c]!.changes)
+    const root = yield* b.applyRoot(current.root, changes[c]!.changes)
     const count = current.records + b.delta
     if ((root === 0) !== (count === 0) || count < 0) {
       throw corruptPage(current.root || meta.catalogRoot, `collection ${JSON.stringify(changes[c]!.name)} holds a different number of records than its catalog entry says (${current.records})`)
@@ -542,7 +582,7 @@ export function buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, c
   }
 
   // Step 3: the catalog, one op per changed collection.
-  const catalogRoot = catalogOps.length > 0 ? b.applyRoot(meta.catalogRoot, catalogOps) : meta.catalogRoot
+  const catalogRoot = catalogOps.length > 0 ? yield* b.applyRoot(meta.catalogRoot, catalogOps) : meta.catalogRoot
 
   // Step 5: the free list. The old chain is freed; the new chain takes the smallest reusable
   // pages (c = the smallest count whose pages can hold what is left), then pages at the end.
