@@ -15,7 +15,7 @@
  */
 import { readdir, unlink } from 'node:fs/promises'
 import { KestrelError, toKestrelError } from '../../errors.js'
-import type { CoreStats, PageFault } from '../types.js'
+import type { CoreOpenOptions, CoreStats, PageFault } from '../types.js'
 import { parseSegmentName } from './format.js'
 import { syncDir } from './fsutil.js'
 import type { CollectionChanges, PageStore } from './pages/store.js'
@@ -45,16 +45,8 @@ export function makeBatch(lastLsn: number, writes: Written[]): Batch {
   return { lastLsn, writes, bytes }
 }
 
-/** Options of the flow (validated by lib/options.ts). */
-export interface FlowOptions {
-  /** Commits whose older versions stay readable after reopen: a checkpoint never covers them. */
-  retainCommits: number
-  cacheBytes: number
-  checkpointBytes: number
-  checkpointIntervalMs: number
-  flushQueueBytes: number
-  deferredBytesMax: number
-}
+/** Options of the flow (validated by lib/options.ts); `retainCommits`: a checkpoint never covers them. */
+export type FlowOptions = Pick<CoreOpenOptions, 'retainCommits' | 'cacheBytes' | 'checkpointBytes' | 'checkpointIntervalMs' | 'flushQueueBytes' | 'deferredBytesMax'>
 
 /** Counters of the flow, reported by stats(). */
 export type FlowStats = CoreStats['flow']
