@@ -200,9 +200,10 @@ impl Flow {
                 Some(m) => m,
                 None => self.dirty.entry(w.collection.clone()).or_default(),
             };
-            match map.insert(w.key.clone(), (w.commit_id, w.value.clone())) {
+            let name_and_key_len = w.collection.len() + w.key.len();
+            match map.insert(w.key, (w.commit_id, w.value)) {
                 Some((_, old)) => {
-                    let old_size = w.collection.len() + w.key.len() + old.map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
+                    let old_size = name_and_key_len + old.map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
                     self.dirty_bytes = self.dirty_bytes + size - old_size;
                 }
                 None => {

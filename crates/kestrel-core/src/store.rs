@@ -117,19 +117,23 @@ impl Store {
                 self.collections.insert(name.clone(), BTreeMap::new());
             }
             let map = self.collections.get_mut(name).expect("inserted above");
-            if !map.contains_key(&op.key) {
-                let mut chain = Vec::with_capacity(2);
-                if let Some((cid, value)) = pages.get(name, &op.key)? {
-                    debug_assert!(cid < commit_id, "the page store only holds older commits");
-                    let v = Version { commit_id: cid, value: Some(value) };
-                    self.record_bytes += version_bytes(&v);
-                    self.versions += 1;
-                    chain.push(v);
+            // One search per op: the entry is found or made in place.
+            let key = op.key.clone();
+            let chain = match map.entry(op.key) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let mut chain = Vec::with_capacity(2);
+                    if let Some((cid, value)) = pages.get(name, e.key())? {
+                        debug_assert!(cid < commit_id, "the page store only holds older commits");
+                        let v = Version { commit_id: cid, value: Some(value) };
+                        self.record_bytes += version_bytes(&v);
+                        self.versions += 1;
+                        chain.push(v);
+                    }
+                    self.record_bytes += e.key().len() + KEY_OVERHEAD_BYTES;
+                    e.insert(chain)
                 }
-                self.record_bytes += op.key.len() + KEY_OVERHEAD_BYTES;
-                map.insert(op.key.clone(), chain);
-            }
-            let chain = map.get_mut(&op.key).expect("inserted above");
+            };
             let base = chain.last().and_then(|v| v.value.as_deref());
             let was_live = base.is_some();
             let value = match op.kind {
@@ -141,7 +145,7 @@ impl Store {
             };
             debug_assert!(chain.last().is_none_or(|v| v.commit_id < commit_id), "versions install in commit order");
             let is_live = value.is_some();
-            out.push(Written { collection: name.clone(), key: op.key, commit_id, value: value.clone() });
+            out.push(Written { collection: name.clone(), key, commit_id, value: value.clone() });
             let v = Version { commit_id, value };
             self.record_bytes += version_bytes(&v);
             chain.push(v);
