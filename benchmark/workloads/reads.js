@@ -5,18 +5,27 @@ import { openStore } from '../contestants/index.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
 
 const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3', 'js-map']
-const key = (i) => `k${String(i).padStart(7, '0')}`
+export const key = (i) => `k${String(i).padStart(7, '0')}`
+
+/** The W2 data set (also W2 cold's): `records` records `{ i, pad }` of about 256 bytes, loaded untimed. */
+export async function loadRecords(store, records) {
+  const pad = 'v'.repeat(240)
+  const entries = Array.from({ length: records }, (_, i) => [key(i), { i, pad }])
+  await store.load(entries)
+}
+
+/** A deterministic pseudo-random record index in 0 … records − 1 per call. */
+export function randomIndexes(records) {
+  let x = 12345
+  return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) % records)
+}
 
 /** Child side; `param` is the record count. */
 export async function cell({ contestant, dir, param: records, durationMs }) {
   const store = await openStore(contestant, dir)
-  const pad = 'v'.repeat(240)
-  const entries = Array.from({ length: records }, (_, i) => [key(i), { i, pad }])
-  await store.load(entries)
-  entries.length = 0
+  await loadRecords(store, records)
   const reader = store.reader()
-  let x = 12345
-  const rand = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) % records)
+  const rand = randomIndexes(records)
   // Warm up, then measure each phase for durationMs.
   for (let i = 0; i < 20_000; i++) reader.get(key(rand()))
   let reads = 0

@@ -6,26 +6,22 @@
 // on-disk formats, not the disk.
 import { openStore } from '../contestants/index.js'
 import { fmt, mib, ratio, table, unavailableRow } from '../lib/report.js'
+import { key, loadRecords, randomIndexes } from './reads.js'
 
 const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3']
 const CACHE_BYTES = 16 << 20
 const FIRST_READS = 10_000
-const key = (i) => `k${String(i).padStart(7, '0')}`
 
 /** Child side; `param` is the record count. */
 export async function cell({ contestant, dir, param: records, durationMs }) {
   let store = await openStore(contestant, dir)
-  const pad = 'v'.repeat(240)
-  const entries = Array.from({ length: records }, (_, i) => [key(i), { i, pad }])
-  await store.load(entries)
-  entries.length = 0
+  await loadRecords(store, records)
   await store.close()
   const o0 = performance.now()
   store = await openStore(contestant, dir, { cacheBytes: CACHE_BYTES })
   const reopenMs = performance.now() - o0
   const reader = store.reader()
-  let x = 12345
-  const rand = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) % records)
+  const rand = randomIndexes(records)
   const read = () => {
     const i = rand()
     if (reader.get(key(i))?.i !== i) throw new Error(`record ${i} missing or wrong after reopen`)
