@@ -400,6 +400,15 @@ fn model_after(n: u64) -> Model {
     m
 }
 
+/// A fresh store holding checkpoints 1 and 2 of `crash_changes` (LSN 10 and 20).
+fn two_checkpoints(label: &str) -> (TempDir, PageStore) {
+    let dir = TempDir::new(label);
+    let store = open(&dir.0);
+    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
+    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    (dir, store)
+}
+
 fn assert_matches(store: &PageStore, model: &Model) {
     let mut rng = Rng(3);
     let mut used: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
@@ -447,10 +456,7 @@ fn lost_pages_before_meta_keep_the_previous_checkpoint() {
 
 #[test]
 fn torn_meta_keeps_a_consistent_checkpoint() {
-    let dir = TempDir::new("tear");
-    let store = open(&dir.0);
-    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
-    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    let (dir, store) = two_checkpoints("tear");
     let before = store.meta();
     let err = store.checkpoint(30, &crash_changes(3), PageFault::TearMeta).unwrap_err();
     assert_eq!(err.code, Code::Io);
@@ -466,10 +472,7 @@ fn torn_meta_keeps_a_consistent_checkpoint() {
 
     // A whole meta page whose sync "failed": the slot is valid, and checkpoint 3 — whose pages
     // were synced first — is what reopen finds. Either state would be consistent; this one is.
-    let dir = TempDir::new("tear-whole");
-    let store = open(&dir.0);
-    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
-    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    let (dir, store) = two_checkpoints("tear-whole");
     assert_eq!(store.checkpoint(30, &crash_changes(3), PageFault::FailMetaSync).unwrap_err().code, Code::Io);
     assert_matches(&store, &model_after(2));
     drop(store);
@@ -480,10 +483,7 @@ fn torn_meta_keeps_a_consistent_checkpoint() {
 
     // A meta page really torn inside its fields (here: zeroed from byte 40) is invalid, and the
     // previous checkpoint is used.
-    let dir = TempDir::new("tear-real");
-    let store = open(&dir.0);
-    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
-    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    let (dir, store) = two_checkpoints("tear-real");
     drop(store);
     let file = fs::OpenOptions::new().write(true).open(dir.0.join(PAGE_FILE)).unwrap();
     file.write_all_at(&[0u8; 32], 40).unwrap(); // checkpoint 2 lives in slot 0
@@ -498,10 +498,7 @@ fn torn_meta_keeps_a_consistent_checkpoint() {
 /// then a retry whose pages are lost — reopening must find checkpoint 3 intact.
 #[test]
 fn a_retry_after_a_failed_meta_write_does_not_overwrite_its_pages() {
-    let dir = TempDir::new("retry");
-    let store = open(&dir.0);
-    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
-    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    let (dir, store) = two_checkpoints("retry");
     assert_eq!(store.checkpoint(30, &crash_changes(3), PageFault::FailMetaSync).unwrap_err().code, Code::Io);
     // The retry checkpoints something else at the same seq.
     let other = vec![changes_of("c", &[("x", &[7u8; 5000])], &[], 31)];
@@ -520,10 +517,7 @@ fn a_retry_after_a_failed_meta_write_does_not_overwrite_its_pages() {
 
     // And a retry that succeeds after failed attempts publishes a sound checkpoint whose free
     // list takes back the attempts' pages.
-    let dir = TempDir::new("retry-ok");
-    let store = open(&dir.0);
-    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
-    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    let (dir, store) = two_checkpoints("retry-ok");
     assert_eq!(store.checkpoint(30, &crash_changes(3), PageFault::FailMetaSync).unwrap_err().code, Code::Io);
     store.checkpoint(30, &crash_changes(3), PageFault::None).unwrap();
     assert_matches(&store, &model_after(3));
@@ -621,10 +615,7 @@ fn readers_see_the_old_or_the_new_checkpoint() {
 
 #[test]
 fn a_flipped_byte_in_any_reachable_page_is_reported() {
-    let dir = TempDir::new("corrupt");
-    let store = open(&dir.0);
-    store.checkpoint(10, &crash_changes(1), PageFault::None).unwrap();
-    store.checkpoint(20, &crash_changes(2), PageFault::None).unwrap();
+    let (dir, store) = two_checkpoints("corrupt");
     let meta = store.meta();
     let reachable = store.reachable_pages().unwrap();
     assert!(meta.free_count > 0, "want a free list to corrupt too");
