@@ -73,6 +73,35 @@ export interface CoreScanOptions {
   limit?: number
 }
 
+/** One slice of a scavenge pass: see {@link Core.scavenge}. */
+export interface CoreScavengeOptions {
+  /** Retire lone checkpointed chains whose age group is ≤ this (−1: retire nothing). */
+  retireAgeMax: number
+  /** Stop retiring once the record memory is at most this many bytes. */
+  targetBytes: number
+  /** Visit at most this many chains in this slice (bounds the time the store is held). */
+  visitMax: number
+}
+
+/** What one scavenge slice did. */
+export interface CoreScavengeStep {
+  /** Chains visited in this slice. */
+  visited: number
+  /** Versions pruned (invisible to every snapshot ≥ the horizon), lone tombstones included. */
+  prunedVersions: number
+  /** In-memory index entries removed because no staying version holds them any more. */
+  indexEntriesRemoved: number
+  /** Chains retired from memory (they are read from the page store from now on). */
+  retired: number
+  /** The pass reached the last chain: the next call starts a new pass at the first one. */
+  done: boolean
+  /**
+   * Survey of the retirable chains (a single version, already checkpointed) left after this
+   * slice, as flat pairs `[ageGroup, bytes, ageGroup, bytes, …]`, one pair per age group seen.
+   */
+  survey: number[]
+}
+
 /** Counters every engine reports. */
 export interface CoreStats {
   engine: EngineName
@@ -96,6 +125,10 @@ export interface CoreStats {
   checkpointLsn: number
   /** Pages in pages.kdb. */
   pageCount: number
+  /** Index entries held in memory (pairs of an index key and a primary key, reference-counted). */
+  indexEntries: number
+  /** The current age group (the scavenger's LRU clock; see Core.setAgeGroup). */
+  ageGroup: number
   /** The gopher and flusher. */
   flow: {
     queuedBatches: number
@@ -135,6 +168,22 @@ export interface Core {
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined
   /** Entries visible at `snapshot` in key order within the bounds, as `[key, value]` pairs. */
   scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]>
+  /**
+   * Index lookup at `snapshot`: the records of `collection` whose visible version holds an index
+   * key of index `index` that lies within `options` — bounds on the index-tree entry keys
+   * (docs/FORMAT.md "Index trees") — as `[primaryKey, value]` pairs in entry order (index key,
+   * then primary key; reversed with `reverse`), at most `limit` of them.
+   */
+  find(collection: string, index: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]>
+  /** Chains written, loaded or read from now on belong to age group `group` (never decreases). */
+  setAgeGroup(group: number): void
+  /**
+   * One slice of a scavenge pass, continuing where the last slice stopped: prune every visited
+   * chain below the horizon (with index garbage collection), drop lone tombstones already
+   * checkpointed, retire lone checkpointed chains of age group ≤ `retireAgeMax` while the record
+   * memory is above `targetBytes`.
+   */
+  scavenge(options: CoreScavengeOptions): CoreScavengeStep
   /**
    * Versions that no snapshot ≥ `horizon` can see may be pruned (the horizon never decreases);
    * `sweep` prunes every key now instead of as keys are written.
