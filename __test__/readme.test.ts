@@ -32,6 +32,15 @@ describe.each(ENGINES)('README examples [%s]', (engine) => {
     expect(r.stdout).toContain('Ada')
   })
 
+  it('the secondary-index example runs and prints what it says', () => {
+    const block = blocks.find((b) => b.includes('tx.find('))
+    expect(block).toBeDefined()
+    const r = runBlock(block!, engine)
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    expect(r.stdout.split('\n')).toEqual(['u1 Ada', 'Ada, Bob', 'KESTREL_UNIQUE byEmail u1', ''])
+  })
+
   it('the checkpoint, backup, verify and restore example runs without errors', () => {
     const block = blocks.find((b) => b.includes('db.backup('))
     expect(block).toBeDefined()

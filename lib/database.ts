@@ -9,6 +9,9 @@ import { Transaction, type Resolver, type TransactionHost } from './transaction.
 import type { CoreStats, EngineName, PageFault } from './core/types.js'
 import { backupCore, type BackupOptions, type BackupResult } from './backup.js'
 import { verifyFiles, type VerifyReport } from './verify.js'
+import { buildIndex, loadMarker } from './txn/build.js'
+import type { IndexState } from './txn/indexes.js'
+import type { ScavengerStats } from './scavenger/policy.js'
 
 /** Options of {@link Database.transaction}. */
 export interface TransactionOptions {
@@ -26,6 +29,8 @@ export interface DatabaseStats extends CoreStats {
   pinnedSnapshots: number
   /** The oldest commit id still readable (`db.at` below it is `KESTREL_HISTORY_GONE`). */
   horizon: number
+  /** The scavenger: cycles, age groups, what it pruned and retired (`recordBytes` is the memory it keeps). */
+  scavenger: ScavengerStats
 }
 
 const RETRIES_DEFAULT = 8
@@ -82,12 +87,34 @@ export class Database {
       if (typeof options.resolver !== 'function') throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'a collection resolver must be a function (ancestor, committed, mine) => merged')
       this.resolvers.set(name, options.resolver as Resolver)
     }
+    if (options?.indexes !== undefined) {
+      const coordinator = this.live().coordinator
+      for (const s of coordinator.indexes.define(name, options.indexes as Record<string, never>)) this.startBuild(s)
+    }
     let c = this.collections.get(name)
     if (!c) {
-      c = new Collection<unknown>(name, this)
+      c = new Collection<unknown>(name, this, () => this.indexesBuilt(name))
       this.collections.set(name, c)
     }
     return c as Collection<T>
+  }
+
+  /** Build an index new to the engine, in the background (or note that it was built before). */
+  private startBuild(s: IndexState): void {
+    const coordinator = this.live().coordinator
+    if (loadMarker(coordinator, s)) return
+    s.built = buildIndex(coordinator, () => this.begin(), s).catch((err: unknown) => {
+      s.failure = err instanceof KestrelError ? err : new KestrelError('KESTREL_IO', `building index ${s.name} of ${s.collection} failed: ${String(err)}`, { cause: err })
+      throw s.failure
+    })
+    // Reported through collection.ready(); not an unhandled rejection meanwhile.
+    s.built.catch(() => undefined)
+  }
+
+  /** Resolves when every index of `name` is built; rejects with the first build failure. */
+  private async indexesBuilt(name: string): Promise<void> {
+    const states = this.live().coordinator.indexes.of(name) ?? []
+    await Promise.all(states.map((st) => st.built))
   }
 
   /** Start a transaction you commit or roll back yourself. */
@@ -172,7 +199,19 @@ export class Database {
   /** Engine statistics: log position, batches, syncs, segments, keys. */
   stats(): DatabaseStats {
     const lease = this.live()
-    return { ...lease.core.stats(), pinnedSnapshots: lease.coordinator.pinned, horizon: lease.core.horizon() }
+    return { ...lease.core.stats(), pinnedSnapshots: lease.coordinator.pinned, horizon: lease.core.horizon(), scavenger: lease.coordinator.scavenger.stats() }
+  }
+
+  /**
+   * Run a scavenger cycle now (maintenance, tests): prune versions no snapshot can see (and the
+   * index entries only they held), then — when the record memory is over the scavenger's
+   * threshold — retire the least recently used checkpointed records down to its floor. The
+   * scavenger also runs on its own, by allocation volume and on a timer.
+   */
+  async scavenge(): Promise<ScavengerStats> {
+    const coordinator = this.live().coordinator
+    await this.track(coordinator.scavenger.run())
+    return coordinator.scavenger.stats()
   }
 
   /**

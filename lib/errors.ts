@@ -21,13 +21,14 @@ export type KestrelErrorCode =
   | 'KESTREL_TRANSACTION_DONE'
   | 'KESTREL_CONFLICT'
   | 'KESTREL_HISTORY_GONE'
+  | 'KESTREL_UNIQUE'
 
 const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
   'KESTREL_NATIVE_UNAVAILABLE', 'KESTREL_CORRUPT', 'KESTREL_IO', 'KESTREL_DISK_FULL',
   'KESTREL_CLOSED', 'KESTREL_NOT_A_DATABASE', 'KESTREL_FORMAT_VERSION', 'KESTREL_LOCKED',
   'KESTREL_INVALID_ARGUMENT', 'KESTREL_INVALID_KEY', 'KESTREL_KEY_TOO_LARGE',
   'KESTREL_INVALID_VALUE', 'KESTREL_VALUE_TOO_LARGE', 'KESTREL_TRANSACTION_DONE',
-  'KESTREL_CONFLICT', 'KESTREL_HISTORY_GONE',
+  'KESTREL_CONFLICT', 'KESTREL_HISTORY_GONE', 'KESTREL_UNIQUE',
 ])
 
 /** Is `code` one of the stable kestreldb error codes? */
@@ -69,6 +70,30 @@ export class ConflictError extends KestrelError {
   ) {
     super('KESTREL_CONFLICT', message ?? `write conflict on ${collection} ${safeKey(key)}: another transaction committed a write to it after this transaction's snapshot; retry the transaction (db.transaction retries for you)`)
     this.name = 'ConflictError'
+  }
+}
+
+/**
+ * A unique index would hold one index key for two records: the commit fails (it is not retried:
+ * retrying cannot help while the other record keeps the key).
+ */
+export class UniqueError extends KestrelError {
+  constructor(
+    /** The collection of the record being written. */
+    readonly collection: string,
+    /** The unique index. */
+    readonly index: string,
+    /** The index key both records would hold (decoded). */
+    readonly indexKey: unknown,
+    /** The primary key of the record being written (decoded). */
+    readonly key: unknown,
+    /** The primary key of the record that holds the index key, when it is known. */
+    readonly holder: unknown,
+    /** `true` when the holder is still being committed by another transaction. */
+    readonly committing: boolean,
+  ) {
+    super('KESTREL_UNIQUE', `unique index ${index} of ${collection}: key ${safeKey(indexKey)} of record ${safeKey(key)} is already held by ${committing ? 'a record another transaction is committing' : `record ${safeKey(holder)}`}; change or delete that record first, or give this one another key`)
+    this.name = 'UniqueError'
   }
 }
 

@@ -98,7 +98,7 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
   }
   const held = entry
   // The first handle's retention window holds for the engine's life in this process.
-  held.coordinator ??= new Coordinator(core, retain)
+  held.coordinator ??= new Coordinator(core, retain, options.cacheBytes)
   let released = false
   return {
     core,
@@ -109,6 +109,7 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
       released = true
       if (--held.refs > 0) return
       if (open.get(dir) === held) open.delete(dir)
+      held.coordinator?.scavenger.stop()
       try {
         await core.close()
       } finally {

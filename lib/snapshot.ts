@@ -4,7 +4,8 @@ import { decodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
 import { KestrelError } from './errors.js'
 import { scanBounds, type ScanOptions } from './scan.js'
-import type { Entry, TransactionHost } from './transaction.js'
+import { findEntries, findRows, type Entry, type TransactionHost } from './transaction.js'
+import { findPlan, type FindQuery } from './txn/indexes.js'
 
 /**
  * A pinned read view: every read sees exactly the commits up to `commitId`, however long the view
@@ -44,6 +45,16 @@ export class ReadView {
     return (function* () {
       for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue<T>(v) }
     })()
+  }
+
+  /**
+   * Records whose index key for `index` is `query` (an index key) or lies in the range `query`
+   * describes, at this view's commit, in index order (see `Transaction.find`).
+   */
+  find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
+    const name = this.check(collection)
+    const s = this.host.coordinator.indexes.get(name, index)
+    return findEntries<T>(findRows(this.host.coordinator.core, s, findPlan(query), this.snap))
   }
 
   /** Release the view (idempotent). */

@@ -9,11 +9,13 @@ import { bytesToOrderedString, compareBytes } from './codec/bytes.js'
 import { decodeKey, encodeKey, type Key } from './codec/key.js'
 import { decodeValue, encodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
-import { ConflictError, KestrelError } from './errors.js'
+import { ConflictError, KestrelError, UniqueError } from './errors.js'
 import { OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT, encodeCommit, isMerge, type OpKind, type WriteOp } from './core/payload.js'
+import { encodeEnvelope, type IndexKey } from './core/envelope.js'
 import type { CoreScanOptions } from './core/types.js'
 import { scanBounds, type ScanOptions } from './scan.js'
-import { slotOf, type Coordinator } from './txn/coordinator.js'
+import { slotOf, uniqueSlotOf, type Coordinator } from './txn/coordinator.js'
+import { compareRows, exactPlan, findPlan, inKeyBounds, indexKeyOf, indexKeysOf, scanFind, usable, type FindQuery, type FoundRow, type IndexState } from './txn/indexes.js'
 
 /** What `commit()` resolves with. */
 export interface CommitInfo {
@@ -38,6 +40,10 @@ interface Write {
   items?: readonly unknown[]
   /** INCREMENT: the sum of the deltas. */
   delta?: number
+  /** PUT into a collection with indexes: the value's index keys … */
+  index?: readonly IndexKey[]
+  /** … computed under this generation of index definitions. */
+  gen?: number
 }
 
 type WriteSet = Map<string, Map<string, Write>>
@@ -155,10 +161,33 @@ export class Transaction {
     return this.resolveRead(w, this.base(name, k)) as T | undefined
   }
 
-  /** Set `key` to `value` when the transaction commits. The value is encoded now. */
+  /**
+   * Set `key` to `value` when the transaction commits. The value is encoded, and its index keys
+   * computed, now: bad values and failing key functions throw here, not at commit.
+   */
   put<T>(collection: Collection<T>, key: Key, value: T): void {
     const name = this.check(collection)
-    this.record({ kind: OP_PUT, collection: name, key: encodeKey(key), value: encodeValue(value) })
+    const k = encodeKey(key)
+    const bytes = encodeValue(value)
+    const registry = this.host.coordinator.indexes
+    const states = registry.of(name)
+    if (!states) return this.record({ kind: OP_PUT, collection: name, key: k, value: bytes })
+    this.record({ kind: OP_PUT, collection: name, key: k, value: bytes, index: indexKeysOf(states, value, k), gen: registry.generation })
+  }
+
+  /** @internal Re-put a stored value (MessagePack bytes) with fresh index keys: index builds. */
+  rewrite(collection: string, key: Uint8Array, bytes: Uint8Array): void {
+    this.assertActive()
+    const registry = this.host.coordinator.indexes
+    const states = registry.of(collection) ?? []
+    this.record({ kind: OP_PUT, collection, key, value: bytes, index: indexKeysOf(states, decodeValue(bytes), key), gen: registry.generation })
+  }
+
+  /** Merges cannot compute index keys (the merged value exists only at install). */
+  private refuseMergeOnIndexes(name: string, key: Key, what: string): void {
+    if (this.host.coordinator.indexes.of(name)) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${what} ${name} ${String(key)}: ${name} has secondary indexes, whose keys must be computed from the whole value; use tx.get and tx.put instead`)
+    }
   }
 
   /** Remove `key` when the transaction commits (no error if it does not exist). */
@@ -174,6 +203,7 @@ export class Transaction {
    */
   append<T>(collection: Collection<T[]>, key: Key, item: T): void {
     const name = this.check(collection)
+    this.refuseMergeOnIndexes(name, key, 'append to')
     const k = encodeKey(key)
     encodeValue([item]) // refuse what cannot be stored now, not at commit
     const w = this.own(name, k)
@@ -193,6 +223,7 @@ export class Transaction {
    */
   increment<T>(collection: Collection<T>, key: Key, delta = 1): void {
     const name = this.check(collection)
+    this.refuseMergeOnIndexes(name, key, 'increment')
     if (typeof delta !== 'number' || !Number.isFinite(delta)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `increment needs a finite number delta, got ${String(delta)}`)
     }
@@ -302,18 +333,21 @@ export class Transaction {
           throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
         }
         const slots: Array<{ slot: string; merge: boolean }> = []
-        const ops = this.validate(writes, slots)
+        const opIndex: Array<readonly IndexKey[] | undefined> = []
+        const ops = this.validate(writes, slots, opIndex)
         if (!Array.isArray(ops)) {
           await ops
           this.host.assertOpen()
           continue
         }
+        this.checkUnique(ops, opIndex, slots)
         // Validation and submission happen in one synchronous step: no other commit of this
         // process can slip in between (I1/I3 rely on it).
-        const done = coordinator.core.commit(encodeCommit(ops))
+        const payload = encodeCommit(ops)
+        const done = coordinator.core.commit(payload)
         coordinator.track(slots, done)
         const commitId = await done
-        coordinator.published(Number(commitId))
+        coordinator.published(Number(commitId), payload.length)
         this.finish('commit')
         return { commitId }
       }
@@ -329,16 +363,18 @@ export class Transaction {
    * conflict into a merged write. Returns the ops to log, or a promise to wait on (an in-flight
    * commit a resolver must see settled) before validating again. Synchronous by design.
    */
-  private validate(writes: Write[], slots: Array<{ slot: string; merge: boolean }>): WriteOp[] | Promise<void> {
+  private validate(writes: Write[], slots: Array<{ slot: string; merge: boolean }>, opIndex: Array<readonly IndexKey[] | undefined>): WriteOp[] | Promise<void> {
     const coordinator = this.host.coordinator
     const ops: WriteOp[] = []
+    opIndex.length = 0
     for (const w of writes) {
       const merge = w.kind === OP_APPEND || w.kind === OP_INCREMENT
       const slot = slotOf(w.collection, bytesToOrderedString(w.key))
       const newer = coordinator.newer(slot, this.snap)
       const flight = coordinator.inFlight(slot)
       const conflict = merge ? newer === 2 || (flight?.plain ?? 0) > 0 : newer !== 0 || flight !== undefined
-      let op = toOp(w)
+      let keys = w.kind === OP_PUT ? this.keysOf(w) : undefined
+      let op = toOp(w, keys)
       if (conflict) {
         const resolver = merge ? undefined : this.host.resolverOf(w.collection)
         if (!resolver) {
@@ -348,17 +384,105 @@ export class Transaction {
           throw err
         }
         if (flight) return flight.settled
-        op = this.resolve(resolver, w)
+        ;[op, keys] = this.resolve(resolver, w)
       }
       ops.push(op)
+      opIndex.push(keys)
       // The slot of the op actually submitted: a resolver may turn a merge into a plain write.
       slots.push({ slot, merge: isMerge(op.kind) })
     }
     return ops
   }
 
+  /** The index keys of a PUT under the current definitions (recomputed if indexes were added since). */
+  private keysOf(w: Write): readonly IndexKey[] | undefined {
+    const registry = this.host.coordinator.indexes
+    const states = registry.of(w.collection)
+    if (!states) return undefined
+    if (w.index && w.gen === registry.generation) return w.index
+    return indexKeysOf(states, decodeValue(w.value!), w.key)
+  }
+
+  /**
+   * Unique indexes: no index key of this commit may be held by another record at the newest
+   * commit (unless this commit rewrites that record too), by another record of this commit, or
+   * by a commit still in flight. Adds the claimed keys to `slots`, so that commits validated
+   * after this one see them in flight. Synchronous, like validation.
+   */
+  private checkUnique(ops: readonly WriteOp[], opIndex: ReadonlyArray<readonly IndexKey[] | undefined>, slots: Array<{ slot: string; merge: boolean }>): void {
+    const coordinator = this.host.coordinator
+    const registry = coordinator.indexes
+    let written: Set<string> | undefined
+    let latest: number | undefined
+    const claimed = new Map<string, Uint8Array>()
+    for (let i = 0; i < ops.length; i++) {
+      const keys = opIndex[i]
+      if (!keys || keys.length === 0) continue
+      const op = ops[i]!
+      const states = registry.of(op.collection)
+      for (const ik of keys) {
+        const s = states?.find((x) => x.name === ik.index)
+        if (!s?.unique) continue
+        const slot = uniqueSlotOf(op.collection, s.name, bytesToOrderedString(ik.key))
+        const other = claimed.get(slot)
+        if (other) throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), decodeKey(other), false)
+        claimed.set(slot, op.key)
+        if (coordinator.inFlight(slot)) throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), undefined, true)
+        latest ??= Number(coordinator.core.lastCommitId())
+        if (!written) {
+          written = new Set()
+          for (const o of ops) written.add(slotOf(o.collection, bytesToOrderedString(o.key)))
+        }
+        const plan = exactPlan(ik.key)
+        const holders = usable(s, latest)
+          ? coordinator.core.find(op.collection, s.name, plan.entries, latest).map(([k]) => k)
+          : scanFind(coordinator.core, s, plan, latest).map((r) => r.key)
+        for (const pk of holders) {
+          if (written.has(slotOf(op.collection, bytesToOrderedString(pk)))) continue
+          throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), decodeKey(pk), false)
+        }
+        slots.push({ slot, merge: false })
+      }
+    }
+  }
+
+  /**
+   * Records of `collection` whose index key for `index` is `query` (an index key) or lies in the
+   * range `query` describes (`{ gte, gt, lte, lt, prefix, reverse, limit }`), at the snapshot with
+   * this transaction's writes applied: `{ key, value }` in index-key order, then key order.
+   *
+   * @example
+   * for (const { key, value } of tx.find(users, 'byEmail', 'ada@example.com')) console.log(key, value)
+   * const teamA = [...tx.find(users, 'byTeam', { prefix: ['a'] })]
+   */
+  find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
+    const name = this.check(collection)
+    const s = this.host.coordinator.indexes.get(name, index)
+    const plan = findPlan(query)
+    const core = this.host.coordinator.core
+    const own = this.writes.get(name)
+    if (!own || own.size === 0) return entriesOf<T>(lookup(core, s, plan, this.snap))
+    // Overlay the write set: records it wrote are taken from it (without the limit meanwhile).
+    const unlimited = { keys: { ...plan.keys, limit: undefined }, entries: { ...plan.entries, limit: undefined } }
+    const rows: FoundRow[] = []
+    for (const r of lookup(core, s, unlimited, this.snap)) {
+      if (own.has(bytesToOrderedString(r.key))) continue
+      const value = r.bytes ? decodeValue(r.bytes) : r.value
+      const ik = indexKeyOf(s, value, r.key)
+      if (ik) rows.push({ indexKey: ik, key: r.key, value })
+    }
+    for (const w of own.values()) {
+      if (w.kind !== OP_PUT) continue
+      const ik = this.keysOf(w)?.find((x) => x.index === s.name)?.key
+      if (ik && inKeyBounds(ik, plan.keys)) rows.push({ indexKey: ik, key: w.key, value: decodeValue(w.value!) })
+    }
+    rows.sort(compareRows)
+    if (plan.keys.reverse) rows.reverse()
+    return entriesOf<T>(plan.keys.limit === undefined ? rows : rows.slice(0, plan.keys.limit))
+  }
+
   /** Run a resolver against the newest committed value; its result becomes a plain write. */
-  private resolve(resolver: Resolver, w: Write): WriteOp {
+  private resolve(resolver: Resolver, w: Write): [WriteOp, readonly IndexKey[] | undefined] {
     const core = this.host.coordinator.core
     const latest = Number(core.lastCommitId())
     // Decode each read before the next one: the core may reuse its read buffer.
@@ -376,14 +500,16 @@ export class Transaction {
       if (err instanceof KestrelError) throw err
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} threw ${(err as Error)?.message ?? String(err)}; a resolver returns the merged value or throws ConflictError`, { cause: err })
     }
-    if (merged === undefined) return { kind: OP_DELETE, collection: w.collection, key: w.key, value: undefined }
+    if (merged === undefined) return [{ kind: OP_DELETE, collection: w.collection, key: w.key, value: undefined }, undefined]
     let value: Uint8Array
     try {
       value = encodeValue(merged)
     } catch (err) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} returned a value that cannot be stored (${(err as Error).message})`, { cause: err })
     }
-    return { kind: OP_PUT, collection: w.collection, key: w.key, value }
+    const states = this.host.coordinator.indexes.of(w.collection)
+    const keys = states ? indexKeysOf(states, merged, w.key) : undefined
+    return [{ kind: OP_PUT, collection: w.collection, key: w.key, value: keys ? encodeEnvelope(value, keys) : value }, keys]
   }
 
   /** Discard the writes. Calling it again, or after a failed commit, does nothing. */
@@ -402,7 +528,22 @@ export class Transaction {
 
 const DELTA = new DataView(new ArrayBuffer(8))
 
-function toOp(w: Write): WriteOp {
+/** A lookup's rows: from the engine's entries when the index is complete at the snapshot, else by a scan. */
+function lookup(core: Coordinator['core'], s: IndexState, plan: ReturnType<typeof findPlan>, snapshot: number): Array<{ key: Uint8Array; value?: unknown; bytes?: Uint8Array }> {
+  if (usable(s, snapshot)) return core.find(s.collection, s.name, plan.entries, snapshot).map(([key, bytes]) => ({ key, bytes }))
+  return scanFind(core, s, plan, snapshot)
+}
+
+/** Decode rows lazily as they are iterated. */
+function entriesOf<T>(rows: ReadonlyArray<{ key: Uint8Array; value?: unknown; bytes?: Uint8Array }>): Iterable<Entry<T>> {
+  return (function* () {
+    for (const r of rows) yield { key: decodeKey(r.key), value: (r.bytes ? decodeValue(r.bytes) : r.value) as T }
+  })()
+}
+
+export { lookup as findRows, entriesOf as findEntries }
+
+function toOp(w: Write, keys?: readonly IndexKey[]): WriteOp {
   switch (w.kind) {
     case OP_APPEND:
       return { kind: OP_APPEND, collection: w.collection, key: w.key, value: encodeValue(w.items) }
@@ -411,7 +552,7 @@ function toOp(w: Write): WriteOp {
       return { kind: OP_INCREMENT, collection: w.collection, key: w.key, value: new Uint8Array(DELTA.buffer.slice(0)) }
     }
     default:
-      return { kind: w.kind, collection: w.collection, key: w.key, value: w.value }
+      return { kind: w.kind, collection: w.collection, key: w.key, value: keys && keys.length > 0 ? encodeEnvelope(w.value!, keys) : w.value }
   }
 }
 

@@ -31,6 +31,9 @@ export interface WriteOp {
   value: Uint8Array | undefined
 }
 
+/** Bytes an index envelope adds to a stored value at most (tag, block length, block). */
+export const STORED_EXTRA_BYTES_MAX = 3 + 0xffff
+
 /** Is this op a merge (append/increment), which never conflicts with other merges? */
 export const isMerge = (kind: OpKind): boolean => kind === OP_APPEND || kind === OP_INCREMENT
 
@@ -38,7 +41,9 @@ function checkOp(kind: number, valueLength: number | undefined): string | undefi
   if (kind === OP_DELETE) return valueLength === undefined ? undefined : 'a delete carries no value'
   if (kind !== OP_PUT && kind !== OP_APPEND && kind !== OP_INCREMENT) return `unknown op ${kind}`
   if (valueLength === undefined) return `op ${kind} needs a value`
-  if (kind === OP_INCREMENT ? valueLength !== 8 : valueLength > VALUE_BYTES_MAX) return `value length ${valueLength} out of range for op ${kind}`
+  // A PUT may carry an index envelope (docs/FORMAT.md): up to 65,538 bytes on top of the value.
+  const max = kind === OP_PUT ? VALUE_BYTES_MAX + STORED_EXTRA_BYTES_MAX : VALUE_BYTES_MAX
+  if (kind === OP_INCREMENT ? valueLength !== 8 : valueLength > max) return `value length ${valueLength} out of range for op ${kind}`
   return undefined
 }
 

@@ -5,6 +5,8 @@
  */
 import type { Core } from '../core/types.js'
 import type { Retention } from '../options.js'
+import { IndexRegistry } from './indexes.js'
+import { SCAVENGER_DEFAULTS, Scavenger } from '../scavenger/policy.js'
 
 /** Writes of commits that were validated and handed to the engine but are not yet visible. */
 class InFlight {
@@ -55,7 +57,21 @@ export class Coordinator {
   /** Per-slot FIFO of transactions retrying after a conflict on that slot. */
   private readonly retryQueues = new Map<string, Promise<void>>()
 
-  constructor(readonly core: Core, readonly retain: Retention) {}
+  /** Index definitions of every collection (shared by every handle of the engine). */
+  readonly indexes = new IndexRegistry()
+
+  /** Keeps the record memory within the cache budget. */
+  readonly scavenger: Scavenger
+
+  constructor(readonly core: Core, readonly retain: Retention, cacheBytes = 256 << 20) {
+    this.scavenger = new Scavenger(core, { ...SCAVENGER_DEFAULTS, budgetBytes: cacheBytes }, () => this.moveHorizonNow())
+  }
+
+  /** Move the engine's horizon to what the pins and the retention window allow, now. */
+  moveHorizonNow(): void {
+    const h = this.computeHorizon()
+    if (h > this.core.horizon()) this.core.setHorizon(h, false)
+  }
 
   /** Pin a snapshot so that its versions are not pruned. */
   pin(snapshot: number): void {
@@ -147,8 +163,9 @@ export class Coordinator {
     }
   }
 
-  /** A commit became visible: remember when (ms window) and move the horizon soon. */
-  published(commitId: number): void {
+  /** A commit of `bytes` became visible: remember when (ms window) and move the horizon soon. */
+  published(commitId: number, bytes = 0): void {
+    this.scavenger.noteCommit(bytes)
     if (this.retain.ms > 0) {
       this.recent.push([commitId, Date.now()])
       if (this.recent.length > RECENT_COMMITS_MAX) this.recent.splice(0, this.recent.length - RECENT_COMMITS_MAX)
@@ -189,6 +206,11 @@ export class Coordinator {
       }
     }).unref()
   }
+}
+
+/** The coordinator key of a unique index key: commits that would hold it at once exclude each other. */
+export function uniqueSlotOf(collection: string, index: string, indexKeyString: string): string {
+  return `\u0001${collection}\u0000${index}\u0000${indexKeyString}`
 }
 
 /** The coordinator key of a (collection, encoded key) pair. */
