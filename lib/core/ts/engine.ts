@@ -10,13 +10,14 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../errors.js'
 import { decodeCommit, type WriteOp } from '../payload.js'
-import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreStats, PageFault } from '../types.js'
+import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreScavengeOptions, CoreScavengeStep, CoreStats, PageFault } from '../types.js'
 import { prepareDirectory } from './directory.js'
 import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, parseSegmentName, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from './format.js'
 import { syncDir } from './fsutil.js'
 import { Flow, makeBatch } from './flush.js'
 import { PageStore } from './pages/store.js'
 import { VersionStore, type Written } from './store.js'
+import { checkStoredValues } from './stored.js'
 import { recoverLog } from './recovery.js'
 import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
 import { readdirSync, statSync } from 'node:fs'
@@ -136,6 +137,8 @@ export class TsCore implements Core {
     } catch (err) {
       return Promise.reject(new KestrelError('KESTREL_INVALID_ARGUMENT', `malformed commit payload: ${(err as Error).message}`))
     }
+    const badValue = checkStoredValues(ops)
+    if (badValue !== undefined) return Promise.reject(new KestrelError('KESTREL_INVALID_ARGUMENT', `malformed commit payload: ${badValue}`))
     if (this.queueBytes > QUEUE_BYTES_MAX) {
       // Back-pressure: wait for the writer to drain, then queue in arrival order.
       return new Promise<void>((resolve) => this.roomWaiters.push(resolve)).then(() => this.commit(payload))
@@ -287,6 +290,21 @@ export class TsCore implements Core {
     return this.store.scan(collection, options, snapshot)
   }
 
+  find(collection: string, index: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    this.assertReadable()
+    return this.store.find(collection, index, options, snapshot)
+  }
+
+  setAgeGroup(group: number): void {
+    this.assertReadable()
+    this.store.setAgeGroup(group)
+  }
+
+  scavenge(options: CoreScavengeOptions): CoreScavengeStep {
+    this.assertReadable()
+    return this.store.scavenge(options)
+  }
+
   setHorizon(horizon: number, sweep: boolean): void {
     this.assertReadable()
     this.store.setHorizon(horizon, sweep)
@@ -309,7 +327,8 @@ export class TsCore implements Core {
     return {
       engine: 'ts', durableLsn: this.visibleLsn, batches: this.batches, syncs: this.syncs, segments: this.segmentCount,
       keys: this.store.liveKeys, versions: this.store.versions, recordBytes: this.store.recordBytes, retired: this.store.retired,
-      checkpointLsn: meta.checkpointLsn, pageCount: meta.pageCount, flow: this.flow.stats(),
+      checkpointLsn: meta.checkpointLsn, pageCount: meta.pageCount, indexEntries: this.store.indexEntries, ageGroup: this.store.ageGroup,
+      flow: this.flow.stats(),
     }
   }
 

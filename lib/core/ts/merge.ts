@@ -1,7 +1,10 @@
 /**
  * Merge operators applied at install time, on MessagePack bytes (docs/FORMAT.md "Merge ops").
- * The Rust twin is `crates/kestrel-core/src/merge.rs`; both produce the same bytes.
+ * The Rust twin is `crates/kestrel-core/src/merge.rs`; both produce the same bytes. A base that is
+ * an index envelope merges into its MessagePack part, and the result is plain (docs/FORMAT.md
+ * "Index envelope").
  */
+import { envelopeValue } from '../envelope.js'
 
 /** Parse a MessagePack array header: [element count, header length], or undefined. */
 export function arrayHeader(bytes: Uint8Array): [number, number] | undefined {
@@ -30,7 +33,8 @@ function concat(parts: Uint8Array[]): Uint8Array {
  * APPEND: `items` is a MessagePack array; the result is the base array followed by the items.
  * A missing base is the empty array; a base that is not an array becomes its first element.
  */
-export function mergeAppend(base: Uint8Array | undefined, items: Uint8Array): Uint8Array {
+export function mergeAppend(stored: Uint8Array | undefined, items: Uint8Array): Uint8Array {
+  const base = stored === undefined ? undefined : envelopeValue(stored)
   const [nItems, itemsHeader] = arrayHeader(items) ?? [0, items.length]
   const body = items.subarray(itemsHeader)
   if (base === undefined) return concat([arrayHeaderBytes(nItems), body])
@@ -63,7 +67,8 @@ export function msgpackNumber(bytes: Uint8Array): number | undefined {
 }
 
 /** INCREMENT: `delta` is 8 bytes f64 LE; the result is MessagePack float64 of base + delta. */
-export function mergeIncrement(base: Uint8Array | undefined, delta: Uint8Array): Uint8Array {
+export function mergeIncrement(stored: Uint8Array | undefined, delta: Uint8Array): Uint8Array {
+  const base = stored === undefined ? undefined : envelopeValue(stored)
   const d = new DataView(delta.buffer, delta.byteOffset, 8).getFloat64(0, true)
   const sum = (base === undefined ? undefined : msgpackNumber(base)) ?? 0
   const out = new Uint8Array(9)

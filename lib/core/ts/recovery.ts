@@ -11,6 +11,7 @@ import {
   readSegmentHeader, type Frame,
 } from './format.js'
 import { syncDir } from './fsutil.js'
+import { checkStoredValues } from './stored.js'
 
 /** One recovered commit. */
 export interface RecoveredCommit {
@@ -118,6 +119,8 @@ export async function recoverLog(dir: string, checkpointLsn = 0): Promise<Recove
       } catch (err) {
         throw corrupt(name, pos, `commit record ${frame.lsn} does not parse: ${(err as Error).message}`)
       }
+      const badValue = checkStoredValues(ops)
+      if (badValue !== undefined) throw corrupt(name, pos, `commit record ${frame.lsn} does not parse: ${badValue}`)
       if (frame.lsn > checkpointLsn) result.commits.push({ lsn: frame.lsn, ops })
       result.lastLsn = frame.lsn
       pos = frame.end

@@ -2,50 +2,77 @@
  * The ts engine's version store, twin of `crates/kestrel-core/src/store.rs`: per (collection, key)
  * a chain of versions, oldest first, stamped with the commit id that wrote them. Keys are held as
  * latin1 strings (one char per byte), so `<` on them is unsigned byte order.
+ *
+ * Versions hold *stored* bytes: plain MessagePack or an index envelope (docs/FORMAT.md "Index
+ * envelope"); reads return the MessagePack part. Next to the chains, per collection and index, the
+ * in-memory index entries (docs/FORMAT.md "Index entries in memory"): entry key → the number of
+ * in-memory versions (of any chain) holding that pair. A version entering a chain adds one per
+ * envelope entry, a version leaving memory subtracts one, and an entry goes at zero — never by
+ * comparing a leaving version with a neighbour (Falcon bug #40801, seed 004).
  */
 import { bytesToOrderedString, orderedStringToBytes } from '../../codec/bytes.js'
-import type { CoreScanOptions } from '../types.js'
+import { KestrelError } from '../../errors.js'
+import type { CoreScanOptions, CoreScavengeOptions, CoreScavengeStep } from '../types.js'
+import { ENVELOPE_TAG, envelopeKeys, envelopeValue, indexTreeName } from '../envelope.js'
 import { OP_APPEND, OP_DELETE, OP_INCREMENT, type WriteOp } from '../payload.js'
 import { mergeAppend, mergeIncrement } from './merge.js'
 import type { Bound, PageEntry, PageStore } from './pages/store.js'
 
+/** One index entry a version holds: the index, and the entry key `ik ‖ pk ‖ u16 BE |pk|` as a latin1 string. */
+interface IndexRef {
+  index: string
+  entry: string
+}
+
 /** One version of a record. */
 interface Version {
   commitId: number
-  /** undefined = tombstone. */
+  /** Stored bytes (plain or envelope); undefined = tombstone. */
   value: Uint8Array | undefined
+  /** The index entries of its envelope; undefined when it has none. */
+  refs: IndexRef[] | undefined
 }
 
-function visible(chain: Version[], snapshot: number): Version | undefined {
-  for (let i = chain.length - 1; i >= 0; i--) if (chain[i]!.commitId <= snapshot) return chain[i]
+/** A key's versions, oldest first (never empty while in a map), and its age group. */
+interface Chain {
+  versions: Version[]
+  /** The age group when the chain was last installed, loaded or read (the scavenger's LRU clock). */
+  age: number
+}
+
+function visible(versions: Version[], snapshot: number): Version | undefined {
+  for (let i = versions.length - 1; i >= 0; i--) if (versions[i]!.commitId <= snapshot) return versions[i]
   return undefined
 }
 
-/** Drop versions hidden from every snapshot ≥ horizon; returns how many were dropped. */
-function prune(chain: Version[], horizon: number): number {
-  let keepFrom = -1
-  for (let i = chain.length - 1; i >= 0; i--) if (chain[i]!.commitId <= horizon) { keepFrom = i; break }
-  if (keepFrom <= 0) return 0
-  chain.splice(0, keepFrom)
-  return keepFrom
+/** The u16 BE primary-key length that ends an entry key, as two latin1 chars. */
+function lengthSuffix(n: number): string {
+  return String.fromCharCode(n >>> 8, n & 0xff)
 }
 
-class Collection {
-  readonly map = new Map<string, Version[]>()
+/** The (index key, primary key) parts of an entry key string (see splitIndexEntry). */
+function splitEntry(entry: string): { ik: string; pk: string } {
+  const n = (entry.charCodeAt(entry.length - 2) << 8) | entry.charCodeAt(entry.length - 1)
+  const pkStart = entry.length - 2 - n
+  return { ik: entry.slice(0, pkStart), pk: entry.slice(pkStart, entry.length - 2) }
+}
+
+/**
+ * A map with string keys and a lazily sorted key array: `keys()` rebuilds it when keys were added
+ * or many were removed (removed keys are skipped by readers until then).
+ */
+class SortedMap<V> {
+  readonly map = new Map<string, V>()
   /** Sorted keys; may hold removed keys (skipped on read) until the next rebuild. */
   private sorted: string[] = []
   /** Keys added since `sorted` was built. */
   private added: string[] = []
   private removed = 0
 
-  chain(key: string): Version[] {
-    let c = this.map.get(key)
-    if (!c) {
-      c = []
-      this.map.set(key, c)
-      this.added.push(key)
-    }
-    return c
+  /** Add a key that is not in the map. */
+  insert(key: string, value: V): void {
+    this.map.set(key, value)
+    this.added.push(key)
   }
 
   remove(key: string): void {
@@ -77,6 +104,12 @@ class Collection {
   }
 }
 
+class Collection {
+  readonly chains = new SortedMap<Chain>()
+  /** Index name → in-memory entries (entry key → reference count ≥ 1). */
+  readonly indexes = new Map<string, SortedMap<number>>()
+}
+
 function lowerBound(keys: string[], target: string): number {
   let lo = 0
   let hi = keys.length
@@ -91,7 +124,7 @@ function lowerBound(keys: string[], target: string): number {
 /** Bytes charged per version and per key on top of their payload bytes (an estimate). */
 export const VERSION_OVERHEAD_BYTES = 40
 export const KEY_OVERHEAD_BYTES = 64
-/** Entries per page-store read while merging a scan. */
+/** Entries per page-store read while merging a scan or an index lookup. */
 const SCAN_CHUNK_ENTRIES = 256
 
 /** What one installed write left as the key's newest version: the flusher's input. */
@@ -99,7 +132,7 @@ export interface Written {
   collection: string
   key: Uint8Array
   commitId: number
-  /** undefined = deleted. */
+  /** Stored bytes (plain or envelope); undefined = deleted. */
   value: Uint8Array | undefined
 }
 
@@ -111,6 +144,9 @@ export function writtenBytes(w: Written): number {
 function versionBytes(v: Version): number {
   return (v.value?.length ?? 0) + VERSION_OVERHEAD_BYTES
 }
+
+/** Bounds in latin1-string form: `incl` = the bound itself is in range. */
+interface StrBound { k: string; incl: boolean }
 
 /**
  * Version chains for every collection (the record cache). A key is either in memory — its chain
@@ -133,6 +169,23 @@ export class VersionStore {
   recordBytes = 0
   /** Chains dropped from memory since open. */
   retired = 0
+  /** Invariant: number of in-memory index entries (distinct pairs) over all collections and indexes. */
+  indexEntries = 0
+  /** The current age group; never decreases. */
+  ageGroup = 0
+  /** In-memory index entries removed (reference count reached zero) since open. */
+  private entriesRemoved = 0
+  /**
+   * Where the scavenge pass stands: live iterators over the collections and over the current
+   * collection's chains (Map iteration follows insertion order and tolerates deletion), plus a
+   * chain looked at but not visited yet (to tell whether the pass is done).
+   */
+  private cursor: {
+    collections: Iterator<Collection>
+    chains: Iterator<[string, Chain]> | undefined
+    collection: Collection | undefined
+    pending: [string, Chain] | undefined
+  } | undefined
 
   constructor(private readonly pages: PageStore, checkpointLsn = 0, records = 0) {
     this.checkpointedLsn = checkpointLsn
@@ -149,12 +202,91 @@ export class VersionStore {
     return c
   }
 
-  private pruneChain(chain: Version[], horizon: number): number {
+  /** A version of `key` (latin1 `k`, `keyBytes` long) with its index entries parsed. */
+  private version(commitId: number, value: Uint8Array | undefined, k: string, keyBytes: number, fromPages: boolean): Version {
+    if (value === undefined || value[0] !== ENVELOPE_TAG) return { commitId, value, refs: undefined }
+    const keys = envelopeKeys(value, keyBytes)
+    if (typeof keys === 'string') {
+      // Commits are checked before they are installed, so only a page-store value gets here.
+      throw new KestrelError(fromPages ? 'KESTREL_CORRUPT' : 'KESTREL_INVALID_ARGUMENT', `a stored value of key ${Buffer.from(orderedStringToBytes(k)).toString('hex')} is a malformed index envelope (${keys})${fromPages ? '; restore from a backup (kestrel restore <backup> <dir>)' : ''}`)
+    }
+    const suffix = k + lengthSuffix(keyBytes)
+    return { commitId, value, refs: keys.map((e) => ({ index: e.index, entry: bytesToOrderedString(e.key) + suffix })) }
+  }
+
+  /** A version enters memory: one reference per envelope entry. */
+  private addRefs(c: Collection, v: Version): void {
+    if (!v.refs) return
+    for (const r of v.refs) {
+      let m = c.indexes.get(r.index)
+      if (!m) {
+        m = new SortedMap<number>()
+        c.indexes.set(r.index, m)
+      }
+      const n = m.map.get(r.entry)
+      if (n === undefined) {
+        m.insert(r.entry, 1)
+        this.indexEntries++
+      } else {
+        m.map.set(r.entry, n + 1)
+      }
+    }
+  }
+
+  /** A version leaves memory: its references go; an entry no staying version holds goes too. */
+  private dropRefs(c: Collection, v: Version): void {
+    if (!v.refs) return
+    for (const r of v.refs) {
+      const m = c.indexes.get(r.index)
+      const n = m?.map.get(r.entry)
+      if (m === undefined || n === undefined) throw new Error(`index entry of ${r.index} missing from memory (bug)`) // assertion
+      if (n > 1) {
+        m.map.set(r.entry, n - 1)
+      } else {
+        m.remove(r.entry)
+        this.indexEntries--
+        this.entriesRemoved++
+      }
+    }
+  }
+
+  /** Drop versions hidden from every snapshot ≥ horizon; returns how many were dropped. */
+  private pruneChain(c: Collection, chain: Chain, horizon: number): number {
+    const vs = chain.versions
     let keepFrom = -1
-    for (let i = chain.length - 1; i >= 0; i--) if (chain[i]!.commitId <= horizon) { keepFrom = i; break }
+    for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= horizon) { keepFrom = i; break }
     if (keepFrom <= 0) return 0
-    for (let i = 0; i < keepFrom; i++) this.recordBytes -= versionBytes(chain[i]!)
-    return prune(chain, horizon)
+    for (let i = 0; i < keepFrom; i++) {
+      const v = vs[i]!
+      this.recordBytes -= versionBytes(v)
+      this.dropRefs(c, v)
+    }
+    vs.splice(0, keepFrom)
+    this.versions -= keepFrom
+    return keepFrom
+  }
+
+  /** Remove a whole chain (a lone version) from memory. */
+  private dropChain(c: Collection, key: string, chain: Chain): void {
+    for (const v of chain.versions) {
+      this.recordBytes -= versionBytes(v)
+      this.dropRefs(c, v)
+    }
+    this.versions -= chain.versions.length
+    this.recordBytes -= key.length + KEY_OVERHEAD_BYTES
+    c.chains.remove(key)
+  }
+
+  /** A lone tombstone at or below the horizon, once a checkpoint removed the key from the page store too: it hides nothing. */
+  private isDeadTombstone(chain: Chain): boolean {
+    const only = chain.versions[0]!
+    return chain.versions.length === 1 && only.value === undefined && only.commitId <= this.horizon && only.commitId <= this.checkpointedLsn
+  }
+
+  /** A lone version every snapshot ≥ the horizon would read from the page store the same way. */
+  private isRetirable(chain: Chain): boolean {
+    const only = chain.versions[0]!
+    return chain.versions.length === 1 && only.commitId <= this.checkpointedLsn && (only.value !== undefined || only.commitId <= this.horizon)
   }
 
   /**
@@ -166,19 +298,22 @@ export class VersionStore {
     for (const op of ops) {
       const c = this.collection(op.collection)
       const k = bytesToOrderedString(op.key)
-      let chain = c.map.get(k)
+      let chain = c.chains.map.get(k)
       if (!chain) {
-        chain = c.chain(k)
         const onDisk = this.pages.get(op.collection, op.key)
-        if (onDisk) {
-          const v: Version = { commitId: onDisk.commitId, value: onDisk.value }
-          chain.push(v)
-          this.versions++
-          this.recordBytes += versionBytes(v)
-        }
+        const loaded = onDisk ? this.version(onDisk.commitId, onDisk.value, k, op.key.length, true) : undefined
+        chain = { versions: [], age: this.ageGroup }
+        c.chains.insert(k, chain)
         this.recordBytes += op.key.length + KEY_OVERHEAD_BYTES
+        if (loaded) {
+          chain.versions.push(loaded)
+          this.versions++
+          this.recordBytes += versionBytes(loaded)
+          this.addRefs(c, loaded)
+        }
       }
-      const base = chain[chain.length - 1]?.value
+      chain.age = this.ageGroup
+      const base = chain.versions[chain.versions.length - 1]?.value
       let value: Uint8Array | undefined
       switch (op.kind) {
         case OP_DELETE: value = undefined; break
@@ -186,10 +321,12 @@ export class VersionStore {
         case OP_INCREMENT: value = mergeIncrement(base, op.value!); break
         default: value = op.value!.slice()
       }
-      const v: Version = { commitId, value }
-      chain.push(v)
+      const v = this.version(commitId, value, k, op.key.length, false)
+      chain.versions.push(v)
+      this.versions++
       this.recordBytes += versionBytes(v)
-      this.versions += 1 - this.pruneChain(chain, this.horizon)
+      this.addRefs(c, v)
+      this.pruneChain(c, chain, this.horizon)
       this.liveKeys += (value !== undefined ? 1 : 0) - (base !== undefined ? 1 : 0)
       out.push({ collection: op.collection, key: op.key, commitId, value })
     }
@@ -201,16 +338,9 @@ export class VersionStore {
     this.horizon = Math.max(this.horizon, horizon)
     if (!sweep) return
     for (const c of this.collections.values()) {
-      for (const [key, chain] of c.map) {
-        this.versions -= this.pruneChain(chain, this.horizon)
-        // A lone tombstone at or below the horizon hides nothing from any snapshot — once a
-        // checkpoint has removed the key from the page store too.
-        const only = chain[0]!
-        if (chain.length === 1 && only.value === undefined && only.commitId <= this.horizon && only.commitId <= this.checkpointedLsn) {
-          c.remove(key)
-          this.versions--
-          this.recordBytes -= versionBytes(only) + key.length + KEY_OVERHEAD_BYTES
-        }
+      for (const [key, chain] of c.chains.map) {
+        this.pruneChain(c, chain, this.horizon)
+        if (this.isDeadTombstone(chain)) this.dropChain(c, key, chain)
       }
     }
   }
@@ -218,6 +348,11 @@ export class VersionStore {
   /** A checkpoint at `lsn` is published: chains at or below it may be retired. */
   setCheckpointed(lsn: number): void {
     this.checkpointedLsn = Math.max(this.checkpointedLsn, lsn)
+  }
+
+  /** Chains written, loaded or read from now on belong to age group `group` (never decreases). */
+  setAgeGroup(group: number): void {
+    this.ageGroup = Math.max(this.ageGroup, group)
   }
 
   /**
@@ -230,13 +365,10 @@ export class VersionStore {
     const names = [...this.collections.keys()].sort()
     for (const name of names) {
       const c = this.collections.get(name)!
-      for (const [key, chain] of c.map) {
+      for (const [key, chain] of c.chains.map) {
         if (this.recordBytes <= targetBytes) break
-        const only = chain[0]!
-        if (chain.length === 1 && only.commitId <= this.checkpointedLsn && (only.value !== undefined || only.commitId <= this.horizon)) {
-          c.remove(key)
-          this.versions--
-          this.recordBytes -= versionBytes(only) + key.length + KEY_OVERHEAD_BYTES
+        if (this.isRetirable(chain)) {
+          this.dropChain(c, key, chain)
           retired++
         }
       }
@@ -246,33 +378,114 @@ export class VersionStore {
     return retired
   }
 
-  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
-    const chain = this.collections.get(collection)?.map.get(bytesToOrderedString(key))
-    if (chain) return visible(chain, snapshot)?.value
-    const onDisk = this.pages.get(collection, key)
-    return onDisk && onDisk.commitId <= snapshot ? onDisk.value : undefined
+  /** The next chain of the scavenge pass, or undefined at its end (the next call starts a new pass). */
+  private nextChain(): [Collection, string, Chain] | undefined {
+    if (!this.cursor) this.cursor = { collections: this.collections.values(), chains: undefined, collection: undefined, pending: undefined }
+    const cur = this.cursor
+    if (cur.pending) {
+      const [key, chain] = cur.pending
+      cur.pending = undefined
+      // Still the same chain? (Dropped meanwhile: a chain re-made for the key comes later in the pass.)
+      if (cur.collection!.chains.map.get(key) === chain) return [cur.collection!, key, chain]
+    }
+    // Bounded: each iteration consumes a chain or a collection of the live iterators.
+    for (;;) {
+      if (cur.chains) {
+        const r = cur.chains.next()
+        if (!r.done) return [cur.collection!, r.value[0], r.value[1]]
+        cur.chains = undefined
+      }
+      const c = cur.collections.next()
+      if (c.done) {
+        this.cursor = undefined
+        return undefined
+      }
+      cur.collection = c.value
+      cur.chains = c.value.chains.map.entries()
+    }
   }
 
-  /** The chains in memory merged with the page store's keys that are not in memory. */
-  scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    const c = this.collections.get(collection)
-    const keys = c ? c.keys() : []
-    const lower = o.gte ? { k: bytesToOrderedString(o.gte), incl: true } : o.gt ? { k: bytesToOrderedString(o.gt), incl: false } : undefined
-    const upper = o.lte ? { k: bytesToOrderedString(o.lte), incl: true } : o.lt ? { k: bytesToOrderedString(o.lt), incl: false } : undefined
-    if (lower && upper && (lower.k > upper.k || (lower.k === upper.k && !(lower.incl && upper.incl)))) return []
+  /**
+   * One slice of a scavenge pass (see Core.scavenge): for each visited chain, prune below the
+   * horizon, drop a dead lone tombstone, else retire it if it is retirable, old enough and memory
+   * is still above the target; survey the retirable chains that stay.
+   */
+  scavenge(o: CoreScavengeOptions): CoreScavengeStep {
+    const removedBefore = this.entriesRemoved
+    let visited = 0
+    let prunedVersions = 0
+    let retired = 0
+    let done = false
+    const survey = new Map<number, number>()
+    // Bounded by visitMax (and the pass's end).
+    while (visited < o.visitMax) {
+      const next = this.nextChain()
+      if (!next) { done = true; break }
+      const [c, key, chain] = next
+      visited++
+      prunedVersions += this.pruneChain(c, chain, this.horizon)
+      if (this.isDeadTombstone(chain)) {
+        this.dropChain(c, key, chain)
+        prunedVersions++
+        continue
+      }
+      if (!this.isRetirable(chain)) continue
+      if (chain.age <= o.retireAgeMax && this.recordBytes > o.targetBytes) {
+        this.dropChain(c, key, chain)
+        retired++
+        continue
+      }
+      const bytes = versionBytes(chain.versions[0]!) + key.length + KEY_OVERHEAD_BYTES
+      survey.set(chain.age, (survey.get(chain.age) ?? 0) + bytes)
+    }
+    if (!done) {
+      // Look ahead one chain, so that a slice that visits the last chain says the pass is done.
+      const next = this.nextChain()
+      if (next) this.cursor!.pending = [next[1], next[2]]
+      else done = true
+    }
+    this.retired += retired
+    const flat: number[] = []
+    for (const age of [...survey.keys()].sort((a, b) => a - b)) flat.push(age, survey.get(age)!)
+    return { visited, prunedVersions, indexEntriesRemoved: this.entriesRemoved - removedBefore, retired, done, survey: flat }
+  }
+
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
+    const chain = this.collections.get(collection)?.chains.map.get(bytesToOrderedString(key))
+    if (chain) {
+      chain.age = this.ageGroup
+      const v = visible(chain.versions, snapshot)?.value
+      return v === undefined ? undefined : envelopeValue(v)
+    }
+    const onDisk = this.pages.get(collection, key)
+    return onDisk && onDisk.commitId <= snapshot ? envelopeValue(onDisk.value) : undefined
+  }
+
+  /**
+   * Walk the keys of `mem` (in memory) merged with the page-store tree `tree` within the bounds,
+   * in order (or reverse). `visit(key, inMemory, disk)` gets each key once — `inMemory` when `mem`
+   * holds it, `disk` its page-store entry when the tree holds it (and `mem` does not) — and
+   * returns false to stop.
+   */
+  private walkMerged(
+    mem: SortedMap<unknown> | undefined, tree: string, o: CoreScanOptions,
+    visit: (key: string, inMemory: boolean, disk: PageEntry | undefined) => boolean,
+  ): void {
+    const lower: StrBound | undefined = o.gte ? { k: bytesToOrderedString(o.gte), incl: true } : o.gt ? { k: bytesToOrderedString(o.gt), incl: false } : undefined
+    const upper: StrBound | undefined = o.lte ? { k: bytesToOrderedString(o.lte), incl: true } : o.lt ? { k: bytesToOrderedString(o.lt), incl: false } : undefined
+    if (lower && upper && (lower.k > upper.k || (lower.k === upper.k && !(lower.incl && upper.incl)))) return
+    const keys = mem ? mem.keys() : []
     let start = lower ? lowerBound(keys, lower.k) : 0
     if (lower && !lower.incl && keys[start] === lower.k) start++
     let end = upper ? lowerBound(keys, upper.k) : keys.length
     if (upper && upper.incl && keys[end] === upper.k) end++
-    const limit = o.limit ?? Infinity
-    const out: Array<[Uint8Array, Uint8Array]> = []
     const step = o.reverse ? -1 : 1
     let i = o.reverse ? end - 1 : start
     // Memory side: the next key (still in the map) within range, or undefined.
     const nextMem = (): string | undefined => {
       while (i >= start && i < end) {
         const k = keys[i]!
-        if (c!.map.has(k)) return k
+        if (mem!.map.has(k)) return k
         i += step
       }
       return undefined
@@ -281,39 +494,98 @@ export class VersionStore {
     let disk: PageEntry[] = []
     let di = 0
     let diskDone = false
-    let diskCursor: string | undefined
+    let diskCursor: Uint8Array | undefined
     const lo: Bound = o.gte ? { key: o.gte, inclusive: true } : o.gt ? { key: o.gt, inclusive: false } : undefined
     const hi: Bound = o.lte ? { key: o.lte, inclusive: true } : o.lt ? { key: o.lt, inclusive: false } : undefined
+    let dk: string | undefined
     const nextDisk = (): PageEntry | undefined => {
       if (di < disk.length) return disk[di]
       if (diskDone) return undefined
-      const cursor: Bound = diskCursor === undefined ? undefined : { key: orderedStringToBytes(diskCursor), inclusive: false }
-      disk = this.pages.range(collection, o.reverse ? lo : (cursor ?? lo), o.reverse ? (cursor ?? hi) : hi, o.reverse === true, SCAN_CHUNK_ENTRIES)
+      const cursor: Bound = diskCursor === undefined ? undefined : { key: diskCursor, inclusive: false }
+      disk = this.pages.range(tree, o.reverse ? lo : (cursor ?? lo), o.reverse ? (cursor ?? hi) : hi, o.reverse === true, SCAN_CHUNK_ENTRIES)
       di = 0
+      dk = undefined
       diskDone = disk.length < SCAN_CHUNK_ENTRIES
-      if (disk.length > 0) diskCursor = bytesToOrderedString(disk[disk.length - 1]!.key)
+      if (disk.length > 0) diskCursor = disk[disk.length - 1]!.key
       return disk[0]
     }
     // Bounded: each pass consumes a memory key or a page-store entry.
-    while (out.length < limit) {
+    for (;;) {
       const mk = nextMem()
       const d = nextDisk()
-      if (mk === undefined && d === undefined) break
-      const dk = d === undefined ? undefined : bytesToOrderedString(d.key)
+      if (mk === undefined && d === undefined) return
+      if (d !== undefined && dk === undefined) dk = bytesToOrderedString(d.key)
       let takeMem: boolean
       if (mk === undefined) takeMem = false
-      else if (dk === undefined) takeMem = true
-      else takeMem = o.reverse ? mk >= dk : mk <= dk
+      else if (d === undefined) takeMem = true
+      else takeMem = o.reverse ? mk >= dk! : mk <= dk!
+      let go: boolean
       if (takeMem) {
-        if (dk !== undefined && dk === mk) di++ // memory answers for a key it holds
-        const v = visible(c!.map.get(mk!)!, snapshot)?.value
-        if (v) out.push([orderedStringToBytes(mk!), v])
+        if (d !== undefined && dk === mk) { di++; dk = undefined } // memory answers for a key it holds
         i += step
+        go = visit(mk!, true, undefined)
       } else {
         di++
-        if (d!.commitId <= snapshot) out.push([d!.key, d!.value])
+        const key = dk!
+        dk = undefined
+        go = visit(key, false, d)
       }
+      if (!go) return
     }
+  }
+
+  /** The chains in memory merged with the page store's keys that are not in memory. */
+  scan(collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    const c = this.collections.get(collection)
+    const limit = o.limit ?? Infinity
+    const out: Array<[Uint8Array, Uint8Array]> = []
+    if (!(limit > 0)) return out
+    this.walkMerged(c?.chains, collection, o, (k, inMemory, d) => {
+      if (inMemory) {
+        const chain = c!.chains.map.get(k)!
+        chain.age = this.ageGroup
+        const v = visible(chain.versions, snapshot)?.value
+        if (v) out.push([orderedStringToBytes(k), envelopeValue(v)])
+      } else if (d!.commitId <= snapshot) {
+        out.push([d!.key, envelopeValue(d!.value)])
+      }
+      return out.length < limit
+    })
+    return out
+  }
+
+  /**
+   * Index lookup (see Core.find): the in-memory entries of `index` merged with the page-store
+   * index tree (an entry in both counts once); each candidate is kept only if the version of its
+   * primary key visible at `snapshot` holds exactly that entry.
+   */
+  find(collection: string, index: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    const c = this.collections.get(collection)
+    const limit = o.limit ?? Infinity
+    const out: Array<[Uint8Array, Uint8Array]> = []
+    if (!(limit > 0)) return out
+    this.walkMerged(c?.indexes.get(index), indexTreeName(collection, index), o, (entry) => {
+      const { ik, pk } = splitEntry(entry)
+      const chain = c?.chains.map.get(pk)
+      if (chain) {
+        chain.age = this.ageGroup
+        const v = visible(chain.versions, snapshot)
+        if (v?.value !== undefined && v.refs?.some((r) => r.index === index && r.entry === entry)) {
+          out.push([orderedStringToBytes(pk), envelopeValue(v.value)])
+        }
+      } else {
+        const pkBytes = orderedStringToBytes(pk)
+        const onDisk = this.pages.get(collection, pkBytes)
+        if (onDisk && onDisk.commitId <= snapshot && onDisk.value[0] === ENVELOPE_TAG) {
+          const keys = envelopeKeys(onDisk.value, pkBytes.length)
+          if (typeof keys === 'string') {
+            throw new KestrelError('KESTREL_CORRUPT', `a stored value of key ${Buffer.from(pkBytes).toString('hex')} in collection ${JSON.stringify(collection)} is a malformed index envelope (${keys}); restore from a backup (kestrel restore <backup> <dir>)`)
+          }
+          if (keys.some((e) => e.index === index && bytesToOrderedString(e.key) === ik)) out.push([pkBytes, envelopeValue(onDisk.value)])
+        }
+      }
+      return out.length < limit
+    })
     return out
   }
 }

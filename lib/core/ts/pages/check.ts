@@ -11,6 +11,8 @@ import {
   decodeCatalogValue, decodeFreeList, decodeLeaf, decodeMetaSlot, kindName, readHeader,
   type LeafEntry, type PageHeader, type PageMeta,
 } from './layout.js'
+import { ENVELOPE_TAG } from '../../envelope.js'
+import { derivedKeys } from '../stored.js'
 
 /** What {@link checkPageFile} found. */
 export interface CheckReport {
@@ -22,11 +24,14 @@ export interface CheckReport {
   pagesReachable: number
   /** Pages the free list holds. */
   pagesFree: number
-  /** Live records found in the collection trees. */
+  /** Live records found in the collection trees (index trees not counted). */
   records: number
   /** Bytes used in the collection trees' leaves, as a percentage of their 4072-byte bodies. */
   leafFillPercent: number
-  /** Per collection in the catalog: its records as found, tree depth (a leaf root = 1), leaves. */
+  /**
+   * Per tree in the catalog — collections, and index trees named `collection ‖ 0x00 ‖ index` whose
+   * records are index entries — its records as found, tree depth (a leaf root = 1), leaves.
+   */
   collections: Array<{ name: string; records: number; depth: number; leaves: number }>
 }
 
@@ -128,14 +133,41 @@ class Checker {
     let catalogRecords = 0
     let fill = 0
     let leaves = 0
+    // Per collection walked: index name → records whose envelope has a key of that index. A
+    // collection sorts right before its index trees, so it is walked first.
+    const keyed = new Map<string, Map<string, number>>()
     for (const c of collections) {
-      const t = this.walkTree(c.root, `collection ${JSON.stringify(c.name)}`, () => {})
-      if (t.entries !== c.records) this.problem(`page ${c.leaf}: catalog says collection ${JSON.stringify(c.name)} holds ${c.records} records, its tree holds ${t.entries}`)
-      records += t.entries
-      catalogRecords += c.records
-      fill += t.fill
-      leaves += t.leaves
+      const sep = c.name.indexOf('\u0000')
+      const isIndex = sep >= 0
+      const what = isIndex ? `index ${JSON.stringify(c.name.slice(sep + 1))} of collection ${JSON.stringify(c.name.slice(0, sep))}` : `collection ${JSON.stringify(c.name)}`
+      let counts: Map<string, number> | undefined
+      if (!isIndex) keyed.set(c.name, (counts = new Map()))
+      const t = this.walkTree(c.root, what, (e, leaf, head) => {
+        if (isIndex) {
+          const n = e.key.length >= 2 ? (e.key[e.key.length - 2]! << 8) | e.key[e.key.length - 1]! : 0
+          if (n === 0 || n + 2 >= e.key.length) this.problem(`page ${leaf}: ${what} has an entry whose primary-key length ${n} does not fit its ${e.key.length}-byte key`)
+          if (e.length !== 0) this.problem(`page ${leaf}: ${what} has an entry with a ${e.length}-byte value (index entries are empty)`)
+          return
+        }
+        // The keys the checkpoint derives (a value that is no well-formed envelope has none).
+        if (head === undefined) return
+        for (const k of derivedKeys(head, e.length, e.key.length)) counts!.set(k.index, (counts!.get(k.index) ?? 0) + 1)
+      })
+      if (t.entries !== c.records) this.problem(`page ${c.leaf}: catalog says ${what} holds ${c.records} records, its tree holds ${t.entries}`)
+      if (isIndex) {
+        const want = keyed.get(c.name.slice(0, sep))?.get(c.name.slice(sep + 1)) ?? 0
+        if (want !== t.entries) this.problem(`page ${c.leaf}: ${what} holds ${t.entries} entries, but ${want} records of the collection have a key of that index`)
+        keyed.get(c.name.slice(0, sep))?.delete(c.name.slice(sep + 1))
+      } else {
+        records += t.entries
+        catalogRecords += c.records
+        fill += t.fill
+        leaves += t.leaves
+      }
       this.report.collections.push({ name: c.name, records: t.entries, depth: t.depth, leaves: t.leaves })
+    }
+    for (const [name, counts] of keyed) {
+      for (const [index, n] of counts) this.problem(`page ${this.meta.catalogRoot}: ${n} records of collection ${JSON.stringify(name)} have a key of index ${JSON.stringify(index)}, which has no index tree`)
     }
     if (catalogRecords !== meta.records) this.problem(`page ${slot}: the meta counts ${meta.records} records, the catalog ${catalogRecords}`)
     this.report.records = records
@@ -211,7 +243,7 @@ class Checker {
    * Walk one tree: keys in order within their parents' bounds, all leaves at one depth, no empty
    * page but an empty root, overflow chains as long as their values.
    */
-  private walkTree(root: number, what: string, onEntry: (e: LeafEntry, leaf: number) => void): { entries: number; depth: number; leaves: number; fill: number } {
+  private walkTree(root: number, what: string, onEntry: (e: LeafEntry, leaf: number, head: Uint8Array | undefined) => void): { entries: number; depth: number; leaves: number; fill: number } {
     const out = { entries: 0, depth: 0, leaves: 0, fill: 0 }
     const depths = new Set<number>()
     const walk = (page: number, lo: Uint8Array | undefined, hi: Uint8Array | undefined, level: number, from: string): void => {
@@ -243,9 +275,9 @@ class Checker {
         out.leaves++
         out.fill += end - HEADER_BYTES
         for (const e of entries) {
-          if (e.inline === undefined) this.checkOverflow(e.overflow, e.length, page)
+          const head = e.inline ?? this.checkOverflow(e.overflow, e.length, page)
           out.entries++
-          onEntry(e, page)
+          onEntry(e, page, head)
         }
         return
       }
@@ -279,27 +311,44 @@ class Checker {
     return out
   }
 
-  private checkOverflow(first: number, length: number, leaf: number): void {
+  /**
+   * Check an overflow chain; returns the value's first bytes — its envelope header and block when
+   * it is an envelope, else the first page's bytes — or undefined when the chain is bad.
+   */
+  private checkOverflow(first: number, length: number, leaf: number): Uint8Array | undefined {
     let page = first
     let left = length
     let prev = leaf
+    const head: Uint8Array[] = []
+    let headBytes = 0
+    let want = 3
     // Bounded: mark() refuses a page twice, so at most the page count iterations.
     for (;;) {
       if (left === 0) {
         if (page !== 0) this.problem(`page ${prev}: overflow chain continues past its value (next ${page}; value in leaf ${leaf})`)
-        return
+        if (head.length === 1) return head[0]
+        const out = new Uint8Array(headBytes)
+        let at = 0
+        for (const p of head) { out.set(p, at); at += p.length }
+        return out
       }
       if (page === 0) {
         this.problem(`page ${prev}: overflow chain ends ${left} bytes before its value (value in leaf ${leaf})`)
-        return
+        return undefined
       }
-      if (!this.mark(page, `an overflow chain of leaf ${leaf}`)) return
+      if (!this.mark(page, `an overflow chain of leaf ${leaf}`)) return undefined
       const got = this.load(page, KIND_OVERFLOW, `overflow chain of leaf ${leaf}`)
-      if (!got) return
+      if (!got) return undefined
       const n = got.header.count
       if (n === 0 || n > BODY_BYTES || n > left) {
         this.problem(`page ${page}: overflow page holds ${n} bytes with ${left} of the value left (value in leaf ${leaf})`)
-        return
+        return undefined
+      }
+      if (headBytes < want) {
+        const data = got.bytes.subarray(HEADER_BYTES, HEADER_BYTES + n)
+        if (head.length === 0) want = data[0] === ENVELOPE_TAG && n >= 3 ? 3 + (data[1]! | (data[2]! << 8)) : 0
+        head.push(data)
+        headBytes += n
       }
       this.zeroTail(page, got.bytes, HEADER_BYTES + n)
       left -= n

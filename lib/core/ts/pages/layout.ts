@@ -31,8 +31,11 @@ export const KIND_FREE = 5
 export const KEY_BYTES_MAX = 1024
 /** A value is stored inline in its leaf iff its length is at most this. */
 export const INLINE_BYTES_MAX = 1024
-/** Longest value in bytes. */
-export const VALUE_BYTES_MAX = 64 * 1024 * 1024
+/**
+ * Longest stored value in bytes: a 64 MiB MessagePack value in an index envelope with the largest
+ * block (1 + 2 + 65535 bytes of header and block; docs/FORMAT.md "Index envelope").
+ */
+export const VALUE_BYTES_MAX = 64 * 1024 * 1024 + 65538
 /** Page numbers per free-list page: (4096 − 24) / 4, rounded down. */
 export const FREE_PER_PAGE = 1018
 /** Largest page number (u32). */

@@ -171,8 +171,16 @@ export class PageStore implements PageSource {
     return out
   }
 
-  /** Every collection with records, in name order (bytewise UTF-8). */
+  /** Every collection with records, in name order (bytewise UTF-8); not the index trees. */
   collections(): Array<{ name: string; records: number }> {
+    return this.trees().filter((t) => !t.name.includes('\u0000'))
+  }
+
+  /**
+   * Every tree in the catalog — collections and index trees (`collection ‖ 0x00 ‖ index`, whose
+   * records are index entries) — in name order (bytewise UTF-8).
+   */
+  trees(): Array<{ name: string; records: number }> {
     this.assertOpen()
     return listCatalog(this, this.published.meta.catalogRoot).map(({ name, records }) => ({ name, records }))
   }
@@ -206,12 +214,12 @@ export class PageStore implements PageSource {
     if (!Number.isSafeInteger(lsn) || lsn < base.meta.checkpointLsn) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `page store checkpoint: LSN ${lsn} is before the current checkpoint LSN ${base.meta.checkpointLsn}`)
     }
-    const names = validateChanges(lsn, changes)
+    validateChanges(lsn, changes)
     const free = base.free ?? readFreeList(this, base.meta)
     base.free = free
     // Built in slices between event-loop turns; reads keep seeing the published checkpoint, and
     // no other checkpoint can start meanwhile (`running`).
-    const built = await runSlices(buildCheckpointSteps(this, { meta: base.meta, freeList: free.list, freeChain: free.chain }, lsn, changes, names))
+    const built = await runSlices(buildCheckpointSteps(this, { meta: base.meta, freeList: free.list, freeChain: free.chain }, lsn, changes))
     this.assertOpen()
     // Stale cached copies (from when these pages were reachable) must never be read again.
     for (const p of built.pages.keys()) this.cache.delete(p)

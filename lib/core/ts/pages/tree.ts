@@ -5,6 +5,8 @@
  * must produce an identical file from the same input.
  */
 import { KestrelError } from '../../../errors.js'
+import { ENVELOPE_TAG, indexEntryKey, type IndexKey } from '../../envelope.js'
+import { derivedKeys } from '../stored.js'
 import {
   BODY_BYTES, FREE_PER_PAGE, PageDefect, INLINE_BYTES_MAX, KEY_BYTES_MAX, KIND_FREE, KIND_LEAF, KIND_OVERFLOW,
   PAGE_NUMBER_MAX, VALUE_BYTES_MAX, branchEntryBytes, compareBytes, corruptPage, decodeCatalogValue,
@@ -521,6 +523,7 @@ export function validateChanges(lsn: number, changes: readonly CollectionChanges
     const col = changes[c]!
     const name = utf8.encode(col.name)
     if (name.length > KEY_BYTES_MAX) throw invalid(`collection name ${JSON.stringify(col.name)} is ${name.length} bytes > ${KEY_BYTES_MAX}`)
+    if (name.includes(0)) throw invalid(`collection name ${JSON.stringify(col.name)} contains a 0x00 byte (index trees are derived by the checkpoint, never given)`)
     if (c > 0 && compareBytes(names[c - 1]!, name) >= 0) throw invalid(`collections not sorted by name bytewise at ${JSON.stringify(col.name)}`)
     if (col.changes.length === 0) throw invalid(`collection ${JSON.stringify(col.name)} has no changes`)
     for (let i = 0; i < col.changes.length; i++) {
@@ -536,6 +539,108 @@ export function validateChanges(lsn: number, changes: readonly CollectionChanges
     names.push(name)
   }
   return names
+}
+
+/** Old stored values read per pause of step 0. */
+const DERIVE_KEYS_PER_PAUSE = 1024
+
+/** Is `name` an index tree's (`collection ‖ 0x00 ‖ index`)? */
+export function isIndexTree(name: Uint8Array | string): boolean {
+  return typeof name === 'string' ? name.includes('\u0000') : name.includes(0)
+}
+
+/** Does the catalog hold any tree named `collection ‖ 0x00 ‖ …`? */
+function hasIndexTrees(src: PageSource, catalogRoot: number, collection: Uint8Array): boolean {
+  const prefix = new Uint8Array(collection.length + 1)
+  prefix.set(collection)
+  let found = false
+  scanTree(src, catalogRoot, { key: prefix, inclusive: true }, undefined, false, 1, (e) => {
+    found = e.key.length > prefix.length && compareBytes(e.key.subarray(0, prefix.length), prefix) === 0
+  })
+  return found
+}
+
+/**
+ * The first bytes of a leaf entry's value that hold its envelope header and block (the whole value
+ * when it is shorter, or just the first page's bytes when it is no envelope): an old value's index
+ * keys without reading a large value's whole overflow chain.
+ */
+export function readEnvelopeHead(src: PageSource, e: LeafEntry): Uint8Array {
+  if (e.inline !== undefined) return e.inline
+  const parts: Uint8Array[] = []
+  let have = 0
+  let want = Math.min(e.length, 3)
+  let page = e.overflow
+  // Bounded: each page adds ≥ 1 byte towards `want` ≤ 3 + 65535.
+  while (have < want) {
+    if (page === 0) throw corruptPage(e.overflow, `overflow chain ends ${e.length - have} bytes before its value does`)
+    const { header, bytes } = src.chainPage(page, KIND_OVERFLOW)
+    if (header.count === 0 || header.count > BODY_BYTES) throw corruptPage(page, `overflow page holds ${header.count} bytes`)
+    const n = Math.min(header.count, e.length - have)
+    parts.push(bytes.subarray(24, 24 + n))
+    have += n
+    if (parts.length === 1) {
+      const first = parts[0]!
+      if (first[0] !== ENVELOPE_TAG) return first
+      if (first.length >= 3) want = Math.min(e.length, 3 + (first[1]! | (first[2]! << 8)))
+    }
+    page = header.next
+  }
+  if (parts.length === 1) return parts[0]!
+  const out = new Uint8Array(have)
+  let at = 0
+  for (const p of parts) { out.set(p, at); at += p.length }
+  return out
+}
+
+/** The (index, key) pairs of `a` not in `b`. */
+function missingFrom(a: readonly IndexKey[], b: readonly IndexKey[]): IndexKey[] {
+  return a.filter((x) => !b.some((y) => y.index === x.index && compareBytes(y.key, x.key) === 0))
+}
+
+/**
+ * Step 0 of the spec ("Deriving index changes"): for each changed collection and changed key, the
+ * index keys of the old and new stored values (those of a well-formed envelope, else none: see
+ * `derivedKeys`): the pairs only the old stored value (in the checkpoint `catalogRoot` describes) holds become
+ * deletions, the pairs only the new one holds become entries with the new version's commit id; the
+ * derived trees, each sorted by entry key and present only with changes, join the collections'
+ * changes in name order. The old value is read only when the catalog holds an index tree of the
+ * collection (otherwise no old record has an envelope). A generator that pauses every
+ * {@link DERIVE_KEYS_PER_PAUSE} old values read.
+ */
+export function* deriveIndexChanges(src: PageSource, catalogRoot: number, changes: readonly CollectionChanges[]): Generator<void, CollectionChanges[]> {
+  const out: CollectionChanges[] = []
+  let reads = 0
+  for (const col of changes) {
+    out.push(col)
+    const name = utf8.encode(col.name)
+    const root = hasIndexTrees(src, catalogRoot, name) ? (catalogLookup(src, catalogRoot, name)?.root ?? 0) : 0
+    const trees = new Map<string, Change[]>()
+    const change = (index: string, entry: Change): void => {
+      let list = trees.get(index)
+      if (!list) trees.set(index, (list = []))
+      list.push(entry)
+    }
+    for (const ch of col.changes) {
+      const newValue = ch.version?.value
+      const fresh = newValue === undefined ? [] : derivedKeys(newValue, newValue.length, ch.key.length)
+      let old: IndexKey[] = []
+      if (root !== 0) {
+        const e = findEntry(src, root, ch.key)
+        if (e) old = derivedKeys(readEnvelopeHead(src, e), e.length, ch.key.length)
+        if (++reads % DERIVE_KEYS_PER_PAUSE === 0) yield
+      }
+      if (old.length === 0 && fresh.length === 0) continue
+      for (const k of missingFrom(old, fresh)) change(k.index, { key: indexEntryKey(k.key, ch.key) })
+      for (const k of missingFrom(fresh, old)) change(k.index, { key: indexEntryKey(k.key, ch.key), version: { commitId: ch.version!.commitId, value: EMPTY } })
+    }
+    for (const [index, list] of trees) {
+      list.sort((x, y) => compareBytes(x.key, y.key))
+      out.push({ name: `${col.name}\u0000${index}`, changes: list })
+    }
+  }
+  const encoded = new Map(out.map((c) => [c, utf8.encode(c.name)]))
+  return out.sort((x, y) => compareBytes(encoded.get(x)!, encoded.get(y)!))
 }
 
 /**
@@ -560,9 +665,13 @@ export async function runSlices<T>(steps: Generator<void, T>, sliceMs = 8): Prom
  * pages through `src`: nothing is written to the file here. A generator that pauses after every
  * leaf it writes (drive it with {@link runSlices}); the pauses do not change the result.
  */
-export function* buildCheckpointSteps(src: PageSource, base: BuildBase, lsn: number, changes: readonly CollectionChanges[], names: readonly Uint8Array[]): Generator<void, BuiltCheckpoint> {
+export function* buildCheckpointSteps(src: PageSource, base: BuildBase, lsn: number, input: readonly CollectionChanges[]): Generator<void, BuiltCheckpoint> {
   const { meta } = base
   const seq = meta.seq + 1
+
+  // Step 0: the index trees' changes, derived from the old and new stored values, joined in name order.
+  const changes = yield* deriveIndexChanges(src, meta.catalogRoot, input)
+  const names = changes.map((c) => utf8.encode(c.name))
   const b = new Builder(src, base.freeList, meta.pageCount, seq)
 
   // Step 2: each changed collection's tree, in name order.
@@ -577,7 +686,8 @@ export function* buildCheckpointSteps(src: PageSource, base: BuildBase, lsn: num
     if ((root === 0) !== (count === 0) || count < 0) {
       throw corruptPage(current.root || meta.catalogRoot, `collection ${JSON.stringify(changes[c]!.name)} holds a different number of records than its catalog entry says (${current.records})`)
     }
-    records += b.delta
+    // The meta counts the records of collections, not the entries of index trees.
+    if (!name.includes(0)) records += b.delta
     catalogOps.push(root === 0 ? { key: name } : { key: name, version: { commitId: 0, value: encodeCatalogValue(root, count) } })
   }
 
