@@ -1,0 +1,492 @@
+/**
+ * Secondary indexes in the ts engine, at the Core level (docs/FORMAT.md "Secondary indexes"):
+ * the Falcon #40801 transaction table (seed 004) step by step, scavenge slices, envelopes and
+ * merges, a randomized comparison of `find` with brute force across scavenges, checkpoints and
+ * reopens, and the exact page-store index trees a checkpoint derives.
+ */
+import { appendFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { encodeKey } from '../lib/codec/key.js'
+import { decodeValue, encodeValue } from '../lib/codec/value.js'
+import { encodeEnvelope, indexEntryKey, type IndexKey } from '../lib/core/envelope.js'
+import { OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT, encodeCommit, type WriteOp } from '../lib/core/payload.js'
+import type { CoreOpenOptions, CoreScanOptions } from '../lib/core/types.js'
+import { TsCore } from '../lib/core/ts/engine.js'
+import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, writeFrame } from '../lib/core/ts/format.js'
+import { PAGE_FILE, PageStore, checkPageFile } from '../lib/core/ts/pages/store.js'
+import { derivedKeys } from '../lib/core/ts/stored.js'
+import { expectCode, rng, tempDir } from './helpers.js'
+
+const OPTIONS: CoreOpenOptions = {
+  durability: 'none',
+  segmentBytes: 64 << 20,
+  groupBytesMax: 4 << 20,
+  retainCommits: 0,
+  // No checkpoint but on request and at close (the randomized model knows when they happen).
+  cacheBytes: 2 ** 40,
+  checkpointBytes: 2 ** 40,
+  checkpointIntervalMs: 0,
+  flushQueueBytes: 64 << 20,
+  deferredBytesMax: 64 << 20,
+}
+
+function newDir(label: string): string {
+  const dir = tempDir(label)
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+const open = (dir: string): Promise<TsCore> => TsCore.open(dir, OPTIONS)
+const k2s = (k: Uint8Array): string => Buffer.from(k).toString('latin1')
+const s2k = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'))
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+
+/** The smallest byte string greater than every string starting with `prefix` (undefined: none). */
+function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
+  const out = prefix.slice()
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i]! < 0xff) {
+      out[i]!++
+      return out.subarray(0, i + 1)
+    }
+  }
+  return undefined
+}
+
+/** Entry-key bounds of a lookup of one index key (entries with prefix `ik`). */
+function lookup(ik: Uint8Array): CoreScanOptions {
+  return { gte: ik, lt: prefixEnd(ik) }
+}
+
+const put = (collection: string, key: Uint8Array, value: unknown, keys: IndexKey[] = []): WriteOp =>
+  ({ kind: OP_PUT, collection, key, value: encodeEnvelope(encodeValue(value), keys) })
+const del = (collection: string, key: Uint8Array): WriteOp => ({ kind: OP_DELETE, collection, key, value: undefined })
+
+async function commit(core: TsCore, ...ops: WriteOp[]): Promise<number> {
+  return Number(await core.commit(encodeCommit(ops)))
+}
+
+/** find() decoded: [primary key hex, value] pairs. */
+function found(core: TsCore, collection: string, index: string, o: CoreScanOptions, snapshot: number): Array<[string, unknown]> {
+  return core.find(collection, index, o, snapshot).map(([k, v]) => [hex(k), decodeValue(v)])
+}
+
+const FULL_PASS = { retireAgeMax: -1, targetBytes: Number.POSITIVE_INFINITY, visitMax: 1_000_000 }
+
+// ---------------------------------------------------------------------------------------------
+
+describe('ts core: seed 004 (Falcon bug #40801) — index GC keeps every entry a staying version holds', () => {
+  it('the transaction table, step by step: each snapshot finds its record by its own value, a new reader by "-" only', async () => {
+    const dir = newDir('seed004')
+    const core = await open(dir)
+    const pk = encodeKey(1)
+    const values = ['-', 'A', 'B', 'C', 'D']
+    const set = (f1: string): Promise<number> => commit(core, put('t3', pk, { f1 }, [{ index: 'f1', key: encodeKey(f1) }]))
+    const findAt = (snapshot: number): string[] =>
+      values.filter((v) => {
+        const r = found(core, 't3', 'f1', lookup(encodeKey(v)), snapshot)
+        if (r.length > 1) throw new Error(`${v} found ${r.length} times at ${snapshot}`)
+        if (r.length === 1) expect(r[0]).toEqual([hex(pk), { f1: v }])
+        return r.length === 1
+      })
+
+    // TransID 0..4: '-', A, B, C, D.
+    for (const v of values) await set(v)
+    const sees = { D: 0, A: 0, C: 0 }
+    sees.D = Number(core.lastCommitId()) // client 3 (TransID 5)
+    expect(findAt(sees.D)).toEqual(['D'])
+    await set('A') // TransID 6
+    sees.A = Number(core.lastCommitId()) // client 4 (TransID 7)
+    expect(findAt(sees.A)).toEqual(['A'])
+    // TransID 8: B, then C after a savepoint; the transaction folds them into one write of C.
+    await set('C')
+    sees.C = Number(core.lastCommitId()) // client 5 (TransID 9)
+    expect(findAt(sees.C)).toEqual(['C'])
+    const last = await set('-') // TransID 10
+    expect(findAt(last)).toEqual(['-'])
+    expect(core.stats().indexEntries).toBe(5)
+    expect(core.stats().versions).toBe(8)
+
+    // The scavenger: the horizon moves to the oldest open snapshot, and a full pass prunes the
+    // versions of TransID 0..3 ('-', A, B, C). Only B is held by no staying version.
+    core.setHorizon(sees.D, false)
+    const step = core.scavenge(FULL_PASS)
+    expect(step).toEqual({ visited: 1, prunedVersions: 4, indexEntriesRemoved: 1, retired: 0, done: true, survey: [] })
+    expect(core.stats().versions).toBe(4)
+    expect(core.stats().indexEntries).toBe(4) // '-', A, C, D
+
+    expect(findAt(sees.D)).toEqual(['D'])
+    expect(findAt(sees.A)).toEqual(['A']) // Falcon lost this one
+    expect(findAt(sees.C)).toEqual(['C']) // and this one
+    expect(findAt(last)).toEqual(['-']) // and a new reader's '-'
+
+    // Still so after a checkpoint (the index tree holds '-' for the page store's version) and
+    // once the snapshots close and the chain retires to the page store.
+    await core.checkpoint()
+    expect(findAt(sees.D)).toEqual(['D'])
+    expect(findAt(sees.A)).toEqual(['A'])
+    expect(findAt(sees.C)).toEqual(['C'])
+    core.setHorizon(last, false)
+    const after = core.scavenge({ retireAgeMax: 0, targetBytes: 0, visitMax: 10 })
+    expect(after).toMatchObject({ visited: 1, prunedVersions: 3, indexEntriesRemoved: 4, retired: 1, done: true })
+    expect(core.stats()).toMatchObject({ versions: 0, recordBytes: 0, indexEntries: 0, retired: 1 })
+    expect(findAt(last)).toEqual(['-'])
+    await core.close()
+
+    const reopened = await open(dir)
+    expect(reopened.find('t3', 'f1', lookup(encodeKey('-')), Number(reopened.lastCommitId())).map(([k]) => hex(k))).toEqual([hex(pk)])
+    expect(reopened.find('t3', 'f1', lookup(encodeKey('A')), Number(reopened.lastCommitId()))).toEqual([])
+    await reopened.close()
+  })
+})
+
+describe('ts core: envelopes', () => {
+  it('reads return the MessagePack part; merges on an envelope base store a plain value', async () => {
+    const dir = newDir('envelope')
+    const core = await open(dir)
+    const k = encodeKey('list')
+    const n = encodeKey('n')
+    const c1 = await commit(core, put('c', k, [1], [{ index: 'tag', key: encodeKey('x') }]), put('c', n, 5, [{ index: 'tag', key: encodeKey('y') }]))
+    expect(decodeValue(core.get('c', k, c1)!)).toEqual([1])
+    expect(core.scan('c', {}, c1).map(([key, v]) => [hex(key), decodeValue(v)])).toEqual([[hex(k), [1]], [hex(n), 5]])
+    const delta = new Uint8Array(8)
+    new DataView(delta.buffer).setFloat64(0, 2.5, true)
+    const c2 = await commit(core, { kind: OP_APPEND, collection: 'c', key: k, value: encodeValue([2]) }, { kind: OP_INCREMENT, collection: 'c', key: n, value: delta })
+    expect(decodeValue(core.get('c', k, c2)!)).toEqual([1, 2])
+    expect(decodeValue(core.get('c', n, c2)!)).toBe(7.5)
+    // The merged versions are plain: no index key any more, but the old snapshot still finds them.
+    expect(found(core, 'c', 'tag', lookup(encodeKey('x')), c2)).toEqual([])
+    expect(found(core, 'c', 'tag', lookup(encodeKey('x')), c1)).toEqual([[hex(k), [1]]])
+    expect(found(core, 'c', 'tag', {}, c1)).toEqual([[hex(k), [1]], [hex(n), 5]])
+    await core.checkpoint()
+    await core.close()
+    const store = PageStore.open(dir, 1 << 20)
+    // The append's version removed both entries of the checkpointed tree (which never had them:
+    // the first checkpoint already saw the plain values).
+    expect(store.trees()).toEqual([{ name: 'c', records: 2 }])
+    expect(store.get('c', k)!.value).toEqual(encodeValue([1, 2]))
+    store.close()
+  })
+
+  it('a malformed envelope is KESTREL_INVALID_ARGUMENT at commit and KESTREL_CORRUPT in replay', async () => {
+    const dir = newDir('malformed')
+    const core = await open(dir)
+    const bad: Uint8Array[] = [
+      Uint8Array.of(0xc1),
+      Uint8Array.of(0xc1, 0, 0, 0xc0),
+      Uint8Array.of(0xc1, 9, 0, 1),
+      Uint8Array.of(0xc1, 4, 0, 1, 0x61, 0, 0, 0xc0), // key length 0
+      encodeEnvelope(encodeValue(1), [{ index: 'a', key: new Uint8Array(1000).fill(7) }]), // with a 30-byte primary key: too long
+    ]
+    const pk = new Uint8Array(30).fill(0x31)
+    for (const value of bad) {
+      await expectCode(() => core.commit(encodeCommit([{ kind: OP_PUT, collection: 'c', key: pk, value }])), 'KESTREL_INVALID_ARGUMENT')
+    }
+    // The same envelope with a shorter primary key fits.
+    await commit(core, { kind: OP_PUT, collection: 'c', key: encodeKey(1), value: bad[4]! })
+    const last = Number(core.lastCommitId())
+    await core.close()
+    // Append a whole, checksummed record carrying a malformed envelope: replay must refuse it.
+    const log = join(dir, LOG_DIR)
+    const segment = readdirSync(log).sort().pop()!
+    const payload = encodeCommit([{ kind: OP_PUT, collection: 'c', key: encodeKey(2), value: bad[2]! }])
+    const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.length)
+    writeFrame(frame, 0, last + 1, RECORD_COMMIT | BATCH_END, payload)
+    appendFileSync(join(log, segment), frame)
+    const err = await expectCode(() => open(dir), 'KESTREL_CORRUPT')
+    expect(err.message).toMatch(/index envelope block length 9/)
+  })
+})
+
+describe('ts core: scavenge slices', () => {
+  it('visits every chain once per pass, in slices; retires by age group while above the target; surveys what stays', async () => {
+    const dir = newDir('slices')
+    const core = await open(dir)
+    // Age group 0: a0..a9; age group 1: b0..b9 (20 records with an index key each).
+    for (let i = 0; i < 10; i++) await commit(core, put('c', encodeKey(`a${i}`), i, [{ index: 'i', key: encodeKey(i % 3) }]))
+    core.setAgeGroup(1)
+    core.setAgeGroup(0) // never decreases
+    expect(core.stats().ageGroup).toBe(1)
+    for (let i = 0; i < 10; i++) await commit(core, put('c', encodeKey(`b${i}`), i, [{ index: 'i', key: encodeKey(i % 3) }]))
+    expect(core.stats().indexEntries).toBe(20)
+    // Nothing is checkpointed: nothing is retirable, nothing surveyed.
+    let s = core.scavenge({ retireAgeMax: 10, targetBytes: 0, visitMax: 1000 })
+    expect(s).toEqual({ visited: 20, prunedVersions: 0, indexEntriesRemoved: 0, retired: 0, done: true, survey: [] })
+    await core.checkpoint()
+    const per = (core.stats().recordBytes) / 20
+    // Slices of 7: 7, 7, 6 (the last one says done), then a new pass.
+    const steps = [0, 1, 2].map(() => core.scavenge({ retireAgeMax: -1, targetBytes: 0, visitMax: 7 }))
+    expect(steps.map((x) => [x.visited, x.done])).toEqual([[7, false], [7, false], [6, true]])
+    const survey = steps.flatMap((x) => x.survey)
+    expect(survey).toEqual([0, 7 * per, 0, 3 * per, 1, 4 * per, 1, 6 * per])
+    // Reading a0 moves it to age group 1: it is not retired with age group 0.
+    core.get('c', encodeKey('a0'), Number(core.lastCommitId()))
+    s = core.scavenge({ retireAgeMax: 0, targetBytes: 0, visitMax: 1000 })
+    expect(s).toMatchObject({ visited: 20, retired: 9, done: true, survey: [1, 11 * per] })
+    expect(core.stats()).toMatchObject({ versions: 11, retired: 9 })
+    // Stop retiring at the target: memory above 5 chains' worth retires 6 of the 11.
+    s = core.scavenge({ retireAgeMax: 1, targetBytes: 5 * per, visitMax: 1000 })
+    expect(s).toMatchObject({ visited: 11, retired: 6, done: true, survey: [1, 5 * per] })
+    expect(core.stats().recordBytes).toBe(5 * per)
+    // Every record is still found, from memory or from the page store's index tree.
+    const snap = Number(core.lastCommitId())
+    for (let m = 0; m < 3; m++) {
+      const got = core.find('c', 'i', lookup(encodeKey(m)), snap).map(([k, v]) => [k2s(k), decodeValue(v)])
+      const want = [...Array(10).keys()].filter((i) => i % 3 === m).flatMap((i) => [[k2s(encodeKey(`a${i}`)), i], [k2s(encodeKey(`b${i}`)), i]])
+      want.sort((x, y) => (x[0]! < y[0]! ? -1 : 1))
+      expect(got).toEqual(want)
+    }
+    expect(core.find('c', 'i', { reverse: true, limit: 3 }, snap).map(([, v]) => decodeValue(v))).toEqual([8, 5, 2])
+    // Everything retires; the accounting returns to zero.
+    core.scavenge({ retireAgeMax: 1, targetBytes: 0, visitMax: 1000 })
+    expect(core.stats()).toMatchObject({ versions: 0, recordBytes: 0, indexEntries: 0, retired: 20 })
+    await core.close()
+  })
+
+  it('drops lone tombstones at or below the horizon once checkpointed, with their index entries gone', async () => {
+    const dir = newDir('tombstones')
+    const core = await open(dir)
+    const a = encodeKey('a')
+    await commit(core, put('c', a, 1, [{ index: 'i', key: encodeKey(1) }]))
+    const c2 = await commit(core, del('c', a))
+    expect(core.stats().indexEntries).toBe(1)
+    core.setHorizon(c2, false)
+    let s = core.scavenge(FULL_PASS)
+    expect(s).toMatchObject({ prunedVersions: 1, indexEntriesRemoved: 1, done: true })
+    expect(core.stats()).toMatchObject({ versions: 1, indexEntries: 0 })
+    await core.checkpoint()
+    s = core.scavenge(FULL_PASS)
+    expect(s).toMatchObject({ visited: 1, prunedVersions: 1, retired: 0, done: true })
+    expect(core.stats()).toMatchObject({ versions: 0, recordBytes: 0, indexEntries: 0, keys: 0 })
+    expect(core.find('c', 'i', {}, c2)).toEqual([])
+    await core.close()
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Randomized: find against brute force.
+
+interface MVersion { commitId: number; value: unknown | undefined; keys: IndexKey[] }
+/** collection → primary key (latin1) → versions, oldest first. */
+type MModel = Map<string, Map<string, MVersion[]>>
+
+const COLLECTIONS = ['a', 'b']
+const INDEXES = ['byX', 'byY']
+
+function visibleAt(vs: MVersion[], s: number): MVersion | undefined {
+  for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= s) return vs[i]
+  return undefined
+}
+
+function inBounds(e: string, o: CoreScanOptions): boolean {
+  if (o.gte && e < k2s(o.gte)) return false
+  if (!o.gte && o.gt && e <= k2s(o.gt)) return false
+  if (o.lte && e > k2s(o.lte)) return false
+  if (!o.lte && o.lt && e >= k2s(o.lt)) return false
+  return true
+}
+
+function bruteFind(model: MModel, collection: string, index: string, o: CoreScanOptions, s: number): Array<[string, unknown]> {
+  const hits: Array<[string, string, unknown]> = []
+  for (const [pk, vs] of model.get(collection) ?? []) {
+    const v = visibleAt(vs, s)
+    if (!v || v.value === undefined) continue
+    const k = v.keys.find((x) => x.index === index)
+    if (!k) continue
+    const e = k2s(indexEntryKey(k.key, s2k(pk)))
+    if (inBounds(e, o)) hits.push([e, hex(s2k(pk)), v.value])
+  }
+  hits.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0))
+  if (o.reverse) hits.reverse()
+  return hits.slice(0, o.limit ?? Infinity).map(([, k, v]) => [k, v])
+}
+
+/** The index trees checkpoint `model` state must have: tree name → entry (latin1) → commit id. */
+type Trees = Map<string, Map<string, number>>
+
+/** After a checkpoint of everything: the expected trees (pairs kept from `prev` keep their commit ids). */
+function expectedTrees(model: MModel, prev: Trees): Trees {
+  const out: Trees = new Map()
+  for (const [c, m] of model) {
+    for (const [pk, vs] of m) {
+      const v = vs[vs.length - 1]!
+      if (v.value === undefined) continue
+      for (const k of v.keys) {
+        const name = `${c}\u0000${k.index}`
+        const e = k2s(indexEntryKey(k.key, s2k(pk)))
+        let t = out.get(name)
+        if (!t) out.set(name, (t = new Map()))
+        t.set(e, prev.get(name)?.get(e) ?? v.commitId)
+      }
+    }
+  }
+  return out
+}
+
+function checkTrees(dir: string, model: MModel, trees: Trees): void {
+  const store = PageStore.open(dir, 1 << 20)
+  try {
+    const live = (c: string): number => [...(model.get(c)?.values() ?? [])].filter((vs) => vs[vs.length - 1]!.value !== undefined).length
+    const want = [
+      ...COLLECTIONS.filter((c) => live(c) > 0).map((c) => ({ name: c, records: live(c) })),
+      ...[...trees].map(([name, t]) => ({ name, records: t.size })),
+    ].sort((x, y) => Buffer.compare(Buffer.from(x.name), Buffer.from(y.name)))
+    expect(store.trees()).toEqual(want)
+    const records = COLLECTIONS.reduce((n, c) => n + live(c), 0)
+    expect(store.meta().records).toBe(records)
+    for (const [name, t] of trees) {
+      const got = store.range(name, undefined, undefined, false, Number.MAX_SAFE_INTEGER).map((e) => [k2s(e.key), e.commitId, e.value.length])
+      const exp = [...t].sort((x, y) => (x[0] < y[0] ? -1 : 1)).map(([e, cid]) => [e, cid, 0])
+      expect(got, `index tree ${JSON.stringify(name)}`).toEqual(exp)
+    }
+    // And the trees are what the page store's own records derive.
+    for (const c of COLLECTIONS) {
+      for (const r of store.range(c, undefined, undefined, false, Number.MAX_SAFE_INTEGER)) {
+        for (const k of derivedKeys(r.value, r.value.length, r.key.length)) {
+          expect(trees.get(`${c}\u0000${k.index}`)?.has(k2s(indexEntryKey(k.key, r.key)))).toBe(true)
+        }
+      }
+    }
+  } finally {
+    store.close()
+  }
+  // No checkpoint yet (nothing was ever committed): no file.
+  if (!existsSync(join(dir, PAGE_FILE))) {
+    expect(trees.size).toBe(0)
+    return
+  }
+  const rep = checkPageFile(join(dir, PAGE_FILE))
+  expect(rep.problems).toEqual([])
+  expect(rep.records).toBe(COLLECTIONS.reduce((n, c) => n + [...(model.get(c)?.values() ?? [])].filter((vs) => vs[vs.length - 1]!.value !== undefined).length, 0))
+}
+
+describe('ts core: find against brute force', () => {
+  for (const seed of [1, 2, 3]) {
+    it(`random puts, deletes, scavenges, checkpoints and reopens (seed ${seed})`, async () => {
+      const r = rng(seed)
+      const int = (n: number): number => Math.floor(r() * n)
+      const dir = newDir(`random${seed}`)
+      let core = await open(dir)
+      const model: MModel = new Map(COLLECTIONS.map((c) => [c, new Map()]))
+      let trees: Trees = new Map()
+      /** Snapshots held open (≥ the horizon), besides the newest commit. */
+      let snapshots: number[] = []
+      let counter = 0
+      const pkOf = (i: number): Uint8Array => (i % 4 === 0 ? encodeKey([i, 'x']) : encodeKey(i))
+      const ikPool = (index: string, i: number): Uint8Array => (index === 'byX' ? encodeKey(i) : encodeKey(['y', i % 2 === 0 ? i : String(i)]))
+
+      const verify = (): void => {
+        const last = Number(core.lastCommitId())
+        for (const s of [...snapshots, last]) {
+          for (const c of COLLECTIONS) {
+            for (const index of INDEXES) {
+              // A lookup of one index key, a range, everything, reverse and limits.
+              const ik = ikPool(index, int(6))
+              const ik2 = ikPool(index, int(6))
+              const [lo, hi] = k2s(ik) < k2s(ik2) ? [ik, ik2] : [ik2, ik]
+              const options: CoreScanOptions[] = [
+                lookup(ik),
+                { gte: lo, lt: hi },
+                { gt: lo, lte: prefixEnd(hi), reverse: true },
+                {},
+                { reverse: true, limit: 1 + int(4) },
+                { gte: lo, limit: 1 + int(3) },
+              ]
+              for (const o of options) {
+                const got = found(core, c, index, o, s)
+                const want = bruteFind(model, c, index, o, s)
+                if (JSON.stringify(got) !== JSON.stringify(want)) {
+                  throw new Error(`find ${c}.${index} at ${s} (last ${last}) ${JSON.stringify(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v instanceof Uint8Array ? hex(v) : v])))}:\n got ${JSON.stringify(got)}\nwant ${JSON.stringify(want)}`)
+                }
+              }
+            }
+            // get() agrees as well (the MessagePack part only).
+            for (const [pk, vs] of model.get(c)!) {
+              const got = core.get(c, s2k(pk), s)
+              const want = visibleAt(vs, s)?.value
+              expect(got === undefined ? undefined : decodeValue(got)).toEqual(want)
+            }
+          }
+        }
+      }
+
+      for (let step = 0; step < 400; step++) {
+        const x = r()
+        if (x < 0.55) {
+          // One commit of 1..3 writes to distinct keys.
+          const ops: WriteOp[] = []
+          const pending: Array<[string, string, MVersion]> = []
+          const used = new Set<string>()
+          const n = 1 + int(3)
+          for (let i = 0; i < n; i++) {
+            const c = COLLECTIONS[int(COLLECTIONS.length)]!
+            const pk = pkOf(int(24))
+            if (used.has(c + k2s(pk))) continue
+            used.add(c + k2s(pk))
+            if (r() < 0.2) {
+              ops.push(del(c, pk))
+              pending.push([c, k2s(pk), { commitId: 0, value: undefined, keys: [] }])
+            } else {
+              const keys: IndexKey[] = []
+              if (r() < 0.75) keys.push({ index: 'byX', key: ikPool('byX', int(6)) })
+              if (r() < 0.5) keys.push({ index: 'byY', key: ikPool('byY', int(6)) })
+              if (r() < 0.5) keys.reverse()
+              const value = { n: counter++, pad: 'p'.repeat(int(3) === 0 ? 1500 : 5) }
+              ops.push(put(c, pk, value, keys))
+              pending.push([c, k2s(pk), { commitId: 0, value, keys }])
+            }
+          }
+          const cid = await commit(core, ...ops)
+          for (const [c, pk, v] of pending) {
+            v.commitId = cid
+            const m = model.get(c)!
+            const vs = m.get(pk) ?? []
+            vs.push(v)
+            m.set(pk, vs)
+          }
+        } else if (x < 0.65) {
+          // Open or close snapshots; the horizon follows the oldest open one.
+          if (r() < 0.5 || snapshots.length === 0) snapshots.push(Number(core.lastCommitId()))
+          else snapshots.splice(int(snapshots.length), 1)
+          if (snapshots.length > 4) snapshots.shift()
+          core.setHorizon(Math.min(...snapshots, Number(core.lastCommitId())), r() < 0.3)
+        } else if (x < 0.82) {
+          core.setAgeGroup(core.stats().ageGroup + int(2))
+          const before = core.stats()
+          const visitMax = 1 + int(30)
+          const st = core.scavenge({ retireAgeMax: int(before.ageGroup + 2) - 1, targetBytes: r() < 0.5 ? 0 : int(before.recordBytes + 1), visitMax })
+          const after = core.stats()
+          expect(after.versions).toBe(before.versions - st.prunedVersions - st.retired)
+          expect(after.indexEntries).toBe(before.indexEntries - st.indexEntriesRemoved)
+          expect(st.visited).toBeLessThanOrEqual(visitMax)
+        } else if (x < 0.93) {
+          await core.checkpoint()
+          trees = expectedTrees(model, trees)
+        } else if (x < 0.97) {
+          await core.close()
+          trees = expectedTrees(model, trees)
+          checkTrees(dir, model, trees)
+          core = await open(dir)
+          // After open the horizon is the last commit (retainCommits 0): older snapshots are gone.
+          snapshots = []
+        }
+        verify()
+      }
+      // Close every snapshot, checkpoint, and scavenge everything: memory empties, nothing is lost.
+      snapshots = []
+      await core.checkpoint()
+      trees = expectedTrees(model, trees)
+      core.setHorizon(Number(core.lastCommitId()), false)
+      core.setAgeGroup(core.stats().ageGroup + 1)
+      let st
+      // Bounded: one full pass.
+      do st = core.scavenge({ retireAgeMax: core.stats().ageGroup, targetBytes: 0, visitMax: 7 })
+      while (!st.done)
+      expect(core.stats()).toMatchObject({ versions: 0, recordBytes: 0, indexEntries: 0 })
+      verify()
+      await core.close()
+      checkTrees(dir, model, trees)
+    })
+  }
+})
