@@ -2,6 +2,7 @@
 //! recovery, the fault-injecting file layer and the store. The byte format is docs/FORMAT.md.
 
 pub mod engine;
+pub mod envelope;
 pub mod error;
 pub mod flush;
 pub mod format;

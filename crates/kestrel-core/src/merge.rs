@@ -1,6 +1,8 @@
 //! Merge operators applied at install time, on MessagePack bytes (docs/FORMAT.md "Merge ops").
 //! The TypeScript twin is `lib/core/ts/merge.ts`; both produce the same bytes.
 
+use crate::envelope;
+
 /// Parse a MessagePack array header: (element count, header length).
 pub fn array_header(bytes: &[u8]) -> Option<(usize, usize)> {
     let b = *bytes.first()?;
@@ -26,7 +28,10 @@ fn write_array_header(out: &mut Vec<u8>, n: usize) {
 
 /// APPEND: `items` is a MessagePack array; the result is the base array followed by the items.
 /// A missing base is the empty array; a base that is not an array becomes its first element.
+/// `base` is a stored value: an index envelope's MessagePack part is merged into and the result
+/// is plain (docs/FORMAT.md "Index envelope": only an index that was dropped gets here).
 pub fn append(base: Option<&[u8]>, items: &[u8]) -> Vec<u8> {
+    let base = base.map(envelope::value);
     let (n_items, items_header) = array_header(items).unwrap_or((0, items.len()));
     let items_body = &items[items_header..];
     let mut out = Vec::with_capacity(base.map_or(0, |b| b.len()) + items.len() + 5);
@@ -72,7 +77,9 @@ pub fn number(bytes: &[u8]) -> Option<f64> {
 
 /// INCREMENT: `delta` is 8 bytes f64 LE; the result is MessagePack float64 of base + delta.
 /// A missing base, or one that is not a number, counts as 0.
+/// `base` is a stored value: an index envelope counts by its MessagePack part; the result is plain.
 pub fn increment(base: Option<&[u8]>, delta: &[u8]) -> Vec<u8> {
+    let base = base.map(envelope::value);
     let d = f64::from_le_bytes(delta.try_into().unwrap_or([0; 8]));
     let sum = base.and_then(number).unwrap_or(0.0) + d;
     let mut out = Vec::with_capacity(9);
@@ -107,5 +114,13 @@ mod tests {
         assert_eq!(out[0], 0xcb);
         assert_eq!(number(&out), Some(7.5));
         assert_eq!(number(&increment(None, &1f64.to_le_bytes())), Some(1.0));
+    }
+
+    #[test]
+    fn merges_on_an_envelope_base_merge_into_its_value_and_store_it_plain() {
+        let base = envelope::encode(&[0x92, 0x01, 0x02], &[("i", &[0x10, 1])]);
+        assert_eq!(append(Some(&base), &[0x91, 0x03]), vec![0x93, 0x01, 0x02, 0x03]);
+        let n = envelope::encode(&[0x05], &[("i", &[0x10, 1])]);
+        assert_eq!(number(&increment(Some(&n), &2f64.to_le_bytes())), Some(7.0));
     }
 }

@@ -1,5 +1,7 @@
 //! The `COMMIT` payload (docs/FORMAT.md): a collection table, then PUT / DELETE ops.
 
+use crate::envelope::{self, STORED_VALUE_BYTES_MAX};
+
 pub const OP_PUT: u8 = 1;
 pub const OP_DELETE: u8 = 2;
 /// Merge: append the items of a MessagePack array to the key's list.
@@ -28,15 +30,31 @@ impl Op {
     }
 }
 
-/// Check one op's kind and value length.
+/// Check one op's kind and value length. A PUT value may be an index envelope, so its length
+/// field may reach [`STORED_VALUE_BYTES_MAX`]; [`check_put_value`] then holds a plain value to
+/// 64 MiB.
 fn check_op(kind: u8, value_len: Option<usize>) -> Result<(), String> {
     match (kind, value_len) {
         (OP_DELETE, None) => Ok(()),
-        (OP_PUT | OP_APPEND, Some(n)) if n <= VALUE_BYTES_MAX => Ok(()),
+        (OP_PUT, Some(n)) if n <= STORED_VALUE_BYTES_MAX => Ok(()),
+        (OP_APPEND, Some(n)) if n <= VALUE_BYTES_MAX => Ok(()),
         (OP_INCREMENT, Some(8)) => Ok(()),
         (OP_PUT | OP_APPEND | OP_INCREMENT, Some(n)) => Err(format!("value length {n} out of range for op {kind}")),
         _ => Err(format!("unknown op {kind}")),
     }
+}
+
+/// A PUT value is plain MessagePack (≤ 64 MiB) or a valid index envelope (docs/FORMAT.md "Index
+/// envelope"): one starting with 0xC1 that does not parse is refused here, so that the store and
+/// the checkpoint never see a malformed one.
+fn check_put_value(value: &[u8], key_len: usize) -> Result<(), String> {
+    if !envelope::is_envelope(value) {
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(format!("value length {} out of range for op {OP_PUT}", value.len()));
+        }
+        return Ok(());
+    }
+    envelope::keys(value, key_len).map(|_| ()).map_err(|e| format!("PUT value: {e}"))
 }
 
 const fn has_value(kind: u8) -> bool {
@@ -113,7 +131,11 @@ pub fn decode(bytes: &[u8]) -> Result<Commit, String> {
         let value = if has_value(kind) {
             let value_len = r.u32("value length")? as usize;
             check_op(kind, Some(value_len))?;
-            r.take(value_len, "value")?.to_vec()
+            let value = r.take(value_len, "value")?;
+            if kind == OP_PUT {
+                check_put_value(value, key_len)?;
+            }
+            value.to_vec()
         } else {
             Vec::new()
         };
@@ -160,7 +182,10 @@ pub fn validate(bytes: &[u8]) -> Result<(), String> {
         if has_value(kind) {
             let value_len = r.u32("value length")? as usize;
             check_op(kind, Some(value_len))?;
-            r.take(value_len, "value")?;
+            let value = r.take(value_len, "value")?;
+            if kind == OP_PUT {
+                check_put_value(value, key_len)?;
+            }
         }
     }
     if r.pos != bytes.len() {
@@ -233,17 +258,38 @@ mod tests {
             (encode(&Commit { collections: vec!["".into()], ops: vec![op(OP_DELETE, 0, vec![1], vec![])] }), "name length 0"),
             (vec![1, 0, 2, 0, 0xFF, 0xFE, 1, 0, 0, 0, 2, 0, 0, 1, 0, 0, 0, 1], "not UTF-8"),
         ];
-        // A value length past 64 MiB is refused from its length field alone.
+        // A value length past 64 MiB + the largest envelope is refused from its length field alone.
         let mut big = one(op(OP_PUT, 0, vec![1], vec![]));
+        let n = big.len();
+        big[n - 4..].copy_from_slice(&(STORED_VALUE_BYTES_MAX as u32 + 1).to_le_bytes());
+        cases.push((big, "value length 67174403"));
+        // APPEND values carry no envelope: 64 MiB is their bound.
+        let mut big = one(op(OP_APPEND, 0, vec![1], vec![]));
         let n = big.len();
         big[n - 4..].copy_from_slice(&(VALUE_BYTES_MAX as u32 + 1).to_le_bytes());
         cases.push((big, "value length 67108865"));
+        // A PUT value starting with 0xC1 must be a valid envelope.
+        cases.push((one(op(OP_PUT, 0, vec![1], vec![0xC1])), "PUT value: index envelope shorter than its header"));
+        cases.push((one(op(OP_PUT, 0, vec![1], vec![0xC1, 9, 0, 1, b'a', 1, 0])), "PUT value: index envelope block length 9"));
+        cases.push((one(op(OP_PUT, 0, vec![1], vec![0xC1, 4, 0, 1, b'a', 1, 0])), "PUT value: index key length 1 out of range"));
+        cases.push((one(op(OP_PUT, 0, vec![1], envelope::encode(&[1], &[("i", &[7; 1022])]))), "PUT value: index key of 1022 bytes with a 1-byte"));
+        let long_pk = encode(&Commit { collections: vec!["a".into()], ops: vec![op(OP_PUT, 0, vec![1; 23], envelope::encode(&[1], &[("i", &[7; 1000])]))] });
+        cases.push((long_pk, "exceeds 1022 bytes"));
         for (bytes, why) in cases {
             let d = decode(&bytes).unwrap_err();
             let v = validate(&bytes).unwrap_err();
             assert!(d.contains(why), "{why}: decode said {d}");
             assert_eq!(d, v, "{why}: both parsers agree");
         }
+        // A valid envelope, and the largest plain value, pass; one byte more is refused.
+        let ok = one(op(OP_PUT, 0, vec![1; 22], envelope::encode(&[0x91, 1], &[("i", &[7; 1000]), ("j", &[1])])));
+        assert_eq!(validate(&ok), Ok(()));
+        assert_eq!(encode(&decode(&ok).unwrap()), ok);
+        let plain = one(op(OP_PUT, 0, vec![1], vec![0; VALUE_BYTES_MAX]));
+        assert_eq!(validate(&plain), Ok(()));
+        let plain = one(op(OP_PUT, 0, vec![1], vec![0; VALUE_BYTES_MAX + 1]));
+        assert_eq!(validate(&plain).unwrap_err(), "value length 67108865 out of range for op 1");
+        assert_eq!(decode(&plain).unwrap_err(), "value length 67108865 out of range for op 1");
         // Round trip of the largest key and an empty value.
         let ok = one(op(OP_PUT, 0, vec![7; KEY_BYTES_MAX], vec![]));
         assert_eq!(encode(&decode(&ok).unwrap()), ok);

@@ -75,11 +75,15 @@ fn put(key: &str, value: &[u8]) -> Vec<u8> {
     encode(&Commit { collections: vec!["c".into()], ops: vec![Op { kind: OP_PUT, collection: 0, key: key.as_bytes().to_vec(), value: value.to_vec() }] })
 }
 
+/// Two records written together. Values are MessagePack (uint 64, an array of 7s): a stored
+/// value starting with 0xC1 would have to be a valid index envelope.
 fn pair(n: u64) -> Vec<u8> {
+    let mut a = vec![0xcf];
+    a.extend_from_slice(&n.to_be_bytes());
     encode(&Commit {
         collections: vec!["pairs".into()],
         ops: vec![
-            Op { kind: OP_PUT, collection: 0, key: format!("a{n:08}").into_bytes(), value: n.to_le_bytes().to_vec() },
+            Op { kind: OP_PUT, collection: 0, key: format!("a{n:08}").into_bytes(), value: a },
             Op { kind: OP_PUT, collection: 0, key: format!("b{n:08}").into_bytes(), value: vec![7; (n % 64) as usize] },
         ],
     })

@@ -864,3 +864,300 @@ fn golden_scenario() {
     compare(&store, &model, &used, &mut Rng(9), 30);
     assert_eq!(store.collections().unwrap(), vec![("big".to_string(), 5), ("zeta".to_string(), 100)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Index trees (docs/FORMAT.md "Secondary indexes"): derived by the checkpoint from the old and
+// new stored values of each changed record.
+
+use kestrel_core::envelope;
+
+/// Index tree name → entry key → commit id of the version that added the pair.
+type IndexModel = BTreeMap<String, BTreeMap<Vec<u8>, u64>>;
+
+/// The spec's step 0 on a model: for each change, the pairs only in the old value leave, the
+/// pairs only in the new value arrive with the new commit id, the pairs in both stay as they are.
+fn apply_index_model(index: &mut IndexModel, model: &Model, changes: &[CollectionChanges]) {
+    let pairs = |v: Option<&Vec<u8>>, pk: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        v.map(|v| envelope::keys(v, pk.len()).unwrap_or_default().iter().map(|k| (k.index.to_vec(), k.key.to_vec())).collect()).unwrap_or_default()
+    };
+    for cc in changes {
+        for (pk, new) in &cc.changes {
+            let old = pairs(model.get(&cc.name).and_then(|c| c.get(pk)).map(|(_, v)| v), pk);
+            let new_pairs = pairs(new.as_ref().map(|(_, v)| v), pk);
+            for (i, ik) in old.iter().filter(|p| !new_pairs.contains(p)) {
+                let tree = envelope::tree_name(&cc.name, i);
+                let t = index.get_mut(&tree).expect("the old pair is indexed");
+                assert!(t.remove(&envelope::entry_key(ik, pk)).is_some());
+                if t.is_empty() {
+                    index.remove(&tree);
+                }
+            }
+            for (i, ik) in new_pairs.iter().filter(|p| !old.contains(p)) {
+                let cid = new.as_ref().unwrap().0;
+                index.entry(envelope::tree_name(&cc.name, i)).or_default().insert(envelope::entry_key(ik, pk), cid);
+            }
+        }
+    }
+}
+
+/// The store's index trees equal the model, entry for entry (keys, commit ids, empty values);
+/// the catalog counts their entries; the meta's records count only collections.
+fn assert_index_trees(store: &PageStore, model: &Model, index: &IndexModel) {
+    let listed = store.collections().unwrap();
+    let trees: Vec<(String, u64)> = listed.iter().filter(|(n, _)| n.contains('\0')).cloned().collect();
+    let want: Vec<(String, u64)> = index.iter().map(|(n, t)| (n.clone(), t.len() as u64)).collect();
+    assert_eq!(trees, want, "index trees in the catalog");
+    let collections: Vec<(String, u64)> = listed.iter().filter(|(n, _)| !n.contains('\0')).cloned().collect();
+    assert_eq!(collections, model.iter().map(|(n, c)| (n.clone(), c.len() as u64)).collect::<Vec<_>>());
+    for (name, entries) in index {
+        let got = store.range(name, Bound::Unbounded, Bound::Unbounded, false, usize::MAX).unwrap();
+        let want: Vec<Entry> = entries.iter().map(|(k, c)| Entry { key: k.clone(), commit_id: *c, value: vec![] }).collect();
+        assert_eq!(got, want, "index tree {name:?}");
+    }
+    assert_eq!(store.meta().records, model.values().map(|c| c.len() as u64).sum::<u64>(), "meta records count collections only");
+    let report = store.check().unwrap();
+    assert_eq!(report.index_entries, index.values().map(|t| t.len() as u64).sum::<u64>());
+    assert_clean(store);
+}
+
+fn env(value: &[u8], keys: &[(&str, &[u8])]) -> Vec<u8> {
+    envelope::encode(value, keys)
+}
+
+#[test]
+fn index_trees_follow_insert_change_delete_and_reopen() {
+    let dir = TempDir::new("index");
+    let store = open(&dir.0);
+    let (mut model, mut index) = (Model::new(), IndexModel::new());
+    let mut step = |store: &PageStore, lsn: u64, changes: Vec<CollectionChanges>| {
+        apply_index_model(&mut index, &model, &changes);
+        store.checkpoint(lsn, &changes, PageFault::None).unwrap();
+        apply_model(&mut model, &changes);
+        assert_index_trees(store, &model, &index);
+        (model.clone(), index.clone())
+    };
+    let big = vec![0xAB; 5000];
+    // Checkpoint 1: three indexed records (one with an overflow value), one plain.
+    step(&store, 10, vec![CollectionChanges {
+        name: "p".into(),
+        changes: vec![
+            (b"k1".to_vec(), Some((3, env(&[1], &[("age", b"30"), ("name", b"ann")])))),
+            (b"k2".to_vec(), Some((4, env(&big, &[("age", b"30")])))),
+            (b"k3".to_vec(), Some((5, vec![0x93]))),
+            (b"k4".to_vec(), Some((6, env(&[4], &[("name", b"bob")])))),
+        ],
+    }]);
+    let entries = |name: &str| store.range(name, Bound::Unbounded, Bound::Unbounded, false, usize::MAX).unwrap();
+    let e = |ik: &[u8], pk: &[u8], c: u64| Entry { key: envelope::entry_key(ik, pk), commit_id: c, value: vec![] };
+    assert_eq!(entries("p\0age"), vec![e(b"30", b"k1", 3), e(b"30", b"k2", 4)]);
+    assert_eq!(entries("p\0name"), vec![e(b"ann", b"k1", 3), e(b"bob", b"k4", 6)]);
+    assert_eq!(store.meta().records, 4);
+    assert_eq!(store.collections().unwrap(), vec![("p".into(), 4), ("p\0age".into(), 2), ("p\0name".into(), 2)]);
+
+    // Checkpoint 2: k1's age changes (its name entry keeps commit id 3); k2 becomes plain; k3
+    // gets an index key; k4 is deleted; another collection sorts between "p" and its index trees.
+    step(&store, 20, vec![
+        CollectionChanges {
+            name: "p".into(),
+            changes: vec![
+                (b"k1".to_vec(), Some((12, env(&[1], &[("name", b"ann"), ("age", b"31")])))),
+                (b"k2".to_vec(), Some((13, big.clone()))),
+                (b"k3".to_vec(), Some((14, env(&[0x93], &[("age", b"7")])))),
+                (b"k4".to_vec(), None),
+            ],
+        },
+        CollectionChanges { name: "p!".into(), changes: vec![(b"x".to_vec(), Some((15, env(&[0], &[("i", b"1")]))))] },
+    ]);
+    assert_eq!(entries("p\0age"), vec![e(b"31", b"k1", 12), e(b"7", b"k3", 14)]);
+    assert_eq!(entries("p\0name"), vec![e(b"ann", b"k1", 3)], "a pair in both versions keeps its commit id");
+    assert_eq!(entries("p!\0i"), vec![e(b"1", b"x", 15)]);
+    assert_eq!(store.meta().records, 4);
+
+    // Checkpoint 3: k1 drops index "age" (an index that was dropped); a rewrite with the same
+    // keys changes nothing in the trees.
+    let (m, i) = step(&store, 30, vec![CollectionChanges {
+        name: "p".into(),
+        changes: vec![(b"k1".to_vec(), Some((21, env(&[2], &[("name", b"ann")])))), (b"k3".to_vec(), Some((22, env(&[9; 3000], &[("age", b"7")]))))],
+    }]);
+    assert_eq!(entries("p\0age"), vec![e(b"7", b"k3", 14)]);
+    drop(store);
+
+    // Reopen: the same trees; then everything goes and the catalog empties.
+    let store = open(&dir.0);
+    assert_index_trees(&store, &m, &i);
+    let (model, index) = (m, i);
+    let mut index2 = index.clone();
+    let deletes = vec![
+        CollectionChanges { name: "p".into(), changes: model["p"].keys().map(|k| (k.clone(), None)).collect() },
+        CollectionChanges { name: "p!".into(), changes: vec![(b"x".to_vec(), None)] },
+    ];
+    apply_index_model(&mut index2, &model, &deletes);
+    assert!(index2.is_empty());
+    store.checkpoint(40, &deletes, PageFault::None).unwrap();
+    assert_eq!(store.meta().catalog_root, 0);
+    assert_eq!(store.meta().records, 0);
+    assert_clean(&store);
+    // Index trees are derived, never passed in.
+    let err = store.checkpoint(41, &[CollectionChanges { name: "p\0age".into(), changes: vec![(b"k".to_vec(), None)] }], PageFault::None).unwrap_err();
+    assert_eq!(err.code, Code::InvalidArgument);
+}
+
+/// Random envelope records (small and overflow values, envelope blocks past one overflow page)
+/// against the model of step 0, with reopens.
+#[test]
+fn index_trees_match_the_model_over_random_checkpoints() {
+    let dir = TempDir::new("index-model");
+    let mut rng = Rng(404);
+    let mut store = open(&dir.0);
+    let (mut model, mut index) = (Model::new(), IndexModel::new());
+    let names = ["a", "a!", "b"];
+    for round in 0..40u64 {
+        let lsn = 10 * (round + 1);
+        let mut changes = Vec::new();
+        for name in names {
+            if !rng.chance(70) {
+                continue;
+            }
+            let mut ops: BTreeMap<Vec<u8>, Option<(u64, Vec<u8>)>> = BTreeMap::new();
+            for _ in 0..rng.range(1, 120) {
+                let pk = format!("k{}", rng.range(0, 300)).into_bytes();
+                let value = if rng.chance(15) {
+                    None
+                } else {
+                    let body: Vec<u8> = vec![rng.range(0, 127) as u8; if rng.chance(10) { rng.range(1000, 9000) } else { rng.range(1, 40) }];
+                    let x = format!("x{}", rng.range(0, 5));
+                    let y = format!("y{}", rng.range(0, 3));
+                    // Now and then a long index key: the block passes one overflow page.
+                    let long = vec![b'z'; if rng.chance(10) { 1000 } else { 3 }];
+                    let keys: Vec<(&str, &[u8])> = match rng.range(0, 4) {
+                        0 => vec![],
+                        1 => vec![("x", x.as_bytes())],
+                        2 => vec![("y", y.as_bytes()), ("x", x.as_bytes())],
+                        3 => vec![("x", x.as_bytes()), ("y", y.as_bytes()), ("l1", &long), ("l2", &long), ("l3", &long), ("l4", &long), ("l5", &long)],
+                        _ => vec![("y", y.as_bytes())],
+                    };
+                    Some((lsn - rng.range(0, 9) as u64, env(&body, &keys)))
+                };
+                ops.insert(pk, value);
+            }
+            changes.push(CollectionChanges { name: name.into(), changes: ops.into_iter().collect() });
+        }
+        apply_index_model(&mut index, &model, &changes);
+        store.checkpoint(lsn, &changes, PageFault::None).unwrap();
+        apply_model(&mut model, &changes);
+        assert_index_trees(&store, &model, &index);
+        if round % 9 == 8 {
+            drop(store);
+            store = open(&dir.0);
+            assert_index_trees(&store, &model, &index);
+        }
+    }
+    assert!(index.values().map(|t| t.len()).sum::<usize>() > 100, "the run built real index trees");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Indexed golden scenario: the TypeScript twin must produce the same bytes.
+//
+// Index trees are derived inside the checkpoint (spec step 0), so the twin replicates this by
+// passing the same collection changes to its page store's checkpoint. Every value below is an
+// index envelope `0xC1 ‖ u16 LE b ‖ entries ‖ body` (entries in the order listed) or plain.
+//
+//   pk(i)      = ASCII "u" + i as 3 decimal digits                         e.g. "u007"
+//   body(i, g) = i % 10 == 3 ? [0xC5, 0x07, 0xD0] + 2000 bytes ((i + p + g) % 256 for p in 0..2000)
+//                            : [0x92, i % 128, g % 128]
+//   age(i, g)  = [0x10, (i * 3 + g) % 50]
+//   email(i)   = ASCII "e" + ((i * 7) % 1000) as 3 decimal digits
+//   value(i, g)= i % 4 == 0 : body(i, g)                                  (plain)
+//                i % 4 == 1 : envelope(body(i, g), [("age", age(i, g))])
+//                otherwise  : envelope(body(i, g), [("age", age(i, g)), ("email", email(i))])
+//
+//   cp1, LSN 10: collection "users": for i in 0..200: pk(i) → (commit id 1 + i % 10, value(i, 0))
+//   cp2, LSN 20: "users", in key order: for i in 0..250:
+//                  i < 200 and i % 5 == 0 → deleted
+//                  i < 200 and i % 3 == 0 → (15, value(i, 1))      (age changes, email stays)
+//                  i < 200 and i % 7 == 0 → (16, body(i, 1))       (becomes plain)
+//                  i < 200, otherwise     → no change
+//                  i ≥ 200                → (18, value(i, 0))
+//   cp3, LSN 30: "users": for i in 0..250 with i % 2 == 0 → deleted
+//
+// After each checkpoint the SHA-256 of pages.kdb is INDEXED_GOLDEN_SHA256[n].
+
+fn ig_pk(i: usize) -> Vec<u8> {
+    format!("u{i:03}").into_bytes()
+}
+
+fn ig_body(i: usize, g: usize) -> Vec<u8> {
+    if i % 10 == 3 {
+        let mut v = vec![0xC5, 0x07, 0xD0];
+        v.extend((0..2000).map(|p| ((i + p + g) % 256) as u8));
+        v
+    } else {
+        vec![0x92, (i % 128) as u8, (g % 128) as u8]
+    }
+}
+
+fn ig_value(i: usize, g: usize) -> Vec<u8> {
+    let age = [0x10, ((i * 3 + g) % 50) as u8];
+    let email = format!("e{:03}", (i * 7) % 1000).into_bytes();
+    match i % 4 {
+        0 => ig_body(i, g),
+        1 => env(&ig_body(i, g), &[("age", &age)]),
+        _ => env(&ig_body(i, g), &[("age", &age), ("email", &email)]),
+    }
+}
+
+fn indexed_golden_checkpoints() -> Vec<(u64, Vec<CollectionChanges>)> {
+    let cp1 = (0..200).map(|i| (ig_pk(i), Some((1 + (i % 10) as u64, ig_value(i, 0))))).collect();
+    let mut cp2: Vec<Change> = Vec::new();
+    for i in 0..250 {
+        let change = if i >= 200 {
+            Some((18, ig_value(i, 0)))
+        } else if i % 5 == 0 {
+            None
+        } else if i % 3 == 0 {
+            Some((15, ig_value(i, 1)))
+        } else if i % 7 == 0 {
+            Some((16, ig_body(i, 1)))
+        } else {
+            continue;
+        };
+        cp2.push((ig_pk(i), change));
+    }
+    let cp3 = (0..250).filter(|i| i % 2 == 0).map(|i| (ig_pk(i), None)).collect();
+    let users = |changes| vec![CollectionChanges { name: "users".into(), changes }];
+    vec![(10, users(cp1)), (20, users(cp2)), (30, users(cp3))]
+}
+
+/// SHA-256 of `pages.kdb` after each indexed golden checkpoint (the TS twin pins the same).
+const INDEXED_GOLDEN_SHA256: [&str; 3] = [
+    "c845446fa0182286411c24ec729a88a26e65845d3fcb0e88d520df4b341a8920",
+    "8ab4f1c91c3106093f1046dada2d220983be33c4a27bf9fac72a3dbc2f2ae10e",
+    "db43b9b1a004d8ef676df40263dda07d9c0e05d3348bacb53b168c3c5d75096d",
+];
+
+#[test]
+fn indexed_golden_scenario() {
+    let dir = TempDir::new("indexed-golden");
+    let store = open(&dir.0);
+    let (mut model, mut index) = (Model::new(), IndexModel::new());
+    // (page count, records, free pages) and the catalog's trees after each checkpoint.
+    let expected: [(u32, u64, u32); 3] = [(28, 200, 0), (48, 210, 14), (48, 105, 14)];
+    let tree = |n: &str, c: u64| (n.to_string(), c);
+    let trees = [
+        vec![tree("users", 200), tree("users\0age", 150), tree("users\0email", 100)],
+        vec![tree("users", 210), tree("users\0age", 146), tree("users\0email", 97)],
+        vec![tree("users", 105), tree("users\0age", 98), tree("users\0email", 49)],
+    ];
+    for (n, (lsn, changes)) in indexed_golden_checkpoints().into_iter().enumerate() {
+        apply_index_model(&mut index, &model, &changes);
+        store.checkpoint(lsn, &changes, PageFault::None).unwrap();
+        apply_model(&mut model, &changes);
+        assert_index_trees(&store, &model, &index);
+        let bytes = fs::read(store.path()).unwrap();
+        let meta = store.meta();
+        eprintln!("INDEXED GOLDEN cp{} {} {meta:?} trees {:?}", n + 1, hex(&sha256(&bytes)), store.collections().unwrap());
+        assert_eq!(hex(&sha256(&bytes)), INDEXED_GOLDEN_SHA256[n], "cp{}: the file's bytes changed; if FORMAT.md changed, pin the new digests here and in the TS twin's test", n + 1);
+        assert_eq!((meta.page_count, meta.records, meta.free_count), expected[n], "cp{}", n + 1);
+        assert_eq!(store.collections().unwrap(), trees[n], "cp{}", n + 1);
+    }
+}

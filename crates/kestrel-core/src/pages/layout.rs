@@ -4,7 +4,8 @@
 //! turns it into `KESTREL_CORRUPT`.
 
 use crate::format::{crc32c, u32_at, u64_at, FORMAT_VERSION};
-use crate::payload::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::envelope::STORED_VALUE_BYTES_MAX;
+use crate::payload::KEY_BYTES_MAX;
 
 use super::Meta;
 
@@ -295,8 +296,9 @@ pub fn decode_leaf(page: &PageBuf) -> Result<Vec<LeafEntry<'_>>, String> {
         let commit_id = cur.u64("commit id")?;
         let value_kind = cur.u8("value kind")?;
         let value_len = cur.u32("value length")? as usize;
-        if value_len > VALUE_BYTES_MAX {
-            return Err(format!("entry {i}: value length {value_len} > {VALUE_BYTES_MAX}"));
+        // A stored value: up to 64 MiB of MessagePack in an index envelope.
+        if value_len > STORED_VALUE_BYTES_MAX {
+            return Err(format!("entry {i}: value length {value_len} > {STORED_VALUE_BYTES_MAX}"));
         }
         let value = match value_kind {
             VALUE_KIND_INLINE if value_len <= INLINE_VALUE_BYTES_MAX => ValueRef::Inline(cur.take(value_len, "value")?),

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::error::{Code, Error, Result};
-use crate::payload::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use crate::envelope::{self, STORED_VALUE_BYTES_MAX};
+use crate::payload::KEY_BYTES_MAX;
 
 pub use layout::PAGE_BYTES;
 use layout::{check_header, Header, PageBuf, META_SLOTS};
@@ -115,9 +116,11 @@ pub struct CheckReport {
     pub pages_reachable: u64,
     /// Page numbers listed in the free list.
     pub pages_free: u64,
-    /// Leaf entries over all collection trees.
+    /// Leaf entries over all collection trees (index trees not counted): the meta's `records`.
     pub records: u64,
-    /// Bytes of entries in collection leaves over the leaves' 4072-byte bodies, in percent
+    /// Leaf entries over all index trees (docs/FORMAT.md "Index trees").
+    pub index_entries: u64,
+    /// Bytes of entries in collection and index-tree leaves over the leaves' 4072-byte bodies, in percent
     /// (0 with no leaves).
     pub leaf_fill_percent: f64,
 }
@@ -365,6 +368,10 @@ fn validate_changes(lsn: u64, changes: &[CollectionChanges], meta: &Meta) -> Res
         if cc.name.len() > KEY_BYTES_MAX {
             return Err(invalid(format!("collection name of {} bytes", cc.name.len())));
         }
+        // Index trees are derived by the checkpoint itself (step 0), never passed in.
+        if envelope::is_index_tree(cc.name.as_bytes()) {
+            return Err(invalid(format!("collection name {:?} contains 0x00 (index trees are derived, not passed in)", cc.name)));
+        }
         // str's Ord is bytewise, as the catalog's key order.
         if i > 0 && changes[i - 1].name >= cc.name {
             return Err(invalid(format!("collections not in strictly ascending name order at {:?}", cc.name)));
@@ -380,8 +387,8 @@ fn validate_changes(lsn: u64, changes: &[CollectionChanges], meta: &Meta) -> Res
                 return Err(invalid(format!("collection {:?}: changes not in strictly ascending key order", cc.name)));
             }
             if let Some((_, v)) = value {
-                if v.len() > VALUE_BYTES_MAX {
-                    return Err(invalid(format!("collection {:?}: value of {} bytes > {VALUE_BYTES_MAX}", cc.name, v.len())));
+                if v.len() > STORED_VALUE_BYTES_MAX {
+                    return Err(invalid(format!("collection {:?}: value of {} bytes > {STORED_VALUE_BYTES_MAX}", cc.name, v.len())));
                 }
             }
         }
@@ -493,7 +500,8 @@ impl PageStore {
             .unwrap_or_default())
     }
 
-    /// (name, live records) of every collection in the published checkpoint, name order.
+    /// (name, live records) of every tree the catalog lists in the published checkpoint, name
+    /// order: collections and index trees (`collection ‖ 0x00 ‖ index`, counting entries).
     pub fn collections(&self) -> Result<Vec<(String, u64)>> {
         Ok(self
             .with_source(|src| {
@@ -555,7 +563,7 @@ impl PageStore {
             .with_source(|src| {
                 let walk = tree::walk(src)?;
                 let fill = if walk.leaf_pages == 0 { 0.0 } else { 100.0 * walk.leaf_bytes as f64 / (walk.leaf_pages as f64 * layout::BODY_BYTES as f64) };
-                Ok(CheckReport { pages_reachable: walk.reached.len() as u64, pages_free: walk.free.len() as u64, records: walk.records, leaf_fill_percent: fill, problems: walk.problems })
+                Ok(CheckReport { pages_reachable: walk.reached.len() as u64, pages_free: walk.free.len() as u64, records: walk.records, index_entries: walk.index_entries, leaf_fill_percent: fill, problems: walk.problems })
             })?
             .unwrap_or_default())
     }

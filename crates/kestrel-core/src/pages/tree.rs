@@ -9,18 +9,20 @@
 //! then the end of the file). Frees
 //! only ever add to a set, so their order does not matter.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 
+use crate::envelope::{self, IndexKey};
 use crate::error::{Code, Error, Result};
+use crate::payload::VALUE_BYTES_MAX;
 
 use super::layout::{
     self, branch_entry_bytes, decode_branch, decode_catalog_value, decode_free, decode_leaf, decode_overflow, encode_branch, encode_catalog_value, encode_free,
     encode_leaf, encode_overflow, leaf_entry_bytes, overflow_pages_for, pack, LeafEntry, PageBuf, ValueRef, FREE_NUMBERS_PER_PAGE, INLINE_VALUE_BYTES_MAX,
     KIND_BRANCH, KIND_FREE, KIND_LEAF, KIND_OVERFLOW, META_SLOTS, OVERFLOW_DATA_BYTES,
 };
-use super::{corrupt, problem, CollectionChanges, Meta, PageSource, PAGE_FILE};
+use super::{corrupt, problem, Change, CollectionChanges, Meta, PageSource, PAGE_FILE};
 
 /// Deepest tree any path may reach. A real tree is far shallower (a full branch page holds
 /// ≥ 3 entries, so 2^32 pages need ≤ 21 levels); past this a corrupt file has a cycle.
@@ -546,6 +548,117 @@ pub struct Built {
     pub pages_freed: u64,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Step 0: index-tree changes derived from the old and new stored values
+
+/// The index keys step 0 sees in a stored value: those of a valid envelope, none otherwise. The
+/// engines only ever store plain values or valid envelopes (a commit with a malformed one is
+/// refused), so "invalid = no keys" only matters to raw page-store callers passing arbitrary
+/// bytes (the golden scenario's values are such bytes, some starting with 0xC1).
+fn index_keys(stored: &[u8], primary_key_bytes: usize) -> Vec<IndexKey<'_>> {
+    envelope::keys(stored, primary_key_bytes).unwrap_or_default()
+}
+
+/// The first bytes of a stored value that hold its envelope (tag, block length, block), or none
+/// for a plain value: step 0 needs the old value's index keys, not all of a 64 MiB value. An
+/// envelope whose MessagePack part would exceed 64 MiB is not a valid one: none.
+fn read_envelope_prefix(src: &PageSource<'_>, value: &ValueRef<'_>) -> Result<Vec<u8>> {
+    let (len, first) = match *value {
+        ValueRef::Inline(v) => return Ok(if envelope::is_envelope(v) { v.to_vec() } else { Vec::new() }),
+        ValueRef::Overflow { len, first } => (len as usize, first),
+    };
+    debug_assert!(len > INLINE_VALUE_BYTES_MAX);
+    let mut out: Vec<u8> = Vec::new();
+    // First the tag and block length, then the block.
+    let mut want = 3;
+    let mut header_read = false;
+    let mut no = first;
+    // Bounded: every page adds ≥ 1 byte (decode_overflow refuses empty ones) and at most
+    // 3 + 65535 bytes are wanted; a chain longer than the file has pages is a cycle.
+    for _ in 0..src.meta.page_count {
+        if out.len() >= want {
+            break;
+        }
+        if no == 0 {
+            return Err(corrupt(first, &format!("overflow chain ends after {} of {len} bytes", out.len())));
+        }
+        let (_, page) = src.read(no, &[KIND_OVERFLOW], false)?;
+        let (data, next) = decode_overflow(&page).map_err(|w| corrupt(no, &w))?;
+        out.extend_from_slice(data);
+        no = next;
+        if !header_read && out.len() >= 3 {
+            header_read = true;
+            if !envelope::is_envelope(&out) {
+                return Ok(Vec::new());
+            }
+            // A block longer than the value is caught by `envelope::keys` on the prefix.
+            want = (3 + u16::from_le_bytes([out[1], out[2]]) as usize).min(len);
+        }
+    }
+    if out.len() < want {
+        return Err(corrupt(first, "overflow chain longer than the file (a cycle?)"));
+    }
+    out.truncate(want);
+    if len - want > VALUE_BYTES_MAX {
+        return Ok(Vec::new());
+    }
+    Ok(out)
+}
+
+/// Does the catalog list an index tree of `collection` (a name `collection ‖ 0x00 ‖ …`)?
+fn has_index_trees(src: &PageSource<'_>, collection: &str) -> Result<bool> {
+    let mut lower = collection.as_bytes().to_vec();
+    lower.push(0);
+    let mut upper = collection.as_bytes().to_vec();
+    upper.push(1);
+    let mut found = false;
+    range(src, src.meta.catalog_root, Bound::Included(&lower), Bound::Excluded(&upper), false, &mut |_, _| {
+        found = true;
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
+/// Spec step 0: for each change `(pk, new)` of each collection, with `old` the record's stored
+/// value in the current checkpoint, tree `C‖00‖I` gets "deleted" for each `(I, ik)` in
+/// K(old) − K(new) and `(commit id of new, empty)` for each in K(new) − K(old), at entry key
+/// `ik ‖ pk ‖ u16 BE |pk|`. Returns the derived trees in name order, each sorted by entry key;
+/// a tree without changes is omitted. Old values are read only when the catalog has an index
+/// tree of the collection (otherwise no old record of it has an envelope).
+pub fn derive_index_changes(src: &PageSource<'_>, changes: &[CollectionChanges]) -> Result<Vec<CollectionChanges>> {
+    let mut trees: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    for cc in changes {
+        let old_root = if has_index_trees(src, &cc.name)? { catalog_get(src, cc.name.as_bytes())?.map_or(0, |(root, _)| root) } else { 0 };
+        for (pk, new) in &cc.changes {
+            let old_block = if old_root != 0 { lookup(src, old_root, pk, |_, e| read_envelope_prefix(src, &e.value))?.unwrap_or_default() } else { Vec::new() };
+            let old_keys = index_keys(&old_block, pk.len());
+            let new_keys = match new {
+                Some((_, v)) => index_keys(v, pk.len()),
+                None => Vec::new(),
+            };
+            for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+                trees.entry(envelope::tree_name(&cc.name, k.index)).or_default().push((envelope::entry_key(k.key, pk), None));
+            }
+            if let Some((commit_id, _)) = new {
+                for k in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+                    trees.entry(envelope::tree_name(&cc.name, k.index)).or_default().push((envelope::entry_key(k.key, pk), Some((*commit_id, Vec::new()))));
+                }
+            }
+        }
+    }
+    Ok(trees
+        .into_iter()
+        .map(|(name, mut changes)| {
+            changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            // Distinct primary keys make distinct entry keys; per key and index, the old and the
+            // new index key differ (pairs in both are left alone).
+            debug_assert!(changes.windows(2).all(|w| w[0].0 < w[1].0), "derived entry keys are distinct");
+            debug_assert!(!changes.is_empty());
+            CollectionChanges { name, changes }
+        })
+        .collect())
+}
+
 /// Spec steps 1–5 for checkpoint `src.meta.seq + 1` at `lsn`: every new page, built in
 /// allocation order, and the new meta. Writes nothing.
 pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionChanges], quarantine: &Quarantine) -> Result<Built> {
@@ -563,10 +676,16 @@ pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionCha
         w.alloc.free(p);
     }
 
-    // Step 2: each changed collection, in name order.
+    // Step 0: the derived index trees join the changes in name order.
+    let derived = derive_index_changes(src, changes)?;
+    let mut all: Vec<&CollectionChanges> = changes.iter().chain(derived.iter()).collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    debug_assert!(all.windows(2).all(|w| w[0].name < w[1].name), "collection and index-tree names never collide");
+
+    // Step 2: each changed tree, in name order.
     let mut records_total = meta.records as i128;
-    let mut catalog_values: Vec<Option<[u8; layout::CATALOG_VALUE_BYTES]>> = Vec::with_capacity(changes.len());
-    for cc in changes {
+    let mut catalog_values: Vec<Option<[u8; layout::CATALOG_VALUE_BYTES]>> = Vec::with_capacity(all.len());
+    for &cc in &all {
         debug_assert!(!cc.changes.is_empty());
         let (root, records) = catalog_get(src, cc.name.as_bytes())?.unwrap_or((0, 0));
         let ops: Vec<Op<'_>> = cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, &v[..])) }).collect();
@@ -577,15 +696,18 @@ pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionCha
             let at = if root != 0 { root } else { meta.catalog_root };
             return Err(corrupt(at, &format!("collection {:?}: the catalog's record count {records} disagrees with its tree", cc.name)));
         }
-        records_total += new_records - records as i128;
+        // The meta's `records` counts collections only; an index tree's count is its entries.
+        if !envelope::is_index_tree(cc.name.as_bytes()) {
+            records_total += new_records - records as i128;
+        }
         catalog_values.push((new_root != 0).then(|| encode_catalog_value(new_root, new_records as u64)));
     }
 
-    // Step 3: the catalog, one op per changed collection (untouched when nothing changed).
-    let catalog_root = if changes.is_empty() {
+    // Step 3: the catalog, one op per changed tree (untouched when nothing changed).
+    let catalog_root = if all.is_empty() {
         meta.catalog_root
     } else {
-        let ops: Vec<Op<'_>> = changes.iter().zip(&catalog_values).map(|(cc, v)| Op { key: cc.name.as_bytes(), value: v.as_ref().map(|v| (0, &v[..])) }).collect();
+        let ops: Vec<Op<'_>> = all.iter().zip(&catalog_values).map(|(cc, v)| Op { key: cc.name.as_bytes(), value: v.as_ref().map(|v| (0, &v[..])) }).collect();
         w.apply_root(meta.catalog_root, &ops)?
     };
 
@@ -627,9 +749,11 @@ pub struct Walk {
     pub problems: Vec<String>,
     /// The free list as read (possibly partial when it is damaged).
     pub free: Vec<u32>,
-    /// Leaf entries over all collection trees.
+    /// Leaf entries over all collection trees (not index trees): the meta's `records`.
     pub records: u64,
-    /// Collection leaves and the bytes of their entries.
+    /// Leaf entries over all index trees.
+    pub index_entries: u64,
+    /// Collection and index-tree leaves and the bytes of their entries.
     pub leaf_pages: u64,
     pub leaf_bytes: u64,
 }
@@ -673,7 +797,18 @@ impl Walker<'_, '_> {
     /// Walk the tree under `no`, whose keys must lie in [lower, upper) (None = unbounded).
     /// Returns its leaf entries. `catalog`: Some = this is the catalog, collect its entries.
     #[allow(clippy::too_many_arguments)]
-    fn tree(&mut self, no: u32, lower: Option<&[u8]>, upper: Option<&[u8]>, depth: usize, leaf_depth: &mut Option<usize>, mut catalog: Option<&mut Vec<CatalogEntry>>) -> Result<u64> {
+    /// `index_tree`: every entry must split as `ik ‖ pk ‖ u16 BE |pk|` (ik, pk non-empty) and
+    /// hold an empty value.
+    fn tree(
+        &mut self,
+        no: u32,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+        depth: usize,
+        leaf_depth: &mut Option<usize>,
+        mut catalog: Option<&mut Vec<CatalogEntry>>,
+        index_tree: bool,
+    ) -> Result<u64> {
         if depth >= DEPTH_MAX {
             self.problem(no, &format!("tree deeper than {DEPTH_MAX} levels"));
             return Ok(0);
@@ -710,6 +845,12 @@ impl Walker<'_, '_> {
                         Err(what) => self.problem(no, &what),
                     },
                     None => {
+                        if index_tree {
+                            let splits = envelope::split_entry(e.key).is_some_and(|(ik, pk)| !ik.is_empty() && !pk.is_empty());
+                            if !splits || e.value.len() != 0 {
+                                self.problem(no, &format!("index-tree entry of {} key bytes and {} value bytes is not ik ‖ pk ‖ u16 |pk| with an empty value", e.key.len(), e.value.len()));
+                            }
+                        }
                         self.out.leaf_bytes += leaf_entry_bytes(e.key.len(), e.value.len()) as u64;
                         if let ValueRef::Overflow { len, first } = e.value {
                             self.chain(first, len as usize)?;
@@ -736,7 +877,7 @@ impl Walker<'_, '_> {
         for (i, e) in entries.iter().enumerate() {
             let lo = if i == 0 { lower } else { Some(e.key) };
             let hi = entries.get(i + 1).map(|n| n.key).or(upper);
-            total += self.tree(e.child, lo, hi, depth + 1, leaf_depth, catalog.as_deref_mut())?;
+            total += self.tree(e.child, lo, hi, depth + 1, leaf_depth, catalog.as_deref_mut(), index_tree)?;
         }
         Ok(total)
     }
@@ -802,26 +943,37 @@ impl Walker<'_, '_> {
 pub fn walk(src: &PageSource<'_>) -> Result<Walk> {
     let meta = src.meta;
     let slot = (meta.seq % 2) as u32;
-    let mut w = Walker { src, seen: HashSet::new(), out: Walk { reached: Vec::new(), problems: Vec::new(), free: Vec::new(), records: 0, leaf_pages: 0, leaf_bytes: 0 } };
+    let mut w = Walker {
+        src,
+        seen: HashSet::new(),
+        out: Walk { reached: Vec::new(), problems: Vec::new(), free: Vec::new(), records: 0, index_entries: 0, leaf_pages: 0, leaf_bytes: 0 },
+    };
 
     let mut catalog = Vec::new();
     if meta.catalog_root != 0 {
         let mut leaf_depth = None;
-        w.tree(meta.catalog_root, None, None, 0, &mut leaf_depth, Some(&mut catalog))?;
+        w.tree(meta.catalog_root, None, None, 0, &mut leaf_depth, Some(&mut catalog), false)?;
     }
     let mut records = 0u64;
+    let mut index_entries = 0u64;
     for c in &catalog {
         let mut leaf_depth = None;
-        let n = w.tree(c.root, None, None, 0, &mut leaf_depth, None)?;
+        let index_tree = envelope::is_index_tree(c.name.as_bytes());
+        let n = w.tree(c.root, None, None, 0, &mut leaf_depth, None, index_tree)?;
         if n != c.records {
             w.problem(c.root, &format!("collection {:?}: the catalog says {} records, its leaves hold {n}", c.name, c.records));
         }
         if n == 0 {
             w.problem(c.root, &format!("collection {:?} is listed in the catalog but has no records", c.name));
         }
-        records += n;
+        if index_tree {
+            index_entries += n;
+        } else {
+            records += n;
+        }
     }
     w.out.records = records;
+    w.out.index_entries = index_entries;
     if records != meta.records {
         w.problem(slot, &format!("meta says {} records, the trees hold {records}", meta.records));
     }
