@@ -4,7 +4,8 @@
  * merges, a randomized comparison of `find` with brute force across scavenges, checkpoints and
  * reopens, and the exact page-store index trees a checkpoint derives.
  */
-import { appendFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { encodeKey } from '../lib/codec/key.js'
@@ -14,7 +15,7 @@ import { OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT, encodeCommit, type WriteOp 
 import type { CoreOpenOptions, CoreScanOptions } from '../lib/core/types.js'
 import { TsCore } from '../lib/core/ts/engine.js'
 import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, writeFrame } from '../lib/core/ts/format.js'
-import { PAGE_FILE, PageStore, checkPageFile } from '../lib/core/ts/pages/store.js'
+import { PAGE_FILE, PageStore, checkPageFile, type Change, type CollectionChanges } from '../lib/core/ts/pages/store.js'
 import { derivedKeys } from '../lib/core/ts/stored.js'
 import { expectCode, rng, tempDir } from './helpers.js'
 
@@ -489,4 +490,132 @@ describe('ts core: find against brute force', () => {
       checkTrees(dir, model, trees)
     })
   }
+})
+
+// ---------------------------------------------------------------------------------------------
+// The indexed golden scenario: the same input as `indexed_golden_scenario` in
+// crates/kestrel-core/tests/pages.rs (see its comment for the recipe); the files must be identical.
+
+const ascii = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'))
+const igPk = (i: number): Uint8Array => ascii(`u${String(i).padStart(3, '0')}`)
+
+function igBody(i: number, g: number): Uint8Array {
+  if (i % 10 === 3) {
+    const v = new Uint8Array(3 + 2000)
+    v.set([0xc5, 0x07, 0xd0])
+    for (let p = 0; p < 2000; p++) v[3 + p] = (i + p + g) % 256
+    return v
+  }
+  return Uint8Array.of(0x92, i % 128, g % 128)
+}
+
+function igValue(i: number, g: number): Uint8Array {
+  const age = Uint8Array.of(0x10, (i * 3 + g) % 50)
+  const email = ascii(`e${String((i * 7) % 1000).padStart(3, '0')}`)
+  if (i % 4 === 0) return igBody(i, g)
+  if (i % 4 === 1) return encodeEnvelope(igBody(i, g), [{ index: 'age', key: age }])
+  return encodeEnvelope(igBody(i, g), [{ index: 'age', key: age }, { index: 'email', key: email }])
+}
+
+function indexedGoldenCheckpoints(): Array<[number, CollectionChanges[]]> {
+  const cp1: Change[] = []
+  for (let i = 0; i < 200; i++) cp1.push({ key: igPk(i), version: { commitId: 1 + (i % 10), value: igValue(i, 0) } })
+  const cp2: Change[] = []
+  for (let i = 0; i < 250; i++) {
+    if (i >= 200) cp2.push({ key: igPk(i), version: { commitId: 18, value: igValue(i, 0) } })
+    else if (i % 5 === 0) cp2.push({ key: igPk(i) })
+    else if (i % 3 === 0) cp2.push({ key: igPk(i), version: { commitId: 15, value: igValue(i, 1) } })
+    else if (i % 7 === 0) cp2.push({ key: igPk(i), version: { commitId: 16, value: igBody(i, 1) } })
+  }
+  const cp3: Change[] = []
+  for (let i = 0; i < 250; i += 2) cp3.push({ key: igPk(i) })
+  const users = (changes: Change[]): CollectionChanges[] => [{ name: 'users', changes }]
+  return [[10, users(cp1)], [20, users(cp2)], [30, users(cp3)]]
+}
+
+/** Pinned in crates/kestrel-core/tests/pages.rs (INDEXED_GOLDEN_SHA256): both engines write these bytes. */
+const INDEXED_GOLDEN_SHA256 = [
+  'c845446fa0182286411c24ec729a88a26e65845d3fcb0e88d520df4b341a8920',
+  '8ab4f1c91c3106093f1046dada2d220983be33c4a27bf9fac72a3dbc2f2ae10e',
+  'db43b9b1a004d8ef676df40263dda07d9c0e05d3348bacb53b168c3c5d75096d',
+]
+
+describe('ts page store: the indexed golden scenario', () => {
+  it('derives the index trees and writes, byte for byte, what the Rust page store writes', async () => {
+    const dir = newDir('indexed-golden')
+    const store = PageStore.open(dir, 1 << 20)
+    const expected = [[28, 200, 0], [48, 210, 14], [48, 105, 14]]
+    const trees = [
+      [['users', 200], ['users\u0000age', 150], ['users\u0000email', 100]],
+      [['users', 210], ['users\u0000age', 146], ['users\u0000email', 97]],
+      [['users', 105], ['users\u0000age', 98], ['users\u0000email', 49]],
+    ]
+    /** The records as the model keeps them: pk (latin1) → [commit id, stored value]. */
+    const model = new Map<string, [number, Uint8Array]>()
+    /** tree → entry (latin1) → commit id. */
+    let index: Trees = new Map()
+    const cps = indexedGoldenCheckpoints()
+    for (let n = 0; n < cps.length; n++) {
+      const [lsn, changes] = cps[n]!
+      // The model of the index trees: pairs kept from the last checkpoint keep their commit ids.
+      for (const ch of changes[0]!.changes) {
+        if (ch.version) model.set(k2s(ch.key), [ch.version.commitId, ch.version.value])
+        else model.delete(k2s(ch.key))
+      }
+      const next: Trees = new Map()
+      for (const [pk, [cid, value]] of model) {
+        for (const k of derivedKeys(value, value.length, pk.length)) {
+          const name = `users\u0000${k.index}`
+          const e = k2s(indexEntryKey(k.key, s2k(pk)))
+          let t = next.get(name)
+          if (!t) next.set(name, (t = new Map()))
+          t.set(e, index.get(name)?.get(e) ?? cid)
+        }
+      }
+      index = next
+      await store.checkpoint(lsn, changes)
+      const meta = store.meta()
+      expect([meta.pageCount, meta.records, meta.freeCount], `cp${n + 1}`).toEqual(expected[n])
+      expect(store.trees().map((t) => [t.name, t.records]), `cp${n + 1}`).toEqual(trees[n])
+      for (const [name, t] of index) {
+        const got = store.range(name, undefined, undefined, false, Number.MAX_SAFE_INTEGER).map((e) => [k2s(e.key), e.commitId, e.value.length])
+        expect(got, `cp${n + 1} ${JSON.stringify(name)}`).toEqual([...t].sort((x, y) => (x[0] < y[0] ? -1 : 1)).map(([e, cid]) => [e, cid, 0]))
+      }
+      const rep = checkPageFile(join(dir, PAGE_FILE))
+      expect(rep.problems, `cp${n + 1}`).toEqual([])
+      expect(rep.records).toBe(meta.records)
+      const digest = createHash('sha256').update(readFileSync(join(dir, PAGE_FILE))).digest('hex')
+      expect(digest, `cp${n + 1}: the bytes differ from the Rust page store's`).toBe(INDEXED_GOLDEN_SHA256[n])
+    }
+    store.close()
+  })
+})
+
+describe('ts page store: envelopes with a block over many overflow pages', () => {
+  it('step 0 reads an old value\'s block across overflow pages; the checks count the entries', async () => {
+    const dir = newDir('big-block')
+    const store = PageStore.open(dir, 1 << 20)
+    const pk = ascii('k')
+    const names = Array.from({ length: 40 }, (_, i) => `i${String(i).padStart(2, '0')}`)
+    const ik = (n: number, g: number): Uint8Array => new Uint8Array(1000).fill(n + g)
+    // A block of 40 × 1006 bytes: ten overflow pages before the MessagePack part.
+    const v1 = encodeEnvelope(encodeValue('one'), names.map((index, n) => ({ index, key: ik(n, 0) })))
+    await store.checkpoint(1, [{ name: 'c', changes: [{ key: pk, version: { commitId: 1, value: v1 } }, { key: ascii('p'), version: { commitId: 1, value: Uint8Array.of(0xc1, 0xff, 0xff, 1) } }] }])
+    expect(store.trees()).toEqual([{ name: 'c', records: 2 }, ...names.map((n) => ({ name: `c\u0000${n}`, records: 1 }))])
+    expect(checkPageFile(join(dir, PAGE_FILE)).problems).toEqual([])
+    // i00 keeps its key (and its entry's commit id), i01 changes it, the others go.
+    const v2 = encodeEnvelope(encodeValue('two'), [{ index: 'i00', key: ik(0, 0) }, { index: 'i01', key: ik(1, 1) }])
+    await store.checkpoint(2, [{ name: 'c', changes: [{ key: pk, version: { commitId: 2, value: v2 } }] }])
+    expect(store.trees()).toEqual([{ name: 'c', records: 2 }, { name: 'c\u0000i00', records: 1 }, { name: 'c\u0000i01', records: 1 }])
+    expect(store.range('c\u0000i00', undefined, undefined, false, 10).map((e) => [hex(e.key), e.commitId])).toEqual([[hex(indexEntryKey(ik(0, 0), pk)), 1]])
+    expect(store.range('c\u0000i01', undefined, undefined, false, 10).map((e) => [hex(e.key), e.commitId])).toEqual([[hex(indexEntryKey(ik(1, 1), pk)), 2]])
+    expect(store.meta().records).toBe(2)
+    const rep = checkPageFile(join(dir, PAGE_FILE))
+    expect(rep.problems).toEqual([])
+    expect(rep.records).toBe(2)
+    await store.checkpoint(3, [{ name: 'c', changes: [{ key: pk }] }])
+    expect(store.trees()).toEqual([{ name: 'c', records: 1 }])
+    expect(checkPageFile(join(dir, PAGE_FILE)).problems).toEqual([])
+    store.close()
+  })
 })
