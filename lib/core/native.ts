@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module'
 import { KestrelError, toKestrelError } from '../errors.js'
-import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreStats, PageFault } from './types.js'
+import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreScavengeOptions, CoreScavengeStep, CoreStats, PageFault } from './types.js'
 
 /** The shape of the generated binding (native/index.d.ts). */
 interface NativeEngineHandle {
@@ -21,6 +21,10 @@ interface NativeEngineHandle {
   collectionId(name: string): number
   getInto(collection: number, key: Uint8Array, snapshot: number, out: Uint8Array): number
   scanInto(collection: number, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
+  find(collection: string, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
+  findInto(collection: number, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
+  setAgeGroup(group: number): void
+  scavenge(options: CoreScavengeOptions): { visited: number; prunedVersions: number; indexEntriesRemoved: number; retired: number; done: boolean; survey: number[] }
   requestCheckpoint(): number
   checkpointStatus(ticket: number): boolean
   suspendFlusher(): boolean
@@ -98,6 +102,13 @@ interface Pending {
 const READ_BUFFER_BYTES = 1 << 20
 
 const CLOSED = (): KestrelError => new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
+
+/** `[k0, v0, k1, v1, …]` → `[[k0, v0], [k1, v1], …]`. */
+function pairs(flat: Uint8Array[]): Array<[Uint8Array, Uint8Array]> {
+  const out: Array<[Uint8Array, Uint8Array]> = new Array(flat.length / 2)
+  for (let i = 0; i < out.length; i++) out[i] = [flat[2 * i]!, flat[2 * i + 1]!]
+  return out
+}
 
 function readU32(b: Uint8Array, pos: number): number {
   return (b[pos]! | (b[pos + 1]! << 8) | (b[pos + 2]! << 16)) + b[pos + 3]! * 0x1000000
@@ -240,27 +251,56 @@ export class NativeCore implements Core {
 
   private scanWith(handle: NativeEngineHandle, collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
     const count = handle.scanInto(this.cid(handle, collection), o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
-    if (count >= 0) {
-      // One copy for the whole result: the rows must outlive the next read.
-      let end = 0
-      for (let i = 0; i < count * 2; i++) end += 4 + readU32(this.readBuffer, end)
-      const bytes = this.readBuffer.slice(0, end)
-      const rows: Array<[Uint8Array, Uint8Array]> = new Array(count)
-      let pos = 0
-      for (let i = 0; i < count; i++) {
-        const kl = readU32(bytes, pos)
-        const k = bytes.subarray(pos + 4, pos + 4 + kl)
-        pos += 4 + kl
-        const vl = readU32(bytes, pos)
-        rows[i] = [k, bytes.subarray(pos + 4, pos + 4 + vl)]
-        pos += 4 + vl
-      }
-      return rows
+    if (count >= 0) return this.rowsFromBuffer(count)
+    return pairs(handle.scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot))
+  }
+
+  /** `count` rows that `scanInto`/`findInto` wrote to the read buffer, copied out at once. */
+  private rowsFromBuffer(count: number): Array<[Uint8Array, Uint8Array]> {
+    // One copy for the whole result: the rows must outlive the next read.
+    let end = 0
+    for (let i = 0; i < count * 2; i++) end += 4 + readU32(this.readBuffer, end)
+    const bytes = this.readBuffer.slice(0, end)
+    const rows: Array<[Uint8Array, Uint8Array]> = new Array(count)
+    let pos = 0
+    for (let i = 0; i < count; i++) {
+      const kl = readU32(bytes, pos)
+      const k = bytes.subarray(pos + 4, pos + 4 + kl)
+      pos += 4 + kl
+      const vl = readU32(bytes, pos)
+      rows[i] = [k, bytes.subarray(pos + 4, pos + 4 + vl)]
+      pos += 4 + vl
     }
-    const flat = handle.scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot)
-    const out: Array<[Uint8Array, Uint8Array]> = new Array(flat.length / 2)
-    for (let i = 0; i < out.length; i++) out[i] = [flat[2 * i]!, flat[2 * i + 1]!]
-    return out
+    return rows
+  }
+
+  find(collection: string, index: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    const handle = this.live()
+    if (o.limit === 0) return [] // the binding reads limit 0 as "no limit"
+    try {
+      const count = handle.findInto(this.cid(handle, collection), index, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
+      if (count >= 0) return this.rowsFromBuffer(count)
+      return pairs(handle.find(collection, index, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot))
+    } catch (err) {
+      throw toKestrelError(err, 'finding')
+    }
+  }
+
+  setAgeGroup(group: number): void {
+    try {
+      this.live().setAgeGroup(group)
+    } catch (err) {
+      throw toKestrelError(err, 'setting the age group')
+    }
+  }
+
+  scavenge(options: CoreScavengeOptions): CoreScavengeStep {
+    try {
+      const s = this.live().scavenge({ retireAgeMax: options.retireAgeMax, targetBytes: options.targetBytes, visitMax: options.visitMax })
+      return { visited: s.visited, prunedVersions: s.prunedVersions, indexEntriesRemoved: s.indexEntriesRemoved, retired: s.retired, done: s.done, survey: s.survey }
+    } catch (err) {
+      throw toKestrelError(err, 'scavenging')
+    }
   }
 
   lastCommitId(): bigint {
@@ -273,6 +313,7 @@ export class NativeCore implements Core {
     return {
       engine: 'native', durableLsn: s.durableLsn, batches: s.batches, syncs: s.syncs, segments: s.segments, keys: s.keys,
       versions: s.versions, recordBytes: s.recordBytes, retired: s.retired, checkpointLsn: s.checkpointLsn, pageCount: s.pageCount,
+      indexEntries: s.indexEntries, ageGroup: s.ageGroup,
       flow: {
         queuedBatches: s.queuedBatches, queuedBytes: s.queuedBytes, deferredBatches: s.deferredBatches, deferredBytes: s.deferredBytes,
         dirtyKeys: s.dirtyKeys, dirtyBytes: s.dirtyBytes, appliedLsn: s.appliedLsn, suspended: s.suspended,

@@ -26,7 +26,7 @@ use crate::format::*;
 use crate::pages::{PageFault, PageStore, PAGE_FILE};
 use crate::payload::{self, Commit};
 use crate::recovery::{self, prepare_directory};
-use crate::store::{ScanBounds, Store};
+use crate::store::{ScanBounds, ScavengeStep, Store};
 use crate::vfs::{sync_dir, FaultOptions, FaultyVfs, LogFile, Purpose, RealVfs, Vfs};
 
 /// Queued bytes past which `commit` waits for the writer (back-pressure, never a drop).
@@ -156,6 +156,10 @@ pub struct Stats {
     pub retired: u64,
     pub checkpoint_lsn: u64,
     pub page_count: u64,
+    /// Index entries held in memory (reference-counted pairs of an index key and a primary key).
+    pub index_entries: u64,
+    /// The current age group (the scavenger's LRU clock).
+    pub age_group: u64,
     pub flow: FlowStats,
 }
 
@@ -310,6 +314,30 @@ impl Engine {
         self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot, &self.shared.pages)
     }
 
+    /// Index lookup at `snapshot`: (primary key, value) of the records of `collection` whose
+    /// visible version holds a key of index `index` whose index-tree entry key lies within the
+    /// bounds, in entry order (see `Store::find`).
+    pub fn find(&self, collection: &str, index: &str, bounds: &ScanBounds, snapshot: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.shared.store.read().expect("store lock").find(collection, index, bounds, snapshot, &self.shared.pages)
+    }
+
+    /// Chains installed, loaded or read from now on belong to age group `group` (never
+    /// decreases). Only the read lock: the age group is an atomic.
+    pub fn set_age_group(&self, group: u64) {
+        self.shared.store.read().expect("store lock").set_age_group(group)
+    }
+
+    /// One slice of a scavenge pass (see `Store::scavenge`): at most `visit_max` (≥ 1) chains
+    /// under the store's write lock, so readers and the writer wait for one slice at most.
+    pub fn scavenge(&self, retire_age_max: i64, target_bytes: u64, visit_max: u64) -> Result<ScavengeStep> {
+        if visit_max == 0 {
+            return Err(Error::new(Code::InvalidArgument, "scavenge: visitMax must be at least 1"));
+        }
+        let target = usize::try_from(target_bytes).unwrap_or(usize::MAX);
+        let visit = usize::try_from(visit_max).unwrap_or(usize::MAX);
+        Ok(self.shared.store.write().expect("store lock").scavenge(retire_age_max, target, visit))
+    }
+
     /// Allow pruning of versions no snapshot ≥ `horizon` can see (the horizon never decreases).
     pub fn set_horizon(&self, horizon: u64, sweep: bool) {
         self.shared.store.write().expect("store lock").set_horizon(horizon, sweep)
@@ -340,6 +368,8 @@ impl Engine {
             retired: store.retired_count(),
             checkpoint_lsn: meta.checkpoint_lsn,
             page_count: meta.page_count as u64,
+            index_entries: store.index_entry_count() as u64,
+            age_group: store.age_group() as u64,
             flow: self.shared.flow.lock().expect("flow lock").stats(),
         }
     }

@@ -15,5 +15,5 @@ pub mod vfs;
 
 pub use engine::{BackupPlan, Durability, Engine, Notify, Options, Stats};
 pub use error::{Code, Error, Result};
-pub use store::ScanBounds;
+pub use store::{ScanBounds, ScavengeStep};
 pub use vfs::{Errno, FaultOptions};

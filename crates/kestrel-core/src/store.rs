@@ -227,6 +227,9 @@ impl Default for Store {
     }
 }
 
+/// (lower, upper) bounds over keys.
+type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// Bounds of a scan over encoded keys.
 #[derive(Default, Clone, Debug)]
 pub struct ScanBounds {
@@ -242,7 +245,7 @@ pub struct ScanBounds {
 impl ScanBounds {
     /// (lower, upper), or None when no key can lie within them (`BTreeMap::range` panics on an
     /// inverted range: an empty result is the answer).
-    fn range(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    fn range(&self) -> Option<KeyRange<'_>> {
         let lower: Bound<&[u8]> = match (&self.gte, &self.gt) {
             (Some(k), _) => Bound::Included(k.as_slice()),
             (None, Some(k)) => Bound::Excluded(k.as_slice()),
@@ -830,8 +833,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pages::CollectionChanges;
+    use crate::pages::{Change, CollectionChanges};
     use crate::payload::Op;
+
+    /// Primary key → every version ever written, oldest first: (commit id, stored value).
+    type History = BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>;
 
     fn put(key: &[u8], value: Option<&[u8]>) -> Commit {
         let op = match value {
@@ -1054,7 +1060,7 @@ mod tests {
     fn age_groups_steer_what_the_scavenger_retires() {
         let p = empty_pages("ages");
         let mut s = Store::default();
-        let changes: Vec<(Vec<u8>, Option<(u64, Vec<u8>)>)> = (0..6u8).map(|i| (vec![i], Some((i as u64 + 1, vec![0xa1, b'a' + i])))).collect();
+        let changes: Vec<Change> = (0..6u8).map(|i| (vec![i], Some((i as u64 + 1, vec![0xa1, b'a' + i])))).collect();
         for (i, (k, v)) in changes.iter().enumerate() {
             s.set_age_group(i as u64 / 2); // keys 0,1 in group 0; 2,3 in 1; 4,5 in 2
             s.apply(i as u64 + 1, Commit { collections: vec!["c".into()], ops: vec![Op { kind: OP_PUT, collection: 0, key: k.clone(), value: v.as_ref().unwrap().1.clone() }] }, &p).unwrap();
@@ -1134,7 +1140,7 @@ mod tests {
 
     /// (primary key, value) of every record whose version visible at `snapshot` holds an index
     /// key of `index` whose entry key lies within `b`, in entry order.
-    fn brute_find(history: &BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>>, index: &str, b: &ScanBounds, snapshot: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn brute_find(history: &History, index: &str, b: &ScanBounds, snapshot: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut rows: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> = Vec::new();
         for (pk, versions) in history {
             let Some((_, Some(v))) = versions.iter().rev().find(|(c, _)| *c <= snapshot) else { continue };
@@ -1190,7 +1196,7 @@ mod tests {
         let p = empty_pages(&format!("random-{seed}"));
         let mut rng = Rng(seed);
         let mut s = Store::default();
-        let mut history: BTreeMap<Vec<u8>, Vec<(u64, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut history: History = BTreeMap::new();
         // Newest version of every key written since the last checkpoint: the flusher's input.
         let mut dirty: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
         let mut lsn = 0u64;

@@ -84,6 +84,30 @@ pub struct NativeStats {
     pub segments_deleted: i64,
     pub pages_written: i64,
     pub last_checkpoint_ms: i64,
+    pub index_entries: i64,
+    pub age_group: i64,
+}
+
+/// One scavenge slice's bounds (see `Engine::scavenge`).
+#[napi(object)]
+pub struct NativeScavengeOptions {
+    /// Retire lone checkpointed chains of age group ≤ this (−1: retire nothing).
+    pub retire_age_max: i64,
+    /// Stop retiring once the record memory is at most this many bytes.
+    pub target_bytes: i64,
+    /// Visit at most this many chains (≥ 1).
+    pub visit_max: i64,
+}
+
+/// What one scavenge slice did; `survey` is flat `[ageGroup, bytes, …]` pairs.
+#[napi(object)]
+pub struct NativeScavengeStep {
+    pub visited: f64,
+    pub pruned_versions: f64,
+    pub index_entries_removed: f64,
+    pub retired: f64,
+    pub done: bool,
+    pub survey: Vec<f64>,
 }
 
 type DurableCallback = ThreadsafeFunction<
@@ -109,6 +133,34 @@ fn positive(name: &str, v: i64) -> std::result::Result<u64, napi::Error<String>>
 
 fn bound(b: Option<Uint8Array>) -> Option<Vec<u8>> {
     b.map(|b| b.to_vec())
+}
+
+/// Write `rows` into `out` as `[u32 LE key length][key][u32 LE value length][value]…`: the
+/// number of rows, or -1 when they do not fit.
+fn write_rows(rows: &[(Vec<u8>, Vec<u8>)], out: &mut [u8]) -> i64 {
+    let total: usize = rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    if total > out.len() {
+        return -1;
+    }
+    let mut pos = 0usize;
+    for (k, v) in rows {
+        for part in [k, v] {
+            out[pos..pos + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+            out[pos + 4..pos + 4 + part.len()].copy_from_slice(part);
+            pos += 4 + part.len();
+        }
+    }
+    rows.len() as i64
+}
+
+/// Flattened `[key0, value0, key1, value1, …]`.
+fn flatten(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Buffer> {
+    let mut out = Vec::with_capacity(rows.len() * 2);
+    for (k, v) in rows {
+        out.push(Buffer::from(k));
+        out.push(Buffer::from(v));
+    }
+    out
 }
 
 #[napi]
@@ -222,19 +274,79 @@ impl NativeEngine {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
         let rows = self.with_name(collection, |name| self.engine.scan(name, &bounds, snapshot as u64))?.map_err(to_js)?;
         let out: &mut [u8] = unsafe { out.as_mut() };
-        let total: usize = rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-        if total > out.len() {
-            return Ok(-1);
+        Ok(write_rows(&rows, out))
+    }
+
+    /// Index lookup into `out`, encoded as `scanInto` does (`[primary key, value]` rows): the
+    /// number of rows, or -1 when they do not fit (call `find` instead). The bounds are on
+    /// index-tree entry keys (docs/FORMAT.md "Index trees").
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn find_into(
+        &self,
+        collection: u32,
+        index: String,
+        gte: Option<Uint8Array>,
+        gt: Option<Uint8Array>,
+        lte: Option<Uint8Array>,
+        lt: Option<Uint8Array>,
+        reverse: bool,
+        limit: u32,
+        snapshot: f64,
+        mut out: Uint8Array,
+    ) -> std::result::Result<i64, napi::Error<String>> {
+        let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
+        let rows = self.with_name(collection, |name| self.engine.find(name, &index, &bounds, snapshot as u64))?.map_err(to_js)?;
+        let out: &mut [u8] = unsafe { out.as_mut() };
+        Ok(write_rows(&rows, out))
+    }
+
+    /// Index lookup: flattened `[primaryKey0, value0, …]` in entry order (limit 0 = all).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn find(
+        &self,
+        collection: String,
+        index: String,
+        gte: Option<Uint8Array>,
+        gt: Option<Uint8Array>,
+        lte: Option<Uint8Array>,
+        lt: Option<Uint8Array>,
+        reverse: bool,
+        limit: u32,
+        snapshot: f64,
+    ) -> std::result::Result<Vec<Buffer>, napi::Error<String>> {
+        let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
+        Ok(flatten(self.engine.find(&collection, &index, &bounds, snapshot as u64).map_err(to_js)?))
+    }
+
+    /// Chains written, loaded or read from now on belong to age group `group` (never decreases).
+    #[napi]
+    pub fn set_age_group(&self, group: f64) -> std::result::Result<(), napi::Error<String>> {
+        if !(group >= 0.0 && group <= u32::MAX as f64) || group.fract() != 0.0 {
+            return Err(invalid(format!("setAgeGroup: the age group must be an integer in 0..=2^32-1, got {group}")));
         }
-        let mut pos = 0usize;
-        for (k, v) in &rows {
-            for part in [k, v] {
-                out[pos..pos + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
-                out[pos + 4..pos + 4 + part.len()].copy_from_slice(part);
-                pos += 4 + part.len();
-            }
+        self.engine.set_age_group(group as u64);
+        Ok(())
+    }
+
+    /// One slice of a scavenge pass (prune, retire by age, survey); see `Engine::scavenge`.
+    #[napi]
+    pub fn scavenge(&self, options: NativeScavengeOptions) -> std::result::Result<NativeScavengeStep, napi::Error<String>> {
+        if options.retire_age_max < -1 {
+            return Err(invalid(format!("scavenge: retireAgeMax must be ≥ -1, got {}", options.retire_age_max)));
         }
-        Ok(rows.len() as i64)
+        let target = u64::try_from(options.target_bytes).map_err(|_| invalid("scavenge: targetBytes must be ≥ 0".into()))?;
+        let visit = positive("scavenge: visitMax", options.visit_max)?;
+        let step = self.engine.scavenge(options.retire_age_max, target, visit).map_err(to_js)?;
+        Ok(NativeScavengeStep {
+            visited: step.visited as f64,
+            pruned_versions: step.pruned_versions as f64,
+            index_entries_removed: step.index_entries_removed as f64,
+            retired: step.retired as f64,
+            done: step.done,
+            survey: step.survey.iter().flat_map(|(age, bytes)| [*age as f64, *bytes as f64]).collect(),
+        })
     }
 
     /// The value of a key at `snapshot` (a commit id), or null.
@@ -269,13 +381,7 @@ impl NativeEngine {
         snapshot: f64,
     ) -> std::result::Result<Vec<Buffer>, napi::Error<String>> {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let rows = self.engine.scan(&collection, &bounds, snapshot as u64).map_err(to_js)?;
-        let mut out = Vec::with_capacity(rows.len() * 2);
-        for (k, v) in rows {
-            out.push(Buffer::from(k));
-            out.push(Buffer::from(v));
-        }
-        Ok(out)
+        Ok(flatten(self.engine.scan(&collection, &bounds, snapshot as u64).map_err(to_js)?))
     }
 
     /// Ask for a checkpoint of everything visible now; poll `checkpointStatus(ticket)`.
@@ -372,6 +478,8 @@ impl NativeEngine {
             segments_deleted: s.flow.segments_deleted as i64,
             pages_written: s.flow.pages_written as i64,
             last_checkpoint_ms: s.flow.last_checkpoint_ms as i64,
+            index_entries: s.index_entries as i64,
+            age_group: s.age_group as i64,
         }
     }
 

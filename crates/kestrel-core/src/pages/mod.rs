@@ -569,8 +569,9 @@ impl PageStore {
     }
 
     /// Write checkpoint seq+1 at `lsn` (≥ the current checkpoint LSN) from `changes` (sorted by
-    /// name, each non-empty) exactly per the spec, fdatasync, write the meta slot, fdatasync,
-    /// publish. Safe to run while other threads read; on any error the published state is
+    /// name, each non-empty, collections only: the index-tree changes are derived here from the
+    /// old and new stored values, spec step 0) exactly per the spec, fdatasync, write the meta
+    /// slot, fdatasync, publish. Safe to run while other threads read; on any error the published state is
     /// unchanged.
     pub fn checkpoint(&self, lsn: u64, changes: &[CollectionChanges], fault: PageFault) -> Result<CheckpointReport> {
         let mut quarantine = self.flusher.lock().unwrap_or_else(PoisonError::into_inner);

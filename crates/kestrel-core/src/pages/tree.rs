@@ -8,6 +8,11 @@
 //! groups; catalog after all collections; free-list pages last (the smallest reusable pages,
 //! then the end of the file). Frees
 //! only ever add to a set, so their order does not matter.
+//!
+//! Index trees (docs/FORMAT.md "Index trees") are ordinary trees named `collection ‖ 0x00 ‖
+//! index` whose changes the checkpoint derives itself (step 0, [`derive_index_changes`]) and
+//! merges with the caller's changes in name order before step 1; from then on they are written
+//! like any collection (their catalog count is their entries; the meta's `records` skips them).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::{Bound, Range};
