@@ -124,6 +124,8 @@ function lowerBound(keys: string[], target: string): number {
 /** Bytes charged per version and per key on top of their payload bytes (an estimate). */
 export const VERSION_OVERHEAD_BYTES = 40
 export const KEY_OVERHEAD_BYTES = 64
+/** Bytes charged per in-memory index entry on top of its entry key (map node and count). */
+export const INDEX_ENTRY_OVERHEAD_BYTES = 48
 /** Entries per page-store read while merging a scan or an index lookup. */
 const SCAN_CHUNK_ENTRIES = 256
 
@@ -165,7 +167,7 @@ export class VersionStore {
   liveKeys = 0
   /** Invariant: total number of versions held in memory. */
   versions = 0
-  /** Invariant: estimated bytes of the chains in memory. */
+  /** Invariant: estimated bytes of the chains and the index entries in memory. */
   recordBytes = 0
   /** Chains dropped from memory since open. */
   retired = 0
@@ -227,6 +229,7 @@ export class VersionStore {
       if (n === undefined) {
         m.insert(r.entry, 1)
         this.indexEntries++
+        this.recordBytes += r.entry.length + INDEX_ENTRY_OVERHEAD_BYTES
       } else {
         m.map.set(r.entry, n + 1)
       }
@@ -246,6 +249,7 @@ export class VersionStore {
         m.remove(r.entry)
         this.indexEntries--
         this.entriesRemoved++
+        this.recordBytes -= r.entry.length + INDEX_ENTRY_OVERHEAD_BYTES
       }
     }
   }
@@ -417,8 +421,10 @@ export class VersionStore {
     let retired = 0
     let done = false
     const survey = new Map<number, number>()
+    // A slice visits at least one chain (as the Rust twin's does).
+    const visitMax = Math.max(1, o.visitMax)
     // Bounded by visitMax (and the pass's end).
-    while (visited < o.visitMax) {
+    while (visited < visitMax) {
       const next = this.nextChain()
       if (!next) { done = true; break }
       const [c, key, chain] = next
