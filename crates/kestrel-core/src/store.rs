@@ -614,8 +614,8 @@ impl Store {
                     if order == std::cmp::Ordering::Equal {
                         disk.pop(); // memory answers for a key it holds
                     }
+                    chain.touch(age); // read, whatever it holds at this snapshot
                     if let Some(v) = visible(&chain.versions, snapshot).and_then(|v| v.value.as_ref()) {
-                        chain.touch(age);
                         out.push((k.clone(), envelope::value(v).to_vec()));
                     }
                     next_mem = mem.next();
