@@ -13,9 +13,10 @@
 import { bytesToOrderedString, orderedStringToBytes } from '../../codec/bytes.js'
 import { KestrelError } from '../../errors.js'
 import type { CoreScanOptions, CoreScavengeOptions, CoreScavengeStep } from '../types.js'
-import { ENVELOPE_TAG, envelopeKeys, envelopeValue, indexTreeName } from '../envelope.js'
+import { ENVELOPE_TAG, envelopeValue, indexTreeName } from '../envelope.js'
 import { OP_APPEND, OP_DELETE, OP_INCREMENT, type WriteOp } from '../payload.js'
 import { mergeAppend, mergeIncrement } from './merge.js'
+import { storedKeys } from './stored.js'
 import type { Bound, PageEntry, PageStore } from './pages/store.js'
 
 /** One index entry a version holds: the index, and the entry key `ik ‖ pk ‖ u16 BE |pk|` as a latin1 string. */
@@ -50,10 +51,12 @@ function lengthSuffix(n: number): string {
   return String.fromCharCode(n >>> 8, n & 0xff)
 }
 
-/** The (index key, primary key) parts of an entry key string (see splitIndexEntry). */
-function splitEntry(entry: string): { ik: string; pk: string } {
+/** The (index key, primary key) parts of an entry key string (see splitIndexEntry); undefined when its length does not fit. */
+function splitEntry(entry: string): { ik: string; pk: string } | undefined {
+  if (entry.length < 2) return undefined
   const n = (entry.charCodeAt(entry.length - 2) << 8) | entry.charCodeAt(entry.length - 1)
   const pkStart = entry.length - 2 - n
+  if (pkStart < 0) return undefined
   return { ik: entry.slice(0, pkStart), pk: entry.slice(pkStart, entry.length - 2) }
 }
 
@@ -207,7 +210,7 @@ export class VersionStore {
   /** A version of `key` (latin1 `k`, `keyBytes` long) with its index entries parsed. */
   private version(commitId: number, value: Uint8Array | undefined, k: string, keyBytes: number, fromPages: boolean): Version {
     if (value === undefined || value[0] !== ENVELOPE_TAG) return { commitId, value, refs: undefined }
-    const keys = envelopeKeys(value, keyBytes)
+    const keys = storedKeys(value, keyBytes)
     if (typeof keys === 'string') {
       // Commits are checked before they are installed, so only a page-store value gets here.
       throw new KestrelError(fromPages ? 'KESTREL_CORRUPT' : 'KESTREL_INVALID_ARGUMENT', `a stored value of key ${Buffer.from(orderedStringToBytes(k)).toString('hex')} is a malformed index envelope (${keys})${fromPages ? '; restore from a backup (kestrel restore <backup> <dir>)' : ''}`)
@@ -571,7 +574,12 @@ export class VersionStore {
     const out: Array<[Uint8Array, Uint8Array]> = []
     if (!(limit > 0)) return out
     this.walkMerged(c?.indexes.get(index), indexTreeName(collection, index), o, (entry) => {
-      const { ik, pk } = splitEntry(entry)
+      const split = splitEntry(entry)
+      if (!split) {
+        // Memory only holds entries it made: this one comes from the page store.
+        throw new KestrelError('KESTREL_CORRUPT', `an entry of index ${JSON.stringify(index)} of collection ${JSON.stringify(collection)} (${entry.length} bytes) has a primary-key length that does not fit; restore from a backup (kestrel restore <backup> <dir>)`)
+      }
+      const { ik, pk } = split
       const chain = c?.chains.map.get(pk)
       if (chain) {
         chain.age = this.ageGroup
@@ -583,7 +591,7 @@ export class VersionStore {
         const pkBytes = orderedStringToBytes(pk)
         const onDisk = this.pages.get(collection, pkBytes)
         if (onDisk && onDisk.commitId <= snapshot && onDisk.value[0] === ENVELOPE_TAG) {
-          const keys = envelopeKeys(onDisk.value, pkBytes.length)
+          const keys = storedKeys(onDisk.value, pkBytes.length)
           if (typeof keys === 'string') {
             throw new KestrelError('KESTREL_CORRUPT', `a stored value of key ${Buffer.from(pkBytes).toString('hex')} in collection ${JSON.stringify(collection)} is a malformed index envelope (${keys}); restore from a backup (kestrel restore <backup> <dir>)`)
           }

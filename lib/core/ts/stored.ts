@@ -14,11 +14,21 @@ import { OP_PUT, type WriteOp } from '../payload.js'
  */
 export function storedValueProblem(value: Uint8Array, keyBytes: number): string | undefined {
   if (value[0] !== ENVELOPE_TAG) return value.length > VALUE_BYTES_MAX ? `value length ${value.length} out of range` : undefined
+  const keys = storedKeys(value, keyBytes)
+  return typeof keys === 'string' ? keys : undefined
+}
+
+/**
+ * The index keys of a stored value (none for a plain one), or what is wrong with its envelope:
+ * `envelopeKeys` plus the bound on the MessagePack part (as the Rust twin's `envelope::keys`).
+ */
+export function storedKeys(value: Uint8Array, keyBytes: number): IndexKey[] | string {
+  if (value[0] !== ENVELOPE_TAG) return []
   const keys = envelopeKeys(value, keyBytes)
   if (typeof keys === 'string') return keys
   const b = value[1]! | (value[2]! << 8)
   if (value.length - 3 - b > VALUE_BYTES_MAX) return `value length ${value.length - 3 - b} out of range inside an index envelope`
-  return undefined
+  return keys
 }
 
 /**
