@@ -544,11 +544,6 @@ export function validateChanges(lsn: number, changes: readonly CollectionChanges
 /** Old stored values read per pause of step 0. */
 const DERIVE_KEYS_PER_PAUSE = 1024
 
-/** Is `name` an index tree's (`collection ‖ 0x00 ‖ index`)? */
-export function isIndexTree(name: Uint8Array | string): boolean {
-  return typeof name === 'string' ? name.includes('\u0000') : name.includes(0)
-}
-
 /** Does the catalog hold any tree named `collection ‖ 0x00 ‖ …`? */
 function hasIndexTrees(src: PageSource, catalogRoot: number, collection: Uint8Array): boolean {
   const prefix = new Uint8Array(collection.length + 1)
