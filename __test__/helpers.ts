@@ -29,7 +29,8 @@ export async function expectCode(fn: () => unknown, code: string): Promise<Error
     await fn()
   } catch (err) {
     const e = err as Error & { code: string }
-    if (e.name !== 'KestrelError' || e.code !== code) {
+    // KestrelError or one of its subclasses (ConflictError, UniqueError).
+    if (!['KestrelError', 'ConflictError', 'UniqueError'].includes(e.name) || e.code !== code) {
       throw new Error(`expected KestrelError ${code}, got ${e.name} ${e.code}: ${e.message}`)
     }
     return e

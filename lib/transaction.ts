@@ -327,6 +327,12 @@ export class Transaction {
     }
     try {
       const coordinator = this.host.coordinator
+      // Over the record-memory budget, wait for the scavenger first (bounded: one cycle).
+      const admitted = coordinator.scavenger.admission()
+      if (admitted) {
+        await admitted
+        this.host.assertOpen()
+      }
       // Bounded: each pass either submits, throws, or waits for an in-flight commit to settle.
       for (let pass = 0; ; pass++) {
         if (pass >= RESOLVE_PASSES_MAX) {

@@ -78,6 +78,11 @@ export class Scavenger {
   private stopped = false
   private lastCycleAt = 0
   private lastHorizon = -1
+  /** Record memory at the last measurement, and committed bytes since (an estimate in between). */
+  private measuredBytes = 0
+  private sinceMeasured = 0
+  /** The age group in which a cycle last failed to get under the budget (commits stop waiting until the next). */
+  private reliefFailedAt = -1
   private readonly s: ScavengerStats
 
   constructor(private readonly core: Core, private readonly o: ScavengerOptions, private readonly moveHorizon: () => void) {
@@ -107,16 +112,36 @@ export class Scavenger {
   noteCommit(bytes: number): void {
     if (this.stopped) return
     this.groupFill += bytes
+    this.sinceMeasured += bytes
     if (this.groupFill < this.groupBytes) return
     this.groupFill = 0
     this.ageGroup++
     this.s.ageGroup = this.ageGroup
     try {
       this.core.setAgeGroup(this.ageGroup)
-      if (this.core.stats().recordBytes > this.thresholdBytes) void this.run().catch(() => undefined)
+      if (this.measure() > this.thresholdBytes) void this.run().catch(() => undefined)
     } catch {
       // The engine closed meanwhile.
     }
+  }
+
+  private measure(): number {
+    this.measuredBytes = this.core.stats().recordBytes
+    this.sinceMeasured = 0
+    return this.measuredBytes
+  }
+
+  /**
+   * Back-pressure: under the budget, undefined (go ahead). Over it, a promise that settles when a
+   * cycle has run, so writers cannot outrun the scavenger. When a cycle cannot get under the
+   * budget (e.g. old readers pin more than it), commits stop waiting until the next age group.
+   */
+  admission(): Promise<void> | undefined {
+    if (this.stopped || this.measuredBytes + this.sinceMeasured <= this.o.budgetBytes || this.reliefFailedAt === this.ageGroup) return undefined
+    return this.run().then(
+      () => { if (this.measuredBytes > this.o.budgetBytes) this.reliefFailedAt = this.ageGroup },
+      () => undefined,
+    )
   }
 
   private tick(): void {
@@ -185,6 +210,7 @@ export class Scavenger {
       }
       if (cutoff >= 0 && !this.stopped) await this.pass(cutoff, this.floorBytes)
     }
+    if (!this.stopped) this.measure()
     this.s.ageGroups = [...survey.entries()].sort((a, b) => a[0] - b[0]).map(([ageGroup, b]) => ({ ageGroup, bytes: b }))
     this.s.cycles++
     this.lastCycleAt = Date.now()

@@ -67,11 +67,24 @@ export class Coordinator {
     this.scavenger = new Scavenger(core, { ...SCAVENGER_DEFAULTS, budgetBytes: cacheBytes }, () => this.moveHorizonNow())
   }
 
-  /** Move the engine's horizon to what the pins and the retention window allow, now. */
+  /**
+   * Move the engine's horizon to what the retention window allows, and tell it which older
+   * snapshots are still open (each keeps the one version it sees), now.
+   */
   moveHorizonNow(): void {
     const h = this.computeHorizon()
-    if (h > this.core.horizon()) this.core.setHorizon(h, false)
+    const pinned: number[] = []
+    for (const s of this.pins.keys()) if (s < h) pinned.push(s)
+    pinned.sort((a, b) => a - b)
+    const key = pinned.join(',')
+    if (h > this.core.horizon() || key !== this.sentPins) {
+      this.core.setHorizon(h, false, pinned)
+      this.sentPins = key
+    }
   }
+
+  /** The pinned list last given to the engine (to skip calls that change nothing). */
+  private sentPins = ''
 
   /** Pin a snapshot so that its versions are not pruned. */
   pin(snapshot: number): void {
@@ -173,11 +186,13 @@ export class Coordinator {
     this.scheduleHorizon()
   }
 
-  /** The oldest snapshot anyone may still read: pins, the commits window and the ms window. */
+  /**
+   * The oldest snapshot that may still be *opened*: the commits window and the ms window.
+   * Snapshots already open below it are passed to the engine separately (see moveHorizonNow).
+   */
   computeHorizon(): number {
     const last = Number(this.core.lastCommitId())
     let h = Math.max(0, last - this.retain.commits)
-    for (const s of this.pins.keys()) h = Math.min(h, s)
     if (this.retain.ms > 0) {
       const since = Date.now() - this.retain.ms
       // Bounded by the ring: drop entries that left the window, keep the first one inside it.
@@ -197,10 +212,12 @@ export class Coordinator {
     setImmediate(() => {
       this.horizonScheduled = false
       try {
-        const h = this.computeHorizon()
-        if (h > this.core.horizon()) this.core.setHorizon(h, false)
+        this.moveHorizonNow()
+        // Writes at or below the oldest snapshot anyone reads at can conflict with no one.
         // Bounded by the writes since the oldest snapshot still pinned.
-        for (const [slot, r] of this.recentWrites) if (r.plain <= h && r.merge <= h) this.recentWrites.delete(slot)
+        let oldest = this.computeHorizon()
+        for (const p of this.pins.keys()) oldest = Math.min(oldest, p)
+        for (const [slot, r] of this.recentWrites) if (r.plain <= oldest && r.merge <= oldest) this.recentWrites.delete(slot)
       } catch {
         // The engine closed meanwhile: nothing to prune.
       }

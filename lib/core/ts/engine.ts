@@ -305,9 +305,9 @@ export class TsCore implements Core {
     return this.store.scavenge(options)
   }
 
-  setHorizon(horizon: number, sweep: boolean): void {
+  setHorizon(horizon: number, sweep: boolean, pinned: readonly number[] = []): void {
     this.assertReadable()
-    this.store.setHorizon(horizon, sweep)
+    this.store.setHorizon(horizon, sweep, pinned)
   }
 
   horizon(): number {

@@ -19,6 +19,9 @@ import { mergeAppend, mergeIncrement } from './merge.js'
 import { storedKeys } from './stored.js'
 import type { Bound, PageEntry, PageStore } from './pages/store.js'
 
+/** Most distinct pinned snapshots below the horizon (a bound; readers beyond it are a leak anyway). */
+const PINNED_MAX = 1 << 16
+
 /** One index entry a version holds: the index, and the entry key `ik ‖ pk ‖ u16 BE |pk|` as a latin1 string. */
 interface IndexRef {
   index: string
@@ -164,6 +167,8 @@ export class VersionStore {
   private readonly collections = new Map<string, Collection>()
   /** Never decreases; see Core.setHorizon. */
   horizon = 0
+  /** Open snapshots below the horizon, ascending and distinct: each keeps the version it sees. */
+  pinned: number[] = []
   /** The published checkpoint's LSN. Never decreases. */
   checkpointedLsn = 0
   /** Invariant: number of keys whose newest version is not a tombstone (memory and page store). */
@@ -257,20 +262,46 @@ export class VersionStore {
     }
   }
 
-  /** Drop versions hidden from every snapshot ≥ horizon; returns how many were dropped. */
+  /**
+   * Drop the versions no allowed snapshot can see; returns how many were dropped. A version stays
+   * iff it is newer than the horizon, or the newest at or below the horizon, or the newest at or
+   * below one of the pinned snapshots (older readers still open). Leaving versions may sit in the
+   * middle of the chain; their index entries go only if no staying version holds them (counts).
+   */
   private pruneChain(c: Collection, chain: Chain, horizon: number): number {
     const vs = chain.versions
-    let keepFrom = -1
-    for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= horizon) { keepFrom = i; break }
-    if (keepFrom <= 0) return 0
-    for (let i = 0; i < keepFrom; i++) {
+    let atHorizon = -1
+    for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= horizon) { atHorizon = i; break }
+    if (atHorizon <= 0) return 0
+    // Versions 0 … atHorizon-1 leave unless a pinned snapshot reads one of them. Bounded by the
+    // chain and by the pins (both short; pins are deduplicated and below the horizon).
+    const pins = this.pinned
+    let keep: boolean[] | undefined
+    if (pins.length > 0 && pins[0]! < vs[atHorizon]!.commitId) {
+      keep = new Array<boolean>(atHorizon).fill(false)
+      let j = atHorizon - 1
+      for (let p = pins.length - 1; p >= 0 && j >= 0; p--) {
+        const pin = pins[p]!
+        if (pin >= vs[atHorizon]!.commitId) continue
+        while (j >= 0 && vs[j]!.commitId > pin) j--
+        if (j >= 0) keep[j] = true
+      }
+    }
+    let dropped = 0
+    let w = 0
+    for (let i = 0; i < vs.length; i++) {
       const v = vs[i]!
+      if (i >= atHorizon || keep?.[i]) {
+        vs[w++] = v
+        continue
+      }
       this.recordBytes -= versionBytes(v)
       this.dropRefs(c, v)
+      dropped++
     }
-    vs.splice(0, keepFrom)
-    this.versions -= keepFrom
-    return keepFrom
+    vs.length = w
+    this.versions -= dropped
+    return dropped
   }
 
   /** Remove a whole chain (a lone version) from memory. */
@@ -340,9 +371,14 @@ export class VersionStore {
     return out
   }
 
-  /** Raise the horizon (never lowers it). With `sweep`, prune every chain now. */
-  setHorizon(horizon: number, sweep: boolean): void {
+  /**
+   * Raise the horizon (never lowers it) and replace the pinned snapshots: the readers below the
+   * horizon still open, each keeping the one version it sees. With `sweep`, prune every chain now.
+   */
+  setHorizon(horizon: number, sweep: boolean, pinned: readonly number[] = []): void {
     this.horizon = Math.max(this.horizon, horizon)
+    if (pinned.length > PINNED_MAX) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `at most ${PINNED_MAX} distinct snapshots may be pinned below the horizon, got ${pinned.length}`)
+    this.pinned = [...new Set(pinned)].filter((p) => p < this.horizon).sort((a, b) => a - b)
     if (!sweep) return
     for (const c of this.collections.values()) {
       for (const [key, chain] of c.chains.map) {
