@@ -18,7 +18,7 @@ const ROOT_DIR = join(BENCH_DIR, '..')
 const RESULTS_DIR = join(BENCH_DIR, 'results')
 const USAGE = `usage: node benchmark/run.js [--quick] [--workload W1[,W2,…]]
   --quick          ~1 s per cell instead of ~3 s, and smaller data: 100k records instead of 1M
-                   (W2/W5, W2C, W4), 100 MB instead of 1 GB (W7), 20 MB of log instead of 100 (W8)
+                   (W2/W5, W2C, W4, W6, W9), 100 MB instead of 1 GB (W7), 20 MB of log instead of 100 (W8)
   --workload LIST  run only these (${WORKLOADS.flatMap((w) => w.aliases).join(', ')}); default: all
   --report         run nothing: rewrite RESULTS.md and the charts from benchmark/results/*.json
 RESULTS.md keeps the sections of workloads not run this time, each marked with its own run.`

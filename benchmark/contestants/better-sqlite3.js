@@ -6,32 +6,46 @@ import { join } from 'node:path'
 
 const require = createRequire(import.meta.url)
 
-export async function open(dir) {
+export async function open(dir, { index, pageCacheBytes } = {}) {
   const Database = require('better-sqlite3')
   const db = new Database(`${dir}.sqlite`)
   db.pragma('journal_mode = WAL')
   db.pragma('synchronous = FULL')
-  db.exec('CREATE TABLE IF NOT EXISTS items (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID')
-  const put = db.prepare('INSERT OR REPLACE INTO items (k, v) VALUES (?, ?)')
-  const get = db.prepare('SELECT v FROM items WHERE k = ?').pluck()
-  const range = db.prepare('SELECT k, v FROM items WHERE k >= ? ORDER BY k LIMIT 100')
+  // Negative: a size in KiB rather than in pages.
+  if (pageCacheBytes) db.pragma(`cache_size = ${-Math.ceil(pageCacheBytes / 1024)}`)
   // Bytes are stored as they are (W1, W4, W7); other values as JSON.
   const enc = (v) => (v instanceof Uint8Array ? v : Buffer.from(JSON.stringify(v)))
   const dec = (b) => (b === undefined ? undefined : JSON.parse(b))
+  let put
+  let write
+  let find
+  if (index) {
+    db.exec('CREATE TABLE IF NOT EXISTS items (k TEXT PRIMARY KEY, x, v BLOB) WITHOUT ROWID')
+    db.exec(`CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS items_x ON items (x)`)
+    put = db.prepare('INSERT OR REPLACE INTO items (k, x, v) VALUES (?, ?, ?)')
+    write = (k, v) => put.run(k, v instanceof Uint8Array ? null : v?.[index.field] ?? null, enc(v))
+    find = db.prepare('SELECT k, v FROM items WHERE x = ?')
+  } else {
+    db.exec('CREATE TABLE IF NOT EXISTS items (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID')
+    put = db.prepare('INSERT OR REPLACE INTO items (k, v) VALUES (?, ?)')
+    write = (k, v) => put.run(k, enc(v))
+  }
+  const get = db.prepare('SELECT v FROM items WHERE k = ?').pluck()
+  const range = db.prepare('SELECT k, v FROM items WHERE k >= ? ORDER BY k LIMIT 100')
   const rmw = db.transaction((k1, k2) => {
     const a = dec(get.get(k1))?.n ?? 0
     const b = dec(get.get(k2))?.n ?? 0
-    put.run(k1, enc({ n: a + 1 }))
-    put.run(k2, enc({ n: b + 1 }))
+    write(k1, { n: a + 1 })
+    write(k2, { n: b + 1 })
   })
   return {
     // One statement = one durable transaction (autocommit). The caller's `await` on the returned
     // promise is the `await null` that lets the other clients take their turn.
     async commitOne(key, value) {
-      put.run(key, value)
+      write(key, value)
     },
     async load(entries, { batch = 10_000 } = {}) {
-      const insert = db.transaction((from, to) => { for (let j = from; j < to; j++) put.run(entries[j][0], enc(entries[j][1])) })
+      const insert = db.transaction((from, to) => { for (let j = from; j < to; j++) write(entries[j][0], entries[j][1]) })
       for (let i = 0; i < entries.length; i += batch) insert(i, Math.min(entries.length, i + batch))
     },
     // The SQLite online backup API: 100 pages per step between event-loop turns; writes made
@@ -53,6 +67,8 @@ export async function open(dir) {
           for (const row of range.iterate(start)) { dec(row.v); n++ }
           return n
         },
+        // W6: the records whose indexed field equals `x`, decoded.
+        find: (x) => find.all(x).map((row) => ({ key: row.k, value: dec(row.v) })),
         close() {},
       }
     },

@@ -3,13 +3,16 @@
 //   commitOne(key, value) → Promise   one durable single-record transaction (W1)
 //   load(entries, { batch }) → Promise   bulk load in transactions of `batch` records (default
 //                                       10,000); untimed in W2, W3, W5, timed in W4 (batch 1000)
-//   reader()              → { get(key), scan100(startKey), close() }   synchronous reads (W2, W5)
+//   reader()              → { get(key), scan100(startKey), find(x), close() }   synchronous reads
+//                                       (W2, W5); find(x) (W6): the records { key, value } whose
+//                                       indexed field equals x, when opened with `index`
 //   rmw(k1, k2)           → Promise   one durable transaction reading two keys, writing both (W3)
 //   attempts                          transaction bodies run so far (W3's retry rate)
 //   checkpoint()          → Promise   kestreldb only: write a checkpoint, trim the log (W4, W7)
 //   backup(destDir, opts) → Promise<{ bytes }>   an online backup while writers go on (W7;
 //                                       opts.onProgress is kestreldb's)
-//   stats()               → object    kestreldb only: db.stats() (W2 cold, W4, W7)
+//   stats()               → object    kestreldb only: db.stats() (W2 cold, W4, W7, W9)
+//   scavenge()            → Promise   kestreldb only: db.scavenge() (W9)
 //   synchronous                       true when commitOne never yields to the event loop (W7)
 //   close()               → Promise
 // Each module is imported only in the child process that runs its cell, so a broken peer cannot
@@ -28,7 +31,10 @@ export const KESTREL = ['kestrel-native', 'kestrel-ts']
 
 /**
  * `options` are kestreldb open options (cacheBytes, checkpointBytes, …) for the kestrel
- * contestants; the peers ignore them.
+ * contestants; the peers ignore them. Options every store that can honours:
+ *   index: { field, unique }   W6: a secondary index on value[field] (kestreldb, better-sqlite3, js-map)
+ *   pageCacheBytes             W9: better-sqlite3's page cache (PRAGMA cache_size)
+ *   scans: false               W9: js-map without its sorted key array
  */
 export async function openStore(name, dir, options = {}) {
   const load = MODULES[name]

@@ -1,11 +1,16 @@
 // kestreldb, from the repository's own build (dist/, made by `npm install` at the root), with
 // durable commits: acknowledged = fdatasync'd. Other open options (cacheBytes, checkpointBytes, …)
-// pass through.
-export async function open(dir, { engine, durability = 'sync', ...options }) {
+// pass through. `index: { field, unique }` (W6) gives the collection a secondary index named
+// after the field, keyed by value[field], read by reader().find(fieldValue); the peers' own
+// options (pageCacheBytes, scans) are dropped.
+export async function open(dir, { engine, durability = 'sync', index, pageCacheBytes, scans, ...options }) {
   const { open: openDb } = await import('../../dist/index.js')
   const db = await openDb(dir, { ...options, engine, durability })
   if (db.engine && db.engine !== engine) throw new Error(`asked for engine '${engine}', got '${db.engine}'`)
-  const items = db.collection('items')
+  const items = index
+    ? db.collection('items', { indexes: { [index.field]: { key: (v) => v[index.field], unique: index.unique === true } } })
+    : db.collection('items')
+  await items.ready()
   return {
     async commitOne(key, value) {
       const tx = db.begin()
@@ -20,6 +25,7 @@ export async function open(dir, { engine, durability = 'sync', ...options }) {
     checkpoint: () => db.checkpoint(),
     backup: (dest, options) => db.backup(dest, options),
     stats: () => db.stats(),
+    scavenge: () => db.scavenge(),
     reader() {
       const snap = db.snapshot()
       return {
@@ -29,6 +35,8 @@ export async function open(dir, { engine, durability = 'sync', ...options }) {
           for (const _ of snap.scan(items, { gte: start, limit: 100 })) n++
           return n
         },
+        // W6: the records whose indexed field equals `x`, decoded.
+        find: (x) => [...snap.find(items, index.field, x)],
         close: () => snap.close(),
       }
     },

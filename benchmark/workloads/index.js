@@ -5,17 +5,19 @@
 //   run(ctx)      parent side: runs its cells through ctx.cell(...), returns the raw results
 //   render(raw)   → { lines, goals }: the Markdown section and its lines for the Goals section
 //   charts(raw)   optional → [{ file, svg }]: SVG files next to RESULTS.md
-// A new workload (W6, W9) is one more module here.
+// A new workload is one more module here.
 import w1 from './w1.js'
 import reads from './reads.js'
 import w2cold from './w2cold.js'
 import w3 from './w3.js'
 import w4 from './w4.js'
+import w6 from './w6.js'
 import w7 from './w7.js'
 import w8 from './w8.js'
+import w9 from './w9.js'
 import saver from './saver.js'
 
-export const WORKLOADS = [w1, reads, w2cold, w3, w4, w7, w8, saver]
+export const WORKLOADS = [w1, reads, w2cold, w3, w4, w6, w7, w8, w9, saver]
 
 export const byId = (id) => WORKLOADS.find((w) => w.id === id)
 

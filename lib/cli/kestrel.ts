@@ -111,7 +111,12 @@ function printReport(r: VerifyReport, json: boolean): void {
   const lines = [
     `${r.ok ? 'ok' : 'PROBLEMS FOUND'}: checkpoint at commit ${r.checkpointLsn}, log up to commit ${r.lastCommitId}`,
     `pages: ${r.pages.total} in the file, ${r.pages.reachable} reachable, ${r.pages.free} free; ${r.pages.records} records; leaves ${r.pages.leafFillPercent.toFixed(1)}% full`,
-    ...r.pages.collections.map((c) => `  collection ${JSON.stringify(c.name)}: ${c.records} records, depth ${c.depth}, ${c.leaves} leaves`),
+    ...r.pages.collections.map((c) => {
+      // An index tree is named collection ‖ 0x00 ‖ index (docs/FORMAT.md "Index trees").
+      const cut = c.name.indexOf('\u0000')
+      const what = cut > 0 ? `index ${JSON.stringify(c.name.slice(cut + 1))} of ${JSON.stringify(c.name.slice(0, cut))}: ${c.records} entries` : `collection ${JSON.stringify(c.name)}: ${c.records} records`
+      return `  ${what}, depth ${c.depth}, ${c.leaves} leaves`
+    }),
     `log: ${r.log.segments} segment(s), ${r.log.records} records from commit ${r.log.firstLsn}, ${mib(r.log.bytes)}`,
     ...r.notes.map((n) => `note: ${n}`),
     ...r.problems.map((p) => `problem: ${p}`),

@@ -4,6 +4,7 @@
  * layer; parsed by the ts engine (the native engine has its twin in Rust).
  */
 import { KEY_BYTES_MAX } from '../codec/key.js'
+import { VALUE_BYTES_MAX } from '../codec/value.js'
 
 /** The first byte of an envelope: a byte MessagePack never uses. */
 export const ENVELOPE_TAG = 0xc1
@@ -102,6 +103,7 @@ export function envelopeKeys(stored: Uint8Array, primaryKeyBytes: number): Index
     if (out.some((e) => e.index === index)) return `index ${index} appears twice in one envelope`
     out.push({ index, key: stored.subarray(pos, pos + k) }); pos += k
   }
+  if (stored.length - end > VALUE_BYTES_MAX) return `value length ${stored.length - end} out of range inside an index envelope`
   return out
 }
 
