@@ -134,6 +134,8 @@ export const KEY_OVERHEAD_BYTES = 64
 export const INDEX_ENTRY_OVERHEAD_BYTES = 48
 /** Entries per page-store read while merging a scan or an index lookup. */
 const SCAN_CHUNK_ENTRIES = 256
+/** The first page-store read of a scan or lookup (most are short). */
+const SCAN_FIRST_CHUNK_ENTRIES = 16
 
 /** What one installed write left as the key's newest version: the flusher's input. */
 export interface Written {
@@ -543,14 +545,17 @@ export class VersionStore {
     const lo: Bound = o.gte ? { key: o.gte, inclusive: true } : o.gt ? { key: o.gt, inclusive: false } : undefined
     const hi: Bound = o.lte ? { key: o.lte, inclusive: true } : o.lt ? { key: o.lt, inclusive: false } : undefined
     let dk: string | undefined
+    let chunk = SCAN_FIRST_CHUNK_ENTRIES
     const nextDisk = (): PageEntry | undefined => {
       if (di < disk.length) return disk[di]
       if (diskDone) return undefined
       const cursor: Bound = diskCursor === undefined ? undefined : { key: diskCursor, inclusive: false }
-      disk = this.pages.range(tree, o.reverse ? lo : (cursor ?? lo), o.reverse ? (cursor ?? hi) : hi, o.reverse === true, SCAN_CHUNK_ENTRIES)
+      disk = this.pages.range(tree, o.reverse ? lo : (cursor ?? lo), o.reverse ? (cursor ?? hi) : hi, o.reverse === true, chunk)
       di = 0
       dk = undefined
-      diskDone = disk.length < SCAN_CHUNK_ENTRIES
+      diskDone = disk.length < chunk
+      // Short scans (limit 1, point-like lookups) read a few entries; long ones grow to full chunks.
+      chunk = Math.min(SCAN_CHUNK_ENTRIES, chunk * 4)
       if (disk.length > 0) diskCursor = disk[disk.length - 1]!.key
       return disk[0]
     }
