@@ -11,7 +11,7 @@ interface NativeEngineHandle {
   commit(payload: Uint8Array): number
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | null
   scan(collection: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
-  setHorizon(horizon: number, sweep: boolean): void
+  setHorizon(horizon: number, sweep: boolean, pinned: readonly number[]): void
   horizon(): number
   lastLsn(): number
   stats(): NativeStats
@@ -231,8 +231,8 @@ export class NativeCore implements Core {
     }
   }
 
-  setHorizon(horizon: number, sweep: boolean): void {
-    this.live().setHorizon(horizon, sweep)
+  setHorizon(horizon: number, sweep: boolean, pinned: readonly number[] = []): void {
+    this.live().setHorizon(horizon, sweep, pinned)
   }
 
   horizon(): number {

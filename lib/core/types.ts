@@ -187,8 +187,9 @@ export interface Core {
   /**
    * Versions that no snapshot ≥ `horizon` can see may be pruned (the horizon never decreases);
    * `sweep` prunes every key now instead of as keys are written.
+   * `pinned`: the snapshots below `horizon` still open (ascending); each keeps the one version it sees
    */
-  setHorizon(horizon: number, sweep: boolean): void
+  setHorizon(horizon: number, sweep: boolean, pinned?: readonly number[]): void
   /** The oldest snapshot still fully readable. */
   horizon(): number
   /** LSN of the last visible commit (0 for an empty database). */

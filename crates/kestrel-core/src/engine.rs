@@ -233,7 +233,7 @@ impl Engine {
             flow.admit(Batch::new(lsn, written));
         }
         // Replay installed every version; keep only what the retention window asks for.
-        store.set_horizon(last_lsn.saturating_sub(options.retain_commits), true);
+        store.set_horizon(last_lsn.saturating_sub(options.retain_commits), true, &[]);
         let active = match recovered.segments.last() {
             // A log that ends below the checkpoint continues in a new segment after it.
             Some(seg) if recovered.log_end_lsn >= last_lsn => {
@@ -338,10 +338,14 @@ impl Engine {
         Ok(self.shared.store.write().expect("store lock").scavenge(retire_age_max, target, visit))
     }
 
-    /// Allow pruning of versions no snapshot ≥ `horizon` can see (the horizon never decreases).
-    pub fn set_horizon(&self, horizon: u64, sweep: bool) {
-        self.shared.store.write().expect("store lock").set_horizon(horizon, sweep)
+    /// Allow pruning of versions that no snapshot ≥ `horizon` (the horizon never decreases) and
+    /// no snapshot of `pinned` reads. `pinned`: the snapshots below `horizon` still open — all of
+    /// them, each call (it replaces the previous list; see `Store::set_horizon`); each keeps the
+    /// one version of each key it reads. `sweep` prunes every key now.
+    pub fn set_horizon(&self, horizon: u64, sweep: bool, pinned: &[u64]) {
+        self.shared.store.write().expect("store lock").set_horizon(horizon, sweep, pinned)
     }
+
 
     /// The oldest snapshot still fully readable.
     pub fn horizon(&self) -> u64 {

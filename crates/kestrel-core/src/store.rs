@@ -1,13 +1,20 @@
 //! The version store (record cache): per (collection, key) a chain of versions, oldest first,
 //! each stamped with the commit id (LSN) that wrote it. Reads at a snapshot see the newest version
-//! with `commit_id ≤ snapshot`. Versions that no snapshot at or after the horizon can see are
-//! pruned.
+//! with `commit_id ≤ snapshot`.
 //!
-//! A key is either **in memory** — then its chain answers every snapshot ≥ the horizon on its
-//! own — or only in the **page store**, whose version is then the key's one and only version. The
-//! chain of a key written while it was only in the page store starts with that page-store version
-//! (loaded at install), so that older snapshots and merges see it. A chain is retired from memory
-//! only when it is a single version already in a checkpoint (`commit_id ≤ checkpointed_lsn`).
+//! **Pruning** keeps, of each chain, exactly the versions some allowed snapshot can read: every
+//! snapshot ≥ the horizon, and each **pinned** snapshot below it (open readers older than the
+//! horizon; the caller hands over the whole list with every `set_horizon`). A version stays iff
+//! its commit id is above the horizon, or it is the newest at or below the horizon, or it is the
+//! newest at or below some pinned snapshot; every other version leaves, also from the middle of a
+//! chain. So an old reader keeps one version per key, not every version written since.
+//!
+//! A key is either **in memory** — then its chain answers every snapshot ≥ the horizon and every
+//! pinned snapshot on its own — or only in the **page store**, whose version is then the key's
+//! one and only version. The chain of a key written while it was only in the page store starts
+//! with that page-store version (loaded at install), so that older snapshots and merges see it.
+//! A chain is retired from memory only when it is a single version already in a checkpoint
+//! (`commit_id ≤ checkpointed_lsn`).
 //!
 //! Versions hold **stored** values: plain MessagePack or an index envelope (envelope.rs). Reads
 //! (`get`, `scan`, `find`) return the MessagePack part only.
@@ -42,6 +49,10 @@ pub const VERSION_OVERHEAD_BYTES: usize = 40;
 pub const KEY_OVERHEAD_BYTES: usize = 64;
 /// Bytes charged per in-memory index entry on top of its entry key (map node and count).
 pub const INDEX_ENTRY_OVERHEAD_BYTES: usize = 48;
+/// The most pinned snapshots the store tells apart (a defensive bound on the list's memory and
+/// on the cost of a prune). Past it, the oldest `PINNED_MAX` are kept and every version above
+/// the newest of them stays: the snapshots cut off still read theirs, the store only keeps more.
+pub const PINNED_MAX: usize = 1 << 16;
 
 /// One version of a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,13 +195,60 @@ impl Overlay {
     }
 }
 
+/// Which versions pruning keeps: the horizon and the pinned snapshots below it (see [`prune`]).
+#[derive(Debug, Default)]
+struct Keep {
+    /// Every snapshot at or above it may read. Never decreases.
+    horizon: u64,
+    /// Every version above it stays: the horizon, or the newest of the `PINNED_MAX` oldest
+    /// pinned snapshots when more were handed over. Invariant: ≤ horizon.
+    above: u64,
+    /// The pinned snapshots below the horizon, ascending, distinct, at most [`PINNED_MAX`];
+    /// invariant: every one ≤ `above` and < horizon.
+    pinned: Vec<u64>,
+}
+
+impl Keep {
+    fn at(horizon: u64) -> Keep {
+        Keep { horizon, above: horizon, pinned: Vec::new() }
+    }
+
+    /// Raise the horizon to `horizon` (never lowers it) and replace the pinned list by the
+    /// snapshots of `pinned` below the (new) horizon, sorted and deduplicated, cut at
+    /// [`PINNED_MAX`].
+    fn set(&mut self, horizon: u64, pinned: &[u64]) {
+        self.horizon = self.horizon.max(horizon);
+        let h = self.horizon;
+        self.pinned.clear();
+        self.pinned.extend(pinned.iter().copied().filter(|&p| p < h));
+        self.pinned.sort_unstable();
+        self.pinned.dedup();
+        if self.pinned.len() > PINNED_MAX {
+            // The snapshots cut off lie above the newest one kept: everything above it stays, so
+            // the version each of them reads stays (it is above, or the newest at or below it).
+            self.pinned.truncate(PINNED_MAX);
+            self.pinned.shrink_to_fit();
+            self.above = self.pinned[PINNED_MAX - 1];
+        } else {
+            self.above = h;
+        }
+    }
+
+    /// Whether a pinned snapshot lies in `[lo, hi)`: then the version at `lo`, followed by the
+    /// one at `hi`, is the newest at or below it.
+    fn pins_between(&self, lo: u64, hi: u64) -> bool {
+        let i = self.pinned.partition_point(|&p| p < lo);
+        i < self.pinned.len() && self.pinned[i] < hi
+    }
+}
+
 pub struct Store {
     /// Collection → key → chain. Ordered, so the scavenger can walk (collection, key) in order.
     collections: BTreeMap<String, BTreeMap<Vec<u8>, Chain>>,
     overlay: Overlay,
-    /// Versions older than the newest one at or below the horizon are invisible to every
-    /// snapshot still allowed, and may be pruned. Never decreases.
-    horizon: u64,
+    /// The horizon and the pinned snapshots below it: a version no snapshot ≥ the horizon and no
+    /// pinned snapshot reads may be pruned.
+    keep: Keep,
     /// The LSN of the published checkpoint: chains whose only version is at or below it are
     /// in the page store as they are. Never decreases.
     checkpointed_lsn: u64,
@@ -215,7 +273,7 @@ impl Default for Store {
         Store {
             collections: BTreeMap::new(),
             overlay: Overlay::default(),
-            horizon: 0,
+            keep: Keep::default(),
             checkpointed_lsn: 0,
             live_keys: 0,
             versions: 0,
@@ -274,7 +332,8 @@ impl ScanBounds {
 pub struct ScavengeStep {
     /// Chains visited in this slice.
     pub visited: u64,
-    /// Versions pruned (invisible to every snapshot ≥ the horizon), lone tombstones included.
+    /// Versions pruned (read by no snapshot ≥ the horizon nor any pinned snapshot), lone
+    /// tombstones included.
     pub pruned_versions: u64,
     /// In-memory index entries removed because no staying version holds them any more.
     pub index_entries_removed: u64,
@@ -299,21 +358,41 @@ fn chain_key_bytes(key: &[u8]) -> usize {
     key.len() + KEY_OVERHEAD_BYTES
 }
 
-/// Drop the versions of `pk` hidden from every snapshot ≥ horizon; each leaving version gives
-/// back its index entries (one reference each — the staying versions keep theirs).
-fn prune(chain: &mut Vec<Version>, horizon: u64, collection: &str, pk: &[u8], overlay: &mut Overlay) -> Released {
-    // The newest version at or below the horizon stays: snapshots at the horizon read it.
-    let Some(keep_from) = chain.iter().rposition(|v| v.commit_id <= horizon) else { return Released::default() };
-    let mut out = Released::default();
-    for v in chain.drain(..keep_from) {
-        out.add(overlay.release(collection, pk, &v));
+/// Drop the versions of `pk` that no snapshot ≥ the horizon and no pinned snapshot reads; each
+/// leaving version gives back its index entries (one reference each — the staying versions keep
+/// theirs, whatever their place in the chain).
+///
+/// A version stays iff its commit id is above `keep.above`, or it is the newest at or below the
+/// horizon, or the newest at or below some pinned snapshot. With the list not cut, `above` is the
+/// horizon and that is the whole rule; cut, `above` is a pinned snapshot and more stays.
+fn prune(chain: &mut Vec<Version>, keep: &Keep, collection: &str, pk: &[u8], overlay: &mut Overlay) -> Released {
+    // Versions [0, n) are at or below `above`; the newest of them stays (the newest at or below
+    // the horizon, or at or below the pinned snapshot `above`), and everything after it.
+    let n = chain.partition_point(|v| v.commit_id <= keep.above);
+    if n <= 1 {
+        return Released::default();
     }
-    debug_assert_eq!(out.versions, keep_from);
+    let mut out = Released::default();
+    // Compact in place: a version at r < n − 1 is followed by r + 1, still unmoved (swaps only
+    // touch positions ≤ r), so it is the newest at or below a snapshot iff one lies in
+    // [its commit id, the next one's). The horizon never does (≥ above ≥ the next one's).
+    let mut w = 0;
+    for r in 0..chain.len() {
+        let stays = r + 1 >= n || keep.pins_between(chain[r].commit_id, chain[r + 1].commit_id);
+        if stays {
+            chain.swap(w, r);
+            w += 1;
+        } else {
+            out.add(overlay.release(collection, pk, &chain[r]));
+        }
+    }
+    chain.truncate(w);
     out
 }
 
 /// A lone tombstone at or below the horizon hides nothing from any snapshot — once a checkpoint
-/// has removed the key from the page store too.
+/// has removed the key from the page store too. (Lone: no pinned snapshot needs an older
+/// version, or it would have stayed.)
 fn droppable_tombstone(chain: &[Version], horizon: u64, checkpointed: u64) -> bool {
     chain.len() == 1 && chain[0].value.is_none() && chain[0].commit_id <= horizon && chain[0].commit_id <= checkpointed
 }
@@ -401,7 +480,7 @@ fn merge_order(mem: Option<&[u8]>, disk: Option<&[u8]>, reverse: bool) -> Option
 impl Store {
     /// Start from a checkpoint holding `records` live records at `checkpoint_lsn`.
     pub fn new(checkpoint_lsn: u64, records: u64) -> Store {
-        Store { checkpointed_lsn: checkpoint_lsn, horizon: checkpoint_lsn, live_keys: records, ..Store::default() }
+        Store { checkpointed_lsn: checkpoint_lsn, keep: Keep::at(checkpoint_lsn), live_keys: records, ..Store::default() }
     }
 
     fn age(&self) -> u32 {
@@ -423,10 +502,9 @@ impl Store {
     /// snapshots read it). Returns what each op left as the key's newest version.
     pub fn apply(&mut self, commit_id: u64, commit: Commit, pages: &PageStore) -> Result<Vec<Written>> {
         let age = self.age();
-        let horizon = self.horizon;
         let mut out = Vec::with_capacity(commit.ops.len());
         // Split borrows: the chains and the overlay change together.
-        let Store { collections, overlay, versions, record_bytes, live_keys, .. } = self;
+        let Store { collections, overlay, versions, record_bytes, live_keys, keep, .. } = self;
         for op in commit.ops {
             let name = &commit.collections[op.collection as usize];
             if !collections.contains_key(name) {
@@ -474,7 +552,7 @@ impl Store {
             *record_bytes += version_bytes(&v);
             chain.versions.push(v);
             *versions += 1;
-            let gone = prune(&mut chain.versions, horizon, name, &key, overlay);
+            let gone = prune(&mut chain.versions, keep, name, &key, overlay);
             *versions -= gone.versions;
             *record_bytes -= gone.bytes;
             *live_keys = *live_keys + is_live as u64 - was_live as u64;
@@ -482,19 +560,25 @@ impl Store {
         Ok(out)
     }
 
-    /// Raise the horizon (never lowers it). With `sweep`, prune every chain now.
-    pub fn set_horizon(&mut self, horizon: u64, sweep: bool) {
-        self.horizon = self.horizon.max(horizon);
+    /// Raise the horizon (never lowers it) and replace the pinned snapshots: `pinned` lists the
+    /// snapshots below the horizon still open — every one of them, each call (one left out may
+    /// lose its versions). Snapshots at or above the (new) horizon in it are ignored; the rest
+    /// are kept sorted and deduplicated, at most [`PINNED_MAX`] of them (past that, the store
+    /// keeps every version above the newest one kept). Each pinned snapshot keeps the one version
+    /// of each chain it reads. Pruning as keys are written, the sweep and `scavenge` all use the
+    /// horizon and list set last. With `sweep`, prune every chain now.
+    pub fn set_horizon(&mut self, horizon: u64, sweep: bool, pinned: &[u64]) {
+        self.keep.set(horizon, pinned);
         if !sweep {
             return;
         }
-        let h = self.horizon;
+        let h = self.keep.horizon;
         let checkpointed = self.checkpointed_lsn;
         let mut gone = Released::default();
-        let Store { collections, overlay, .. } = self;
+        let Store { collections, overlay, keep, .. } = self;
         for (name, map) in collections.iter_mut() {
             map.retain(|key, chain| {
-                gone.add(prune(&mut chain.versions, h, name, key, overlay));
+                gone.add(prune(&mut chain.versions, keep, name, key, overlay));
                 let drop = droppable_tombstone(&chain.versions, h, checkpointed);
                 if drop {
                     // A tombstone holds no index entries.
@@ -508,7 +592,12 @@ impl Store {
     }
 
     pub fn horizon(&self) -> u64 {
-        self.horizon
+        self.keep.horizon
+    }
+
+    /// The pinned snapshots below the horizon, ascending (as kept: see [`Store::set_horizon`]).
+    pub fn pinned(&self) -> &[u64] {
+        &self.keep.pinned
     }
 
     /// A checkpoint at `lsn` is published: chains at or below it may now be retired.
@@ -529,7 +618,7 @@ impl Store {
             return 0;
         }
         let checkpointed = self.checkpointed_lsn;
-        let horizon = self.horizon;
+        let horizon = self.keep.horizon;
         let mut retired = 0u64;
         let Store { collections, overlay, record_bytes, versions, .. } = self;
         for (name, map) in collections.iter_mut() {
@@ -640,7 +729,8 @@ impl Store {
     /// both counts once); a candidate is kept only if the version of its primary key visible at
     /// `snapshot` holds that (index, ik). Every record visible at `snapshot` ≥ the horizon is
     /// found: its visible version is in memory (its entries are counted in the overlay) or it is
-    /// the checkpointed version (the page-store tree holds its entries).
+    /// the checkpointed version (the page-store tree holds its entries); so is every record
+    /// visible at a pinned snapshot.
     pub fn find(&self, collection: &str, index: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if index.is_empty() || index.len() > envelope::INDEX_NAME_BYTES_MAX || index.contains('\0') {
             return Err(Error::new(Code::InvalidArgument, format!("index name {index:?}: 1 to {} UTF-8 bytes without 0x00", envelope::INDEX_NAME_BYTES_MAX)));
@@ -714,19 +804,20 @@ impl Store {
 
     /// One slice of a scavenge pass, continuing after the chain the last slice stopped at, over
     /// all chains in (collection, key) order; at most `visit_max` (≥ 1) chains. For each:
-    /// prune below the horizon (index entries given back per leaving version), drop a lone
-    /// tombstone at or below the horizon and the checkpoint, retire a lone checkpointed chain of
-    /// age group ≤ `retire_age_max` (−1: none) while the record memory is above `target_bytes`,
-    /// and survey the retirable chains left by age group.
+    /// prune what neither a snapshot ≥ the horizon nor a pinned snapshot reads (index entries
+    /// given back per leaving version), drop a lone tombstone at or below the horizon and the
+    /// checkpoint, retire a lone checkpointed chain of age group ≤ `retire_age_max` (−1: none)
+    /// while the record memory is above `target_bytes`, and survey the retirable chains left by
+    /// age group.
     pub fn scavenge(&mut self, retire_age_max: i64, target_bytes: usize, visit_max: usize) -> ScavengeStep {
         debug_assert!(visit_max >= 1, "a slice visits at least one chain");
         let visit_max = visit_max.max(1) as u64;
-        let horizon = self.horizon;
+        let horizon = self.keep.horizon;
         let checkpointed = self.checkpointed_lsn;
         let mut step = ScavengeStep::default();
         let mut survey: BTreeMap<u32, u64> = BTreeMap::new();
         let start = self.scavenge_cursor.take();
-        let Store { collections, overlay, versions, record_bytes, retired, scavenge_cursor, .. } = self;
+        let Store { collections, overlay, versions, record_bytes, retired, scavenge_cursor, keep, .. } = self;
         let names: Vec<String> = match &start {
             Some((name, _)) => collections.range::<str, _>((Bound::Included(name.as_str()), Bound::Unbounded)).map(|(n, _)| n.clone()).collect(),
             None => collections.keys().cloned().collect(),
@@ -752,7 +843,7 @@ impl Store {
                 }
                 step.visited += 1;
                 last = Some(key);
-                let pruned = prune(&mut chain.versions, horizon, &name, key, overlay);
+                let pruned = prune(&mut chain.versions, keep, &name, key, overlay);
                 *versions -= pruned.versions;
                 *record_bytes -= pruned.bytes;
                 step.pruned_versions += pruned.versions as u64;
@@ -871,13 +962,13 @@ mod tests {
         assert_eq!(read(&s, &p, b"k", 3), None);
         assert_eq!(read(&s, &p, b"k", 0), None);
         assert_eq!(s.version_count(), 3);
-        s.set_horizon(2, true);
+        s.set_horizon(2, true, &[]);
         assert_eq!(read(&s, &p, b"k", 2).as_deref(), Some(&b"b"[..]), "the horizon snapshot still reads");
         assert_eq!(s.version_count(), 2);
-        s.set_horizon(3, true);
+        s.set_horizon(3, true, &[]);
         assert_eq!(s.version_count(), 1, "a lone tombstone stays until a checkpoint covers it");
         s.set_checkpointed(3);
-        s.set_horizon(3, true);
+        s.set_horizon(3, true, &[]);
         assert_eq!(s.version_count(), 0, "a lone tombstone at the horizon and the checkpoint is dropped");
         assert_eq!(s.key_count(), 0);
         assert_eq!(s.record_bytes(), 0, "record memory accounting returns to zero");
@@ -901,7 +992,7 @@ mod tests {
         let mut s = Store::default();
         s.apply(1, put(b"a", Some(b"1")), &p).unwrap();
         s.apply(2, put(b"b", Some(b"2")), &p).unwrap();
-        s.set_horizon(2, true);
+        s.set_horizon(2, true, &[]);
         assert_eq!(s.retire(0), 0, "nothing is checkpointed yet, so nothing may leave memory");
         s.set_checkpointed(1);
         assert_eq!(s.retire(0), 1, "only the chain at or below the checkpoint retires");
@@ -984,7 +1075,7 @@ mod tests {
         s.check_invariants();
 
         // Readers 2 and 3 and reader 1 stay; the oldest is reader 1.
-        s.set_horizon(reader1, false);
+        s.set_horizon(reader1, false, &[]);
         let mut step = s.scavenge(-1, 0, 1);
         // Bounded: one chain, so the first slice finishes the pass.
         for _ in 0..4 {
@@ -1021,7 +1112,7 @@ mod tests {
         let changes = vec![CollectionChanges { name: "t3".into(), changes: vec![(skey("r1"), Some((8, t3_row("-"))))] }];
         p.checkpoint(8, &changes, crate::pages::PageFault::None).unwrap();
         s.set_checkpointed(8);
-        s.set_horizon(8, false);
+        s.set_horizon(8, false, &[]);
         let step = s.scavenge(i64::MAX, 0, 100);
         assert_eq!((step.visited, step.pruned_versions, step.retired, step.done), (1, 3, 1, true));
         assert_eq!(s.index_entry_count(), 0);
@@ -1049,7 +1140,7 @@ mod tests {
         assert_eq!(s.index_entry_count(), 1, "the envelope version still holds its entry");
         assert!(s.find("t", "i", &ScanBounds::default(), 2, &p).unwrap().is_empty(), "the plain version holds no index key");
         assert_eq!(s.find("t", "i", &ScanBounds::default(), 1, &p).unwrap(), vec![(b"k".to_vec(), vec![0x91, 1])]);
-        s.set_horizon(2, true);
+        s.set_horizon(2, true, &[]);
         assert_eq!(s.index_entry_count(), 0);
         assert_eq!(s.find("t\0x", "i", &ScanBounds::default(), 2, &p).unwrap_err().code, Code::InvalidArgument);
         assert_eq!(s.find("t", "", &ScanBounds::default(), 2, &p).unwrap_err().code, Code::InvalidArgument);
@@ -1069,7 +1160,7 @@ mod tests {
         assert_eq!(s.age_group(), 2);
         p.checkpoint(6, &[CollectionChanges { name: "c".into(), changes: changes.clone() }], crate::pages::PageFault::None).unwrap();
         s.set_checkpointed(6);
-        s.set_horizon(6, false);
+        s.set_horizon(6, false, &[]);
         // Reading key 0 moves it to group 3.
         s.set_age_group(3);
         assert!(read(&s, &p, &[0], 6).is_some());
@@ -1109,7 +1200,243 @@ mod tests {
     }
 
     // -----------------------------------------------------------------------------------------
-    // Randomized: find against a brute force over a full history model.
+    // Pinned snapshots below the horizon
+
+    /// The commit ids of the chain of `key` in collection `collection` (empty when not in memory).
+    fn chain_ids(s: &Store, collection: &str, key: &[u8]) -> Vec<u64> {
+        s.collections.get(collection).and_then(|m| m.get(key)).map_or(vec![], |c| c.versions.iter().map(|v| v.commit_id).collect())
+    }
+
+    /// Scavenge slices of at most `visit_max` chains until the pass in progress and one whole pass
+    /// after it are done (retiring nothing); the summed (pruned versions, index entries removed).
+    fn scavenge_passes(s: &mut Store, visit_max: usize) -> (u64, u64) {
+        let (mut pruned, mut removed) = (0, 0);
+        for _pass in 0..2 {
+            for slice in 0.. {
+                let step = s.scavenge(-1, 0, visit_max);
+                assert_eq!(step.retired, 0);
+                pruned += step.pruned_versions;
+                removed += step.index_entries_removed;
+                if step.done {
+                    break;
+                }
+                assert!(slice < 10_000, "a pass ends");
+            }
+        }
+        (pruned, removed)
+    }
+
+    /// Record `k` of generation `g`: the MessagePack "k/g", indexed by "gen" on the generation.
+    fn gen_row(k: usize, g: u64) -> Vec<u8> {
+        envelope::encode(&mp(&format!("{k}/{g}")), &[("gen", &skey(&format!("{g:03}")))])
+    }
+
+    fn gen_key(k: usize) -> Vec<u8> {
+        skey(&format!("k{k}"))
+    }
+
+    /// Every record of generation `g`, as `find` by index "gen" returns them.
+    fn gen_rows(keys: usize, g: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..keys).map(|k| (gen_key(k), mp(&format!("{k}/{g}")))).collect()
+    }
+
+    /// An old reader stays open while every key is rewritten many times. It keeps the one version
+    /// of each key it reads — not every version written since — so each chain holds exactly 2
+    /// versions after a scavenge pass (3 between passes: the newest at the horizon too), and the
+    /// reader and a new one both read and find their own generation.
+    #[test]
+    fn an_old_pinned_snapshot_keeps_one_version_per_key_not_every_rewrite() {
+        let p = empty_pages("pinned-rewrites");
+        let mut s = Store::default();
+        let keys = 8usize;
+        let rewrites = 40u64;
+        let commit = |g: u64| Commit {
+            collections: vec!["c".into()],
+            ops: (0..keys).map(|k| Op { kind: OP_PUT, collection: 0, key: gen_key(k), value: gen_row(k, g) }).collect(),
+        };
+        // Generation g is commit g + 1; the reader opens after generation 0.
+        s.apply(1, commit(0), &p).unwrap();
+        let reader = 1;
+        for g in 1..=rewrites {
+            let lsn = g + 1;
+            s.apply(lsn, commit(g), &p).unwrap();
+            // The coordinator: the horizon follows the last commit (no retention), the old
+            // reader is pinned below it.
+            s.set_horizon(lsn, false, &[reader]);
+            assert_eq!(s.pinned(), &[reader][..]);
+            // As keys are written: the reader's version, the newest at the horizon (before this
+            // set_horizon) and the newest; the one between leaves from the middle of the chain.
+            assert_eq!(s.version_count(), keys * lsn.min(3) as usize, "generation {g}");
+            s.check_invariants();
+        }
+        let last = rewrites + 1;
+        assert_eq!(chain_ids(&s, "c", &gen_key(0)), vec![1, last - 1, last]);
+        let (pruned, removed) = scavenge_passes(&mut s, 3);
+        assert_eq!((pruned, removed), (keys as u64, keys as u64), "each chain's middle version leaves with its entry");
+        assert_eq!(s.version_count(), 2 * keys, "exactly the pinned version and the newest per key");
+        assert_eq!(s.index_entry_count(), 2 * keys);
+        for k in 0..keys {
+            assert_eq!(chain_ids(&s, "c", &gen_key(k)), vec![reader, last]);
+        }
+        let per_key = chain_key_bytes(&gen_key(0))
+            + version_bytes(&Version { commit_id: 1, value: Some(gen_row(0, 0)) })
+            + version_bytes(&Version { commit_id: last, value: Some(gen_row(0, rewrites)) })
+            + 2 * index_entry_bytes(skey("000").len() + gen_key(0).len() + 2);
+        assert_eq!(s.record_bytes(), keys * per_key, "the accounting is exact");
+        s.check_invariants();
+
+        for k in 0..keys {
+            assert_eq!(read(&s, &p, &gen_key(k), reader), Some(mp(&format!("{k}/0"))));
+            assert_eq!(read(&s, &p, &gen_key(k), last), Some(mp(&format!("{k}/{rewrites}"))));
+        }
+        let gen = |g: u64| prefix(&skey(&format!("{g:03}")));
+        let find = |s: &Store, b: &ScanBounds, snapshot| s.find("c", "gen", b, snapshot, &p).unwrap();
+        assert_eq!(find(&s, &gen(0), reader), gen_rows(keys, 0), "the reader finds its generation");
+        assert_eq!(find(&s, &gen(rewrites), last), gen_rows(keys, rewrites), "a new reader finds the newest");
+        assert!(find(&s, &gen(rewrites), reader).is_empty());
+        assert!(find(&s, &gen(0), last).is_empty());
+        assert!(find(&s, &gen(rewrites - 1), last).is_empty() && find(&s, &gen(rewrites - 1), reader).is_empty());
+        assert_eq!(find(&s, &ScanBounds::default(), reader), gen_rows(keys, 0), "the whole index at the reader");
+        assert_eq!(find(&s, &ScanBounds::default(), last), gen_rows(keys, rewrites), "the whole index now");
+
+        // The reader ends: the next list replaces this one, and a sweep leaves one version a key.
+        s.set_horizon(last, true, &[]);
+        assert!(s.pinned().is_empty());
+        assert_eq!((s.version_count(), s.index_entry_count()), (keys, keys));
+        assert_eq!(find(&s, &ScanBounds::default(), last), gen_rows(keys, rewrites));
+        s.check_invariants();
+    }
+
+    /// Seed 004 with the readers handed over as pinned snapshots below a horizon at the newest
+    /// commit: versions leave from the middle of the chain, and the index keeps exactly the
+    /// entries the staying versions hold (an entry a leaving version shares with a staying one
+    /// stays; Falcon bug #40801). Each row starts from the seed's chain; odd rows prune with the
+    /// sweep, even rows with scavenge slices.
+    #[test]
+    fn seed_004_pinned_snapshots_keep_their_versions_from_the_middle_of_the_chain() {
+        // Record 1 of t3: '-', A, B, C, D (commits 1-5), A (6), C (7: B overwritten inside the
+        // transaction), '-' (8).
+        const VALUES: [&str; 8] = ["-", "A", "B", "C", "D", "A", "C", "-"];
+        let seed_chain = |label: &str| {
+            let p = empty_pages(label);
+            let mut s = Store::default();
+            for (i, f1) in VALUES.iter().enumerate() {
+                s.apply(i as u64 + 1, t3_put(f1), &p).unwrap();
+            }
+            assert_eq!(t3_overlay(&s), vec![("-".into(), 2), ("A".into(), 2), ("B".into(), 1), ("C".into(), 2), ("D".into(), 1)]);
+            (s, p)
+        };
+        let own = |snapshot: u64| (snapshot >= 1).then(|| VALUES[snapshot as usize - 1]);
+        let horizon = 8;
+        // (pinned as handed over, pinned as kept, staying commits, index entries removed, overlay)
+        type Row = (&'static [u64], &'static [u64], &'static [u64], u64, &'static [(&'static str, u32)]);
+        let table: [Row; 9] = [
+            (&[5, 6, 7], &[5, 6, 7], &[5, 6, 7, 8], 1, &[("-", 1), ("A", 1), ("C", 1), ("D", 1)]),
+            (&[5, 7], &[5, 7], &[5, 7, 8], 2, &[("-", 1), ("C", 1), ("D", 1)]),
+            (&[6], &[6], &[6, 8], 3, &[("-", 1), ("A", 1)]),
+            (&[7], &[7], &[7, 8], 3, &[("-", 1), ("C", 1)]),
+            (&[2, 4], &[2, 4], &[2, 4, 8], 2, &[("-", 1), ("A", 1), ("C", 1)]),
+            (&[3], &[3], &[3, 8], 3, &[("-", 1), ("B", 1)]),
+            (&[1, 6], &[1, 6], &[1, 6, 8], 3, &[("-", 2), ("A", 1)]),
+            (&[], &[], &[8], 4, &[("-", 1)]),
+            // Unsorted, duplicated, at or above the horizon (ignored), and 0 (reads nothing).
+            (&[7, 5, 8, 5, 9, 0], &[0, 5, 7], &[5, 7, 8], 2, &[("-", 1), ("C", 1), ("D", 1)]),
+        ];
+        for (row, (pinned, kept, stays, removed, overlay)) in table.into_iter().enumerate() {
+            let (mut s, p) = seed_chain(&format!("seed004-pinned-{row}"));
+            if row % 2 == 1 {
+                s.set_horizon(horizon, true, pinned);
+            } else {
+                s.set_horizon(horizon, false, pinned);
+                let (pruned, gc) = scavenge_passes(&mut s, 1);
+                assert_eq!((pruned as usize, gc), (VALUES.len() - stays.len(), removed), "row {row}: versions pruned, index entries removed");
+            }
+            assert_eq!(s.pinned(), kept, "row {row}");
+            assert_eq!(chain_ids(&s, "t3", &skey("r1")), stays.to_vec(), "row {row}: staying versions");
+            let expect: Vec<(String, u32)> = overlay.iter().map(|(k, c)| (k.to_string(), *c)).collect();
+            assert_eq!(t3_overlay(&s), expect, "row {row}: the index keeps exactly what the staying versions hold");
+            assert_eq!(s.index_entry_count(), 5 - removed as usize, "row {row}");
+            s.check_invariants();
+            for reader in kept.iter().copied().chain([horizon]) {
+                let mine = own(reader);
+                assert_eq!(read_t3(&s, &p, reader), mine.map(mp), "row {row}: read at {reader}");
+                for f1 in ["-", "A", "B", "C", "D"] {
+                    let expect = if Some(f1) == mine { vec![(skey("r1"), mp(f1))] } else { vec![] };
+                    assert_eq!(find_f1(&s, &p, f1, reader), expect, "row {row}: find {f1} at {reader}");
+                }
+                let all = s.find("t3", "f1", &ScanBounds::default(), reader, &p).unwrap();
+                assert_eq!(all, mine.map(|m| (skey("r1"), mp(m))).into_iter().collect::<Vec<_>>(), "row {row}: whole index at {reader}");
+            }
+        }
+
+        // The readers end one by one, on one store: each list replaces the one before.
+        let (mut s, p) = seed_chain("seed004-pinned-closing");
+        for (pinned, stays, overlay) in [
+            (&[5u64, 6, 7][..], &[5u64, 6, 7, 8][..], &[("-", 1), ("A", 1), ("C", 1), ("D", 1)][..]),
+            (&[5, 7], &[5, 7, 8], &[("-", 1), ("C", 1), ("D", 1)]),
+            (&[7], &[7, 8], &[("-", 1), ("C", 1)]),
+            (&[], &[8], &[("-", 1)]),
+        ] {
+            s.set_horizon(horizon, false, pinned);
+            scavenge_passes(&mut s, 1);
+            assert_eq!(chain_ids(&s, "t3", &skey("r1")), stays.to_vec());
+            assert_eq!(t3_overlay(&s), overlay.iter().map(|(k, c)| (k.to_string(), *c)).collect::<Vec<_>>());
+            s.check_invariants();
+            for reader in pinned.iter().copied().chain([horizon]) {
+                assert_eq!(find_f1(&s, &p, own(reader).unwrap(), reader), vec![(skey("r1"), mp(own(reader).unwrap()))]);
+            }
+        }
+
+        // Pruning as a key is written uses the list too: readers at 5 and 2, horizon 7, then '-'.
+        let p = empty_pages("seed004-pinned-apply");
+        let mut s = Store::default();
+        for (i, f1) in VALUES[..7].iter().enumerate() {
+            s.apply(i as u64 + 1, t3_put(f1), &p).unwrap();
+        }
+        s.set_horizon(7, false, &[5, 2]);
+        assert_eq!(s.version_count(), 7, "nothing pruned before the key is written");
+        s.apply(8, t3_put("-"), &p).unwrap();
+        assert_eq!(chain_ids(&s, "t3", &skey("r1")), vec![2, 5, 7, 8]);
+        assert_eq!(t3_overlay(&s), vec![("-".into(), 1), ("A".into(), 1), ("C".into(), 1), ("D".into(), 1)]);
+        s.check_invariants();
+        assert_eq!(find_f1(&s, &p, "A", 2), vec![(skey("r1"), mp("A"))]);
+        assert_eq!(find_f1(&s, &p, "D", 5), vec![(skey("r1"), mp("D"))]);
+        assert_eq!(find_f1(&s, &p, "C", 7), vec![(skey("r1"), mp("C"))]);
+        assert_eq!(find_f1(&s, &p, "-", 8), vec![(skey("r1"), mp("-"))]);
+    }
+
+    /// Past [`PINNED_MAX`] snapshots the store keeps the oldest ones and every version above the
+    /// newest of them: the snapshots cut off still read their versions (more stays, never less).
+    #[test]
+    fn pinned_snapshots_past_the_bound_keep_more_never_less() {
+        let p = empty_pages("pinned-bound");
+        let mut s = Store::default();
+        let n = PINNED_MAX as u64 + 10;
+        let value = |c: u64| [&[0xce][..], &(c as u32).to_be_bytes()].concat();
+        for c in 1..=n {
+            s.apply(c, put(b"k", Some(&value(c))), &p).unwrap();
+        }
+        // Every snapshot 1..=PINNED_MAX + 5 pinned, newest first, the horizon at the newest commit.
+        let pins: Vec<u64> = (1..=PINNED_MAX as u64 + 5).rev().collect();
+        s.set_horizon(n, true, &pins);
+        assert_eq!(s.pinned().len(), PINNED_MAX);
+        assert_eq!((s.pinned()[0], s.pinned()[PINNED_MAX - 1]), (1, PINNED_MAX as u64));
+        assert_eq!(s.version_count(), n as usize, "everything above the newest pinned snapshot kept stays");
+        for snapshot in pins.iter().copied().take(10).chain([n]) {
+            assert_eq!(read(&s, &p, b"k", snapshot), Some(value(snapshot)), "snapshot {snapshot}");
+        }
+        s.check_invariants();
+        // Exactly at the bound, the versions between the newest pinned snapshot and the horizon go.
+        s.set_horizon(n, true, &pins[5..]);
+        assert_eq!(s.pinned().len(), PINNED_MAX);
+        assert_eq!(s.version_count(), PINNED_MAX + 1);
+        assert_eq!(chain_ids(&s, "c", b"k")[PINNED_MAX - 1..], [PINNED_MAX as u64, n]);
+        s.check_invariants();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Randomized: find against a brute force over a full history model, with open readers
+    // pinned below the horizon.
 
     struct Rng(u64);
     impl Rng {
@@ -1192,6 +1519,54 @@ mod tests {
         b
     }
 
+    /// The versions of `history` the pruning rule keeps at `horizon` with the snapshots `pinned`
+    /// (the store's rule, by brute force: no binary search, no cut list): those above the
+    /// horizon, and for the horizon and each pinned snapshot the newest version at or below it.
+    fn staying(history: &History, horizon: u64, pinned: &[u64]) -> History {
+        history
+            .iter()
+            .map(|(pk, versions)| {
+                let read: Vec<usize> = std::iter::once(horizon).chain(pinned.iter().copied()).filter_map(|x| versions.iter().rposition(|(c, _)| *c <= x)).collect();
+                let kept = versions.iter().enumerate().filter(|(i, (c, _))| *c > horizon || read.contains(i)).map(|(_, v)| v.clone()).collect();
+                (pk.clone(), kept)
+            })
+            .collect()
+    }
+
+    /// The MessagePack value of `pk` at `snapshot` in a history model.
+    fn model_get(history: &History, pk: &[u8], snapshot: u64) -> Option<Vec<u8>> {
+        history.get(pk).and_then(|vs| vs.iter().rev().find(|(c, _)| *c <= snapshot)).and_then(|(_, v)| v.as_deref()).map(|v| envelope::value(v).to_vec())
+    }
+
+    /// Every get and a few finds at `snapshot` against the model of the staying versions — and the
+    /// model against the full history (the rule keeps what the snapshot reads).
+    #[allow(clippy::too_many_arguments)]
+    fn check_reads(s: &Store, p: &PageStore, rng: &mut Rng, history: &History, model: &History, snapshot: u64, finds: usize, what: &str) {
+        for k in 0..20 {
+            let k = skey(&format!("k{k}"));
+            let expect = model_get(model, &k, snapshot);
+            assert_eq!(expect, model_get(history, &k, snapshot), "{what}: the staying versions answer get at {snapshot}");
+            assert_eq!(s.get("c", &k, snapshot, p).unwrap().map(|v| v.into_owned()), expect, "{what}: get {k:?} at {snapshot}");
+        }
+        for _ in 0..finds {
+            let index = ["a", "b"][rng.below(2) as usize];
+            let b = random_bounds(rng);
+            let expect = brute_find(model, index, &b, snapshot);
+            assert_eq!(expect, brute_find(history, index, &b, snapshot), "{what}: the staying versions answer find at {snapshot}");
+            assert_eq!(s.find("c", index, &b, snapshot, p).unwrap(), expect, "{what}: find {index} {b:?} at {snapshot}");
+        }
+    }
+
+    /// A chain just pruned holds exactly the staying versions of its key, from its first version
+    /// on (the older ones left memory with a retired chain or a dropped lone tombstone: no
+    /// snapshot allowed reads them from memory).
+    fn assert_chain_staying(s: &Store, model: &History, key: &[u8], what: &str) {
+        let ids = chain_ids(s, "c", key);
+        let Some(first) = ids.first() else { return };
+        let expect: Vec<u64> = model[key].iter().map(|(c, _)| *c).filter(|c| c >= first).collect();
+        assert_eq!(ids, expect, "{what}: chain {key:?} holds exactly the staying versions");
+    }
+
     fn run_random(seed: u64) {
         let p = empty_pages(&format!("random-{seed}"));
         let mut rng = Rng(seed);
@@ -1200,9 +1575,17 @@ mod tests {
         // Newest version of every key written since the last checkpoint: the flusher's input.
         let mut dirty: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)> = BTreeMap::new();
         let mut lsn = 0u64;
+        // The open readers' snapshots (two may share one), taken at the newest commit.
+        let mut readers: Vec<u64> = Vec::new();
+        // The pinned list as the store should keep it since the last set_horizon.
+        let mut pinned: Vec<u64> = Vec::new();
         for round in 0..1500u64 {
             s.set_age_group(round / 50);
-            match rng.below(20) {
+            let what = format!("seed {seed} round {round}");
+            // Keys whose chains this step pruned with the current horizon and list.
+            let mut pruned_keys: Vec<Vec<u8>> = Vec::new();
+            let mut swept = false;
+            match rng.below(23) {
                 0..=9 => {
                     lsn += 1;
                     let n = 1 + rng.below(3);
@@ -1216,13 +1599,31 @@ mod tests {
                     let written = s.apply(lsn, Commit { collections: vec!["c".into()], ops }, &p).unwrap();
                     for w in written {
                         history.entry(w.key.clone()).or_default().push((lsn, w.value.clone()));
+                        pruned_keys.push(w.key.clone());
                         dirty.insert(w.key, (lsn, w.value));
                     }
                 }
                 10..=11 => {
-                    // The horizon trails the last commit by a little.
+                    // The horizon trails the last commit by a little (the retention window); every
+                    // open reader is handed over, in any order, with duplicates, and sometimes
+                    // with a snapshot at or above the horizon (ignored).
                     let h = lsn.saturating_sub(rng.below(6));
-                    s.set_horizon(h, rng.below(3) == 0);
+                    let mut list = readers.clone();
+                    if !list.is_empty() && rng.below(2) == 0 {
+                        list.push(list[rng.below(list.len() as u64) as usize]);
+                    }
+                    if rng.below(4) == 0 {
+                        list.push(lsn + rng.below(2));
+                    }
+                    for i in (1..list.len()).rev() {
+                        list.swap(i, rng.below(i as u64 + 1) as usize);
+                    }
+                    swept = rng.below(3) == 0;
+                    s.set_horizon(h, swept, &list);
+                    pinned = list.into_iter().filter(|r| *r < s.horizon()).collect();
+                    pinned.sort_unstable();
+                    pinned.dedup();
+                    assert_eq!(s.pinned(), &pinned[..], "{what}: the pinned list as kept");
                 }
                 12..=13 => {
                     if !dirty.is_empty() {
@@ -1238,21 +1639,41 @@ mod tests {
                     let age_max = rng.below(s.age_group() as u64 + 2) as i64 - 1;
                     s.scavenge(age_max, rng.below(4000) as usize, 1 + rng.below(8) as usize);
                 }
+                17..=18 => {
+                    // A reader opens at the newest commit (≥ the horizon).
+                    if readers.len() < 6 {
+                        readers.push(lsn);
+                    }
+                }
+                19 => {
+                    // A reader ends (the store learns it with the next list).
+                    if !readers.is_empty() {
+                        readers.swap_remove(rng.below(readers.len() as u64) as usize);
+                    }
+                }
                 _ => {
                     let snapshot = s.horizon() + rng.below(lsn - s.horizon() + 1);
-                    for _ in 0..4 {
-                        let index = ["a", "b"][rng.below(2) as usize];
-                        let b = random_bounds(&mut rng);
-                        let got = s.find("c", index, &b, snapshot, &p).unwrap();
-                        assert_eq!(got, brute_find(&history, index, &b, snapshot), "seed {seed} round {round}: find {index} {b:?} at {snapshot}");
-                    }
-                    let k = skey(&format!("k{}", rng.below(20)));
-                    let expect = history.get(&k).and_then(|vs| vs.iter().rev().find(|(c, _)| *c <= snapshot)).and_then(|(_, v)| v.as_deref()).map(|v| envelope::value(v).to_vec());
-                    assert_eq!(s.get("c", &k, snapshot, &p).unwrap().map(|v| v.into_owned()), expect);
+                    let model = staying(&history, s.horizon(), &pinned);
+                    check_reads(&s, &p, &mut rng, &history, &model, snapshot, 4, &what);
                 }
             }
             s.check_invariants();
+            let model = staying(&history, s.horizon(), &pinned);
+            if swept {
+                pruned_keys = s.collections.get("c").map_or(vec![], |m| m.keys().cloned().collect());
+            }
+            for k in &pruned_keys {
+                assert_chain_staying(&s, &model, k, &what);
+            }
+            // Every open reader reads and finds its versions, after every step.
+            let mut open = readers.clone();
+            open.sort_unstable();
+            open.dedup();
+            for r in open {
+                check_reads(&s, &p, &mut rng, &history, &model, r, 1, &format!("{what} reader {r}"));
+            }
         }
+        readers.clear();
         // Everything leaves: delete every key, checkpoint, and let the horizon pass.
         lsn += 1;
         let ops: Vec<Op> = history.keys().map(|k| Op { kind: OP_DELETE, collection: 0, key: k.clone(), value: vec![] }).collect();
@@ -1262,7 +1683,7 @@ mod tests {
         let changes = vec![CollectionChanges { name: "c".into(), changes: std::mem::take(&mut dirty).into_iter().map(|(k, (c, v))| (k, v.map(|v| (c, v)))).collect() }];
         p.checkpoint(lsn, &changes, crate::pages::PageFault::None).unwrap();
         s.set_checkpointed(lsn);
-        s.set_horizon(lsn, false);
+        s.set_horizon(lsn, false, &[]);
         // The pass in progress ends, then a whole pass from the first chain.
         for _pass in 0..2 {
             let mut step = s.scavenge(i64::MAX, 0, 7);

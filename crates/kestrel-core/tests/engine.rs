@@ -628,7 +628,7 @@ fn indexed_records_are_found_across_checkpoints_scavenges_and_reopen() {
         assert_eq!(e.stats().index_entries, 2 * n);
         e.checkpoint().unwrap();
         // The horizon passes g0; one pass prunes generation 0 and retires everything.
-        e.set_horizon(g1, false);
+        e.set_horizon(g1, false, &[]);
         let (mut pruned, mut removed, mut retired) = (0, 0, 0);
         for _ in 0..100 {
             let step = e.scavenge(i64::MAX, 0, 16).unwrap();

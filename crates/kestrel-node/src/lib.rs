@@ -355,10 +355,15 @@ impl NativeEngine {
         Ok(self.engine.get(&collection, key, snapshot as u64).map_err(to_js)?.map(Buffer::from))
     }
 
-    /// Allow pruning of versions no snapshot ≥ `horizon` can see; `sweep` prunes every key now.
+    /// Allow pruning of versions that no snapshot ≥ `horizon` and no snapshot of `pinned` reads;
+    /// `pinned`: the snapshots below `horizon` still open (replaces the previous list; each keeps
+    /// the one version it sees); `sweep` prunes every key now.
     #[napi]
-    pub fn set_horizon(&self, horizon: f64, sweep: bool) {
-        self.engine.set_horizon(horizon as u64, sweep)
+    pub fn set_horizon(&self, horizon: f64, sweep: bool, pinned: Vec<f64>) {
+        // Commit ids are safe integers, cast as `horizon` is: the cast saturates (NaN and negatives
+        // become 0, which keeps nothing; a huge value lies above the horizon and is ignored).
+        let pinned: Vec<u64> = pinned.iter().map(|p| *p as u64).collect();
+        self.engine.set_horizon(horizon as u64, sweep, &pinned)
     }
 
     /// The oldest snapshot still fully readable.
