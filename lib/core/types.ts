@@ -87,7 +87,7 @@ export interface CoreScavengeOptions {
 export interface CoreScavengeStep {
   /** Chains visited in this slice. */
   visited: number
-  /** Versions pruned (invisible to every snapshot ≥ the horizon), lone tombstones included. */
+  /** Versions pruned (read by no snapshot ≥ the horizon and no pinned one), lone tombstones included. */
   prunedVersions: number
   /** In-memory index entries removed because no staying version holds them any more. */
   indexEntriesRemoved: number
@@ -185,9 +185,10 @@ export interface Core {
    */
   scavenge(options: CoreScavengeOptions): CoreScavengeStep
   /**
-   * Versions that no snapshot ≥ `horizon` can see may be pruned (the horizon never decreases);
-   * `sweep` prunes every key now instead of as keys are written.
-   * `pinned`: the snapshots below `horizon` still open (ascending); each keeps the one version it sees
+   * Versions that no snapshot ≥ `horizon` and no `pinned` snapshot can see may be pruned (the
+   * horizon never decreases; `pinned` — the snapshots below `horizon` still open, ascending —
+   * replaces the previous list, each keeping the one version it sees). `sweep` prunes every key
+   * now instead of as keys are written.
    */
   setHorizon(horizon: number, sweep: boolean, pinned?: readonly number[]): void
   /** The oldest snapshot still fully readable. */
