@@ -100,6 +100,13 @@ interface Pending {
 
 /** Size of the shared read buffer; larger values and scans fall back to allocating calls. */
 const READ_BUFFER_BYTES = 1 << 20
+/**
+ * Scan and lookup results of at most `ROW_SLAB_BYTES / 8` bytes are copied out of the read
+ * buffer into a slab shared by many results (a new `ArrayBuffer` per result costs more than the
+ * lookup itself), as Node's own pool does for small Buffers; a slab is never written again once
+ * handed out, so rows stay valid as long as they are referenced.
+ */
+const ROW_SLAB_BYTES = 16 * 1024
 
 const CLOSED = (): KestrelError => new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
 
@@ -127,6 +134,9 @@ export class NativeCore implements Core {
   private keepAlive: NodeJS.Timeout | undefined
   /** Reads land here instead of in a fresh Buffer each (see Core.get's validity rule). */
   private readonly readBuffer = new Uint8Array(READ_BUFFER_BYTES)
+  /** The slab small results are copied to, and how much of it is handed out. */
+  private slab = new Uint8Array(ROW_SLAB_BYTES)
+  private slabUsed = 0
   private readonly collectionIds = new Map<string, number>()
   /**
    * The last commit id this side has been told is visible. It may trail the engine by one
@@ -260,7 +270,7 @@ export class NativeCore implements Core {
     // One copy for the whole result: the rows must outlive the next read.
     let end = 0
     for (let i = 0; i < count * 2; i++) end += 4 + readU32(this.readBuffer, end)
-    const bytes = this.readBuffer.slice(0, end)
+    const bytes = this.copyOut(end)
     const rows: Array<[Uint8Array, Uint8Array]> = new Array(count)
     let pos = 0
     for (let i = 0; i < count; i++) {
@@ -272,6 +282,20 @@ export class NativeCore implements Core {
       pos += 4 + vl
     }
     return rows
+  }
+
+  /** The first `end` bytes of the read buffer, copied to memory of their own (see ROW_SLAB_BYTES). */
+  private copyOut(end: number): Uint8Array {
+    if (end > ROW_SLAB_BYTES / 8) return this.readBuffer.slice(0, end)
+    if (this.slabUsed + end > ROW_SLAB_BYTES) {
+      this.slab = new Uint8Array(ROW_SLAB_BYTES)
+      this.slabUsed = 0
+    }
+    const start = this.slabUsed
+    this.slab.set(this.readBuffer.subarray(0, end), start)
+    // Keep every result 8-byte aligned in the slab.
+    this.slabUsed = (start + end + 7) & ~7
+    return this.slab.subarray(start, start + end)
   }
 
   find(collection: string, index: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {

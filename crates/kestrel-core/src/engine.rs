@@ -321,6 +321,18 @@ impl Engine {
         self.shared.store.read().expect("store lock").find(collection, index, bounds, snapshot, &self.shared.pages)
     }
 
+    /// As [`Engine::scan`], handing each (key, value) to `visit` (under the store's read lock)
+    /// instead of copying it, until `visit` returns false; false iff `visit` stopped it.
+    pub fn scan_each(&self, collection: &str, bounds: &ScanBounds, snapshot: u64, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool> {
+        self.shared.store.read().expect("store lock").scan_each(collection, bounds, snapshot, &self.shared.pages, visit)
+    }
+
+    /// As [`Engine::find`], handing each (primary key, value) to `visit` (under the store's
+    /// read lock) instead of copying it, until `visit` returns false; false iff `visit` stopped it.
+    pub fn find_each(&self, collection: &str, index: &str, bounds: &ScanBounds, snapshot: u64, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool> {
+        self.shared.store.read().expect("store lock").find_each(collection, index, bounds, snapshot, &self.shared.pages, visit)
+    }
+
     /// Chains installed, loaded or read from now on belong to age group `group` (never
     /// decreases). Only the read lock: the age group is an atomic.
     pub fn set_age_group(&self, group: u64) {

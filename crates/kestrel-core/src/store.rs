@@ -33,7 +33,7 @@
 
 use std::borrow::Cow;
 use std::collections::btree_map::Entry as MapEntry;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -266,6 +266,40 @@ pub struct Store {
     /// Where the scavenger's pass stands: the last (collection, key) it visited; None = the next
     /// slice starts a new pass at the first chain.
     scavenge_cursor: Option<(String, Vec<u8>)>,
+    /// Which collections may have keys that are only in the page store (see [`DiskOnly`]).
+    disk_only: DiskOnly,
+}
+
+/// Which collections may have keys in the page store that have no chain in memory.
+///
+/// Invariant: for a collection `c` with `!may_have(c)`, every key of `c` in the published page
+/// store has a chain in memory. Then a read of `c` never needs the page store: a key without a
+/// chain is in no checkpoint, and a page-store entry (of `c` or of one of its index trees) is
+/// always answered by its key's chain, whose visible versions are in memory with their index
+/// entries counted in the overlay. Why it holds: the store starts from a page store without
+/// records (`Store::default`, or `Store::new` with 0 records) or marks every collection
+/// (`all`); a checkpoint only adds the keys of the dirty set, which `apply` installed as chains;
+/// a chain leaves memory only when it is retired (`retire`, `scavenge`: its collection is
+/// marked) or as a droppable tombstone (its key is in no checkpoint from then on: the tombstone
+/// is the key's newest version and at or below the published checkpoint).
+#[derive(Debug, Default)]
+struct DiskOnly {
+    /// The page store held records at open: any collection may.
+    all: bool,
+    /// Collections from which a chain was retired since open.
+    retired_from: BTreeSet<String>,
+}
+
+impl DiskOnly {
+    fn may_have(&self, collection: &str) -> bool {
+        self.all || (!self.retired_from.is_empty() && self.retired_from.contains(collection))
+    }
+
+    fn mark(&mut self, collection: &str) {
+        if !self.all && !self.retired_from.contains(collection) {
+            self.retired_from.insert(collection.to_string());
+        }
+    }
 }
 
 impl Default for Store {
@@ -281,6 +315,7 @@ impl Default for Store {
             retired: 0,
             age_group: AtomicU32::new(0),
             scavenge_cursor: None,
+            disk_only: DiskOnly::default(),
         }
     }
 }
@@ -419,10 +454,14 @@ fn corrupt_value(collection: &str, what: &str) -> Error {
     )
 }
 
-/// Entries per page-store read while merging a scan.
-const SCAN_CHUNK_ENTRIES: usize = 256;
+/// Entries of the first page-store read while merging a scan or a lookup: most reads want a
+/// few (a `limit: 1` scan, an exact index lookup), so the first chunk is small and each next one
+/// [`SCAN_CHUNK_GROWTH`] times bigger, up to [`SCAN_CHUNK_ENTRIES_MAX`].
+const SCAN_CHUNK_ENTRIES_FIRST: usize = 16;
+const SCAN_CHUNK_GROWTH: usize = 4;
+const SCAN_CHUNK_ENTRIES_MAX: usize = 256;
 
-/// A page-store range read in chunks of [`SCAN_CHUNK_ENTRIES`], for merging with memory.
+/// A page-store range read in growing chunks, for merging with memory.
 struct DiskCursor<'a> {
     pages: &'a PageStore,
     tree: &'a str,
@@ -432,12 +471,21 @@ struct DiskCursor<'a> {
     buffered: VecDeque<crate::pages::Entry>,
     /// The last key read: the next chunk starts after it.
     last: Option<Vec<u8>>,
+    /// Entries the next chunk reads.
+    chunk: usize,
     done: bool,
 }
 
 impl<'a> DiskCursor<'a> {
     fn new(pages: &'a PageStore, tree: &'a str, lower: Bound<&'a [u8]>, upper: Bound<&'a [u8]>, reverse: bool) -> Self {
-        DiskCursor { pages, tree, lower, upper, reverse, buffered: VecDeque::new(), last: None, done: false }
+        DiskCursor { pages, tree, lower, upper, reverse, buffered: VecDeque::new(), last: None, chunk: SCAN_CHUNK_ENTRIES_FIRST, done: false }
+    }
+
+    /// A cursor that reads nothing: the page store has nothing a merge with memory could use.
+    fn empty(pages: &'a PageStore, tree: &'a str) -> Self {
+        let mut c = DiskCursor::new(pages, tree, Bound::Unbounded, Bound::Unbounded, false);
+        c.done = true;
+        c
     }
 
     /// The next entry in order, without taking it.
@@ -448,8 +496,9 @@ impl<'a> DiskCursor<'a> {
                 (Some(c), false) => (Bound::Excluded(c.as_slice()), self.upper),
                 (Some(c), true) => (self.lower, Bound::Excluded(c.as_slice())),
             };
-            let chunk = self.pages.range(self.tree, lo, hi, self.reverse, SCAN_CHUNK_ENTRIES)?;
-            self.done = chunk.len() < SCAN_CHUNK_ENTRIES;
+            let chunk = self.pages.range(self.tree, lo, hi, self.reverse, self.chunk)?;
+            self.done = chunk.len() < self.chunk;
+            self.chunk = (self.chunk * SCAN_CHUNK_GROWTH).min(SCAN_CHUNK_ENTRIES_MAX);
             if let Some(e) = chunk.last() {
                 self.last = Some(e.key.clone());
             }
@@ -478,9 +527,11 @@ fn merge_order(mem: Option<&[u8]>, disk: Option<&[u8]>, reverse: bool) -> Option
 }
 
 impl Store {
-    /// Start from a checkpoint holding `records` live records at `checkpoint_lsn`.
+    /// Start from a checkpoint holding `records` live records at `checkpoint_lsn`
+    /// (`Store::default()`: from an empty page store).
     pub fn new(checkpoint_lsn: u64, records: u64) -> Store {
-        Store { checkpointed_lsn: checkpoint_lsn, keep: Keep::at(checkpoint_lsn), live_keys: records, ..Store::default() }
+        let disk_only = DiskOnly { all: records > 0, retired_from: BTreeSet::new() };
+        Store { checkpointed_lsn: checkpoint_lsn, keep: Keep::at(checkpoint_lsn), live_keys: records, disk_only, ..Store::default() }
     }
 
     fn age(&self) -> u32 {
@@ -620,7 +671,7 @@ impl Store {
         let checkpointed = self.checkpointed_lsn;
         let horizon = self.keep.horizon;
         let mut retired = 0u64;
-        let Store { collections, overlay, record_bytes, versions, .. } = self;
+        let Store { collections, overlay, record_bytes, versions, disk_only, .. } = self;
         for (name, map) in collections.iter_mut() {
             let mut gone = Released::default();
             let mut gone_chains = 0u64;
@@ -638,6 +689,9 @@ impl Store {
             *record_bytes -= gone.bytes;
             *versions -= gone.versions;
             retired += gone_chains;
+            if gone_chains > 0 {
+                disk_only.mark(name);
+            }
             if *record_bytes <= target_bytes {
                 break;
             }
@@ -651,6 +705,9 @@ impl Store {
         if let Some(chain) = self.collections.get(collection).and_then(|m| m.get(key)) {
             chain.touch(self.age());
             return Ok(visible(&chain.versions, snapshot).and_then(|v| v.value.as_deref()).map(|v| Cow::Borrowed(envelope::value(v))));
+        }
+        if !self.disk_only.may_have(collection) {
+            return Ok(None); // no chain, so in no checkpoint either (see DiskOnly)
         }
         Ok(match pages.get(collection, key)? {
             Some((cid, value)) if cid <= snapshot => Some(Cow::Owned(strip_owned(value))),
@@ -683,18 +740,29 @@ impl Store {
     /// `limit` (0 = all): the chains in memory merged with the page store's keys not in memory.
     /// Values are the MessagePack parts.
     pub fn scan(&self, collection: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let Some((lower, upper)) = b.range() else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        self.scan_each(collection, b, snapshot, pages, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// As [`Store::scan`], handing each (key, MessagePack value) to `visit` instead of copying
+    /// it, until `visit` returns false. Returns false iff `visit` stopped it.
+    pub fn scan_each(&self, collection: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool> {
+        let Some((lower, upper)) = b.range() else { return Ok(true) };
         let limit = b.limit();
         let age = self.age();
         let empty = BTreeMap::new();
         let map = self.collections.get(collection).unwrap_or(&empty);
         let mut mem: Box<dyn Iterator<Item = (&Vec<u8>, &Chain)>> =
             if b.reverse { Box::new(map.range::<[u8], _>((lower, upper)).rev()) } else { Box::new(map.range::<[u8], _>((lower, upper))) };
-        let mut disk = DiskCursor::new(pages, collection, lower, upper, b.reverse);
+        let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, collection, lower, upper, b.reverse) } else { DiskCursor::empty(pages, collection) };
         let mut next_mem = mem.next();
-        let mut out = Vec::new();
+        let mut found = 0usize;
         // Bounded: each iteration consumes a memory entry or a page-store entry.
-        while out.len() < limit {
+        while found < limit {
             let d = disk.peek()?.map(|e| e.key.as_slice());
             let Some(order) = merge_order(next_mem.map(|(k, _)| k.as_slice()), d, b.reverse) else { break };
             match order {
@@ -705,19 +773,25 @@ impl Store {
                     }
                     chain.touch(age); // read, whatever it holds at this snapshot
                     if let Some(v) = visible(&chain.versions, snapshot).and_then(|v| v.value.as_ref()) {
-                        out.push((k.clone(), envelope::value(v).to_vec()));
+                        found += 1;
+                        if !visit(k, envelope::value(v)) {
+                            return Ok(false);
+                        }
                     }
                     next_mem = mem.next();
                 }
                 std::cmp::Ordering::Greater => {
                     let e = disk.pop().expect("peeked");
                     if e.commit_id <= snapshot {
-                        out.push((e.key, strip_owned(e.value)));
+                        found += 1;
+                        if !visit(&e.key, envelope::value(&e.value)) {
+                            return Ok(false);
+                        }
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(true)
     }
 
     /// Index lookup at `snapshot` (docs/FORMAT.md "Index entries in memory"): the records of
@@ -732,13 +806,28 @@ impl Store {
     /// the checkpointed version (the page-store tree holds its entries); so is every record
     /// visible at a pinned snapshot.
     pub fn find(&self, collection: &str, index: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.find_each(collection, index, b, snapshot, pages, &mut |pk, v| {
+            out.push((pk.to_vec(), v.to_vec()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// As [`Store::find`], handing each (primary key, MessagePack value) to `visit` instead of
+    /// copying it, until `visit` returns false. Returns false iff `visit` stopped it.
+    ///
+    /// When no key of `collection` can be only in the page store ([`DiskOnly`]), the page-store
+    /// index tree is not read: every entry it holds is answered by a chain in memory, whose
+    /// visible version's entries the overlay holds.
+    pub fn find_each(&self, collection: &str, index: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool> {
         if index.is_empty() || index.len() > envelope::INDEX_NAME_BYTES_MAX || index.contains('\0') {
             return Err(Error::new(Code::InvalidArgument, format!("index name {index:?}: 1 to {} UTF-8 bytes without 0x00", envelope::INDEX_NAME_BYTES_MAX)));
         }
         if collection.contains('\0') {
             return Err(Error::new(Code::InvalidArgument, format!("collection name {collection:?} contains 0x00")));
         }
-        let Some((lower, upper)) = b.range() else { return Ok(Vec::new()) };
+        let Some((lower, upper)) = b.range() else { return Ok(true) };
         let limit = b.limit();
         let age = self.age();
         let tree = envelope::tree_name(collection, index.as_bytes());
@@ -746,34 +835,45 @@ impl Store {
         let overlay = self.overlay.trees.get(&tree).unwrap_or(&empty_tree);
         let mut mem: Box<dyn Iterator<Item = &Vec<u8>>> =
             if b.reverse { Box::new(overlay.range::<[u8], _>((lower, upper)).rev().map(|(k, _)| k)) } else { Box::new(overlay.range::<[u8], _>((lower, upper)).map(|(k, _)| k)) };
-        let mut disk = DiskCursor::new(pages, &tree, lower, upper, b.reverse);
+        let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, &tree, lower, upper, b.reverse) } else { DiskCursor::empty(pages, &tree) };
         let chains = self.collections.get(collection);
         let mut next_mem = mem.next();
-        let mut out = Vec::new();
+        let mut found = 0usize;
         // Bounded: each iteration consumes an overlay entry or a page-store entry (or both).
-        while out.len() < limit {
+        while found < limit {
             let d = disk.peek()?.map(|e| e.key.as_slice());
             let Some(order) = merge_order(next_mem.map(|k| k.as_slice()), d, b.reverse) else { break };
-            let entry: Vec<u8> = match order {
-                std::cmp::Ordering::Greater => disk.pop().expect("peeked").key,
+            let disk_entry;
+            let entry: &[u8] = match order {
+                std::cmp::Ordering::Greater => {
+                    disk_entry = disk.pop().expect("peeked").key;
+                    &disk_entry
+                }
                 std::cmp::Ordering::Less | std::cmp::Ordering::Equal => {
                     if order == std::cmp::Ordering::Equal {
                         disk.pop(); // one candidate per entry key
                     }
-                    let k = next_mem.take().expect("checked").clone();
+                    let k = next_mem.take().expect("checked");
                     next_mem = mem.next();
                     k
                 }
             };
-            if let Some(row) = self.find_candidate(collection, chains, index.as_bytes(), &entry, snapshot, pages, age)? {
-                out.push(row);
+            let mut stopped = false;
+            let hit = self.find_candidate(collection, chains, index.as_bytes(), entry, snapshot, pages, age, &mut |pk, v| {
+                stopped = !visit(pk, v);
+            })?;
+            if hit {
+                found += 1;
+                if stopped {
+                    return Ok(false);
+                }
             }
         }
-        Ok(out)
+        Ok(true)
     }
 
-    /// Keep the candidate `entry` of `find` if the version of its primary key visible at
-    /// `snapshot` holds (index, ik): the (primary key, MessagePack value) then.
+    /// Hand the candidate `entry` of `find` to `visit` as (primary key, MessagePack value) if the
+    /// version of its primary key visible at `snapshot` holds (index, ik); whether it did.
     #[allow(clippy::too_many_arguments)]
     fn find_candidate(
         &self,
@@ -784,21 +884,33 @@ impl Store {
         snapshot: u64,
         pages: &PageStore,
         age: u32,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<bool> {
         let Some((ik, pk)) = envelope::split_entry(entry) else {
             return Err(corrupt_value(collection, &format!("index entry of {} bytes whose primary-key length does not fit", entry.len())));
         };
         if let Some(chain) = chains.and_then(|m| m.get(pk)) {
             chain.touch(age);
-            let Some(v) = visible(&chain.versions, snapshot).and_then(|v| v.value.as_deref()) else { return Ok(None) };
-            return Ok(envelope::holds(v, index, ik).then(|| (pk.to_vec(), envelope::value(v).to_vec())));
+            let Some(v) = visible(&chain.versions, snapshot).and_then(|v| v.value.as_deref()) else { return Ok(false) };
+            if !envelope::holds(v, index, ik) {
+                return Ok(false);
+            }
+            visit(pk, envelope::value(v));
+            return Ok(true);
+        }
+        if !self.disk_only.may_have(collection) {
+            return Ok(false); // no chain, so in no checkpoint either (see DiskOnly)
         }
         match pages.get(collection, pk)? {
             Some((cid, v)) if cid <= snapshot => {
                 let keys = envelope::keys(&v, pk.len()).map_err(|w| corrupt_value(collection, &w))?;
-                Ok(keys.iter().any(|k| k.index == index && k.key == ik).then(|| (pk.to_vec(), strip_owned(v))))
+                if !keys.iter().any(|k| k.index == index && k.key == ik) {
+                    return Ok(false);
+                }
+                visit(pk, envelope::value(&v));
+                Ok(true)
             }
-            _ => Ok(None),
+            _ => Ok(false),
         }
     }
 
@@ -817,7 +929,7 @@ impl Store {
         let mut step = ScavengeStep::default();
         let mut survey: BTreeMap<u32, u64> = BTreeMap::new();
         let start = self.scavenge_cursor.take();
-        let Store { collections, overlay, versions, record_bytes, retired, scavenge_cursor, keep, .. } = self;
+        let Store { collections, overlay, versions, record_bytes, retired, scavenge_cursor, keep, disk_only, .. } = self;
         let names: Vec<String> = match &start {
             Some((name, _)) => collections.range::<str, _>((Bound::Included(name.as_str()), Bound::Unbounded)).map(|(n, _)| n.clone()).collect(),
             None => collections.keys().cloned().collect(),
@@ -867,6 +979,7 @@ impl Store {
                     *record_bytes -= r.bytes;
                     step.index_entries_removed += r.index_entries as u64;
                     step.retired += 1;
+                    disk_only.mark(&name);
                     gone_keys.push(key.clone());
                     continue;
                 }
@@ -1197,6 +1310,73 @@ mod tests {
             assert_eq!(read(&s, &p, &[i], 6), Some(vec![0xa1, b'a' + i]), "retired chains read from the page store");
         }
         s.check_invariants();
+    }
+
+    /// Reads leave the page store out only while no key of the collection can be there without a
+    /// chain in memory: from an empty page store on, until a chain is retired; never after a
+    /// reopen of a page store with records. A dropped lone tombstone keeps the shortcut (its key
+    /// left the page store with the checkpoint that covers it).
+    #[test]
+    fn reads_skip_the_page_store_only_while_every_key_there_has_a_chain() {
+        let p = empty_pages("disk-only");
+        let mut s = Store::default();
+        let row = |f1: &str| envelope::encode(&mp(f1), &[("f1", &skey(f1))]);
+        let commit = |ops: Vec<Op>| Commit { collections: vec!["t".into()], ops };
+        let put = |k: &str, f1: &str| Op { kind: OP_PUT, collection: 0, key: skey(k), value: row(f1) };
+        let del = |k: &str| Op { kind: OP_DELETE, collection: 0, key: skey(k), value: vec![] };
+        let written = s.apply(1, commit(vec![put("a", "x"), put("b", "y"), put("c", "z")]), &p).unwrap();
+        let changes: Vec<Change> = written.into_iter().map(|w| (w.key, w.value.map(|v| (w.commit_id, v)))).collect();
+        p.checkpoint(1, &[CollectionChanges { name: "t".into(), changes }], crate::pages::PageFault::None).unwrap();
+        s.set_checkpointed(1);
+        s.set_horizon(1, true, &[]);
+        assert!(!s.disk_only.may_have("t"), "every checkpointed key has its chain");
+        // Reads at each stage: get, find by every index key, a whole scan.
+        let check = |s: &Store, live: &[(&str, &str)], what: &str| {
+            for (k, f1) in [("a", "x"), ("b", "y"), ("c", "z")] {
+                let expect = live.iter().any(|(lk, _)| *lk == k).then(|| mp(f1));
+                assert_eq!(s.get("t", &skey(k), 9, &p).unwrap().map(|v| v.into_owned()), expect, "{what}: get {k}");
+                let found = s.find("t", "f1", &prefix(&skey(f1)), 9, &p).unwrap();
+                assert_eq!(found, expect.clone().map(|v| (skey(k), v)).into_iter().collect::<Vec<_>>(), "{what}: find {f1}");
+            }
+            let all: Vec<(Vec<u8>, Vec<u8>)> = live.iter().map(|(k, f1)| (skey(k), mp(f1))).collect();
+            assert_eq!(s.scan("t", &ScanBounds::default(), 9, &p).unwrap(), all, "{what}: scan");
+            let one = ScanBounds { gte: Some(skey("b")), limit: 1, ..ScanBounds::default() };
+            assert_eq!(s.scan("t", &one, 9, &p).unwrap(), all.iter().filter(|(k, _)| *k >= skey("b")).take(1).cloned().collect::<Vec<_>>(), "{what}: scan from b");
+        };
+        check(&s, &[("a", "x"), ("b", "y"), ("c", "z")], "in memory");
+
+        // A deleted key: its lone tombstone is dropped once checkpointed; the shortcut stays.
+        s.apply(2, commit(vec![del("c")]), &p).unwrap();
+        p.checkpoint(2, &[CollectionChanges { name: "t".into(), changes: vec![(skey("c"), None)] }], crate::pages::PageFault::None).unwrap();
+        s.set_checkpointed(2);
+        s.set_horizon(2, true, &[]);
+        assert_eq!(s.version_count(), 2, "the tombstone of c is dropped");
+        assert!(!s.disk_only.may_have("t"));
+        check(&s, &[("a", "x"), ("b", "y")], "after a dropped tombstone");
+
+        // One chain retired: its key is only in the page store now, and reads find it there.
+        assert_eq!(s.retire(s.record_bytes() - 1), 1);
+        assert!(s.disk_only.may_have("t") && !s.disk_only.may_have("u"), "only the collection retired from");
+        check(&s, &[("a", "x"), ("b", "y")], "after retire");
+        s.check_invariants();
+
+        // A scavenge retirement marks the collection too.
+        let mut s2 = Store::default();
+        s2.apply(1, commit(vec![put("a", "x"), put("b", "y"), put("c", "z")]), &p).unwrap();
+        s2.apply(2, commit(vec![del("c")]), &p).unwrap();
+        s2.set_checkpointed(2);
+        s2.set_horizon(2, true, &[]);
+        assert!(!s2.disk_only.may_have("t"));
+        let step = s2.scavenge(i64::MAX, 0, 100);
+        assert_eq!((step.retired, step.done), (2, true));
+        assert!(s2.disk_only.may_have("t"));
+        check(&s2, &[("a", "x"), ("b", "y")], "after a scavenge");
+
+        // Reopen: the page store has records, so every collection may have keys only there.
+        let s3 = Store::new(2, 2);
+        assert!(s3.disk_only.may_have("t") && s3.disk_only.may_have("u"));
+        check(&s3, &[("a", "x"), ("b", "y")], "after reopen");
+        assert!(!Store::new(2, 0).disk_only.may_have("t"), "an empty page store has no keys");
     }
 
     // -----------------------------------------------------------------------------------------

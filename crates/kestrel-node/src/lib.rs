@@ -135,22 +135,38 @@ fn bound(b: Option<Uint8Array>) -> Option<Vec<u8>> {
     b.map(|b| b.to_vec())
 }
 
-/// Write `rows` into `out` as `[u32 LE key length][key][u32 LE value length][value]…`: the
-/// number of rows, or -1 when they do not fit.
-fn write_rows(rows: &[(Vec<u8>, Vec<u8>)], out: &mut [u8]) -> i64 {
-    let total: usize = rows.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    if total > out.len() {
-        return -1;
+/// Writes rows into a buffer as `[u32 LE key length][key][u32 LE value length][value]…`, straight
+/// from the store (no copy in between).
+struct RowWriter<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+    rows: i64,
+}
+
+impl<'a> RowWriter<'a> {
+    fn new(out: &'a mut [u8]) -> Self {
+        RowWriter { out, pos: 0, rows: 0 }
     }
-    let mut pos = 0usize;
-    for (k, v) in rows {
-        for part in [k, v] {
-            out[pos..pos + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
-            out[pos + 4..pos + 4 + part.len()].copy_from_slice(part);
-            pos += 4 + part.len();
+
+    /// Append a row; false when it does not fit (the caller stops and reports -1).
+    fn push(&mut self, k: &[u8], v: &[u8]) -> bool {
+        if 8 + k.len() + v.len() > self.out.len() - self.pos {
+            return false;
         }
+        for part in [k, v] {
+            let pos = self.pos;
+            self.out[pos..pos + 4].copy_from_slice(&(part.len() as u32).to_le_bytes());
+            self.out[pos + 4..pos + 4 + part.len()].copy_from_slice(part);
+            self.pos += 4 + part.len();
+        }
+        self.rows += 1;
+        true
     }
-    rows.len() as i64
+
+    /// The number of rows, or -1 when they did not all fit (`complete` false).
+    fn finish(self, complete: bool) -> i64 {
+        if complete { self.rows } else { -1 }
+    }
 }
 
 /// Flattened `[key0, value0, key1, value1, …]`.
@@ -272,9 +288,10 @@ impl NativeEngine {
         mut out: Uint8Array,
     ) -> std::result::Result<i64, napi::Error<String>> {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let rows = self.with_name(collection, |name| self.engine.scan(name, &bounds, snapshot as u64))?.map_err(to_js)?;
         let out: &mut [u8] = unsafe { out.as_mut() };
-        Ok(write_rows(&rows, out))
+        let mut w = RowWriter::new(out);
+        let complete = self.with_name(collection, |name| self.engine.scan_each(name, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
+        Ok(w.finish(complete))
     }
 
     /// Index lookup into `out`, encoded as `scanInto` does (`[primary key, value]` rows): the
@@ -296,9 +313,10 @@ impl NativeEngine {
         mut out: Uint8Array,
     ) -> std::result::Result<i64, napi::Error<String>> {
         let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let rows = self.with_name(collection, |name| self.engine.find(name, &index, &bounds, snapshot as u64))?.map_err(to_js)?;
         let out: &mut [u8] = unsafe { out.as_mut() };
-        Ok(write_rows(&rows, out))
+        let mut w = RowWriter::new(out);
+        let complete = self.with_name(collection, |name| self.engine.find_each(name, &index, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
+        Ok(w.finish(complete))
     }
 
     /// Index lookup: flattened `[primaryKey0, value0, …]` in entry order (limit 0 = all).

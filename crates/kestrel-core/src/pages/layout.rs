@@ -417,6 +417,115 @@ pub fn decode_branch(page: &PageBuf) -> Result<Vec<BranchEntry<'_>>, String> {
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// A checked tree page, for searching
+
+/// A leaf or branch page that passed [`decode_leaf`] / [`decode_branch`] once, with the offsets
+/// of its entries kept: a search then reads only the entries it touches (a binary search), not
+/// every entry of the page with all its checks. The page cache holds these, so each tree page
+/// is checked once per time it is read from the file.
+pub struct TreePage {
+    pub header: Header,
+    pub page: std::sync::Arc<PageBuf>,
+    /// Offset of entry i (its u16 key length). Invariant: the page decoded without a problem, so
+    /// every entry these point at is well-formed and the keys strictly increase.
+    offsets: Box<[u16]>,
+}
+
+impl TreePage {
+    /// Check a leaf or branch page whose header passed [`check_header`]: what is wrong, as
+    /// [`decode_leaf`] / [`decode_branch`] say it.
+    pub fn new(page: std::sync::Arc<PageBuf>) -> Result<TreePage, String> {
+        let header = read_header(&page);
+        let base = page.as_ptr() as usize;
+        // Each entry starts with its u16 key length, right before the key.
+        let offset = |key: &[u8]| (key.as_ptr() as usize - base - 2) as u16;
+        let offsets: Box<[u16]> = match header.kind {
+            KIND_LEAF => decode_leaf(&page)?.iter().map(|e| offset(e.key)).collect(),
+            KIND_BRANCH => decode_branch(&page)?.iter().map(|e| offset(e.key)).collect(),
+            other => return Err(format!("a {} page where a tree page belongs", kind_name(other))),
+        };
+        Ok(TreePage { header, page, offsets })
+    }
+
+    /// Test support: a page with no entries, unchecked (for the cache's own tests).
+    #[cfg(test)]
+    pub fn unchecked(page: std::sync::Arc<PageBuf>) -> TreePage {
+        TreePage { header: read_header(&page), page, offsets: Box::new([]) }
+    }
+
+    pub fn is_leaf(&self) -> bool {
+        self.header.kind == KIND_LEAF
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// Key of entry i (empty for a branch's entry 0).
+    pub fn key(&self, i: usize) -> &[u8] {
+        let o = self.offsets[i] as usize;
+        let len = u16::from_le_bytes([self.page[o], self.page[o + 1]]) as usize;
+        &self.page[o + 2..o + 2 + len]
+    }
+
+    /// The first entry whose key is ≥ `key` (`len()` if none).
+    pub fn lower_bound(&self, key: &[u8]) -> usize {
+        self.partition_point(|k| k < key)
+    }
+
+    /// The first entry whose key is > `key` (`len()` if none).
+    pub fn upper_bound(&self, key: &[u8]) -> usize {
+        self.partition_point(|k| k <= key)
+    }
+
+    fn partition_point(&self, below: impl Fn(&[u8]) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        // Bounded: the interval halves each round.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(self.key(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Leaf entry i.
+    pub fn leaf_entry(&self, i: usize) -> LeafEntry<'_> {
+        debug_assert!(self.is_leaf());
+        let key = self.key(i);
+        let p = self.offsets[i] as usize + 2 + key.len();
+        let commit_id = u64_at(&self.page[..], p);
+        let len = u32_at(&self.page[..], p + 9);
+        let value = if self.page[p + 8] == VALUE_KIND_INLINE {
+            ValueRef::Inline(&self.page[p + 13..p + 13 + len as usize])
+        } else {
+            ValueRef::Overflow { len, first: u32_at(&self.page[..], p + 13) }
+        };
+        LeafEntry { key, commit_id, value }
+    }
+
+    /// Child page of branch entry i.
+    pub fn child(&self, i: usize) -> u32 {
+        debug_assert!(!self.is_leaf());
+        let o = self.offsets[i] as usize;
+        let len = u16::from_le_bytes([self.page[o], self.page[o + 1]]) as usize;
+        u32_at(&self.page[..], o + 2 + len)
+    }
+
+    /// Branch: the entry whose child holds `key` — the last one whose key is ≤ `key` (entry 0's
+    /// key is empty, so there always is one).
+    pub fn child_for(&self, key: &[u8]) -> usize {
+        debug_assert!(!self.is_leaf());
+        let after = self.upper_bound(key);
+        debug_assert!(after >= 1, "entry 0's empty key is ≤ every key");
+        after - 1
+    }
+}
+
 /// Build a branch page from `(key, child)` entries; entry 0's key is stored empty whatever it is.
 pub fn encode_branch(entries: &[(Vec<u8>, u32)], seq: u64, page_no: u32) -> Box<PageBuf> {
     debug_assert!(!entries.is_empty() && entries.len() <= u16::MAX as usize);

@@ -28,7 +28,7 @@ use crate::envelope::{self, STORED_VALUE_BYTES_MAX};
 use crate::payload::KEY_BYTES_MAX;
 
 pub use layout::PAGE_BYTES;
-use layout::{check_header, Header, PageBuf, META_SLOTS};
+use layout::{check_header, Header, PageBuf, TreePage, META_SLOTS};
 
 pub const PAGE_FILE: &str = "pages.kdb";
 
@@ -144,9 +144,10 @@ pub(crate) fn problem(page_no: u32, what: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Page cache
 
-/// A bounded map from page number to a verified page. Eviction is random (cheap and with no
-/// pathological pattern); correctness does not depend on what is kept, only on stale entries
-/// being dropped when a page number is rewritten (`invalidate`).
+/// A bounded map from page number to a verified tree page (header and entries checked, see
+/// [`TreePage`]). Eviction is random (cheap and with no pathological pattern); correctness does
+/// not depend on what is kept, only on stale entries being dropped when a page number is
+/// rewritten (`invalidate`).
 pub(crate) struct PageCache {
     /// Invariant: ≥ CACHE_PAGES_MIN.
     capacity_pages: usize,
@@ -155,7 +156,7 @@ pub(crate) struct PageCache {
 
 struct CacheInner {
     /// page → (page, index in `keys`). Invariant: keys[map[p].1] == p; map.len() == keys.len() ≤ capacity.
-    map: HashMap<u32, (Arc<PageBuf>, usize)>,
+    map: HashMap<u32, (Arc<TreePage>, usize)>,
     keys: Vec<u32>,
     /// xorshift state for the eviction choice; never 0.
     rng: u64,
@@ -182,11 +183,11 @@ impl PageCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, page_no: u32) -> Option<Arc<PageBuf>> {
+    fn get(&self, page_no: u32) -> Option<Arc<TreePage>> {
         self.lock().map.get(&page_no).map(|(p, _)| p.clone())
     }
 
-    fn insert(&self, page_no: u32, page: Arc<PageBuf>) {
+    fn insert(&self, page_no: u32, page: Arc<TreePage>) {
         let mut c = self.lock();
         if let Some(slot) = c.map.get_mut(&page_no) {
             slot.0 = page;
@@ -226,21 +227,26 @@ pub(crate) struct PageSource<'a> {
 
 impl PageSource<'_> {
     /// A page of one of `kinds`; corruption is the inner `Err(what)`, I/O failure the outer one.
-    /// `cached`: look in and fill the page cache (tree pages); overflow and free-list pages
-    /// bypass it so that big values do not evict the trees.
+    /// `cached`: a tree page (`kinds` leaf and branch) through the page cache, its entries
+    /// checked too (see [`read_tree_checked`](Self::read_tree_checked)); overflow and free-list
+    /// pages bypass the cache so that big values do not evict the trees.
     pub fn read_checked(&self, page_no: u32, kinds: &[u8], cached: bool) -> Result<std::result::Result<(Header, Arc<PageBuf>), String>> {
+        if cached {
+            debug_assert!(kinds.iter().all(|k| *k == layout::KIND_LEAF || *k == layout::KIND_BRANCH), "only tree pages are cached");
+            return Ok(self.read_tree_checked(page_no)?.and_then(|t| {
+                if kinds.contains(&t.header.kind) {
+                    Ok((t.header, t.page.clone()))
+                } else {
+                    check_header(&t.page, page_no, kinds, self.meta.seq).map(|h| (h, t.page.clone()))
+                }
+            }));
+        }
+        Ok(self.read_uncached(page_no, kinds)?.map(|(h, page)| (h, Arc::from(page))))
+    }
+
+    fn read_uncached(&self, page_no: u32, kinds: &[u8]) -> Result<std::result::Result<(Header, Box<PageBuf>), String>> {
         if page_no < META_SLOTS || page_no >= self.meta.page_count {
             return Ok(Err(format!("referenced, but outside the checkpoint's pages 2..{}", self.meta.page_count)));
-        }
-        if cached {
-            if let Some(page) = self.cache.get(page_no) {
-                // Verified when it entered the cache; only the kind depends on who asks.
-                let h = layout::read_header(&page);
-                if !kinds.contains(&h.kind) {
-                    return Ok(check_header(&page, page_no, kinds, self.meta.seq).map(|h| (h, page)));
-                }
-                return Ok(Ok((h, page)));
-            }
         }
         let mut buf = layout::zeroed_page();
         match self.file.read_exact_at(&mut buf[..], page_no as u64 * PAGE_BYTES as u64) {
@@ -248,15 +254,35 @@ impl PageSource<'_> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Err("beyond the end of the file".into())),
             Err(e) => return Err(Error::io(&format!("reading {PAGE_FILE} page {page_no}"), &e)),
         }
-        let h = match check_header(&buf, page_no, kinds, self.meta.seq) {
-            Ok(h) => h,
+        Ok(check_header(&buf, page_no, kinds, self.meta.seq).map(|h| (h, buf)))
+    }
+
+    /// A leaf or branch page through the page cache: its header and all its entries checked
+    /// when it is read from the file (`decode_leaf` / `decode_branch`), so that a search of a
+    /// cached page reads only the entries it needs. Corruption is the inner `Err(what)` (such a
+    /// page is not cached: every read reports it), I/O failure the outer one.
+    pub fn read_tree_checked(&self, page_no: u32) -> Result<std::result::Result<Arc<TreePage>, String>> {
+        if page_no < META_SLOTS || page_no >= self.meta.page_count {
+            return Ok(Err(format!("referenced, but outside the checkpoint's pages 2..{}", self.meta.page_count)));
+        }
+        if let Some(page) = self.cache.get(page_no) {
+            return Ok(Ok(page));
+        }
+        let buf = match self.read_uncached(page_no, &[layout::KIND_LEAF, layout::KIND_BRANCH])? {
+            Ok((_, buf)) => buf,
             Err(what) => return Ok(Err(what)),
         };
-        let page: Arc<PageBuf> = Arc::from(buf);
-        if cached {
-            self.cache.insert(page_no, page.clone());
-        }
-        Ok(Ok((h, page)))
+        let page = match TreePage::new(Arc::from(buf)) {
+            Ok(p) => Arc::new(p),
+            Err(what) => return Ok(Err(what)),
+        };
+        self.cache.insert(page_no, page.clone());
+        Ok(Ok(page))
+    }
+
+    /// As [`read_tree_checked`](Self::read_tree_checked) with corruption as `KESTREL_CORRUPT`.
+    pub fn read_tree(&self, page_no: u32) -> Result<Arc<TreePage>> {
+        self.read_tree_checked(page_no)?.map_err(|what| corrupt(page_no, &what))
     }
 
     /// As [`read_checked`](Self::read_checked) with corruption as `KESTREL_CORRUPT`.
@@ -646,8 +672,8 @@ impl PageStore {
 mod tests {
     use super::*;
 
-    fn page(tag: u8) -> Arc<PageBuf> {
-        Arc::new([tag; PAGE_BYTES])
+    fn page(tag: u8) -> Arc<TreePage> {
+        Arc::new(TreePage::unchecked(Arc::new([tag; PAGE_BYTES])))
     }
 
     #[test]
@@ -656,7 +682,7 @@ mod tests {
         assert_eq!(c.capacity_pages, CACHE_PAGES_MIN);
         for p in 0..1000u32 {
             c.insert(p, page(p as u8));
-            assert_eq!(c.get(p).unwrap()[0], p as u8);
+            assert_eq!(c.get(p).unwrap().page[0], p as u8);
         }
         {
             let inner = c.lock();
@@ -666,7 +692,7 @@ mod tests {
             }
         }
         c.insert(999, page(7));
-        assert_eq!(c.get(999).unwrap()[0], 7);
+        assert_eq!(c.get(999).unwrap().page[0], 7);
         c.invalidate([999, 5_000].into_iter());
         assert!(c.get(999).is_none());
         let inner = c.lock();

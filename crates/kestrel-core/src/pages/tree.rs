@@ -35,14 +35,6 @@ pub const DEPTH_MAX: usize = 64;
 
 const TREE_KINDS: &[u8] = &[KIND_LEAF, KIND_BRANCH];
 
-/// Index of the child to follow for `key`: the last entry whose key ≤ `key`. Entry 0's key is
-/// empty, so there always is one.
-fn child_for(entries: &[layout::BranchEntry<'_>], key: &[u8]) -> usize {
-    let after = entries.partition_point(|e| e.key <= key);
-    debug_assert!(after >= 1, "entry 0's empty key is ≤ every key");
-    after - 1
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reads
 
@@ -54,16 +46,15 @@ pub fn lookup<T>(src: &PageSource<'_>, root: u32, key: &[u8], f: impl FnOnce(u32
         return Ok(None);
     }
     for _depth in 0..DEPTH_MAX {
-        let (h, page) = src.read(no, TREE_KINDS, true)?;
-        if h.kind == KIND_LEAF {
-            let entries = decode_leaf(&page).map_err(|w| corrupt(no, &w))?;
-            return match entries.binary_search_by(|e| e.key.cmp(key)) {
-                Ok(i) => f(no, &entries[i]).map(Some),
-                Err(_) => Ok(None),
-            };
+        let page = src.read_tree(no)?;
+        if page.is_leaf() {
+            let i = page.lower_bound(key);
+            if i < page.len() && page.key(i) == key {
+                return f(no, &page.leaf_entry(i)).map(Some);
+            }
+            return Ok(None);
         }
-        let entries = decode_branch(&page).map_err(|w| corrupt(no, &w))?;
-        no = entries[child_for(&entries, key)].child;
+        no = page.child(page.child_for(key));
     }
     Err(corrupt(root, &format!("tree deeper than {DEPTH_MAX} levels (a cycle?)")))
 }
@@ -143,48 +134,45 @@ fn range_node(src: &PageSource<'_>, no: u32, lower: Bound<&[u8]>, upper: Bound<&
     if depth >= DEPTH_MAX {
         return Err(corrupt(no, &format!("tree deeper than {DEPTH_MAX} levels (a cycle?)")));
     }
-    let (h, page) = src.read(no, TREE_KINDS, true)?;
-    if h.kind == KIND_LEAF {
-        let entries = decode_leaf(&page).map_err(|w| corrupt(no, &w))?;
+    let page = src.read_tree(no)?;
+    if page.is_leaf() {
         let start = match lower {
             Bound::Unbounded => 0,
-            Bound::Included(k) => entries.partition_point(|e| e.key < k),
-            Bound::Excluded(k) => entries.partition_point(|e| e.key <= k),
+            Bound::Included(k) => page.lower_bound(k),
+            Bound::Excluded(k) => page.upper_bound(k),
         };
         let end = match upper {
-            Bound::Unbounded => entries.len(),
-            Bound::Included(k) => entries.partition_point(|e| e.key <= k),
-            Bound::Excluded(k) => entries.partition_point(|e| e.key < k),
+            Bound::Unbounded => page.len(),
+            Bound::Included(k) => page.upper_bound(k),
+            Bound::Excluded(k) => page.lower_bound(k),
         };
         if start >= end {
             return Ok(true);
         }
-        let in_range = &entries[start..end];
         if reverse {
-            for e in in_range.iter().rev() {
-                if !visit(no, e)? {
+            for i in (start..end).rev() {
+                if !visit(no, &page.leaf_entry(i))? {
                     return Ok(false);
                 }
             }
         } else {
-            for e in in_range {
-                if !visit(no, e)? {
+            for i in start..end {
+                if !visit(no, &page.leaf_entry(i))? {
                     return Ok(false);
                 }
             }
         }
         return Ok(true);
     }
-    let entries = decode_branch(&page).map_err(|w| corrupt(no, &w))?;
     // Child i holds keys in [key_i, key_{i+1}); visit the children that can meet the bounds.
     let lo = match lower {
         Bound::Unbounded => 0,
-        Bound::Included(k) | Bound::Excluded(k) => child_for(&entries, k),
+        Bound::Included(k) | Bound::Excluded(k) => page.child_for(k),
     };
     let hi = match upper {
-        Bound::Unbounded => entries.len() - 1,
-        Bound::Included(k) => child_for(&entries, k),
-        Bound::Excluded(k) => match entries.partition_point(|e| e.key < k) {
+        Bound::Unbounded => page.len() - 1,
+        Bound::Included(k) => page.child_for(k),
+        Bound::Excluded(k) => match page.lower_bound(k) {
             0 => return Ok(true),
             p => p - 1,
         },
@@ -192,10 +180,17 @@ fn range_node(src: &PageSource<'_>, no: u32, lower: Bound<&[u8]>, upper: Bound<&
     if lo > hi {
         return Ok(true);
     }
-    let children: Box<dyn Iterator<Item = usize>> = if reverse { Box::new((lo..=hi).rev()) } else { Box::new(lo..=hi) };
-    for i in children {
-        if !range_node(src, entries[i].child, lower, upper, reverse, visit, depth + 1)? {
-            return Ok(false);
+    if reverse {
+        for i in (lo..=hi).rev() {
+            if !range_node(src, page.child(i), lower, upper, reverse, visit, depth + 1)? {
+                return Ok(false);
+            }
+        }
+    } else {
+        for i in lo..=hi {
+            if !range_node(src, page.child(i), lower, upper, reverse, visit, depth + 1)? {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
