@@ -21,6 +21,9 @@ interface NativeEngineHandle {
   collectionId(name: string): number
   getInto(collection: number, key: Uint8Array, snapshot: number, out: Uint8Array): number
   scanInto(collection: number, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
+  scanIo(collection: number, reverse: boolean, limit: number, snapshot: number, io: Uint8Array): number
+  indexId(collection: number, index: string): number
+  findIo(index: number, reverse: boolean, limit: number, snapshot: number, io: Uint8Array): number
   find(collection: string, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
   findInto(collection: number, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
   setAgeGroup(group: number): void
@@ -121,6 +124,32 @@ function readU32(b: Uint8Array, pos: number): number {
   return (b[pos]! | (b[pos + 1]! << 8) | (b[pos + 2]! << 16)) + b[pos + 3]! * 0x1000000
 }
 
+/** Append one bound at `pos` as `[u32 LE length][bytes]`; the position after it. */
+function putBound(b: Uint8Array, pos: number, bytes: Uint8Array): number {
+  const n = bytes.length
+  b[pos] = n & 0xff
+  b[pos + 1] = (n >>> 8) & 0xff
+  b[pos + 2] = (n >>> 16) & 0xff
+  b[pos + 3] = n >>> 24
+  b.set(bytes, pos + 4)
+  return pos + 4 + n
+}
+
+/**
+ * Write the bounds of `o` at the start of `b` for the binding's `scanIo`/`findIo`: a mask byte
+ * (1 gte, 2 gt, 4 lte, 8 lt), then each bound it names, in that order. Bounds are keys (at most
+ * 1 KiB each), so they always fit the read buffer.
+ */
+function putBounds(b: Uint8Array, o: CoreScanOptions): void {
+  let mask = 0
+  let pos = 1
+  if (o.gte) { mask |= 1; pos = putBound(b, pos, o.gte) }
+  if (o.gt) { mask |= 2; pos = putBound(b, pos, o.gt) }
+  if (o.lte) { mask |= 4; pos = putBound(b, pos, o.lte) }
+  if (o.lt) { mask |= 8; putBound(b, pos, o.lt) }
+  b[0] = mask
+}
+
 export class NativeCore implements Core {
   readonly engine = 'native' as const
   /** Commits queued in the writer, in LSN order (the writer acknowledges in that order). */
@@ -138,6 +167,8 @@ export class NativeCore implements Core {
   private slab = new Uint8Array(ROW_SLAB_BYTES)
   private slabUsed = 0
   private readonly collectionIds = new Map<string, number>()
+  /** Collection → index → the binding's id for it. */
+  private readonly indexIds = new Map<string, Map<string, number>>()
   /**
    * The last commit id this side has been told is visible. It may trail the engine by one
    * callback, which only makes a new snapshot a little older — never newer than what is durable.
@@ -229,6 +260,20 @@ export class NativeCore implements Core {
     return id
   }
 
+  private iid(handle: NativeEngineHandle, collection: string, index: string): number {
+    let ids = this.indexIds.get(collection)
+    if (ids === undefined) {
+      ids = new Map()
+      this.indexIds.set(collection, ids)
+    }
+    let id = ids.get(index)
+    if (id === undefined) {
+      id = handle.indexId(this.cid(handle, collection), index)
+      ids.set(index, id)
+    }
+    return id
+  }
+
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
     const handle = this.live()
     try {
@@ -260,7 +305,8 @@ export class NativeCore implements Core {
   }
 
   private scanWith(handle: NativeEngineHandle, collection: string, o: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    const count = handle.scanInto(this.cid(handle, collection), o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
+    putBounds(this.readBuffer, o)
+    const count = handle.scanIo(this.cid(handle, collection), o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
     if (count >= 0) return this.rowsFromBuffer(count)
     return pairs(handle.scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot))
   }
@@ -302,7 +348,8 @@ export class NativeCore implements Core {
     const handle = this.live()
     if (o.limit === 0) return [] // the binding reads limit 0 as "no limit"
     try {
-      const count = handle.findInto(this.cid(handle, collection), index, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
+      putBounds(this.readBuffer, o)
+      const count = handle.findIo(this.iid(handle, collection, index), o.reverse ?? false, o.limit ?? 0, snapshot, this.readBuffer)
       if (count >= 0) return this.rowsFromBuffer(count)
       return pairs(handle.find(collection, index, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot))
     } catch (err) {

@@ -38,7 +38,8 @@ use crate::engine::{Options, Shared};
 use crate::error::{Code, Error, Result};
 use crate::format::parse_segment_name;
 use crate::pages::{CollectionChanges, PageFault};
-use crate::store::Written;
+use crate::keybuf::KeyBuf;
+use crate::store::{Value, Written};
 use crate::vfs::sync_dir;
 
 /// A flusher that failed waits this long before trying again on its own.
@@ -87,7 +88,13 @@ pub struct FlowStats {
     pub last_checkpoint_ms: u64,
 }
 
-type DirtyMap = BTreeMap<String, BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>>;
+/// Collection → key → (commit id, value) of the newest version written since the checkpoint. The
+/// names and values are the store's own (shared, not copied).
+type DirtyMap = BTreeMap<Arc<str>, BTreeMap<KeyBuf, (u64, Option<Value>)>>;
+
+/// A checkpoint that freed at least this many bytes of changes gives freed memory back to the
+/// operating system ([`release_freed_memory`]).
+const RELEASE_AFTER_BYTES: usize = 1 << 20;
 
 /// The state shared by writer, gopher, flusher and callers, behind `Shared::flow`.
 pub struct Flow {
@@ -196,7 +203,7 @@ impl Flow {
         debug_assert!(batch.last_lsn > self.applied_lsn || batch.writes.is_empty(), "batches apply in commit order");
         for w in batch.writes {
             let size = w.bytes();
-            let map = match self.dirty.get_mut(&w.collection) {
+            let map = match self.dirty.get_mut(&*w.collection) {
                 Some(m) => m,
                 None => self.dirty.entry(w.collection.clone()).or_default(),
             };
@@ -432,7 +439,7 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
             return;
         }
         // Take the dirty set: the gopher starts a new one while this checkpoint is written.
-        let dirty = std::mem::take(&mut flow.dirty);
+        let mut dirty = std::mem::take(&mut flow.dirty);
         let dirty_bytes = std::mem::take(&mut flow.dirty_bytes);
         let dirty_keys = std::mem::take(&mut flow.dirty_keys);
         let dirty_since = flow.dirty_since.take();
@@ -447,14 +454,15 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
         let result = if lsn == shared.pages.meta().checkpoint_lsn && dirty.is_empty() {
             Ok(None)
         } else {
-            let changes: Vec<CollectionChanges> = dirty
+            // The values are shared with the dirty set, not copied.
+            let changes: Vec<CollectionChanges<Value>> = dirty
                 .iter()
                 .map(|(name, keys)| CollectionChanges {
-                    name: name.clone(),
-                    changes: keys.iter().map(|(k, (cid, v))| (k.clone(), v.as_ref().map(|v| (*cid, v.clone())))).collect(),
+                    name: name.to_string(),
+                    changes: keys.iter().map(|(k, (cid, v))| (k.to_vec(), v.as_ref().map(|v| (*cid, v.clone())))).collect(),
                 })
                 .collect();
-            shared.pages.checkpoint(lsn, &changes, fault).map(Some)
+            shared.pages.checkpoint_of(lsn, &changes, fault).map(Some)
         };
         let mut deleted = 0u64;
         if let Ok(Some(_)) = &result {
@@ -482,7 +490,7 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
             }
             Err(e) => {
                 // Nothing is lost: the changes go back under any newer ones, for the next try.
-                for (name, keys) in dirty {
+                for (name, keys) in std::mem::take(&mut dirty) {
                     let map = flow.dirty.entry(name.clone()).or_default();
                     let mut added = 0usize;
                     let mut added_keys = 0usize;
@@ -514,6 +522,32 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
         shared.flow_changed.notify_all();
         if done {
             return;
+        }
+        // Written (or given back above): the dirty set goes — the last references to the values
+        // of versions already pruned — outside the lock, and with it the checkpoint's copies and
+        // pages gone, the memory they held goes back to the system.
+        drop(dirty);
+        if dirty_bytes >= RELEASE_AFTER_BYTES {
+            release_freed_memory();
+        }
+    }
+}
+
+/// Give memory freed inside the allocator's heaps back to the operating system. A checkpoint
+/// frees the pages it built (all of them are in memory until written: about the size of its
+/// changes) and the dirty set it took; glibc keeps such memory in its arenas (the process's RSS
+/// stays up by about that much) unless asked to trim them. Takes a few milliseconds per few
+/// hundred MB of heap, on the flusher thread; an allocation in an arena being trimmed waits.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim is glibc's own, thread-safe (it locks each arena it trims), and
+        // only returns free memory to the system.
+        unsafe {
+            malloc_trim(0);
         }
     }
 }

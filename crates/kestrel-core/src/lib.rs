@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod error;
 pub mod flush;
 pub mod format;
+pub mod keybuf;
 pub mod merge;
 pub mod pages;
 pub mod payload;

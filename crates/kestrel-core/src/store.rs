@@ -26,6 +26,12 @@
 //! entry goes at zero. Nothing ever compares a leaving version with its neighbour: the count
 //! already knows whether any staying version holds the pair (Falcon bug #40801, seed 004).
 //!
+//! **Memory**: keys are [`KeyBuf`]s (short ones in place, in the map nodes), a chain of one
+//! version holds it in place (no allocation of its own), and a stored value is one shared
+//! [`Value`] allocation: the flusher's queue and dirty set and the checkpoint that writes it
+//! hold the same bytes, never a copy. `record_bytes` stays the documented estimate (payload bytes
+//! plus the fixed overheads below), the same figure the TypeScript twin reports.
+//!
 //! **Age groups** (the scavenger's LRU clock): the store has a current age group, set by the
 //! caller and never decreasing; each chain remembers the group in which it was last installed,
 //! loaded or read. `scavenge` walks the chains a slice at a time, prunes, retires the old lone
@@ -36,9 +42,11 @@ use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::envelope;
 use crate::error::{Code, Error, Result};
+use crate::keybuf::KeyBuf;
 use crate::merge;
 use crate::pages::PageStore;
 use crate::payload::{Commit, OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT};
@@ -54,19 +62,51 @@ pub const INDEX_ENTRY_OVERHEAD_BYTES: usize = 48;
 /// the newest of them stays: the snapshots cut off still read theirs, the store only keeps more.
 pub const PINNED_MAX: usize = 1 << 16;
 
+/// A stored value (plain MessagePack or an index envelope), shared — not copied — by the version
+/// that holds it and the flusher's queue and dirty set until the checkpoint that writes it.
+pub type Value = Arc<[u8]>;
+
 /// One version of a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
     pub commit_id: u64,
-    /// The stored value (plain MessagePack or an index envelope); None = tombstone.
-    pub value: Option<Vec<u8>>,
+    /// The stored value; None = tombstone.
+    pub value: Option<Value>,
+}
+
+/// A chain's versions, oldest first: a lone version (most chains) in place, more in a vector.
+#[derive(Debug)]
+enum Versions {
+    One(Version),
+    /// Empty only while a chain is being made in `apply`; never of length 1 after a prune.
+    Many(Vec<Version>),
+}
+
+impl Versions {
+    fn as_slice(&self) -> &[Version] {
+        match self {
+            Versions::One(v) => std::slice::from_ref(v),
+            Versions::Many(vs) => vs,
+        }
+    }
+
+    fn push(&mut self, v: Version) {
+        match self {
+            Versions::Many(vs) if vs.is_empty() => *self = Versions::One(v),
+            Versions::Many(vs) => vs.push(v),
+            Versions::One(_) => {
+                let Versions::One(first) = std::mem::replace(self, Versions::Many(Vec::new())) else { unreachable!("matched One") };
+                *self = Versions::Many(vec![first, v]);
+            }
+        }
+    }
 }
 
 /// A key's versions in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Chain {
     /// Invariant: non-empty outside `apply`, strictly increasing in commit_id.
-    versions: Vec<Version>,
+    versions: Versions,
     /// The age group in which the chain was last installed, loaded or read. Atomic because reads
     /// hold only the store's read lock; relaxed, because it is only a hint for the LRU policy.
     age: AtomicU32,
@@ -74,7 +114,11 @@ struct Chain {
 
 impl Chain {
     fn new(age: u32) -> Chain {
-        Chain { versions: Vec::with_capacity(2), age: AtomicU32::new(age) }
+        Chain { versions: Versions::Many(Vec::new()), age: AtomicU32::new(age) }
+    }
+
+    fn versions(&self) -> &[Version] {
+        self.versions.as_slice()
     }
 
     /// Mark the chain used in age group `age` (never moves it back).
@@ -90,18 +134,20 @@ impl Chain {
     }
 }
 
-/// What one installed write left as the key's newest version: the flusher's input.
+/// What one installed write left as the key's newest version: the flusher's input. The
+/// collection name and the value are the store's own, shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
-    pub collection: String,
-    pub key: Vec<u8>,
+    pub collection: Arc<str>,
+    pub key: KeyBuf,
     pub commit_id: u64,
     /// The stored value; None = deleted.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<Value>,
 }
 
 impl Written {
-    /// Memory this write holds while queued, deferred or dirty.
+    /// Bytes this write counts for while queued, deferred or dirty (its value is shared with the
+    /// version that holds it: what the queue alone keeps alive is at most this).
     pub fn bytes(&self) -> usize {
         self.collection.len() + self.key.len() + self.value.as_ref().map_or(0, |v| v.len()) + VERSION_OVERHEAD_BYTES
     }
@@ -113,7 +159,7 @@ struct Overlay {
     /// Index tree name (`collection ‖ 0x00 ‖ index`) → entry key (`ik ‖ pk ‖ u16 BE |pk|`) →
     /// reference count. Invariant: every count ≥ 1 and equals the number of in-memory versions
     /// of the collection whose envelope holds that (index, ik) for that pk; no tree map is empty.
-    trees: BTreeMap<String, BTreeMap<Vec<u8>, u32>>,
+    trees: BTreeMap<String, BTreeMap<KeyBuf, u32>>,
     /// Invariant: Σ trees[t].len().
     entries: usize,
 }
@@ -147,7 +193,7 @@ impl Overlay {
         let mut bytes = 0;
         for e in envelope::entries(stored) {
             let tree = self.trees.entry(envelope::tree_name(collection, e.index)).or_default();
-            let count = tree.entry(envelope::entry_key(e.key, pk)).or_insert(0);
+            let count = tree.entry(KeyBuf::from(envelope::entry_key(e.key, pk))).or_insert(0);
             if *count == 0 {
                 self.entries += 1;
                 bytes += index_entry_bytes(e.key.len() + pk.len() + 2);
@@ -168,7 +214,7 @@ impl Overlay {
                 debug_assert!(false, "a leaving version's entry is counted");
                 continue;
             };
-            let key = envelope::entry_key(e.key, pk);
+            let key = KeyBuf::from(envelope::entry_key(e.key, pk));
             let MapEntry::Occupied(mut slot) = tree.entry(key) else {
                 debug_assert!(false, "a leaving version's entry is counted");
                 continue;
@@ -244,7 +290,7 @@ impl Keep {
 
 pub struct Store {
     /// Collection → key → chain. Ordered, so the scavenger can walk (collection, key) in order.
-    collections: BTreeMap<String, BTreeMap<Vec<u8>, Chain>>,
+    collections: BTreeMap<Arc<str>, BTreeMap<KeyBuf, Chain>>,
     overlay: Overlay,
     /// The horizon and the pinned snapshots below it: a version no snapshot ≥ the horizon and no
     /// pinned snapshot reads may be pruned.
@@ -265,7 +311,7 @@ pub struct Store {
     age_group: AtomicU32,
     /// Where the scavenger's pass stands: the last (collection, key) it visited; None = the next
     /// slice starts a new pass at the first chain.
-    scavenge_cursor: Option<(String, Vec<u8>)>,
+    scavenge_cursor: Option<(Arc<str>, KeyBuf)>,
     /// Which collections may have keys that are only in the page store (see [`DiskOnly`]).
     disk_only: DiskOnly,
 }
@@ -322,6 +368,21 @@ impl Default for Store {
 
 /// (lower, upper) bounds over keys.
 type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
+/// Bounds over keys as map keys (a map searched by `KeyBuf` compares the bytes held in place).
+fn key_bounds((lower, upper): KeyRange<'_>) -> (Bound<KeyBuf>, Bound<KeyBuf>) {
+    let own = |b: Bound<&[u8]>| match b {
+        Bound::Included(k) => Bound::Included(KeyBuf::new(k)),
+        Bound::Excluded(k) => Bound::Excluded(KeyBuf::new(k)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (own(lower), own(upper))
+}
+
+/// The chain of `key` in a collection's map.
+fn chain_of<'m>(map: &'m BTreeMap<KeyBuf, Chain>, key: &[u8]) -> Option<&'m Chain> {
+    map.get(&KeyBuf::new(key))
+}
 
 /// Bounds of a scan over encoded keys.
 #[derive(Default, Clone, Debug)]
@@ -400,7 +461,8 @@ fn chain_key_bytes(key: &[u8]) -> usize {
 /// A version stays iff its commit id is above `keep.above`, or it is the newest at or below the
 /// horizon, or the newest at or below some pinned snapshot. With the list not cut, `above` is the
 /// horizon and that is the whole rule; cut, `above` is a pinned snapshot and more stays.
-fn prune(chain: &mut Vec<Version>, keep: &Keep, collection: &str, pk: &[u8], overlay: &mut Overlay) -> Released {
+fn prune(versions: &mut Versions, keep: &Keep, collection: &str, pk: &[u8], overlay: &mut Overlay) -> Released {
+    let Versions::Many(chain) = versions else { return Released::default() };
     // Versions [0, n) are at or below `above`; the newest of them stays (the newest at or below
     // the horizon, or at or below the pinned snapshot `above`), and everything after it.
     let n = chain.partition_point(|v| v.commit_id <= keep.above);
@@ -422,6 +484,10 @@ fn prune(chain: &mut Vec<Version>, keep: &Keep, collection: &str, pk: &[u8], ove
         }
     }
     chain.truncate(w);
+    if w == 1 {
+        // Back to a lone version in place.
+        *versions = Versions::One(chain.pop().expect("one version"));
+    }
     out
 }
 
@@ -556,15 +622,19 @@ impl Store {
         let mut out = Vec::with_capacity(commit.ops.len());
         // Split borrows: the chains and the overlay change together.
         let Store { collections, overlay, versions, record_bytes, live_keys, keep, .. } = self;
+        let names: Vec<Arc<str>> = commit.collections.iter().map(|n| match collections.get_key_value(n.as_str()) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(n.as_str()),
+        }).collect();
         for op in commit.ops {
-            let name = &commit.collections[op.collection as usize];
-            if !collections.contains_key(name) {
-                collections.insert(name.clone(), BTreeMap::new());
-            }
-            let map = collections.get_mut(name).expect("inserted above");
+            let name = &names[op.collection as usize];
+            let map = match collections.get_mut(&**name) {
+                Some(map) => map,
+                None => collections.entry(name.clone()).or_default(),
+            };
             // One search per op: the entry is found or made in place.
-            let key = op.key.clone();
-            let chain = match map.entry(op.key) {
+            let key = KeyBuf::from(op.key);
+            let chain = match map.entry(key.clone()) {
                 MapEntry::Occupied(e) => {
                     let chain = e.into_mut();
                     chain.touch(age);
@@ -577,7 +647,7 @@ impl Store {
                         // Read back from disk: check it before its entries are counted.
                         envelope::validate(&value, e.key().len()).map_err(|w| corrupt_value(name, &w))?;
                         *record_bytes += overlay.enter(name, e.key(), Some(&value));
-                        let v = Version { commit_id: cid, value: Some(value) };
+                        let v = Version { commit_id: cid, value: Some(Value::from(value)) };
                         *record_bytes += version_bytes(&v);
                         *versions += 1;
                         chain.versions.push(v);
@@ -586,20 +656,19 @@ impl Store {
                     e.insert(chain)
                 }
             };
-            let base = chain.versions.last().and_then(|v| v.value.as_deref());
+            let base = chain.versions().last().and_then(|v| v.value.as_deref());
             let was_live = base.is_some();
-            let value = match op.kind {
-                OP_PUT => Some(op.value),
+            let value: Option<Value> = match op.kind {
+                OP_PUT => Some(Value::from(op.value)),
                 OP_DELETE => None,
-                OP_APPEND => Some(merge::append(base, &op.value)),
-                OP_INCREMENT => Some(merge::increment(base, &op.value)),
+                OP_APPEND => Some(Value::from(merge::append(base, &op.value))),
+                OP_INCREMENT => Some(Value::from(merge::increment(base, &op.value))),
                 other => unreachable!("op {other} passed validation"),
             };
-            debug_assert!(chain.versions.last().is_none_or(|v| v.commit_id < commit_id), "versions install in commit order");
+            debug_assert!(chain.versions().last().is_none_or(|v| v.commit_id < commit_id), "versions install in commit order");
             let is_live = value.is_some();
-            out.push(Written { collection: name.clone(), key: key.clone(), commit_id, value: value.clone() });
             *record_bytes += overlay.enter(name, &key, value.as_deref());
-            let v = Version { commit_id, value };
+            let v = Version { commit_id, value: value.clone() };
             *record_bytes += version_bytes(&v);
             chain.versions.push(v);
             *versions += 1;
@@ -607,6 +676,7 @@ impl Store {
             *versions -= gone.versions;
             *record_bytes -= gone.bytes;
             *live_keys = *live_keys + is_live as u64 - was_live as u64;
+            out.push(Written { collection: name.clone(), key, commit_id, value });
         }
         Ok(out)
     }
@@ -630,10 +700,10 @@ impl Store {
         for (name, map) in collections.iter_mut() {
             map.retain(|key, chain| {
                 gone.add(prune(&mut chain.versions, keep, name, key, overlay));
-                let drop = droppable_tombstone(&chain.versions, h, checkpointed);
+                let drop = droppable_tombstone(chain.versions(), h, checkpointed);
                 if drop {
                     // A tombstone holds no index entries.
-                    gone.add(Released { versions: 1, bytes: version_bytes(&chain.versions[0]) + chain_key_bytes(key), index_entries: 0 });
+                    gone.add(Released { versions: 1, bytes: version_bytes(&chain.versions()[0]) + chain_key_bytes(key), index_entries: 0 });
                 }
                 !drop
             });
@@ -677,10 +747,10 @@ impl Store {
             let mut gone_chains = 0u64;
             let over = *record_bytes;
             map.retain(|key, chain| {
-                if over - gone.bytes <= target_bytes || !retirable(&chain.versions, horizon, checkpointed) {
+                if over - gone.bytes <= target_bytes || !retirable(chain.versions(), horizon, checkpointed) {
                     return true;
                 }
-                let mut r = overlay.release(name, key, &chain.versions[0]);
+                let mut r = overlay.release(name, key, &chain.versions()[0]);
                 r.bytes += chain_key_bytes(key);
                 gone.add(r);
                 gone_chains += 1;
@@ -702,9 +772,9 @@ impl Store {
 
     /// The MessagePack value of a key at `snapshot`, or None.
     pub fn get<'a>(&'a self, collection: &str, key: &[u8], snapshot: u64, pages: &PageStore) -> Result<Option<Cow<'a, [u8]>>> {
-        if let Some(chain) = self.collections.get(collection).and_then(|m| m.get(key)) {
+        if let Some(chain) = self.collections.get(collection).and_then(|m| chain_of(m, key)) {
             chain.touch(self.age());
-            return Ok(visible(&chain.versions, snapshot).and_then(|v| v.value.as_deref()).map(|v| Cow::Borrowed(envelope::value(v))));
+            return Ok(visible(chain.versions(), snapshot).and_then(|v| v.value.as_deref()).map(|v| Cow::Borrowed(envelope::value(v))));
         }
         if !self.disk_only.may_have(collection) {
             return Ok(None); // no chain, so in no checkpoint either (see DiskOnly)
@@ -756,8 +826,12 @@ impl Store {
         let age = self.age();
         let empty = BTreeMap::new();
         let map = self.collections.get(collection).unwrap_or(&empty);
-        let mut mem: Box<dyn Iterator<Item = (&Vec<u8>, &Chain)>> =
-            if b.reverse { Box::new(map.range::<[u8], _>((lower, upper)).rev()) } else { Box::new(map.range::<[u8], _>((lower, upper))) };
+        let (lo, hi) = key_bounds((lower, upper));
+        let mut mem: Box<dyn Iterator<Item = (&KeyBuf, &Chain)>> = if b.reverse {
+            Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev())
+        } else {
+            Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())))
+        };
         let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, collection, lower, upper, b.reverse) } else { DiskCursor::empty(pages, collection) };
         let mut next_mem = mem.next();
         let mut found = 0usize;
@@ -772,9 +846,9 @@ impl Store {
                         disk.pop(); // memory answers for a key it holds
                     }
                     chain.touch(age); // read, whatever it holds at this snapshot
-                    if let Some(v) = visible(&chain.versions, snapshot).and_then(|v| v.value.as_ref()) {
+                    if let Some(v) = visible(chain.versions(), snapshot).and_then(|v| v.value.as_ref()) {
                         found += 1;
-                        if !visit(k, envelope::value(v)) {
+                        if !visit(k.as_slice(), envelope::value(v)) {
                             return Ok(false);
                         }
                     }
@@ -817,7 +891,7 @@ impl Store {
     /// As [`Store::find`], handing each (primary key, MessagePack value) to `visit` instead of
     /// copying it, until `visit` returns false. Returns false iff `visit` stopped it.
     ///
-    /// When no key of `collection` can be only in the page store ([`DiskOnly`]), the page-store
+    /// When no key of `collection` can be only in the page store (`DiskOnly`), the page-store
     /// index tree is not read: every entry it holds is answered by a chain in memory, whose
     /// visible version's entries the overlay holds.
     pub fn find_each(&self, collection: &str, index: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool> {
@@ -833,8 +907,12 @@ impl Store {
         let tree = envelope::tree_name(collection, index.as_bytes());
         let empty_tree = BTreeMap::new();
         let overlay = self.overlay.trees.get(&tree).unwrap_or(&empty_tree);
-        let mut mem: Box<dyn Iterator<Item = &Vec<u8>>> =
-            if b.reverse { Box::new(overlay.range::<[u8], _>((lower, upper)).rev().map(|(k, _)| k)) } else { Box::new(overlay.range::<[u8], _>((lower, upper)).map(|(k, _)| k)) };
+        let (lo, hi) = key_bounds((lower, upper));
+        let mut mem: Box<dyn Iterator<Item = &KeyBuf>> = if b.reverse {
+            Box::new(overlay.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev().map(|(k, _)| k))
+        } else {
+            Box::new(overlay.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).map(|(k, _)| k))
+        };
         let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, &tree, lower, upper, b.reverse) } else { DiskCursor::empty(pages, &tree) };
         let chains = self.collections.get(collection);
         let mut next_mem = mem.next();
@@ -878,7 +956,7 @@ impl Store {
     fn find_candidate(
         &self,
         collection: &str,
-        chains: Option<&BTreeMap<Vec<u8>, Chain>>,
+        chains: Option<&BTreeMap<KeyBuf, Chain>>,
         index: &[u8],
         entry: &[u8],
         snapshot: u64,
@@ -889,9 +967,9 @@ impl Store {
         let Some((ik, pk)) = envelope::split_entry(entry) else {
             return Err(corrupt_value(collection, &format!("index entry of {} bytes whose primary-key length does not fit", entry.len())));
         };
-        if let Some(chain) = chains.and_then(|m| m.get(pk)) {
+        if let Some(chain) = chains.and_then(|m| chain_of(m, pk)) {
             chain.touch(age);
-            let Some(v) = visible(&chain.versions, snapshot).and_then(|v| v.value.as_deref()) else { return Ok(false) };
+            let Some(v) = visible(chain.versions(), snapshot).and_then(|v| v.value.as_deref()) else { return Ok(false) };
             if !envelope::holds(v, index, ik) {
                 return Ok(false);
             }
@@ -930,24 +1008,24 @@ impl Store {
         let mut survey: BTreeMap<u32, u64> = BTreeMap::new();
         let start = self.scavenge_cursor.take();
         let Store { collections, overlay, versions, record_bytes, retired, scavenge_cursor, keep, disk_only, .. } = self;
-        let names: Vec<String> = match &start {
-            Some((name, _)) => collections.range::<str, _>((Bound::Included(name.as_str()), Bound::Unbounded)).map(|(n, _)| n.clone()).collect(),
+        let names: Vec<Arc<str>> = match &start {
+            Some((name, _)) => collections.range::<str, _>((Bound::Included(&**name), Bound::Unbounded)).map(|(n, _)| n.clone()).collect(),
             None => collections.keys().cloned().collect(),
         };
         // The last chain visited in a map already finished (the cursor if the next map stops).
-        let mut last_visited: Option<(String, Vec<u8>)> = None;
+        let mut last_visited: Option<(Arc<str>, KeyBuf)> = None;
         let mut stopped = false;
-        let mut empties: Vec<String> = Vec::new();
+        let mut empties: Vec<Arc<str>> = Vec::new();
         // Bounded by the collections after the cursor; the inner loop by visit_max.
         for name in names {
-            let map = collections.get_mut(&name).expect("listed above");
-            let lower: Bound<&[u8]> = match &start {
-                Some((n, k)) if *n == name => Bound::Excluded(k.as_slice()),
+            let map = collections.get_mut(&*name).expect("listed above");
+            let lower: Bound<&KeyBuf> = match &start {
+                Some((n, k)) if *n == name => Bound::Excluded(k),
                 _ => Bound::Unbounded,
             };
-            let mut gone_keys: Vec<Vec<u8>> = Vec::new();
-            let mut last: Option<&Vec<u8>> = None;
-            for (key, chain) in map.range_mut::<[u8], _>((lower, Bound::Unbounded)) {
+            let mut gone_keys: Vec<KeyBuf> = Vec::new();
+            let mut last: Option<&KeyBuf> = None;
+            for (key, chain) in map.range_mut::<KeyBuf, _>((lower, Bound::Unbounded)) {
                 if step.visited == visit_max {
                     // There is a next chain: the next slice goes on from the last one visited.
                     stopped = true;
@@ -960,20 +1038,20 @@ impl Store {
                 *record_bytes -= pruned.bytes;
                 step.pruned_versions += pruned.versions as u64;
                 step.index_entries_removed += pruned.index_entries as u64;
-                if droppable_tombstone(&chain.versions, horizon, checkpointed) {
+                if droppable_tombstone(chain.versions(), horizon, checkpointed) {
                     // A tombstone holds no index entries.
                     *versions -= 1;
-                    *record_bytes -= version_bytes(&chain.versions[0]) + chain_key_bytes(key);
+                    *record_bytes -= version_bytes(&chain.versions()[0]) + chain_key_bytes(key);
                     step.pruned_versions += 1;
                     gone_keys.push(key.clone());
                     continue;
                 }
-                if !retirable(&chain.versions, horizon, checkpointed) {
+                if !retirable(chain.versions(), horizon, checkpointed) {
                     continue;
                 }
                 let age = chain.age();
                 if retire_age_max >= 0 && age as i64 <= retire_age_max && *record_bytes > target_bytes {
-                    let mut r = overlay.release(&name, key, &chain.versions[0]);
+                    let mut r = overlay.release(&name, key, &chain.versions()[0]);
                     r.bytes += chain_key_bytes(key);
                     *versions -= r.versions;
                     *record_bytes -= r.bytes;
@@ -983,7 +1061,7 @@ impl Store {
                     gone_keys.push(key.clone());
                     continue;
                 }
-                *survey.entry(age).or_default() += (version_bytes(&chain.versions[0]) + chain_key_bytes(key)) as u64;
+                *survey.entry(age).or_default() += (version_bytes(&chain.versions()[0]) + chain_key_bytes(key)) as u64;
             }
             if let Some(k) = last {
                 last_visited = Some((name.clone(), k.clone()));
@@ -1000,7 +1078,7 @@ impl Store {
             }
         }
         for name in empties {
-            collections.remove(&name);
+            collections.remove(&*name);
         }
         debug_assert!(!stopped || last_visited.is_some(), "a slice stops only after visiting visit_max ≥ 1 chains");
         *scavenge_cursor = if stopped { last_visited } else { None };
@@ -1018,10 +1096,11 @@ impl Store {
         let mut bytes = 0usize;
         for (name, map) in &self.collections {
             for (key, chain) in map {
-                assert!(!chain.versions.is_empty(), "{name}/{key:?}: empty chain");
-                assert!(chain.versions.windows(2).all(|w| w[0].commit_id < w[1].commit_id));
+                assert!(!chain.versions().is_empty(), "{name}/{key:?}: empty chain");
+                assert!(chain.versions().windows(2).all(|w| w[0].commit_id < w[1].commit_id));
+                assert!(!matches!(&chain.versions, Versions::Many(vs) if vs.len() < 2), "{name}/{key:?}: a lone version is held in place");
                 bytes += chain_key_bytes(key);
-                for v in &chain.versions {
+                for v in chain.versions() {
                     versions += 1;
                     bytes += version_bytes(v) + overlay.enter(name, key, v.value.as_deref());
                 }
@@ -1325,7 +1404,7 @@ mod tests {
         let put = |k: &str, f1: &str| Op { kind: OP_PUT, collection: 0, key: skey(k), value: row(f1) };
         let del = |k: &str| Op { kind: OP_DELETE, collection: 0, key: skey(k), value: vec![] };
         let written = s.apply(1, commit(vec![put("a", "x"), put("b", "y"), put("c", "z")]), &p).unwrap();
-        let changes: Vec<Change> = written.into_iter().map(|w| (w.key, w.value.map(|v| (w.commit_id, v)))).collect();
+        let changes: Vec<Change> = written.into_iter().map(|w| (w.key.to_vec(), w.value.map(|v| (w.commit_id, v.to_vec())))).collect();
         p.checkpoint(1, &[CollectionChanges { name: "t".into(), changes }], crate::pages::PageFault::None).unwrap();
         s.set_checkpointed(1);
         s.set_horizon(1, true, &[]);
@@ -1384,7 +1463,7 @@ mod tests {
 
     /// The commit ids of the chain of `key` in collection `collection` (empty when not in memory).
     fn chain_ids(s: &Store, collection: &str, key: &[u8]) -> Vec<u64> {
-        s.collections.get(collection).and_then(|m| m.get(key)).map_or(vec![], |c| c.versions.iter().map(|v| v.commit_id).collect())
+        s.collections.get(collection).and_then(|m| m.get(key)).map_or(vec![], |c| c.versions().iter().map(|v| v.commit_id).collect())
     }
 
     /// Scavenge slices of at most `visit_max` chains until the pass in progress and one whole pass
@@ -1459,8 +1538,8 @@ mod tests {
             assert_eq!(chain_ids(&s, "c", &gen_key(k)), vec![reader, last]);
         }
         let per_key = chain_key_bytes(&gen_key(0))
-            + version_bytes(&Version { commit_id: 1, value: Some(gen_row(0, 0)) })
-            + version_bytes(&Version { commit_id: last, value: Some(gen_row(0, rewrites)) })
+            + version_bytes(&Version { commit_id: 1, value: Some(gen_row(0, 0).into()) })
+            + version_bytes(&Version { commit_id: last, value: Some(gen_row(0, rewrites).into()) })
             + 2 * index_entry_bytes(skey("000").len() + gen_key(0).len() + 2);
         assert_eq!(s.record_bytes(), keys * per_key, "the accounting is exact");
         s.check_invariants();
@@ -1778,9 +1857,10 @@ mod tests {
                         .collect();
                     let written = s.apply(lsn, Commit { collections: vec!["c".into()], ops }, &p).unwrap();
                     for w in written {
-                        history.entry(w.key.clone()).or_default().push((lsn, w.value.clone()));
-                        pruned_keys.push(w.key.clone());
-                        dirty.insert(w.key, (lsn, w.value));
+                        let value = w.value.as_deref().map(<[u8]>::to_vec);
+                        history.entry(w.key.to_vec()).or_default().push((lsn, value.clone()));
+                        pruned_keys.push(w.key.to_vec());
+                        dirty.insert(w.key.to_vec(), (lsn, value));
                     }
                 }
                 10..=11 => {
@@ -1840,7 +1920,7 @@ mod tests {
             s.check_invariants();
             let model = staying(&history, s.horizon(), &pinned);
             if swept {
-                pruned_keys = s.collections.get("c").map_or(vec![], |m| m.keys().cloned().collect());
+                pruned_keys = s.collections.get("c").map_or(vec![], |m| m.keys().map(|k| k.to_vec()).collect());
             }
             for k in &pruned_keys {
                 assert_chain_staying(&s, &model, k, &what);
@@ -1858,7 +1938,7 @@ mod tests {
         lsn += 1;
         let ops: Vec<Op> = history.keys().map(|k| Op { kind: OP_DELETE, collection: 0, key: k.clone(), value: vec![] }).collect();
         for w in s.apply(lsn, Commit { collections: vec!["c".into()], ops }, &p).unwrap() {
-            dirty.insert(w.key, (lsn, w.value));
+            dirty.insert(w.key.to_vec(), (lsn, w.value.as_deref().map(<[u8]>::to_vec)));
         }
         let changes = vec![CollectionChanges { name: "c".into(), changes: std::mem::take(&mut dirty).into_iter().map(|(k, (c, v))| (k, v.map(|v| (c, v)))).collect() }];
         p.checkpoint(lsn, &changes, crate::pages::PageFault::None).unwrap();

@@ -125,6 +125,30 @@ pub struct NativeEngine {
     engine: Engine,
     /// Collection names by the small ids handed to JavaScript (no string crossing per read).
     names: std::sync::RwLock<Vec<String>>,
+    /// (collection id, index name) by the small ids handed to JavaScript.
+    indexes: std::sync::RwLock<Vec<(u32, String)>>,
+}
+
+/// Read the bounds a `*Io` call finds at the start of its buffer: `[u8 mask]` (1 gte, 2 gt, 4 lte,
+/// 8 lt), then each bound the mask names, in that order, as `[u32 LE length][bytes]`.
+fn bounds_from(io: &[u8], reverse: bool, limit: u32) -> std::result::Result<ScanBounds, napi::Error<String>> {
+    let bad = || invalid("malformed bounds in the read buffer".into());
+    let mask = *io.first().ok_or_else(bad)?;
+    if mask & !0x0f != 0 {
+        return Err(bad());
+    }
+    let mut pos = 1usize;
+    let mut take = |bit: u8| -> std::result::Result<Option<Vec<u8>>, napi::Error<String>> {
+        if mask & bit == 0 {
+            return Ok(None);
+        }
+        let len = io.get(pos..pos + 4).ok_or_else(bad)?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let bytes = io.get(pos + 4..pos + 4 + len).ok_or_else(bad)?;
+        pos += 4 + len;
+        Ok(Some(bytes.to_vec()))
+    };
+    Ok(ScanBounds { gte: take(1)?, gt: take(2)?, lte: take(4)?, lt: take(8)?, reverse, limit: limit as usize })
 }
 
 fn positive(name: &str, v: i64) -> std::result::Result<u64, napi::Error<String>> {
@@ -227,7 +251,7 @@ impl NativeEngine {
             on_durable.call(FnArgs::from((lsn as f64, code, message)), ThreadsafeFunctionCallMode::NonBlocking);
         });
         let engine = Engine::open(Path::new(&dir), opts, notify).map_err(to_js)?;
-        Ok(NativeEngine { engine, names: std::sync::RwLock::new(Vec::new()) })
+        Ok(NativeEngine { engine, names: std::sync::RwLock::new(Vec::new()), indexes: std::sync::RwLock::new(Vec::new()) })
     }
 
     /// Validate and queue a COMMIT payload; returns its LSN (the commit id).
@@ -245,6 +269,18 @@ impl NativeEngine {
         }
         names.push(name);
         (names.len() - 1) as u32
+    }
+
+    /// A small id for index `index` of collection id `collection`, for `findIo`.
+    #[napi]
+    pub fn index_id(&self, collection: u32, index: String) -> std::result::Result<u32, napi::Error<String>> {
+        self.with_name(collection, |_| ())?;
+        let mut indexes = self.indexes.write().expect("indexes lock");
+        if let Some(i) = indexes.iter().position(|(c, n)| *c == collection && *n == index) {
+            return Ok(i as u32);
+        }
+        indexes.push((collection, index));
+        Ok((indexes.len() - 1) as u32)
     }
 
     /// Run `f` with the name of collection `id`, without copying it.
@@ -316,6 +352,34 @@ impl NativeEngine {
         let out: &mut [u8] = unsafe { out.as_mut() };
         let mut w = RowWriter::new(out);
         let complete = self.with_name(collection, |name| self.engine.find_each(name, &index, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
+        Ok(w.finish(complete))
+    }
+
+    /// Scan with its bounds read from `io` (see [`bounds_from`]) and its rows written over them,
+    /// as `scanInto` writes them: the number of rows, or -1 when they do not fit (call `scan`).
+    /// One buffer argument instead of four optional ones: a read pays for one conversion.
+    #[napi]
+    pub fn scan_io(&self, collection: u32, reverse: bool, limit: u32, snapshot: f64, mut io: Uint8ArraySlice<'_>) -> std::result::Result<i64, napi::Error<String>> {
+        // SAFETY: the JavaScript caller's buffer, not touched by JavaScript during this call.
+        let io: &mut [u8] = unsafe { io.as_mut() };
+        let bounds = bounds_from(io, reverse, limit)?;
+        let mut w = RowWriter::new(io);
+        let complete = self.with_name(collection, |name| self.engine.scan_each(name, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
+        Ok(w.finish(complete))
+    }
+
+    /// Index lookup by index id (see `indexId`) with its bounds read from `io` (see
+    /// [`bounds_from`]; bounds on index-tree entry keys) and its rows written over them, as
+    /// `findInto` writes them: the number of rows, or -1 when they do not fit (call `find`).
+    #[napi]
+    pub fn find_io(&self, index: u32, reverse: bool, limit: u32, snapshot: f64, mut io: Uint8ArraySlice<'_>) -> std::result::Result<i64, napi::Error<String>> {
+        // SAFETY: the JavaScript caller's buffer, not touched by JavaScript during this call.
+        let io: &mut [u8] = unsafe { io.as_mut() };
+        let bounds = bounds_from(io, reverse, limit)?;
+        let mut w = RowWriter::new(io);
+        let indexes = self.indexes.read().expect("indexes lock");
+        let (collection, name) = indexes.get(index as usize).ok_or_else(|| invalid(format!("unknown index id {index}")))?;
+        let complete = self.with_name(*collection, |c| self.engine.find_each(c, name, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
         Ok(w.finish(complete))
     }
 

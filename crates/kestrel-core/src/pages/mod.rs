@@ -64,14 +64,15 @@ pub struct Entry {
     pub value: Vec<u8>,
 }
 
-/// One changed key: Some((commit id, value)) = the version visible at the checkpoint LSN; None = deleted.
-pub type Change = (Vec<u8>, Option<(u64, Vec<u8>)>);
+/// One changed key: Some((commit id, value)) = the version visible at the checkpoint LSN; None =
+/// deleted. The value is any byte container (the engine passes the store's shared values).
+pub type Change<V = Vec<u8>> = (Vec<u8>, Option<(u64, V)>);
 
 #[derive(Clone, Debug, Default)]
-pub struct CollectionChanges {
+pub struct CollectionChanges<V = Vec<u8>> {
     pub name: String,
     /// Sorted by key, no duplicates, non-empty.
-    pub changes: Vec<Change>,
+    pub changes: Vec<Change<V>>,
 }
 
 /// Bytes of the new meta page written by [`PageFault::TearMeta`]: the header, magic and version,
@@ -386,7 +387,7 @@ fn invalid(msg: String) -> Error {
 }
 
 /// The caller's promises about `checkpoint`'s input, checked.
-fn validate_changes(lsn: u64, changes: &[CollectionChanges], meta: &Meta) -> Result<()> {
+fn validate_changes<V: AsRef<[u8]>>(lsn: u64, changes: &[CollectionChanges<V>], meta: &Meta) -> Result<()> {
     if lsn < meta.checkpoint_lsn {
         return Err(invalid(format!("checkpoint at LSN {lsn} is before the current checkpoint LSN {}", meta.checkpoint_lsn)));
     }
@@ -413,6 +414,7 @@ fn validate_changes(lsn: u64, changes: &[CollectionChanges], meta: &Meta) -> Res
                 return Err(invalid(format!("collection {:?}: changes not in strictly ascending key order", cc.name)));
             }
             if let Some((_, v)) = value {
+                let v = v.as_ref();
                 if v.len() > STORED_VALUE_BYTES_MAX {
                     return Err(invalid(format!("collection {:?}: value of {} bytes > {STORED_VALUE_BYTES_MAX}", cc.name, v.len())));
                 }
@@ -600,6 +602,12 @@ impl PageStore {
     /// slot, fdatasync, publish. Safe to run while other threads read; on any error the published state is
     /// unchanged.
     pub fn checkpoint(&self, lsn: u64, changes: &[CollectionChanges], fault: PageFault) -> Result<CheckpointReport> {
+        self.checkpoint_of(lsn, changes, fault)
+    }
+
+    /// [`checkpoint`](Self::checkpoint) with the values in any byte container (the engine's
+    /// flusher passes the store's shared values, so that nothing is copied).
+    pub fn checkpoint_of<V: AsRef<[u8]>>(&self, lsn: u64, changes: &[CollectionChanges<V>], fault: PageFault) -> Result<CheckpointReport> {
         let mut quarantine = self.flusher.lock().unwrap_or_else(PoisonError::into_inner);
         // Only this (serialized) function changes the published state, so this snapshot stays
         // the published checkpoint until we publish.

@@ -625,7 +625,7 @@ fn has_index_trees(src: &PageSource<'_>, collection: &str) -> Result<bool> {
 /// `ik ‖ pk ‖ u16 BE |pk|`. Returns the derived trees in name order, each sorted by entry key;
 /// a tree without changes is omitted. Old values are read only when the catalog has an index
 /// tree of the collection (otherwise no old record of it has an envelope).
-pub fn derive_index_changes(src: &PageSource<'_>, changes: &[CollectionChanges]) -> Result<Vec<CollectionChanges>> {
+pub fn derive_index_changes<V: AsRef<[u8]>>(src: &PageSource<'_>, changes: &[CollectionChanges<V>]) -> Result<Vec<CollectionChanges>> {
     let mut trees: BTreeMap<String, Vec<Change>> = BTreeMap::new();
     for cc in changes {
         let old_root = if has_index_trees(src, &cc.name)? { catalog_get(src, cc.name.as_bytes())?.map_or(0, |(root, _)| root) } else { 0 };
@@ -633,7 +633,7 @@ pub fn derive_index_changes(src: &PageSource<'_>, changes: &[CollectionChanges])
             let old_block = if old_root != 0 { lookup(src, old_root, pk, |_, e| read_envelope_prefix(src, &e.value))?.unwrap_or_default() } else { Vec::new() };
             let old_keys = index_keys(&old_block, pk.len());
             let new_keys = match new {
-                Some((_, v)) => index_keys(v, pk.len()),
+                Some((_, v)) => index_keys(v.as_ref(), pk.len()),
                 None => Vec::new(),
             };
             for k in old_keys.iter().filter(|k| !new_keys.contains(k)) {
@@ -661,7 +661,7 @@ pub fn derive_index_changes(src: &PageSource<'_>, changes: &[CollectionChanges])
 
 /// Spec steps 1–5 for checkpoint `src.meta.seq + 1` at `lsn`: every new page, built in
 /// allocation order, and the new meta. Writes nothing.
-pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionChanges], quarantine: &Quarantine) -> Result<Built> {
+pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes: &[CollectionChanges<V>], quarantine: &Quarantine) -> Result<Built> {
     let meta = src.meta;
     let (chain, mut reusable) = read_free_list(src)?;
     let mut next = meta.page_count;
@@ -678,26 +678,30 @@ pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionCha
 
     // Step 0: the derived index trees join the changes in name order.
     let derived = derive_index_changes(src, changes)?;
-    let mut all: Vec<&CollectionChanges> = changes.iter().chain(derived.iter()).collect();
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    debug_assert!(all.windows(2).all(|w| w[0].name < w[1].name), "collection and index-tree names never collide");
+    // (tree name, its changes as ops), collections and derived trees alike.
+    let mut all: Vec<(&str, Vec<Op<'_>>)> = changes
+        .iter()
+        .map(|cc| (cc.name.as_str(), cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, v.as_ref())) }).collect()))
+        .chain(derived.iter().map(|cc| (cc.name.as_str(), cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, &v[..])) }).collect())))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    debug_assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "collection and index-tree names never collide");
 
     // Step 2: each changed tree, in name order.
     let mut records_total = meta.records as i128;
     let mut catalog_values: Vec<Option<[u8; layout::CATALOG_VALUE_BYTES]>> = Vec::with_capacity(all.len());
-    for &cc in &all {
-        debug_assert!(!cc.changes.is_empty());
-        let (root, records) = catalog_get(src, cc.name.as_bytes())?.unwrap_or((0, 0));
-        let ops: Vec<Op<'_>> = cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, &v[..])) }).collect();
+    for (name, ops) in &all {
+        debug_assert!(!ops.is_empty());
+        let (root, records) = catalog_get(src, name.as_bytes())?.unwrap_or((0, 0));
         w.record_delta = 0;
-        let new_root = w.apply_root(root, &ops)?;
+        let new_root = w.apply_root(root, ops)?;
         let new_records = records as i128 + w.record_delta as i128;
         if new_records < 0 || (new_root == 0) != (new_records == 0) {
             let at = if root != 0 { root } else { meta.catalog_root };
-            return Err(corrupt(at, &format!("collection {:?}: the catalog's record count {records} disagrees with its tree", cc.name)));
+            return Err(corrupt(at, &format!("collection {name:?}: the catalog's record count {records} disagrees with its tree")));
         }
         // The meta's `records` counts collections only; an index tree's count is its entries.
-        if !envelope::is_index_tree(cc.name.as_bytes()) {
+        if !envelope::is_index_tree(name.as_bytes()) {
             records_total += new_records - records as i128;
         }
         catalog_values.push((new_root != 0).then(|| encode_catalog_value(new_root, new_records as u64)));
@@ -707,7 +711,7 @@ pub fn build_checkpoint(src: &PageSource<'_>, lsn: u64, changes: &[CollectionCha
     let catalog_root = if all.is_empty() {
         meta.catalog_root
     } else {
-        let ops: Vec<Op<'_>> = all.iter().zip(&catalog_values).map(|(cc, v)| Op { key: cc.name.as_bytes(), value: v.as_ref().map(|v| (0, &v[..])) }).collect();
+        let ops: Vec<Op<'_>> = all.iter().zip(&catalog_values).map(|((name, _), v)| Op { key: name.as_bytes(), value: v.as_ref().map(|v| (0, &v[..])) }).collect();
         w.apply_root(meta.catalog_root, &ops)?
     };
 
