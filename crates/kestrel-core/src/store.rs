@@ -824,13 +824,14 @@ impl Store {
         let Some((lower, upper)) = b.range() else { return Ok(true) };
         let limit = b.limit();
         let age = self.age();
-        let empty = BTreeMap::new();
-        let map = self.collections.get(collection).unwrap_or(&empty);
-        let (lo, hi) = key_bounds((lower, upper));
-        let mut mem: Box<dyn Iterator<Item = (&KeyBuf, &Chain)>> = if b.reverse {
-            Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev())
-        } else {
-            Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())))
+        let (lo, hi) = match self.collections.get(collection) {
+            Some(_) => key_bounds((lower, upper)),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut mem: Box<dyn Iterator<Item = (&KeyBuf, &Chain)>> = match self.collections.get(collection) {
+            None => Box::new(std::iter::empty()),
+            Some(map) if b.reverse => Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev()),
+            Some(map) => Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref()))),
         };
         let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, collection, lower, upper, b.reverse) } else { DiskCursor::empty(pages, collection) };
         let mut next_mem = mem.next();
@@ -905,13 +906,12 @@ impl Store {
         let limit = b.limit();
         let age = self.age();
         let tree = envelope::tree_name(collection, index.as_bytes());
-        let empty_tree = BTreeMap::new();
-        let overlay = self.overlay.trees.get(&tree).unwrap_or(&empty_tree);
-        let (lo, hi) = key_bounds((lower, upper));
-        let mut mem: Box<dyn Iterator<Item = &KeyBuf>> = if b.reverse {
-            Box::new(overlay.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev().map(|(k, _)| k))
-        } else {
-            Box::new(overlay.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).map(|(k, _)| k))
+        let overlay = self.overlay.trees.get(&tree);
+        let (lo, hi) = if overlay.is_some() { key_bounds((lower, upper)) } else { (Bound::Unbounded, Bound::Unbounded) };
+        let mut mem: Box<dyn Iterator<Item = &KeyBuf>> = match overlay {
+            None => Box::new(std::iter::empty()),
+            Some(o) if b.reverse => Box::new(o.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev().map(|(k, _)| k)),
+            Some(o) => Box::new(o.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).map(|(k, _)| k)),
         };
         let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, &tree, lower, upper, b.reverse) } else { DiskCursor::empty(pages, &tree) };
         let chains = self.collections.get(collection);

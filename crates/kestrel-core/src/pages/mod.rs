@@ -224,7 +224,16 @@ pub(crate) struct PageSource<'a> {
     pub file: &'a File,
     pub meta: Meta,
     cache: &'a PageCache,
+    /// The published checkpoint's remembered catalog lookups (readers only; a checkpoint being
+    /// built reads the catalog itself).
+    roots: Option<&'a RootMemo>,
 }
+
+/// Tree name → root page (None: not in the catalog) as the catalog of one published checkpoint
+/// says: a read of a tree finds its root without a catalog search. Emptied when the next
+/// checkpoint is published; at most [`ROOT_MEMO_MAX`] names (then emptied and filled again).
+type RootMemo = Mutex<HashMap<Box<str>, Option<u32>>>;
+const ROOT_MEMO_MAX: usize = 4096;
 
 impl PageSource<'_> {
     /// A page of one of `kinds`; corruption is the inner `Err(what)`, I/O failure the outer one.
@@ -286,6 +295,25 @@ impl PageSource<'_> {
         self.read_tree_checked(page_no)?.map_err(|what| corrupt(page_no, &what))
     }
 
+    /// The root page of tree `name` (0 = empty; None = not in the catalog), through the
+    /// published checkpoint's memo when this source has one.
+    pub fn tree_root(&self, name: &str) -> Result<Option<u32>> {
+        if let Some(m) = self.roots {
+            if let Some(root) = m.lock().unwrap_or_else(PoisonError::into_inner).get(name) {
+                return Ok(*root);
+            }
+        }
+        let root = tree::catalog_get(self, name.as_bytes())?.map(|(root, _)| root);
+        if let Some(m) = self.roots {
+            let mut m = m.lock().unwrap_or_else(PoisonError::into_inner);
+            if m.len() >= ROOT_MEMO_MAX {
+                m.clear();
+            }
+            m.insert(name.into(), root);
+        }
+        Ok(root)
+    }
+
     /// As [`read_checked`](Self::read_checked) with corruption as `KESTREL_CORRUPT`.
     pub fn read(&self, page_no: u32, kinds: &[u8], cached: bool) -> Result<(Header, Arc<PageBuf>)> {
         self.read_checked(page_no, kinds, cached)?.map_err(|what| corrupt(page_no, &what))
@@ -300,6 +328,8 @@ struct Published {
     meta: Meta,
     /// None until the file exists (no checkpoint was ever written here).
     file: Option<Arc<File>>,
+    /// Catalog lookups of this checkpoint (emptied at each publish).
+    roots: RootMemo,
 }
 
 /// The page store of one database directory: the published checkpoint's trees, read by any
@@ -473,7 +503,7 @@ impl PageStore {
         Ok(PageStore {
             dir: dir.to_path_buf(),
             path,
-            published: RwLock::new(Published { meta, file }),
+            published: RwLock::new(Published { meta, file, roots: RootMemo::default() }),
             cache: PageCache::new(cache_bytes),
             flusher: Mutex::new(tree::Quarantine::default()),
         })
@@ -496,14 +526,14 @@ impl PageStore {
     fn with_source<T>(&self, f: impl FnOnce(&PageSource<'_>) -> Result<T>) -> Result<Option<T>> {
         let state = self.read_state();
         let Some(file) = &state.file else { return Ok(None) };
-        let src = PageSource { file, meta: state.meta, cache: &self.cache };
+        let src = PageSource { file, meta: state.meta, cache: &self.cache, roots: Some(&state.roots) };
         f(&src).map(Some)
     }
 
     pub fn get(&self, collection: &str, key: &[u8]) -> Result<Option<(u64, Vec<u8>)>> {
         Ok(self
             .with_source(|src| {
-                let Some((root, _)) = tree::catalog_get(src, collection.as_bytes())? else { return Ok(None) };
+                let Some(root) = src.tree_root(collection)? else { return Ok(None) };
                 tree::lookup(src, root, key, |_, e| Ok((e.commit_id, tree::read_value(src, &e.value)?)))
             })?
             .flatten())
@@ -518,7 +548,7 @@ impl PageStore {
         Ok(self
             .with_source(|src| {
                 let mut out = Vec::new();
-                let Some((root, _)) = tree::catalog_get(src, collection.as_bytes())? else { return Ok(out) };
+                let Some(root) = src.tree_root(collection)? else { return Ok(out) };
                 tree::range(src, root, lower, upper, reverse, &mut |_, e| {
                     out.push(Entry { key: e.key.to_vec(), commit_id: e.commit_id, value: tree::read_value(src, &e.value)? });
                     Ok(out.len() < max)
@@ -625,7 +655,7 @@ impl PageStore {
                 Arc::new(f)
             }
         };
-        let src = PageSource { file: &file, meta, cache: &self.cache };
+        let src = PageSource { file: &file, meta, cache: &self.cache, roots: None };
         let mut built = tree::build_checkpoint(&src, lsn, changes, &quarantine)?;
         built.pages.sort_unstable_by_key(|(no, _)| *no);
         debug_assert!(built.pages.windows(2).all(|w| w[0].0 < w[1].0), "each page written once");
@@ -644,6 +674,7 @@ impl PageStore {
         }
         state.meta = built.meta;
         state.file = Some(file);
+        state.roots.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         drop(state);
         // The new meta page is durable and supersedes every failed attempt's.
         *quarantine = tree::Quarantine::default();
@@ -682,6 +713,36 @@ mod tests {
 
     fn page(tag: u8) -> Arc<TreePage> {
         Arc::new(TreePage::unchecked(Arc::new([tag; PAGE_BYTES])))
+    }
+
+    /// Each published checkpoint has its own remembered tree roots: a read after the next
+    /// checkpoint (new roots, a tree gone, a tree back) never uses the old ones.
+    #[test]
+    fn remembered_roots_follow_each_published_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("kestrel-pages-roots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = PageStore::open(&dir, 1 << 20).unwrap();
+        let put = |lsn: u64, name: &str, keys: std::ops::Range<u32>, tag: u8| {
+            let changes: Vec<Change> = keys.map(|k| (k.to_be_bytes().to_vec(), Some((lsn, vec![tag; 100])))).collect();
+            store.checkpoint(lsn, &[CollectionChanges { name: name.into(), changes }], PageFault::None).unwrap();
+        };
+        let get = |name: &str, k: u32| store.get(name, &k.to_be_bytes()).unwrap().map(|(c, v)| (c, v[0]));
+        let count = |name: &str| store.range(name, Bound::Unbounded, Bound::Unbounded, false, usize::MAX).unwrap().len();
+        assert_eq!(get("a", 1), None);
+        put(1, "a", 0..10, 1);
+        assert_eq!((get("a", 1), get("b", 1), count("a")), (Some((1, 1)), None, 10));
+        // Enough keys for a new, deeper tree: a new root.
+        put(2, "a", 0..500, 2);
+        assert_eq!((get("a", 1), get("a", 499), count("a")), (Some((2, 2)), Some((2, 2)), 500));
+        put(3, "b", 0..1, 3);
+        assert_eq!((get("b", 0), count("b")), (Some((3, 3)), 1));
+        // Tree b emptied (it leaves the catalog), then back.
+        store.checkpoint(4, &[CollectionChanges { name: "b".into(), changes: vec![(0u32.to_be_bytes().to_vec(), None)] }], PageFault::None).unwrap();
+        assert_eq!((get("b", 0), count("b")), (None, 0));
+        put(5, "b", 7..8, 5);
+        assert_eq!((get("b", 7), get("b", 0), count("b"), get("a", 3)), (Some((5, 5)), None, 1, Some((2, 2))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
