@@ -224,7 +224,7 @@ impl Engine {
             None => Arc::new(RealVfs),
         };
         let log_dir = dir.join(LOG_DIR);
-        let mut store = Store::new(meta.checkpoint_lsn, meta.records);
+        let mut store = Store::new(meta.checkpoint_lsn, meta.records, meta.catalog_root != 0);
         let last_lsn = recovered.last_lsn;
         let mut flow = Flow::new(meta.checkpoint_lsn, options.retain_commits);
         for (lsn, commit) in recovered.commits {

@@ -322,15 +322,16 @@ pub struct Store {
 /// store has a chain in memory. Then a read of `c` never needs the page store: a key without a
 /// chain is in no checkpoint, and a page-store entry (of `c` or of one of its index trees) is
 /// always answered by its key's chain, whose visible versions are in memory with their index
-/// entries counted in the overlay. Why it holds: the store starts from a page store without
-/// records (`Store::default`, or `Store::new` with 0 records) or marks every collection
+/// entries counted in the overlay. Why it holds: the store starts from an empty page store
+/// (`Store::default`, or `Store::new` with no records and no trees) or marks every collection
 /// (`all`); a checkpoint only adds the keys of the dirty set, which `apply` installed as chains;
 /// a chain leaves memory only when it is retired (`retire`, `scavenge`: its collection is
 /// marked) or as a droppable tombstone (its key is in no checkpoint from then on: the tombstone
-/// is the key's newest version and at or below the published checkpoint).
+/// is the key's newest version and at or below the published checkpoint). Log replay at open
+/// goes through `apply` like any commit.
 #[derive(Debug, Default)]
 struct DiskOnly {
-    /// The page store held records at open: any collection may.
+    /// The page store held records, or its catalog any tree, at open: any collection may.
     all: bool,
     /// Collections from which a chain was retired since open.
     retired_from: BTreeSet<String>,
@@ -593,10 +594,11 @@ fn merge_order(mem: Option<&[u8]>, disk: Option<&[u8]>, reverse: bool) -> Option
 }
 
 impl Store {
-    /// Start from a checkpoint holding `records` live records at `checkpoint_lsn`
-    /// (`Store::default()`: from an empty page store).
-    pub fn new(checkpoint_lsn: u64, records: u64) -> Store {
-        let disk_only = DiskOnly { all: records > 0, retired_from: BTreeSet::new() };
+    /// Start from a checkpoint holding `records` live records at `checkpoint_lsn`, whose catalog
+    /// lists at least one tree iff `has_trees` (`Store::default()`: from an empty page store).
+    pub fn new(checkpoint_lsn: u64, records: u64, has_trees: bool) -> Store {
+        // Either says the page store may hold keys: reads must look there (see DiskOnly).
+        let disk_only = DiskOnly { all: records > 0 || has_trees, retired_from: BTreeSet::new() };
         Store { checkpointed_lsn: checkpoint_lsn, keep: Keep::at(checkpoint_lsn), live_keys: records, disk_only, ..Store::default() }
     }
 
@@ -1452,10 +1454,11 @@ mod tests {
         check(&s2, &[("a", "x"), ("b", "y")], "after a scavenge");
 
         // Reopen: the page store has records, so every collection may have keys only there.
-        let s3 = Store::new(2, 2);
+        let s3 = Store::new(2, 2, true);
         assert!(s3.disk_only.may_have("t") && s3.disk_only.may_have("u"));
         check(&s3, &[("a", "x"), ("b", "y")], "after reopen");
-        assert!(!Store::new(2, 0).disk_only.may_have("t"), "an empty page store has no keys");
+        assert!(!Store::new(2, 0, false).disk_only.may_have("t"), "an empty page store has no keys");
+        assert!(Store::new(2, 0, true).disk_only.may_have("t"), "a catalog that lists trees may have keys, whatever the count says");
     }
 
     // -----------------------------------------------------------------------------------------
