@@ -4,7 +4,7 @@ import { decodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
 import { KestrelError } from './errors.js'
 import { scanBounds, type ScanOptions } from './scan.js'
-import { findEntries, findRows, type Entry, type TransactionHost } from './transaction.js'
+import { findEntries, pairEntries, type Entry, type TransactionHost } from './transaction.js'
 import { findPlan, type FindQuery } from './txn/indexes.js'
 
 /**
@@ -41,10 +41,7 @@ export class ReadView {
   /** Entries at this view's commit, in key order (or reverse), within the bounds. */
   scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
     const name = this.check(collection)
-    const rows = this.host.coordinator.core.scan(name, scanBounds(options), this.snap)
-    return (function* () {
-      for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue<T>(v) }
-    })()
+    return pairEntries<T>(this.host.coordinator.core.scan(name, scanBounds(options), this.snap))
   }
 
   /**
@@ -54,7 +51,7 @@ export class ReadView {
   find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
     const name = this.check(collection)
     const s = this.host.coordinator.indexes.get(name, index)
-    return findEntries<T>(findRows(this.host.coordinator.core, s, findPlan(query), this.snap))
+    return findEntries<T>(this.host.coordinator.core, s, findPlan(query), this.snap)
   }
 
   /** Release the view (idempotent). */

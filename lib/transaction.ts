@@ -467,15 +467,17 @@ export class Transaction {
     const plan = findPlan(query)
     const core = this.host.coordinator.core
     const own = this.writes.get(name)
-    if (!own || own.size === 0) return entriesOf<T>(lookup(core, s, plan, this.snap))
+    if (!own || own.size === 0) return findEntries<T>(core, s, plan, this.snap)
     // Overlay the write set: records it wrote are taken from it (without the limit meanwhile).
     const unlimited = { keys: { ...plan.keys, limit: undefined }, entries: { ...plan.entries, limit: undefined } }
     const rows: FoundRow[] = []
-    for (const r of lookup(core, s, unlimited, this.snap)) {
+    const base: Array<{ key: Uint8Array; value: unknown }> = usable(s, this.snap)
+      ? core.find(s.collection, s.name, unlimited.entries, this.snap).map(([key, bytes]) => ({ key, value: decodeValue(bytes) }))
+      : scanFind(core, s, unlimited, this.snap)
+    for (const r of base) {
       if (own.has(bytesToOrderedString(r.key))) continue
-      const value = r.bytes ? decodeValue(r.bytes) : r.value
-      const ik = indexKeyOf(s, value, r.key)
-      if (ik) rows.push({ indexKey: ik, key: r.key, value })
+      const ik = indexKeyOf(s, r.value, r.key)
+      if (ik) rows.push({ indexKey: ik, key: r.key, value: r.value })
     }
     for (const w of own.values()) {
       if (w.kind !== OP_PUT) continue
@@ -484,7 +486,7 @@ export class Transaction {
     }
     rows.sort(compareRows)
     if (plan.keys.reverse) rows.reverse()
-    return entriesOf<T>(plan.keys.limit === undefined ? rows : rows.slice(0, plan.keys.limit))
+    return foundEntries<T>(plan.keys.limit === undefined ? rows : rows.slice(0, plan.keys.limit))
   }
 
   /** Run a resolver against the newest committed value; its result becomes a plain write. */
@@ -534,20 +536,24 @@ export class Transaction {
 
 const DELTA = new DataView(new ArrayBuffer(8))
 
-/** A lookup's rows: from the engine's entries when the index is complete at the snapshot, else by a scan. */
-function lookup(core: Coordinator['core'], s: IndexState, plan: ReturnType<typeof findPlan>, snapshot: number): Array<{ key: Uint8Array; value?: unknown; bytes?: Uint8Array }> {
-  if (usable(s, snapshot)) return core.find(s.collection, s.name, plan.entries, snapshot).map(([key, bytes]) => ({ key, bytes }))
-  return scanFind(core, s, plan, snapshot)
+/** Entries of engine rows, decoded as they are iterated. */
+export function* pairEntries<T>(rows: ReadonlyArray<[Uint8Array, Uint8Array]>): Generator<Entry<T>> {
+  for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue(v) as T }
 }
 
-/** Decode rows lazily as they are iterated. */
-function entriesOf<T>(rows: ReadonlyArray<{ key: Uint8Array; value?: unknown; bytes?: Uint8Array }>): Iterable<Entry<T>> {
-  return (function* () {
-    for (const r of rows) yield { key: decodeKey(r.key), value: (r.bytes ? decodeValue(r.bytes) : r.value) as T }
-  })()
+/** Entries of rows already decoded (scan fallback, own writes). */
+function* foundEntries<T>(rows: readonly FoundRow[]): Generator<Entry<T>> {
+  for (const r of rows) yield { key: decodeKey(r.key), value: r.value as T }
 }
 
-export { lookup as findRows, entriesOf as findEntries }
+/**
+ * A lookup's entries at `snapshot`: from the engine's index entries when the index is complete
+ * there, else by a scan that calls the key function.
+ */
+export function findEntries<T>(core: Coordinator['core'], s: IndexState, plan: ReturnType<typeof findPlan>, snapshot: number): Iterable<Entry<T>> {
+  if (usable(s, snapshot)) return pairEntries<T>(core.find(s.collection, s.name, plan.entries, snapshot))
+  return foundEntries<T>(scanFind(core, s, plan, snapshot))
+}
 
 function toOp(w: Write, keys?: readonly IndexKey[]): WriteOp {
   switch (w.kind) {
