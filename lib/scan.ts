@@ -19,7 +19,7 @@ export interface ScanOptions {
 }
 
 /** The smallest byte string greater than every string starting with `prefix`, if any. */
-function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
+export function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
   let end = prefix.length
   while (end > 0 && prefix[end - 1] === 0xff) end--
   if (end === 0) return undefined

@@ -20,12 +20,10 @@ interface NativeEngineHandle {
   holdSyncs(hold: boolean): void
   collectionId(name: string): number
   getInto(collection: number, key: Uint8Array, snapshot: number, out: Uint8Array): number
-  scanInto(collection: number, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
   scanIo(collection: number, reverse: boolean, limit: number, snapshot: number, io: Uint8Array): number
   indexId(collection: number, index: string): number
   findIo(index: number, reverse: boolean, limit: number, snapshot: number, io: Uint8Array): number
   find(collection: string, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
-  findInto(collection: number, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number, out: Uint8Array): number
   setAgeGroup(group: number): void
   scavenge(options: CoreScavengeOptions): { visited: number; prunedVersions: number; indexEntriesRemoved: number; retired: number; done: boolean; survey: number[] }
   requestCheckpoint(): number
@@ -311,7 +309,7 @@ export class NativeCore implements Core {
     return pairs(handle.scan(collection, o.gte ?? null, o.gt ?? null, o.lte ?? null, o.lt ?? null, o.reverse ?? false, o.limit ?? 0, snapshot))
   }
 
-  /** `count` rows that `scanInto`/`findInto` wrote to the read buffer, copied out at once. */
+  /** `count` rows that `scanIo`/`findIo` wrote to the read buffer, copied out at once. */
   private rowsFromBuffer(count: number): Array<[Uint8Array, Uint8Array]> {
     // One copy for the whole result: the rows must outlive the next read.
     let end = 0

@@ -10,7 +10,7 @@ import { checkIndexName, type IndexDefinition } from '../collection.js'
 import { ENVELOPE_BLOCK_BYTES_MAX, envelopeBlockBytes, type IndexKey } from '../core/envelope.js'
 import type { Core, CoreScanOptions } from '../core/types.js'
 import { KestrelError } from '../errors.js'
-import { scanBounds, type ScanOptions } from '../scan.js'
+import { prefixEnd, scanBounds, type ScanOptions } from '../scan.js'
 
 /** One index of a collection as the engine's coordinator knows it. */
 export interface IndexState {
@@ -29,19 +29,11 @@ export interface IndexState {
   failure: KestrelError | undefined
 }
 
-/** Bounds of an index lookup: an index key (exact match) or a range of index keys. */
-export interface FindRange {
-  gt?: Key
-  gte?: Key
-  lt?: Key
-  lte?: Key
-  /** Only index keys that start with this prefix (a string prefix, or a tuple's leading elements). */
-  prefix?: Key
-  /** Largest index key first. */
-  reverse?: boolean
-  /** At most this many entries. */
-  limit?: number
-}
+/**
+ * Bounds of an index lookup over index keys: `gt`/`gte`/`lt`/`lte`/`prefix`, `reverse` (largest
+ * index key first) and `limit` — the same options as a scan's, applied to index keys.
+ */
+export type FindRange = ScanOptions
 
 /** What `find` takes: an index key, or a range object. */
 export type FindQuery = Key | FindRange
@@ -151,16 +143,6 @@ function isRange(q: FindQuery): q is FindRange {
   return typeof q === 'object' && q !== null && !Array.isArray(q) && !(q instanceof Uint8Array)
 }
 
-/** The smallest byte string greater than every string starting with `prefix`, if any. */
-function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
-  let end = prefix.length
-  while (end > 0 && prefix[end - 1] === 0xff) end--
-  if (end === 0) return undefined
-  const out = prefix.slice(0, end)
-  out[end - 1]!++
-  return out
-}
-
 /** A lookup's bounds on index keys, on index-tree entry keys, and its direction and limit. */
 export interface FindPlan {
   /** Bounds on the encoded index key. */
@@ -173,7 +155,7 @@ export interface FindPlan {
 export function findPlan(query: FindQuery): FindPlan {
   let keys: CoreScanOptions
   if (isRange(query)) {
-    keys = scanBounds(query as ScanOptions)
+    keys = scanBounds(query)
   } else {
     const k = encodeKey(query as Key)
     keys = { gte: k, lte: k, reverse: false }

@@ -308,55 +308,9 @@ impl NativeEngine {
         .map_err(to_js)
     }
 
-    /// Scan into `out` as `[u32 LE key length][key][u32 LE value length][value]…`: returns the
-    /// number of entries, or -1 when they do not fit (call `scan` instead).
-    #[napi]
-    pub fn scan_into(
-        &self,
-        collection: u32,
-        gte: Option<Uint8Array>,
-        gt: Option<Uint8Array>,
-        lte: Option<Uint8Array>,
-        lt: Option<Uint8Array>,
-        reverse: bool,
-        limit: u32,
-        snapshot: f64,
-        mut out: Uint8Array,
-    ) -> std::result::Result<i64, napi::Error<String>> {
-        let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let out: &mut [u8] = unsafe { out.as_mut() };
-        let mut w = RowWriter::new(out);
-        let complete = self.with_name(collection, |name| self.engine.scan_each(name, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
-        Ok(w.finish(complete))
-    }
-
-    /// Index lookup into `out`, encoded as `scanInto` does (`[primary key, value]` rows): the
-    /// number of rows, or -1 when they do not fit (call `find` instead). The bounds are on
-    /// index-tree entry keys (docs/FORMAT.md "Index trees").
-    #[napi]
-    #[allow(clippy::too_many_arguments)]
-    pub fn find_into(
-        &self,
-        collection: u32,
-        index: String,
-        gte: Option<Uint8Array>,
-        gt: Option<Uint8Array>,
-        lte: Option<Uint8Array>,
-        lt: Option<Uint8Array>,
-        reverse: bool,
-        limit: u32,
-        snapshot: f64,
-        mut out: Uint8Array,
-    ) -> std::result::Result<i64, napi::Error<String>> {
-        let bounds = ScanBounds { gte: bound(gte), gt: bound(gt), lte: bound(lte), lt: bound(lt), reverse, limit: limit as usize };
-        let out: &mut [u8] = unsafe { out.as_mut() };
-        let mut w = RowWriter::new(out);
-        let complete = self.with_name(collection, |name| self.engine.find_each(name, &index, &bounds, snapshot as u64, &mut |k, v| w.push(k, v)))?.map_err(to_js)?;
-        Ok(w.finish(complete))
-    }
-
     /// Scan with its bounds read from `io` (see [`bounds_from`]) and its rows written over them,
-    /// as `scanInto` writes them: the number of rows, or -1 when they do not fit (call `scan`).
+    /// as `[u32 LE key length][key][u32 LE value length][value]…`: the number of rows, or -1 when
+    /// they do not fit (call `scan`).
     /// One buffer argument instead of four optional ones: a read pays for one conversion.
     #[napi]
     pub fn scan_io(&self, collection: u32, reverse: bool, limit: u32, snapshot: f64, mut io: Uint8ArraySlice<'_>) -> std::result::Result<i64, napi::Error<String>> {
@@ -370,7 +324,7 @@ impl NativeEngine {
 
     /// Index lookup by index id (see `indexId`) with its bounds read from `io` (see
     /// [`bounds_from`]; bounds on index-tree entry keys) and its rows written over them, as
-    /// `findInto` writes them: the number of rows, or -1 when they do not fit (call `find`).
+    /// `scanIo` writes them (`[primary key, value]` rows): the number of rows, or -1 when they do not fit (call `find`).
     #[napi]
     pub fn find_io(&self, index: u32, reverse: bool, limit: u32, snapshot: f64, mut io: Uint8ArraySlice<'_>) -> std::result::Result<i64, napi::Error<String>> {
         // SAFETY: the JavaScript caller's buffer, not touched by JavaScript during this call.
