@@ -1,6 +1,7 @@
 // W2 (hot point reads, random keys) and W5 (range scans of 100 consecutive records) over N
 // records with 256-byte values, after an untimed bulk load. Reads go through one read view,
 // single-threaded: this measures the read path, not the disk.
+import { cellsByRecordCount, throughput } from '../lib/loop.js'
 import { openStore } from '../contestants/index.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
 
@@ -28,41 +29,19 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
   const rand = randomIndexes(records)
   // Warm up, then measure each phase for durationMs.
   for (let i = 0; i < 20_000; i++) reader.get(key(rand()))
-  let reads = 0
-  let t0 = performance.now()
-  let deadline = t0 + durationMs
-  while (performance.now() < deadline) {
-    for (let i = 0; i < 1000; i++) {
-      if (reader.get(key(rand())) === undefined) throw new Error('missing record')
-    }
-    reads += 1000
-  }
-  const readsPerSec = reads / ((performance.now() - t0) / 1000)
-  let scans = 0
-  t0 = performance.now()
-  deadline = t0 + durationMs
-  while (performance.now() < deadline) {
-    for (let i = 0; i < 50; i++) {
-      if (reader.scan100(key(rand() % (records - 100))) !== 100) throw new Error('short scan')
-    }
-    scans += 50
-  }
-  const scansPerSec = scans / ((performance.now() - t0) / 1000)
+  const readsPerSec = throughput(() => {
+    if (reader.get(key(rand())) === undefined) throw new Error('missing record')
+  }, durationMs)
+  const scansPerSec = throughput(() => {
+    if (reader.scan100(key(rand() % (records - 100))) !== 100) throw new Error('short scan')
+  }, durationMs, 50)
   reader.close()
   await store.close()
   return { readsPerSec, scansPerSec }
 }
 
 export async function run(ctx) {
-  const records = ctx.quick ? 100_000 : 1_000_000
-  const results = {}
-  for (const name of CONTESTANTS) {
-    // Loading a million records takes most of a cell's time.
-    const r = ctx.cell(name, records, { timeoutMs: ctx.quick ? 180_000 : 600_000 })
-    results[name] = r
-    ctx.log('', name, r, (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  ${fmt(x.scansPerSec).padStart(8)} scans/s  RSS ${mib(x.peakRssBytes)} MiB`)
-  }
-  return { records, contestants: CONTESTANTS, results }
+  return cellsByRecordCount(ctx, CONTESTANTS, (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  ${fmt(x.scansPerSec).padStart(8)} scans/s  RSS ${mib(x.peakRssBytes)} MiB`)
 }
 
 export function render(raw) {

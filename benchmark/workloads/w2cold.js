@@ -4,6 +4,7 @@
 // (pages.kdb) — and then read single-threaded through one read view. The OS page cache still
 // holds the files (they were just written): this measures the stores' read paths over their
 // on-disk formats, not the disk.
+import { cellsByRecordCount, throughput } from '../lib/loop.js'
 import { openStore } from '../contestants/index.js'
 import { fmt, mib, ratio, table, unavailableRow } from '../lib/report.js'
 import { key, loadRecords, randomIndexes } from './reads.js'
@@ -30,14 +31,7 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
   let t0 = performance.now()
   for (let i = 0; i < FIRST_READS; i++) read()
   const firstReadsPerSec = FIRST_READS / ((performance.now() - t0) / 1000)
-  let reads = 0
-  t0 = performance.now()
-  const deadline = t0 + durationMs
-  while (performance.now() < deadline) {
-    for (let i = 0; i < 1000; i++) read()
-    reads += 1000
-  }
-  const readsPerSec = reads / ((performance.now() - t0) / 1000)
+  const readsPerSec = throughput(read, durationMs)
   const s = store.stats?.()
   reader.close()
   await store.close()
@@ -50,14 +44,8 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
 }
 
 export async function run(ctx) {
-  const records = ctx.quick ? 100_000 : 1_000_000
-  const results = {}
-  for (const name of CONTESTANTS) {
-    const r = ctx.cell(name, records, { timeoutMs: ctx.quick ? 180_000 : 600_000 })
-    results[name] = r
-    ctx.log('', name, r, (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  (first ${fmt(FIRST_READS)}: ${fmt(x.firstReadsPerSec)}/s, reopen ${fmt(x.reopenMs, 1)} ms)${x.stats ? `  records in memory ${mib(x.stats.recordBytes)} MiB` : ''}  RSS ${mib(x.peakRssBytes)} MiB`)
-  }
-  return { records, cacheBytes: CACHE_BYTES, firstReads: FIRST_READS, contestants: CONTESTANTS, results }
+  const out = cellsByRecordCount(ctx, CONTESTANTS, (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  (first ${fmt(FIRST_READS)}: ${fmt(x.firstReadsPerSec)}/s, reopen ${fmt(x.reopenMs, 1)} ms)${x.stats ? `  records in memory ${mib(x.stats.recordBytes)} MiB` : ''}  RSS ${mib(x.peakRssBytes)} MiB`)
+  return { ...out, cacheBytes: CACHE_BYTES, firstReads: FIRST_READS }
 }
 
 export function render(raw) {

@@ -6,6 +6,7 @@
 // better-sqlite3: a column holding the field with CREATE UNIQUE INDEX on it and a prepared
 // `SELECT k, v FROM items WHERE x = ?`; js-map: a second Map (the in-memory limit).
 // lmdb has no secondary indexes: it is listed as not comparable rather than given an emulation.
+import { cellsByRecordCount, throughput, timedCheckpoint } from '../lib/loop.js'
 import { KESTREL, openStore } from '../contestants/index.js'
 import { percentile } from '../lib/stats.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
@@ -45,12 +46,7 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
   const loadMs = performance.now() - l0
   // A quiet store for the timed loops: no checkpoint left to run meanwhile (native runs its
   // checkpoints on its own threads, which would share the two cores with the lookups).
-  let checkpointMs = 0
-  if (store.checkpoint) {
-    const c0 = performance.now()
-    await store.checkpoint()
-    checkpointMs = performance.now() - c0
-  }
+  const checkpointMs = await timedCheckpoint(store)
   const reader = store.reader()
   const rand = randomIndexes(records)
   const lookup = () => {
@@ -63,17 +59,10 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
   let t0 = performance.now()
   while (performance.now() < t0 + warmupMs) for (let i = 0; i < 100; i++) lookup()
   // Throughput, without a clock read per lookup.
-  let lookups = 0
-  t0 = performance.now()
-  let deadline = t0 + durationMs
-  while (performance.now() < deadline) {
-    for (let i = 0; i < 1000; i++) lookup()
-    lookups += 1000
-  }
-  const lookupsPerSec = lookups / ((performance.now() - t0) / 1000)
+  const lookupsPerSec = throughput(lookup, durationMs)
   // Latency: the same loop with each lookup timed (the clock's own cost, ~0.05 µs, included).
   const latencies = []
-  deadline = performance.now() + durationMs
+  const deadline = performance.now() + durationMs
   while (performance.now() < deadline) {
     for (let i = 0; i < 100; i++) {
       const s = performance.now()
@@ -98,15 +87,9 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
 }
 
 export async function run(ctx) {
-  const records = ctx.quick ? 100_000 : 1_000_000
-  const results = {}
-  for (const name of CONTESTANTS) {
-    const r = ctx.cell(name, records, { timeoutMs: ctx.quick ? 180_000 : 600_000 })
-    results[name] = r
-    ctx.log('', name, r, (x) => `${fmt(x.lookupsPerSec).padStart(10)} lookups/s  p50 ${fmt(x.p50Us, 1)} µs  p99 ${fmt(x.p99Us, 1)} µs  (load ${fmt(x.loadMs / 1000, 1)} s${x.checkpointMs ? `, checkpoint ${fmt(x.checkpointMs / 1000, 1)} s` : ''})  RSS ${mib(x.peakRssBytes)} MiB`)
-  }
+  const out = cellsByRecordCount(ctx, CONTESTANTS, (x) => `${fmt(x.lookupsPerSec).padStart(10)} lookups/s  p50 ${fmt(x.p50Us, 1)} µs  p99 ${fmt(x.p99Us, 1)} µs  (load ${fmt(x.loadMs / 1000, 1)} s${x.checkpointMs ? `, checkpoint ${fmt(x.checkpointMs / 1000, 1)} s` : ''})  RSS ${mib(x.peakRssBytes)} MiB`)
   for (const [name, why] of Object.entries(NOT_COMPARABLE)) ctx.log('', name, { error: why }, () => '')
-  return { records, batch: BATCH, index: INDEX, cacheBytes: CACHE_BYTES, contestants: CONTESTANTS, notComparable: NOT_COMPARABLE, results }
+  return { ...out, batch: BATCH, index: INDEX, cacheBytes: CACHE_BYTES, notComparable: NOT_COMPARABLE }
 }
 
 export function render(raw) {

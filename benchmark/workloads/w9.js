@@ -10,6 +10,7 @@
 import { PerformanceObserver } from 'node:perf_hooks'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
+import { cellsByRecordCount, timedCheckpoint } from '../lib/loop.js'
 import { KESTREL, openStore } from '../contestants/index.js'
 import { percentile } from '../lib/stats.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
@@ -77,12 +78,7 @@ export async function cell({ contestant, dir, param: records }) {
     await turn()
   }
   const loadMs = performance.now() - l0
-  let checkpointMs = 0
-  if (store.checkpoint) {
-    const c0 = performance.now()
-    await store.checkpoint()
-    checkpointMs = performance.now() - c0
-  }
+  const checkpointMs = await timedCheckpoint(store)
   // Every record read once (decoded and checked), so the page caches hold them all too.
   const reader = store.reader()
   const r0 = performance.now()
@@ -121,14 +117,8 @@ export async function cell({ contestant, dir, param: records }) {
 }
 
 export async function run(ctx) {
-  const records = ctx.quick ? 100_000 : 1_000_000
-  const results = {}
-  for (const name of CONTESTANTS) {
-    const r = ctx.cell(name, records, { timeoutMs: ctx.quick ? 180_000 : 600_000 })
-    results[name] = r
-    ctx.log('', name, r, (x) => `RSS ${fmt(x.rssBytesPerRecord).padStart(5)} B/record  heap ${fmt(x.heapBytesPerRecord).padStart(5)}  external ${fmt(x.externalBytesPerRecord).padStart(5)}  GC p99 ${fmt(x.gc.p99Ms, 1)} ms (${x.gc.count} pauses, max ${fmt(x.gc.maxMs, 1)})  (load ${fmt(x.loadMs / 1000, 1)} s, read ${fmt(x.readMs / 1000, 1)} s)  peak RSS ${mib(x.peakRssBytes)} MiB`)
-  }
-  return { records, batch: BATCH, cacheBytes: CACHE_BYTES, contestants: CONTESTANTS, results }
+  const out = cellsByRecordCount(ctx, CONTESTANTS, (x) => `RSS ${fmt(x.rssBytesPerRecord).padStart(5)} B/record  heap ${fmt(x.heapBytesPerRecord).padStart(5)}  external ${fmt(x.externalBytesPerRecord).padStart(5)}  GC p99 ${fmt(x.gc.p99Ms, 1)} ms (${x.gc.count} pauses, max ${fmt(x.gc.maxMs, 1)})  (load ${fmt(x.loadMs / 1000, 1)} s, read ${fmt(x.readMs / 1000, 1)} s)  peak RSS ${mib(x.peakRssBytes)} MiB`)
+  return { ...out, batch: BATCH, cacheBytes: CACHE_BYTES }
 }
 
 export function render(raw) {
