@@ -104,6 +104,19 @@ describe.each(ENGINES)('bad input [%s]', (engine) => {
     await expectCode(() => open('' as never), 'KESTREL_INVALID_ARGUMENT')
   })
 
+  it('unknown options are refused, naming the option and the likely one meant', async () => {
+    const dir = tempDir()
+    const misspelt = await expectCode(() => open(dir, { engine, durabilty: 'sync' } as never), 'KESTREL_INVALID_ARGUMENT')
+    expect(misspelt.message).toContain('unknown option durabilty: did you mean option durability?')
+    await expectCode(() => open(dir, { engine, retainHistory: { commit: 5 } } as never), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => open(dir, { engine, faults: { failWrite: 1 } } as never), 'KESTREL_INVALID_ARGUMENT')
+    const other = await expectCode(() => open(dir, { engine, compression: true } as never), 'KESTREL_INVALID_ARGUMENT')
+    expect(other.message).toContain('unknown option compression: the known ones are engine, durability')
+    // Nothing was opened, so the directory is free.
+    const db = await open(dir, { engine })
+    await db.close()
+  })
+
   it('a directory open in another process is KESTREL_LOCKED', async () => {
     const dir = tempDir()
     const child = spawn(process.execPath, [join(ROOT, '__test__/fixtures/hold-open.mjs'), dir, engine], { stdio: ['pipe', 'pipe', 'inherit'] })

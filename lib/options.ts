@@ -78,10 +78,37 @@ function sizeOption(name: string, value: unknown, fallback: number, min: number)
   return value
 }
 
+/** Every option `open` knows: anything else is refused (a misspelt option must not run with its default). */
+const OPTION_NAMES: ReadonlyArray<keyof OpenOptions> = [
+  'engine', 'durability', 'segmentBytes', 'groupBytesMax', 'retainHistory', 'cacheBytes', 'checkpointBytes',
+  'checkpointIntervalMs', 'flushQueueBytes', 'deferredBytesMax', 'faults',
+]
+
+/** Edit distance, for "did you mean". Bounded by the lengths of two option names. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
+    prev = row
+  }
+  return prev[b.length]!
+}
+
+function refuseUnknown(given: object, known: readonly string[], prefix: string): void {
+  for (const name of Object.keys(given)) {
+    if (known.includes(name)) continue
+    const near = known.map((k) => [k, distance(name, k)] as const).sort((x, y) => x[1] - y[1])[0]
+    const hint = near && near[1] <= 3 ? `did you mean ${prefix}${near[0]}? ` : ''
+    throw invalid(`unknown ${prefix}${name}: ${hint}the known ones are ${known.join(', ')}`)
+  }
+}
+
 /** Validate `open` options; returns the engine choice and the options for the core. */
 export function resolveOptions(options: OpenOptions | undefined): { engine: EngineChoice; core: CoreOpenOptions; retain: Retention } {
   const o = options ?? {}
-  if (typeof o !== 'object') throw invalid('open options must be an object')
+  if (typeof o !== 'object' || o === null) throw invalid('open options must be an object')
+  refuseUnknown(o, OPTION_NAMES, 'option ')
   const engine = o.engine ?? 'auto'
   if (engine !== 'auto' && engine !== 'native' && engine !== 'ts') {
     throw invalid(`option engine must be 'auto', 'native' or 'ts', got ${String(engine)}`)
@@ -92,6 +119,7 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
   }
   const r = o.retainHistory ?? {}
   if (typeof r !== 'object' || r === null) throw invalid('option retainHistory must be an object like { commits, ms }')
+  refuseUnknown(r, ['commits', 'ms'], 'option retainHistory.')
   const retain: Retention = { commits: r.commits ?? 0, ms: r.ms ?? 0 }
   for (const [k, v] of Object.entries(retain)) {
     if (!Number.isSafeInteger(v) || v < 0) throw invalid(`option retainHistory.${k} must be a non-negative integer, got ${String(v)}`)
@@ -116,6 +144,8 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
   }
   if (o.faults !== undefined) {
     const f = o.faults
+    if (typeof f !== 'object' || f === null) throw invalid('option faults must be an object')
+    refuseUnknown(f, ['failWriteAt', 'failFsyncAt', 'errno', 'failSealSync'], 'option faults.')
     for (const k of ['failWriteAt', 'failFsyncAt'] as const) {
       const v = f[k]
       if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw invalid(`faults.${k} must be a positive integer`)

@@ -3,10 +3,10 @@
  * the running engine (what users expect from two handles in one service) instead of starting a
  * second writer over the same files, which would corrupt them.
  */
-import { mkdir, readdir, realpath, stat } from 'node:fs/promises'
+import { mkdir, realpath, stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { KestrelError } from './errors.js'
-import { acquireLock, releaseLock } from './lock.js'
+import { NATIVE_TAKES_LOCK, acquireLock, releaseLock } from './lock.js'
 import { NativeCore, loadNative } from './core/native.js'
 import { TsCore } from './core/ts/engine.js'
 import type { Core, CoreOpenOptions, EngineName } from './core/types.js'
@@ -26,15 +26,15 @@ function notADatabase(dir: string, why: string): KestrelError {
   return new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`)
 }
 
-/** Refuse plain files and foreign directories before anything is written into them. */
+/**
+ * Make sure `path` is a directory (creating it when missing) and resolve it. Whether it is a
+ * database is checked by the engine once it holds the directory lock: before that, another
+ * opener may be halfway through creating one.
+ */
 async function prepare(dir: string): Promise<string> {
   try {
     const st = await stat(dir)
     if (!st.isDirectory()) throw notADatabase(dir, 'it is a file, not a directory')
-    const entries = (await readdir(dir)).filter((e) => e !== 'LOCK')
-    if (entries.length > 0 && !entries.includes('KESTREL')) {
-      throw notADatabase(dir, `it holds ${entries.length} other entries and no KESTREL file`)
-    }
   } catch (err) {
     if ((err as { code?: string }).code !== 'ENOENT') throw err
     await mkdir(dir, { recursive: true })
@@ -57,11 +57,13 @@ function pickEngine(choice: EngineChoice): EngineName {
 }
 
 async function start(dir: string, engine: EngineName, options: CoreOpenOptions): Promise<Core> {
-  await acquireLock(dir)
+  // The native engine takes the lock itself where it can, and holds it until its threads stop.
+  const lockHere = engine === 'ts' || !NATIVE_TAKES_LOCK
+  if (lockHere) await acquireLock(dir, engine)
   try {
     return engine === 'native' ? await NativeCore.open(dir, options) : await TsCore.open(dir, options)
   } catch (err) {
-    await releaseLock(dir)
+    if (lockHere) await releaseLock(dir)
     throw err
   }
 }

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use crate::error::{Code, Error, Result};
 use crate::flush::{self, Batch, Flow, FlowStats};
 use crate::format::*;
+use crate::lock::DirLock;
 use crate::pages::{PageFault, PageStore, PAGE_FILE};
 use crate::payload::{self, Commit};
-use crate::recovery::{self, prepare_directory};
+use crate::recovery::{self, ensure_directory, prepare_directory};
 use crate::store::{ScanBounds, ScavengeStep, Store};
 use crate::vfs::{sync_dir, FaultOptions, FaultyVfs, LogFile, Purpose, RealVfs, Vfs};
 
@@ -183,6 +184,9 @@ pub struct Engine {
     helpers: Mutex<Vec<JoinHandle<()>>>,
     faulty: Option<FaultyVfs>,
     dir: PathBuf,
+    /// Held from open until the threads above have stopped (close, crash or drop): no other
+    /// engine, in any thread or process, writes these files meanwhile.
+    lock: Mutex<Option<DirLock>>,
 }
 
 /// The writer thread's own state: the active segment.
@@ -214,6 +218,9 @@ impl Engine {
         if options.flush_queue_bytes == 0 || options.checkpoint_bytes == 0 {
             return Err(Error::new(Code::InvalidArgument, "checkpointBytes and the flush queue bound must be positive"));
         }
+        // The lock first: before it, another opener may be halfway through creating the files.
+        ensure_directory(dir)?;
+        let lock = DirLock::acquire(dir, "native")?;
         prepare_directory(dir)?;
         let pages = PageStore::open(dir, page_cache_bytes(options.cache_bytes))?;
         let meta = pages.meta();
@@ -266,7 +273,7 @@ impl Engine {
             .name("kestrel-log-writer".into())
             .spawn(move || writer.run()) // `writer` (and its `notify`) drops when the thread ends
             .map_err(|e| Error::io("starting the log writer thread", &e))?;
-        Ok(Engine { shared, writer: Mutex::new(Some(handle)), helpers: Mutex::new(helpers), faulty, dir: dir.to_path_buf() })
+        Ok(Engine { shared, writer: Mutex::new(Some(handle)), helpers: Mutex::new(helpers), faulty, dir: dir.to_path_buf(), lock: Mutex::new(Some(lock)) })
     }
 
     /// Validate a COMMIT payload, give it the next LSN and queue it. Blocks only while more than
@@ -528,6 +535,7 @@ impl Engine {
         // After a failed log write the store may hold nothing unacknowledged, but do not build
         // on a failed engine: the reopen recovers from the log.
         let flushed = self.stop_helpers(!failed);
+        self.release_lock();
         match self.shared.close_error.lock().expect("close error").take() {
             Some(e) => Err(e),
             None => flushed,
@@ -552,7 +560,16 @@ impl Engine {
         };
         self.stop_crashed(faulty);
         let _ = self.stop_helpers(false);
-        faulty.crash(tear_bytes).map_err(|e| Error::io("simulating a crash", &e))
+        let lost = faulty.crash(tear_bytes).map_err(|e| Error::io("simulating a crash", &e));
+        self.release_lock();
+        lost
+    }
+
+    /// Let another engine open the directory: only once no thread of this one writes to it.
+    fn release_lock(&self) {
+        debug_assert!(self.writer.lock().expect("writer lock").is_none(), "the writer has stopped");
+        debug_assert!(self.helpers.lock().expect("helpers lock").is_empty(), "the gopher and flusher have stopped");
+        self.lock.lock().expect("lock slot").take();
     }
 }
 

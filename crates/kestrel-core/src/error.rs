@@ -14,6 +14,7 @@ pub enum Code {
     NotADatabase,
     FormatVersion,
     InvalidArgument,
+    Locked,
 }
 
 impl Code {
@@ -26,6 +27,7 @@ impl Code {
             Code::NotADatabase => "KESTREL_NOT_A_DATABASE",
             Code::FormatVersion => "KESTREL_FORMAT_VERSION",
             Code::InvalidArgument => "KESTREL_INVALID_ARGUMENT",
+            Code::Locked => "KESTREL_LOCKED",
         }
     }
 }

@@ -21,20 +21,24 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::io(&what, &e)
 }
 
+/// Make sure `dir` is a directory, creating it when missing (a plain file is not a database).
+pub fn ensure_directory(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(not_a_database(dir, "it is a file, not a directory")),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display()))),
+        Err(e) => Err(Error::io(&format!("opening {}", dir.display()), &e)),
+    }
+}
+
 /// Make sure `dir` is a kestreldb directory, creating it when missing or empty.
 pub fn prepare_directory(dir: &Path) -> Result<()> {
-    match fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => return Err(not_a_database(dir, "it is a file, not a directory")),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        }
-        Err(e) => return Err(Error::io(&format!("opening {}", dir.display()), &e)),
-    }
+    ensure_directory(dir)?;
     let mut entries = Vec::new();
     for entry in fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))? {
         let name = entry.map_err(io(format!("reading {}", dir.display())))?.file_name().to_string_lossy().into_owned();
-        if name != LOCK_FILE {
+        // The lock's files (`LOCK`, `LOCK.<nonce>.tmp`) may exist before the database does.
+        if name != LOCK_FILE && !(name.starts_with(&format!("{LOCK_FILE}.")) && name.ends_with(".tmp")) {
             entries.push(name);
         }
     }

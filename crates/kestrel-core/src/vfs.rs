@@ -7,9 +7,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::pio::FileExt;
+pub use crate::pio::sync_dir;
 
 /// Why an operation is issued: only `Batch` operations are counted by the fault layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,11 +102,6 @@ impl Vfs for RealVfs {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         Ok(Box::new(RealFile { file, len, allocated: len }))
     }
-}
-
-/// fsync a directory so that entries created or removed in it are durable.
-pub fn sync_dir(path: &Path) -> io::Result<()> {
-    File::open(path)?.sync_all()
 }
 
 /// Which error an injected fault reports.

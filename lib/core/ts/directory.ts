@@ -7,9 +7,8 @@ import { KestrelError } from '../../errors.js'
 import { crc32c } from '../crc32c.js'
 import { FORMAT_VERSION, IDENTITY_BYTES, IDENTITY_FILE, IDENTITY_MAGIC, LOG_DIR, identityBytes } from './format.js'
 import { syncDir } from './fsutil.js'
+import { isLockFile } from '../../lock.js'
 
-/** The process lock file (lib/lock.ts); it may exist before the database does. */
-const LOCK_FILE = 'LOCK'
 
 function notADatabase(dir: string, why: string): KestrelError {
   return new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`)
@@ -28,7 +27,8 @@ export async function prepareDirectory(dir: string): Promise<void> {
     entries = []
   }
 
-  entries = entries.filter((e) => e !== LOCK_FILE)
+  // The lock's files may exist before the database does.
+  entries = entries.filter((e) => !isLockFile(e))
   if (entries.includes(IDENTITY_FILE)) {
     const bytes = new Uint8Array(await readFile(join(dir, IDENTITY_FILE)))
     checkIdentity(dir, bytes)

@@ -19,11 +19,11 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::ops::Bound;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::error::{Code, Error, Result};
+use crate::pio::FileExt;
 use crate::envelope::{self, STORED_VALUE_BYTES_MAX};
 use crate::payload::KEY_BYTES_MAX;
 
@@ -352,7 +352,7 @@ const _: fn() = || {
 };
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&format!("syncing directory {}", dir.display()), &e))
+    crate::pio::sync_dir(dir).map_err(|e| Error::io(&format!("syncing directory {}", dir.display()), &e))
 }
 
 /// Read up to `buf.len()` bytes at `offset`; bytes past the end of the file stay as they are.

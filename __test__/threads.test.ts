@@ -1,0 +1,158 @@
+/**
+ * One writer per directory within a process: Workers, the main thread and copies of the package
+ * (this file's `lib/` is one copy, the Workers' `dist/` another) never write one directory at
+ * once. The later opener gets KESTREL_LOCKED naming the reason; nothing acknowledged is lost.
+ */
+import { Worker } from 'node:worker_threads'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { open, type Database, type EngineName } from '../lib/index.js'
+import { ENGINES, expectCode, tempDir } from './helpers.js'
+
+const WRITER = fileURLToPath(new URL('./fixtures/thread-writer.mjs', import.meta.url))
+const RECORDS = 300
+
+interface OpenResult { opened: boolean; code?: string; message?: string }
+interface Outcome { acked: string[]; failed: string[] }
+interface Participant {
+  opened: Promise<OpenResult>
+  /** Commit the records (only if it opened) and close. */
+  run(): Promise<Outcome>
+  name: string
+}
+
+function inWorker(dir: string, engine: EngineName, prefix: string): Participant {
+  const worker = new Worker(WRITER, { workerData: { dir, engine, prefix, count: RECORDS } })
+  const messages: unknown[] = []
+  const waiters: Array<(m: unknown) => void> = []
+  worker.on('message', (m) => (waiters.length > 0 ? waiters.shift()!(m) : messages.push(m)))
+  const failure = new Promise<never>((_, reject) => worker.once('error', reject))
+  const next = (): Promise<unknown> => Promise.race([failure, new Promise((r) => (messages.length > 0 ? r(messages.shift()) : waiters.push(r)))])
+  const opened = next() as Promise<OpenResult>
+  return {
+    name: `Worker(${engine})`,
+    opened,
+    async run() {
+      if (!(await opened).opened) {
+        await worker.terminate()
+        return { acked: [], failed: [] }
+      }
+      worker.postMessage('go')
+      const outcome = (await next()) as Outcome
+      await worker.terminate()
+      return outcome
+    },
+  }
+}
+
+function inThisThread(dir: string, engine: EngineName, prefix: string): Participant {
+  let db: Database | undefined
+  const opened: Promise<OpenResult> = open(dir, { engine }).then(
+    (d) => { db = d; return { opened: true } },
+    (err: { code: string; message: string }) => ({ opened: false, code: err.code, message: err.message }),
+  )
+  return {
+    name: `main thread(${engine})`,
+    opened,
+    async run() {
+      await opened
+      if (!db) return { acked: [], failed: [] }
+      const c = db.collection<number>('records')
+      const acked: string[] = []
+      const failed: string[] = []
+      await Promise.all(Array.from({ length: RECORDS }, async (_, i) => {
+        const key = `${prefix}-${i}`
+        try {
+          await db!.transaction((tx) => tx.put(c, key, i))
+          acked.push(key)
+        } catch (err) {
+          failed.push(`${key}: ${(err as { code: string }).code}`)
+        }
+      }))
+      await db.close()
+      return { acked, failed }
+    },
+  }
+}
+
+/** Both open at once; exactly one may; every commit it acknowledged is there after a reopen. */
+async function race(dir: string, participants: Participant[]): Promise<void> {
+  const results = await Promise.all(participants.map((p) => p.opened))
+  const winners = results.filter((r) => r.opened)
+  expect(winners, `open results: ${JSON.stringify(results)}`).toHaveLength(1)
+  for (const r of results.filter((x) => !x.opened)) {
+    expect(r.code).toBe('KESTREL_LOCKED')
+    expect(r.message).toContain('another thread or copy of kestreldb in this process')
+  }
+  const outcomes = await Promise.all(participants.map((p) => p.run()))
+  const acked = outcomes.flatMap((o) => o.acked)
+  expect(outcomes.flatMap((o) => o.failed)).toEqual([])
+  expect(acked).toHaveLength(RECORDS)
+  for (const engine of ENGINES) {
+    const db = await open(dir, { engine })
+    const c = db.collection<number>('records')
+    const present = acked.filter((k) => db.begin().get(c, k) !== undefined)
+    expect(present.length, `${engine} reopen`).toBe(acked.length)
+    await db.close()
+  }
+}
+
+const MIXES: Array<[EngineName, EngineName]> = [['native', 'ts'], ['ts', 'native'], ['native', 'native'], ['ts', 'ts']]
+
+describe('one writer per directory within a process', () => {
+  for (const [a, b] of MIXES) {
+    it(`main thread (${a}) and a Worker (${b})`, async () => {
+      const dir = tempDir()
+      await race(dir, [inThisThread(dir, a, 'main'), inWorker(dir, b, 'worker')])
+    })
+    it(`two Workers (${a}, ${b})`, async () => {
+      const dir = tempDir()
+      await race(dir, [inWorker(dir, a, 'one'), inWorker(dir, b, 'two')])
+    })
+  }
+
+  it('eight Workers opening an empty directory at once: one opens, the others are refused', async () => {
+    const dir = tempDir()
+    const participants = Array.from({ length: 8 }, (_, i) => inWorker(dir, i % 2 === 0 ? 'native' : 'ts', `w${i}`))
+    // None may see a half-created directory as "not a database".
+    await race(dir, participants)
+  })
+
+  for (const engine of ENGINES) {
+    it(`${engine}: the LOCK file only names the owner, it never decides`, async () => {
+      const dir = tempDir()
+      // A leftover line of a process that is gone does not keep the directory locked.
+      const { mkdirSync } = await import('node:fs')
+      mkdirSync(dir, { recursive: true })
+      writeFileSync(join(dir, 'LOCK'), 'pid=999999999 engine=ts nonce=gone\n')
+      const db = await open(dir, { engine })
+      expect(readFileSync(join(dir, 'LOCK'), 'utf8')).toContain(`pid=${process.pid} engine=${engine}`)
+      // While it is held, a LOCK file emptied (as a reader could once see it half-written) or
+      // naming a dead process lets no second engine in.
+      for (const text of ['', 'pid=999999999 engine=ts nonce=gone\n']) {
+        writeFileSync(join(dir, 'LOCK'), text)
+        const w = inWorker(dir, engine, 'late')
+        const r = await w.opened
+        await w.run()
+        expect(r.opened).toBe(false)
+        expect(r.code).toBe('KESTREL_LOCKED')
+      }
+      await db.close()
+      // Released with the engine.
+      const again = await open(dir, { engine })
+      await again.close()
+    })
+  }
+
+  it('an open in another realm of this process is refused, not shared', async () => {
+    // The same directory opened through a second copy of the package (dist/ vs lib/).
+    const dir = tempDir()
+    const db = await open(dir, { engine: ENGINES[0]! })
+    const dist = (await import(new URL('../dist/index.js', import.meta.url).href)) as typeof import('../lib/index.js')
+    const err = await expectCode(() => dist.open(dir, { engine: ENGINES[ENGINES.length - 1]! }), 'KESTREL_LOCKED')
+    expect(err.message).toContain('another thread or copy of kestreldb in this process')
+    await db.close()
+  })
+})
