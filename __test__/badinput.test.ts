@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open, KestrelError } from '../lib/index.js'
 import { ENGINES, expectCode, tempDir } from './helpers.js'
+import { crc32c } from '../lib/core/crc32c.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -115,6 +116,31 @@ describe.each(ENGINES)('bad input [%s]', (engine) => {
     // Nothing was opened, so the directory is free.
     const db = await open(dir, { engine })
     await db.close()
+  })
+
+  it('a meta page whose live-record count is wrong is KESTREL_CORRUPT, never a wrapped count', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    await db.transaction((tx) => { tx.put(db.collection('items'), 'a', 1); tx.put(db.collection('items'), 'b', 2) })
+    await db.checkpoint()
+    await db.close()
+    // Rewrite `records` (offset 64) of every valid meta slot to 1 and re-seal its checksum.
+    const path = join(dir, 'pages.kdb')
+    const file = readFileSync(path)
+    let doctored = 0
+    for (const slot of [0, 1]) {
+      const page = new Uint8Array(file.buffer, file.byteOffset + slot * 4096, 4096)
+      const view = new DataView(page.buffer, page.byteOffset, 4096)
+      if (page[4] !== 1 || view.getUint32(0, true) !== crc32c(page, 0, 4, 4096)) continue
+      expect(view.getBigUint64(64, true)).toBe(2n)
+      view.setBigUint64(64, 1n, true)
+      view.setUint32(0, crc32c(page, 0, 4, 4096), true)
+      doctored++
+    }
+    expect(doctored).toBeGreaterThan(0)
+    writeFileSync(path, file)
+    const err = await expectCode(() => open(dir, { engine }), 'KESTREL_CORRUPT')
+    expect(err.message).toContain('counts 1 live records but the catalog')
   })
 
   it('a directory open in another process is KESTREL_LOCKED', async () => {

@@ -167,4 +167,72 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
       await again.close()
     }
   })
+  it("'relaxed': a quiet writer syncs within the interval, so a power loss after a quiet period loses nothing", async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, durability: 'relaxed', faults: {} })
+    // A commit right after a synced one is acknowledged unsynced (the last sync is < 100 ms old);
+    // retried until that holds (bounded), so the test never passes without the quiet sync.
+    let unsyncedKey: string | undefined
+    for (let attempt = 0; attempt < 20 && unsyncedKey === undefined; attempt++) {
+      await new Promise((r) => setTimeout(r, 120))
+      await put(db, `synced${attempt}`, attempt) // > 100 ms since the last sync: this batch syncs
+      const syncs = db.stats().syncs
+      await put(db, `quiet${attempt}`, attempt)
+      if (db.stats().syncs === syncs) unsyncedKey = `quiet${attempt}`
+    }
+    expect(unsyncedKey, 'a commit acknowledged without an fdatasync').toBeDefined()
+    const before = db.stats().syncs
+    // Quiet: no commit for several intervals.
+    await new Promise((r) => setTimeout(r, 400))
+    expect(db.stats().syncs).toBe(before + 1)
+    await db.simulateCrash()
+    const again = await open(dir, { engine })
+    expect(again.begin().get(again.collection('items'), unsyncedKey!)).toBe(Number(unsyncedKey!.slice(5)))
+    await again.close()
+  })
+
+  it("'relaxed': a failing periodic fdatasync stops acknowledging (KESTREL_IO), and reopen recovers", async () => {
+    const dir = tempDir()
+    // The first batch sync is the open's first commit (> 100 ms after open); the second is the quiet sync.
+    const db = await open(dir, { engine, durability: 'relaxed', faults: { failFsyncAt: 2 } })
+    let quietKey: string | undefined
+    for (let attempt = 0; attempt < 20 && quietKey === undefined; attempt++) {
+      await new Promise((r) => setTimeout(r, 120))
+      const syncs = db.stats().syncs
+      await put(db, `first${attempt}`, attempt)
+      if (db.stats().syncs !== syncs + 1) continue
+      const after = db.stats().syncs
+      await put(db, `quiet${attempt}`, attempt)
+      if (db.stats().syncs === after) quietKey = `quiet${attempt}`
+    }
+    expect(quietKey).toBeDefined()
+    await new Promise((r) => setTimeout(r, 400))
+    // Refused because the periodic sync failed in the quiet period, not by a sync of its own.
+    const err = await expectCode(() => put(db, 'late', 0), 'KESTREL_IO')
+    expect(err.message).toMatch(/earlier log write failed.*reopen/)
+    await db.close().catch(() => undefined)
+    const again = await open(dir, { engine })
+    expect(keys(again)).toContain(quietKey)
+    await again.close()
+  })
+  it('a failing final seal at close: commits the writer made durable resolve, and are on disk', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine, faults: { failSealSync: true } })
+    const c = db.collection('items')
+    const outcomes = Array.from({ length: 64 }, (_, i) => {
+      const tx = db.begin()
+      tx.put(c, `k${i}`, i)
+      return tx.commit()
+    })
+    await expectCode(() => db.close(), 'KESTREL_IO')
+    const settled = await Promise.allSettled(outcomes)
+    const again = await open(dir, { engine })
+    const rc = again.collection('items')
+    settled.forEach((r, i) => {
+      const present = again.begin().get(rc, `k${i}`) !== undefined
+      expect(present, `k${i}: ${r.status}`).toBe(r.status === 'fulfilled')
+    })
+    expect(settled.filter((r) => r.status === 'fulfilled').length).toBe(64)
+    await again.close()
+  })
 })

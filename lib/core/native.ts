@@ -453,7 +453,9 @@ export class NativeCore implements Core {
     try {
       handle.close()
     } catch (err) {
-      this.settleAfterStop(0)
+      // Even when the final seal failed, the writer made everything up to its last LSN durable
+      // and visible (as the durability mode defines it): those commits resolve.
+      this.settleAfterStop(Number(handle.lastLsn()))
       throw toKestrelError(err, 'closing')
     }
     // close() drained the writer: everything it published is acknowledged.

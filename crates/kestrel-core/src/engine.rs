@@ -199,6 +199,9 @@ struct Writer {
     /// The active segment's file name.
     active_name: String,
     last_sync: Instant,
+    /// `relaxed`: a batch was written since the last fdatasync. A quiet writer syncs it once
+    /// [`RELAXED_SYNC_INTERVAL`] has passed, so what a power loss can take stays bounded by it.
+    unsynced: bool,
     /// Owned by the writer thread (the only caller), so that it is dropped — and a JavaScript
     /// callback behind it released — as soon as the writer stops: on close, crash or failure.
     notify: Notify,
@@ -224,6 +227,7 @@ impl Engine {
         prepare_directory(dir)?;
         let pages = PageStore::open(dir, page_cache_bytes(options.cache_bytes))?;
         let meta = pages.meta();
+        check_record_count(&pages, meta.records)?;
         let recovered = recovery::recover(dir, meta.checkpoint_lsn)?;
         let faulty = options.faults.map(FaultyVfs::new);
         let vfs: Arc<dyn Vfs> = match &faulty {
@@ -268,7 +272,7 @@ impl Engine {
         });
         shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
         let helpers = flush::start(shared.clone(), &options, log_dir.clone())?;
-        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, active_name, last_sync: Instant::now(), notify };
+        let mut writer = Writer { shared: shared.clone(), options, log_dir, vfs, active, active_name, last_sync: Instant::now(), unsynced: false, notify };
         let handle = std::thread::Builder::new()
             .name("kestrel-log-writer".into())
             .spawn(move || writer.run()) // `writer` (and its `notify`) drops when the thread ends
@@ -580,6 +584,20 @@ impl Drop for Engine {
     }
 }
 
+/// The meta page's live-record count is where the store's count starts: it must be what the
+/// catalog says the collection trees hold (index trees, named `collection ‖ 0x00 ‖ index`, count
+/// index entries and are left out).
+fn check_record_count(pages: &PageStore, meta_records: u64) -> Result<()> {
+    let counted: u64 = pages.collections()?.iter().filter(|(name, _)| !name.contains('\0')).map(|(_, n)| n).sum();
+    if counted != meta_records {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!("{PAGE_FILE}: the meta page counts {meta_records} live records but the catalog's collections hold {counted}; run `kestrel verify` and restore from a backup"),
+        ));
+    }
+    Ok(())
+}
+
 fn refuse(state: &State) -> Result<()> {
     match state {
         State::Open => Ok(()),
@@ -636,11 +654,23 @@ impl Writer {
                     }
                     return None;
                 }
-                State::Open => {
-                    q.writer_idle = true;
-                    q = shared.work.wait(q).expect("queue lock");
-                    q.writer_idle = false;
-                }
+                State::Open => match self.quiet_sync_in() {
+                    Some(wait) if wait.is_zero() => {
+                        drop(q);
+                        if !self.quiet_sync() {
+                            return None;
+                        }
+                        q = shared.queue.lock().expect("queue lock");
+                    }
+                    wait => {
+                        q.writer_idle = true;
+                        q = match wait {
+                            Some(wait) => shared.work.wait_timeout(q, wait).expect("queue lock").0,
+                            None => shared.work.wait(q).expect("queue lock"),
+                        };
+                        q.writer_idle = false;
+                    }
+                },
             }
         }
         let mut batch = Vec::new();
@@ -701,6 +731,7 @@ impl Writer {
                 self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
                 self.last_sync = now;
             }
+            self.unsynced = !sync;
             Ok(!self.crashed())
         })();
         match result {
@@ -745,6 +776,45 @@ impl Writer {
         true
     }
 
+    /// How long until written batches are due for a quiet-period fdatasync (`relaxed`), or
+    /// None when nothing waits for one.
+    fn quiet_sync_in(&self) -> Option<Duration> {
+        if self.options.durability != Durability::Relaxed || !self.unsynced {
+            return None;
+        }
+        Some(RELAXED_SYNC_INTERVAL.saturating_sub(self.last_sync.elapsed()))
+    }
+
+    /// The quiet-period fdatasync. Its failure stops the engine as a failed batch sync does:
+    /// acknowledged commits may not be durable, so nothing more is acknowledged. Returns false
+    /// when the writer must stop.
+    fn quiet_sync(&mut self) -> bool {
+        match self.active.sync(Purpose::Batch) {
+            Ok(()) => {
+                self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
+                self.last_sync = Instant::now();
+                self.unsynced = false;
+                true
+            }
+            Err(e) => {
+                let err = Error::new(
+                    Code::Io,
+                    format!("the log's periodic fdatasync failed ({e}); commits acknowledged in the last {} ms (durability 'relaxed') may be lost on a power failure: reopen the database to recover the last durable state", RELAXED_SYNC_INTERVAL.as_millis()),
+                );
+                {
+                    let mut q = self.shared.queue.lock().expect("queue lock");
+                    q.state = State::Failed(err.clone());
+                    q.items.clear();
+                    q.bytes = 0;
+                }
+                self.shared.room.notify_all();
+                // Every commit up to the visible LSN was acknowledged: only later ones fail.
+                (self.notify)(self.shared.visible_lsn.load(Ordering::Acquire), Some(err));
+                false
+            }
+        }
+    }
+
     fn rollover(&mut self, first_lsn: u64) -> Result<()> {
         // A sealed segment ends at its last record: recovery treats damage in any segment but
         // the last as corruption, so its zeroed preallocation must go first.
@@ -761,7 +831,9 @@ impl Writer {
         if self.active.allocated() > len {
             self.active.truncate(len)?;
         }
-        self.active.sync(Purpose::Seal)
+        self.active.sync(Purpose::Seal)?;
+        self.unsynced = false;
+        Ok(())
     }
 
     fn fail(&mut self, cause: Error, len_before: u64, batch_last_lsn: u64) {

@@ -48,7 +48,7 @@ use crate::envelope;
 use crate::error::{Code, Error, Result};
 use crate::keybuf::KeyBuf;
 use crate::merge;
-use crate::pages::PageStore;
+use crate::pages::{PageStore, PAGE_FILE};
 use crate::payload::{Commit, OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT};
 
 /// Bytes charged per version and per key on top of their payload bytes (chain and map overhead,
@@ -677,7 +677,14 @@ impl Store {
             let gone = prune(&mut chain.versions, keep, name, &key, overlay);
             *versions -= gone.versions;
             *record_bytes -= gone.bytes;
-            *live_keys = *live_keys + is_live as u64 - was_live as u64;
+            // The count starts from the checkpoint's; a key loaded from the page store is in it,
+            // so it cannot go below zero unless that count was wrong.
+            *live_keys = (*live_keys + is_live as u64).checked_sub(was_live as u64).ok_or_else(|| {
+                Error::new(
+                    Code::Corrupt,
+                    format!("{name}: more live records were deleted than the checkpoint counts ({PAGE_FILE} meta page); run `kestrel verify` and restore from a backup"),
+                )
+            })?;
             out.push(Written { collection: name.clone(), key, commit_id, value });
         }
         Ok(out)
@@ -1166,6 +1173,22 @@ mod tests {
         assert_eq!(s.version_count(), 0, "a lone tombstone at the horizon and the checkpoint is dropped");
         assert_eq!(s.key_count(), 0);
         assert_eq!(s.record_bytes(), 0, "record memory accounting returns to zero");
+    }
+
+    #[test]
+    fn a_live_count_below_the_page_store_is_corruption_not_a_wrap() {
+        let p = empty_pages("live-count");
+        p.checkpoint(1, &[CollectionChanges { name: "c".into(), changes: vec![(b"k".to_vec(), Some((1, b"v".to_vec())))] }], crate::pages::PageFault::None)
+            .unwrap();
+        // A store told the checkpoint holds no records, though it holds one.
+        let mut s = Store::new(1, 0, true);
+        let err = s.apply(2, put(b"k", None), &p).err().expect("deleting the loaded record cannot count below zero");
+        assert_eq!(err.code, Code::Corrupt);
+        assert!(err.message.contains("meta page"), "{}", err.message);
+        // With the right count the same delete is fine.
+        let mut s = Store::new(1, 1, true);
+        s.apply(2, put(b"k", None), &p).unwrap();
+        assert_eq!(s.key_count(), 0);
     }
 
     #[test]

@@ -16,6 +16,7 @@ import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, parseSegmentName, RECORD_COMMIT
 import { syncDir } from './fsutil.js'
 import { Flow, makeBatch } from './flush.js'
 import { PageStore } from './pages/store.js'
+import { PAGE_FILE } from './pages/layout.js'
 import { VersionStore, type Written } from './store.js'
 import { checkStoredValues } from './stored.js'
 import { recoverLog } from './recovery.js'
@@ -59,6 +60,12 @@ export class TsCore implements Core {
   private readonly roomWaiters: Array<() => void> = []
   private flushing: Promise<void> | undefined
   private lastSyncMs = Date.now()
+  /**
+   * `relaxed`: a batch was written since the last fdatasync. A quiet writer syncs it once
+   * RELAXED_SYNC_INTERVAL_MS has passed (the timer), so what a power loss can take stays bounded.
+   */
+  private unsynced = false
+  private quietSyncTimer: NodeJS.Timeout | undefined
   private batches = 0
   private syncs = 0
 
@@ -88,6 +95,7 @@ export class TsCore implements Core {
     const pages = PageStore.open(dir, pageCacheBytes(options.cacheBytes))
     try {
       const meta = pages.meta()
+      checkRecordCount(pages, meta.records)
       const recovered = await recoverLog(dir, meta.checkpointLsn)
       const store = new VersionStore(pages, meta.checkpointLsn, meta.records)
       let segmentCount = recovered.segments.length
@@ -159,7 +167,42 @@ export class TsCore implements Core {
     this.flushing = Promise.resolve().then(() => this.flushLoop()).finally(() => {
       this.flushing = undefined
       if (this.queue.length > 0) this.kick()
+      else this.armQuietSync()
     })
+  }
+
+  /** `relaxed`: sync written batches once the interval has passed, if no batch does first. */
+  private armQuietSync(): void {
+    if (this.options.durability !== 'relaxed' || !this.unsynced || this.quietSyncTimer || this.state !== 'open') return
+    const dueMs = Math.max(0, this.lastSyncMs + RELAXED_SYNC_INTERVAL_MS - Date.now())
+    this.quietSyncTimer = setTimeout(() => {
+      this.quietSyncTimer = undefined
+      // The writer, when running, re-arms the timer at its end.
+      if (this.flushing || !this.unsynced || this.state !== 'open') return
+      this.flushing = this.quietSync().finally(() => {
+        this.flushing = undefined
+        if (this.queue.length > 0) this.kick()
+      })
+    }, dueMs)
+  }
+
+  /**
+   * The quiet-period fdatasync. Its failure stops the engine as a failed batch sync does:
+   * acknowledged commits may not be durable, so nothing more is acknowledged.
+   */
+  private async quietSync(): Promise<void> {
+    try {
+      await this.active.sync('batch')
+    } catch (err) {
+      const cause = toKestrelError(err, 'syncing the log')
+      this.failure = new KestrelError('KESTREL_IO', `the log's periodic fdatasync failed (${cause.message}); commits acknowledged in the last ${RELAXED_SYNC_INTERVAL_MS} ms (durability 'relaxed') may be lost on a power failure: reopen the database to recover the last durable state`, { cause: err })
+      this.state = 'failed'
+      this.failQueued()
+      return
+    }
+    this.syncs++
+    this.lastSyncMs = Date.now()
+    this.unsynced = false
   }
 
   private refusal(): KestrelError | undefined {
@@ -214,6 +257,9 @@ export class TsCore implements Core {
         await this.active.sync('batch')
         this.syncs++
         this.lastSyncMs = now
+        this.unsynced = false
+      } else {
+        this.unsynced = true
       }
       if (this.crashed) throw new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged')
     } catch (err) {
@@ -247,6 +293,7 @@ export class TsCore implements Core {
   private async seal(file: LogFile): Promise<void> {
     if (file.allocated > file.length) await file.truncate(file.length)
     await file.sync('seal')
+    this.unsynced = false
   }
 
   private async rollover(firstLsn: number): Promise<void> {
@@ -368,6 +415,7 @@ export class TsCore implements Core {
     if (this.state === 'closed') return
     // Bounded: each pass waits for one flush loop, which empties the queue or fails it.
     while (this.flushing) await this.flushing
+    clearTimeout(this.quietSyncTimer)
     const wasOpen = this.state === 'open'
     this.state = 'closed'
     let sealError: unknown
@@ -401,6 +449,7 @@ export class TsCore implements Core {
     }
     if (this.state === 'closed') return
     this.crashed = true
+    clearTimeout(this.quietSyncTimer)
     this.vfs.holdSyncs(false)
     this.failQueued()
     while (this.flushing) await this.flushing
@@ -411,3 +460,14 @@ export class TsCore implements Core {
   }
 }
 
+/**
+ * The meta page's live-record count is where the store's count starts: it must be what the
+ * catalog says the collection trees hold (index trees count index entries and are left out).
+ */
+function checkRecordCount(pages: PageStore, metaRecords: number): void {
+  let counted = 0
+  for (const c of pages.collections()) counted += c.records
+  if (counted !== metaRecords) {
+    throw new KestrelError('KESTREL_CORRUPT', `${PAGE_FILE}: the meta page counts ${metaRecords} live records but the catalog's collections hold ${counted}; run \`kestrel verify\` and restore from a backup`)
+  }
+}

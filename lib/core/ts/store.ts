@@ -18,6 +18,7 @@ import { OP_APPEND, OP_DELETE, OP_INCREMENT, type WriteOp } from '../payload.js'
 import { mergeAppend, mergeIncrement } from './merge.js'
 import { storedKeys } from './stored.js'
 import type { Bound, PageEntry, PageStore } from './pages/store.js'
+import { PAGE_FILE } from './pages/layout.js'
 
 /** Most distinct pinned snapshots below the horizon (a bound; readers beyond it are a leak anyway). */
 const PINNED_MAX = 1 << 16
@@ -367,7 +368,12 @@ export class VersionStore {
       this.recordBytes += versionBytes(v)
       this.addRefs(c, v)
       this.pruneChain(c, chain, this.horizon)
+      // The count starts from the checkpoint's; a key loaded from the page store is in it, so
+      // it cannot go below zero unless that count was wrong.
       this.liveKeys += (value !== undefined ? 1 : 0) - (base !== undefined ? 1 : 0)
+      if (this.liveKeys < 0) {
+        throw new KestrelError('KESTREL_CORRUPT', `${op.collection}: more live records were deleted than the checkpoint counts (${PAGE_FILE} meta page); run \`kestrel verify\` and restore from a backup`)
+      }
       out.push({ collection: op.collection, key: op.key, commitId, value })
     }
     return out
