@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open, type Database, type EngineName } from '../lib/index.js'
 import { ENGINES, expectCode, tempDir } from './helpers.js'
+import { createLockFile } from '../lib/lock.js'
 
 const WRITER = fileURLToPath(new URL('./fixtures/thread-writer.mjs', import.meta.url))
 const RECORDS = 300
@@ -154,5 +155,23 @@ describe('one writer per directory within a process', () => {
     const err = await expectCode(() => dist.open(dir, { engine: ENGINES[ENGINES.length - 1]! }), 'KESTREL_LOCKED')
     expect(err.message).toContain('another thread or copy of kestreldb in this process')
     await db.close()
+  })
+
+  it('the LOCK-file fallback (platforms without the socket): exactly one owner, whole lines, stale ones broken', async () => {
+    const dir = tempDir()
+    const { mkdirSync } = await import('node:fs')
+    mkdirSync(dir, { recursive: true })
+    const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => createLockFile(dir, 'ts', `n${i}`)))
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1)
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('KESTREL_LOCKED')
+    // Never empty, never a half line: it was linked into place finished.
+    expect(readFileSync(join(dir, 'LOCK'), 'utf8')).toMatch(new RegExp(`^pid=${process.pid} engine=ts nonce=n\\d\n$`))
+    // A pid equal to ours is another thread or copy of the package, not "mine".
+    const mine = await expectCode(() => createLockFile(dir, 'native', 'again'), 'KESTREL_LOCKED')
+    expect(mine.message).toContain('another thread or copy of kestreldb in this process')
+    // A process that is gone leaves a stale line, which is broken.
+    writeFileSync(join(dir, 'LOCK'), 'pid=999999999 engine=ts nonce=gone\n')
+    await createLockFile(dir, 'native', 'fresh')
+    expect(readFileSync(join(dir, 'LOCK'), 'utf8')).toContain('nonce=fresh')
   })
 })

@@ -47,9 +47,23 @@ function field(text: string, name: string): string | undefined {
   return undefined
 }
 
-/** Who `LOCK` names as the owner, in words (the same words as lock.rs). */
+/** Most reads of `LOCK` while its new owner may still be writing it, and the pause between. */
+const OWNER_READS_MAX = 20
+const OWNER_READ_PAUSE_MS = 5
+
+/**
+ * Who `LOCK` names as the owner, in words (the same words as lock.rs). The owner writes it just
+ * after taking the lock: a line that is missing or names a process that is gone is read again
+ * for a moment before it is reported as unknown.
+ */
 async function describeOwner(dir: string): Promise<string> {
-  const text = await readFile(join(dir, LOCK_FILE), 'utf8').catch(() => '')
+  let text = ''
+  for (let read = 0; read < OWNER_READS_MAX; read++) {
+    if (read > 0) await new Promise((r) => setTimeout(r, OWNER_READ_PAUSE_MS))
+    text = await readFile(join(dir, LOCK_FILE), 'utf8').catch(() => '')
+    const pid = Number(field(text, 'pid'))
+    if (Number.isSafeInteger(pid) && pid > 0 && alive(pid)) break
+  }
   const engine = field(text, 'engine')
   const suffix = engine ? ` (engine ${engine})` : ''
   const pid = Number(field(text, 'pid'))
@@ -122,8 +136,11 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The fallback: `LOCK` appears whole (link of a finished file) or not at all. */
-async function createLockFile(dir: string, engine: string, nonce: string): Promise<void> {
+/**
+ * The fallback: `LOCK` appears whole (link of a finished file) or not at all.
+ * @internal exported for its tests, which run it where the socket is used instead.
+ */
+export async function createLockFile(dir: string, engine: string, nonce: string): Promise<void> {
   const path = join(dir, LOCK_FILE)
   const tmp = join(dir, `${LOCK_FILE}.${nonce}.tmp`)
   await writeFile(tmp, ownerLine(engine, nonce))

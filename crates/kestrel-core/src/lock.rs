@@ -42,8 +42,25 @@ pub fn lock_name(dir: &Path) -> Result<String> {
 
 /// What `LOCK` says of its owner, for the error message: "process 123 (engine ts)" or, for this
 /// process, "another thread or copy of kestreldb in this process (engine native)".
+///
+/// The owner writes `LOCK` just after taking the lock: a line that is missing or names a process
+/// that is gone is read again for a moment before it is reported as unknown.
 pub fn describe_owner(dir: &Path) -> String {
-    let text = fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
+    const READS_MAX: u32 = 20;
+    let alive = |text: &str| {
+        let pid = text.split_whitespace().find_map(|f| f.strip_prefix("pid=")).and_then(|p| p.parse::<u32>().ok());
+        pid.is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
+    };
+    let mut text = String::new();
+    for read in 0..READS_MAX {
+        if read > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        text = fs::read_to_string(dir.join(LOCK_FILE)).unwrap_or_default();
+        if !cfg!(target_os = "linux") || alive(&text) {
+            break;
+        }
+    }
     let field = |name: &str| text.split_whitespace().find_map(|f| f.strip_prefix(name).and_then(|v| v.strip_prefix('=')).map(str::to_string));
     let engine = field("engine").map(|e| format!(" (engine {e})")).unwrap_or_default();
     match field("pid").and_then(|p| p.parse::<u32>().ok()) {
