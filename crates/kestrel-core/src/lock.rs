@@ -17,7 +17,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Code, Error, Result};
+#[cfg(target_os = "linux")]
+use crate::error::{Code, Error};
+use crate::error::Result;
 use crate::format::LOCK_FILE;
 
 /// Held while an engine owns its directory; released on drop (after the engine's threads stop).
@@ -70,6 +72,7 @@ pub fn describe_owner(dir: &Path) -> String {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn locked(dir: &Path) -> Error {
     Error::new(
         Code::Locked,
@@ -140,6 +143,7 @@ impl Drop for DirLock {
 }
 
 /// A value no other owner of this directory has: pid, time and a per-process counter.
+#[cfg(target_os = "linux")]
 fn nonce() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
