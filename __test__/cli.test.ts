@@ -1,13 +1,15 @@
 /**
  * The `kestrel` command (dist/cli/kestrel.js, built by `npm test`): stat, verify, backup, restore,
- * bad arguments, a missing or corrupt directory, and its exit codes.
+ * bad arguments, a missing or corrupt directory, backups short of their manifest, a backup open
+ * elsewhere, and its exit codes.
  */
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, openSync, readFileSync, writeFileSync, writeSync, closeSync } from 'node:fs'
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open } from '../lib/index.js'
+import { closeHolder, COMMITS, DAMAGES, damagedCopy, holdOpen, makeBackup } from './backup-helpers.js'
 import { ENGINES, tempDir } from './helpers.js'
 
 const BIN = fileURLToPath(new URL('../dist/cli/kestrel.js', import.meta.url))
@@ -107,5 +109,46 @@ describe.each(ENGINES)('kestrel CLI (%s-written database)', (engine) => {
     expect(r.code).toBe(3)
     expect(r.err).toContain('KESTREL_LOCKED')
     await db.close()
+  })
+})
+
+describe.each(ENGINES)('kestrel CLI and backups (%s)', (engine) => {
+  it('restore and verify exit 1 for a backup short of its manifest, naming the file; a whole one restores', async () => {
+    const { backup } = await makeBackup(engine)
+    const v = kestrel('verify', backup)
+    expect(v.code, v.out + v.err).toBe(0)
+    expect(v.out).toContain(`backup of commit ${COMMITS}`)
+    for (const damage of DAMAGES) {
+      const { dir, file } = damagedCopy(backup, damage)
+      const target = tempDir('target')
+      const r = kestrel('restore', dir, target)
+      expect(r.code, `${damage.name}: ${r.err}`).toBe(1)
+      expect(r.err, damage.name).toContain('KESTREL_CORRUPT')
+      expect(r.err, damage.name).toContain(file)
+      expect(existsSync(target), damage.name).toBe(false)
+      const check = kestrel('verify', dir)
+      expect(check.code, `${damage.name}: ${check.out}${check.err}`).toBe(1)
+      expect(check.out, damage.name).toContain(file)
+    }
+    const target = tempDir('restored')
+    const r = kestrel('restore', backup, target)
+    expect(r.code, r.err).toBe(0)
+    expect(r.out).toContain(`restored commit ${COMMITS}`)
+  })
+
+  it('restore exits 3 when another process has the backup or the database open', async () => {
+    const { db, backup } = await makeBackup(engine)
+    for (const dir of [db, backup]) {
+      const holder = await holdOpen(dir, engine)
+      try {
+        const target = tempDir('target')
+        const r = kestrel('restore', dir, target)
+        expect(r.code, r.err).toBe(3)
+        expect(r.err).toContain('KESTREL_LOCKED')
+        expect(existsSync(target)).toBe(false)
+      } finally {
+        await closeHolder(holder)
+      }
+    }
   })
 })

@@ -2,7 +2,8 @@
  * Integrity checks of a database's files (docs/FORMAT.md "Checks"), shared by both engines: the
  * page store's structure (checksums, B+tree order and fill, free-list accounting) and the log's
  * continuity. `db.verify()` runs them on a live database with the flusher suspended;
- * {@link verifyDirectory} runs them on a closed directory or a backup.
+ * {@link verifyDirectory} runs them on a closed directory or a backup, and on a backup also
+ * checks its files against its manifest (manifest.ts).
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
@@ -11,6 +12,7 @@ import { checkPageFile } from './core/ts/pages/check.js'
 import { PAGE_FILE } from './core/ts/pages/layout.js'
 import { IDENTITY_BYTES, IDENTITY_FILE, LOG_DIR, parseSegmentName, readFrame, readSegmentHeader, RECORD_COMMIT, SEGMENT_HEADER_BYTES } from './core/ts/format.js'
 import { KestrelError } from './errors.js'
+import { BACKUP_MANIFEST, checkManifestFiles, isBackupDirectory, readManifest } from './manifest.js'
 
 /** What {@link verifyDirectory} and `db.verify()` found. */
 export interface VerifyReport {
@@ -42,6 +44,18 @@ export interface VerifyReport {
     firstLsn: number
     records: number
     bytes: number
+  }
+  /**
+   * Set when the directory is a backup whose manifest could be read: what it promised. The
+   * files are checked against it (a difference is a problem).
+   */
+  backup?: {
+    /** The commit id the backup promised. */
+    commitId: number
+    /** When the backup finished (ISO 8601). */
+    createdAt: string
+    /** Files the manifest lists. */
+    files: number
   }
 }
 
@@ -162,13 +176,34 @@ export function verifyFiles(dir: string, segments?: Array<{ name: string; bytes:
 /**
  * Verify a closed database directory or a backup without opening it (nothing is written). Throws
  * `KESTREL_NOT_A_DATABASE` when `dir` holds no database.
+ *
+ * A directory with `BACKUP_LABEL` or `BACKUP_MANIFEST` is a backup: it must also have a valid
+ * manifest, hold exactly the files it lists (lengths and SHA-256) and reach the commit it
+ * promised; anything short of that is a problem. A database directory has neither file and is
+ * checked as it is.
  */
 export function verifyDirectory(dir: string): VerifyReport {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} is not a directory; give the path of a kestreldb database or backup`)
   }
-  if (!existsSync(join(dir, IDENTITY_FILE))) {
+  const backup = isBackupDirectory(dir)
+  if (!backup && !existsSync(join(dir, IDENTITY_FILE))) {
     throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no ${IDENTITY_FILE} file)`)
   }
-  return verifyFiles(dir)
+  const report = verifyFiles(dir)
+  if (!backup) return report
+  const read = readManifest(dir)
+  if ('problem' in read) {
+    report.problems.unshift(read.problem)
+  } else {
+    const m = read.manifest
+    report.backup = { commitId: m.commitId, createdAt: m.createdAt, files: m.files.length }
+    const problems = checkManifestFiles(dir, m, true)
+    if (problems.length === 0 && report.lastCommitId !== m.commitId) {
+      problems.push(`the files hold commits up to ${report.lastCommitId}, ${BACKUP_MANIFEST} promises commit ${m.commitId}`)
+    }
+    report.problems.unshift(...problems)
+  }
+  report.ok = report.problems.length === 0
+  return report
 }

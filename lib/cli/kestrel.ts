@@ -4,10 +4,12 @@
  *
  * Exit codes (stable, for scripts):
  * - 0 — done; for `verify`, no problem found
- * - 1 — `verify` found problems, or a backup does not verify (the report says where)
+ * - 1 — `verify` found problems, or `restore` was given a backup that is incomplete, damaged
+ *   or has no manifest (the message says which file and what is short)
  * - 2 — bad usage (unknown command, missing or extra arguments, unknown option, a target
  *   directory that is not new or empty)
- * - 3 — the directory is missing, is not a kestreldb database, or is open in another process
+ * - 3 — the directory (or the backup) is missing, is not a kestreldb database, or is open in
+ *   another process
  * - 4 — anything else went wrong (I/O, disk full, …); the message says what to do
  */
 import { existsSync } from 'node:fs'
@@ -16,6 +18,7 @@ import { open } from '../database.js'
 import { KestrelError } from '../errors.js'
 import { restore, type BackupProgress } from '../backup.js'
 import { verifyDirectory, type VerifyReport } from '../verify.js'
+import { isBackupDirectory } from '../manifest.js'
 import type { EngineChoice } from '../options.js'
 import { acquireLock, releaseLock } from '../lock.js'
 
@@ -27,8 +30,10 @@ const USAGE = `usage: kestrel <command> [options]
 commands:
   stat <dir>                 what the database holds: commits, checkpoint, log, pages, memory
   verify <dir>               check checksums, B+tree order and fill, free pages, log continuity
+                             (a backup: also every file against its manifest)
   backup <dir> <dest>        copy a consistent database into <dest> (new or empty directory)
-  restore <backup> <dir>     verify <backup> and copy it into <dir> (new or empty directory)
+  restore <backup> <dir>     check <backup> against its manifest, copy it into <dir> (new or
+                             empty directory), check the copy
   help                       this text
 
 options:
@@ -36,7 +41,8 @@ options:
   --engine native|ts|auto    the engine that opens <dir> (default auto)
   --progress / --no-progress show a progress bar on stderr (default: when stderr is a terminal)
 
-exit codes: 0 ok, 1 problems found, 2 bad usage, 3 not a database / missing / locked, 4 failed`
+exit codes: 0 ok, 1 problems found (also an incomplete or damaged backup), 2 bad usage,
+3 not a database / missing / open in another process, 4 failed`
 
 class UsageError extends Error {}
 
@@ -110,6 +116,7 @@ function printReport(r: VerifyReport, json: boolean): void {
   }
   const lines = [
     `${r.ok ? 'ok' : 'PROBLEMS FOUND'}: checkpoint at commit ${r.checkpointLsn}, log up to commit ${r.lastCommitId}`,
+    ...(r.backup ? [`backup of commit ${r.backup.commitId} finished ${r.backup.createdAt}: ${r.backup.files} files in its manifest${r.ok ? ', all present and intact' : ''}`] : []),
     `pages: ${r.pages.total} in the file, ${r.pages.reachable} reachable, ${r.pages.free} free; ${r.pages.records} records; leaves ${r.pages.leafFillPercent.toFixed(1)}% full`,
     ...r.pages.collections.map((c) => {
       // An index tree is named collection ‖ 0x00 ‖ index (docs/FORMAT.md "Index trees").
@@ -173,7 +180,7 @@ export async function main(argv: string[]): Promise<number> {
         // so a backup or a damaged directory can be checked too). The lock keeps a database
         // that another process has open from changing underneath.
         const dir = p.args[0]!
-        if (!existsSync(join(dir, 'KESTREL'))) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
+        if (!existsSync(join(dir, 'KESTREL')) && !isBackupDirectory(dir)) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
         await acquireLock(dir)
         let report: VerifyReport
         try {
@@ -203,8 +210,14 @@ export async function main(argv: string[]): Promise<number> {
         need(p, ['backup', 'dir'])
         requireDir(p.args[0]!)
         const bar = progressBar(p.progress)
-        const r = await restore(p.args[0]!, p.args[1]!, { onProgress: bar.update })
-        bar.done()
+        // restore() locks the backup (exit 3 when another process has it open) and refuses one
+        // that is short of its manifest (KESTREL_CORRUPT, exit 1).
+        let r: VerifyReport
+        try {
+          r = await restore(p.args[0]!, p.args[1]!, { onProgress: bar.update })
+        } finally {
+          bar.done()
+        }
         process.stdout.write(p.json ? JSON.stringify(r) + '\n' : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
         return EXIT.ok
       }
