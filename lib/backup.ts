@@ -371,7 +371,7 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
  */
 async function lockBackup(dir: string): Promise<boolean> {
   try {
-    await acquireLock(dir)
+    await acquireLock(dir, 'tool')
     return true
   } catch (err) {
     // A directory this process may not write to (a read-only mount, another user's backup) cannot

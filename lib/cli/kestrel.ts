@@ -181,7 +181,7 @@ export async function main(argv: string[]): Promise<number> {
         // that another process has open from changing underneath.
         const dir = p.args[0]!
         if (!existsSync(join(dir, 'KESTREL')) && !isBackupDirectory(dir)) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
-        await acquireLock(dir)
+        await acquireLock(dir, 'tool')
         let report: VerifyReport
         try {
           report = verifyDirectory(dir)
