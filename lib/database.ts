@@ -49,20 +49,27 @@ export class Database {
   private readonly resolvers = new Map<string, Resolver>()
   private readonly host: TransactionHost
 
+  /** Set by close(): from then on the handle starts nothing new. */
+  private closing: Promise<void> | undefined
+  /** Commits started on this handle and not settled yet: close() waits for them. */
+  private readonly commits = new Set<Promise<unknown>>()
+
   /** @internal use {@link open}. */
   constructor(lease: Lease) {
     this.lease = lease
-    const self = this
     this.host = {
-      get coordinator() { return self.live().coordinator },
-      assertOpen: () => { self.live() },
+      // The engine's coordinator for the handle's whole life: what was started on the handle
+      // (a commit in flight, a rollback, a view's close) finishes there also after close().
+      coordinator: lease.coordinator,
+      assertOpen: () => { this.live() },
       id: this,
       resolverOf: (name) => this.resolvers.get(name),
+      trackCommit: (p) => { this.track(p, this.commits) },
     }
   }
 
   private live(): Lease {
-    if (!this.lease) throw new KestrelError('KESTREL_CLOSED', 'this database handle is closed; open the directory again to use it')
+    if (!this.lease || this.closing) throw new KestrelError('KESTREL_CLOSED', 'this database handle is closed; open the directory again to use it')
     return this.lease
   }
 
@@ -258,20 +265,36 @@ export class Database {
 
   private readonly running = new Set<Promise<unknown>>()
 
-  /** Keep `p` until it settles, so that close() waits for it. */
-  private track<T>(p: Promise<T>): Promise<T> {
-    this.running.add(p)
-    const done = (): void => { this.running.delete(p) }
+  /** Keep `p` in `set` (backups, checks, scavenges by default) until it settles, so that close() waits for it. */
+  private track<T>(p: Promise<T>, set = this.running): Promise<T> {
+    set.add(p)
+    const done = (): void => { set.delete(p) }
     p.then(done, done)
     return p
   }
 
-  /** Close this handle once its backups and checks end. Queued commits are written first. Idempotent. */
-  async close(): Promise<void> {
-    const lease = this.lease
-    if (!lease) return
-    // Bounded: nothing new can start once the lease is gone.
-    while (this.running.size > 0) await Promise.allSettled([...this.running])
+  /**
+   * Close this handle. From the call on it starts nothing new (`KESTREL_CLOSED`); it resolves
+   * once every commit started on it before has settled — resolved and durable, or rejected and
+   * not written — and its backups and checks have ended. The engine closes with the last handle
+   * of its directory; other handles and their commits go on. Idempotent.
+   */
+  close(): Promise<void> {
+    if (!this.closing) {
+      const lease = this.lease
+      if (!lease) return Promise.resolve()
+      const closing = this.shutdown(lease)
+      this.closing = closing
+      // A later call after the end resolves (the handle is closed, whatever release reported).
+      const ended = (): void => { this.closing = Promise.resolve() }
+      closing.then(ended, ended)
+    }
+    return this.closing
+  }
+
+  private async shutdown(lease: Lease): Promise<void> {
+    // Bounded: `closing` is set, so nothing new can be added to either set.
+    while (this.commits.size + this.running.size > 0) await Promise.allSettled([...this.commits, ...this.running])
     this.lease = undefined
     await lease.release()
   }

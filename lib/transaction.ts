@@ -50,11 +50,15 @@ type WriteSet = Map<string, Map<string, Write>>
 
 /** The owner of a transaction: the engine, its coordinator, and the handle's open state. */
 export interface TransactionHost {
+  /** The engine's coordinator; usable after the handle closed (to finish what was started). */
   readonly coordinator: Coordinator
+  /** Throws `KESTREL_CLOSED` once the handle's close() was called. */
   assertOpen(): void
   readonly id: object
   /** The collection's conflict resolver, if it has one. */
   resolverOf(collection: string): Resolver | undefined
+  /** A commit was started: the handle's close() waits until `done` settles. */
+  trackCommit(done: Promise<unknown>): void
 }
 
 /**
@@ -94,18 +98,26 @@ export class Transaction {
   readonly snapshot: bigint
   private readonly snap: number
 
+  /**
+   * The engine's coordinator, bound for the transaction's life: once a commit is handed to the
+   * engine, its outcome is the engine's, whatever happens to the handle meanwhile.
+   */
+  private readonly coordinator: Coordinator
+
   /** @internal use `db.begin()`. */
   constructor(private readonly host: TransactionHost) {
-    this.snap = Number(host.coordinator.core.lastCommitId())
+    host.assertOpen()
+    this.coordinator = host.coordinator
+    this.snap = Number(this.coordinator.core.lastCommitId())
     this.snapshot = BigInt(this.snap)
-    host.coordinator.pin(this.snap)
+    this.coordinator.pin(this.snap)
   }
 
   private finish(how: 'commit' | 'rollback'): void {
     this.done = how
     this.writes = new Map()
     this.savepoints.length = 0
-    this.host.coordinator.unpin(this.snap)
+    this.coordinator.unpin(this.snap)
   }
 
   private check<T>(collection: Collection<T>): string {
@@ -128,7 +140,7 @@ export class Transaction {
 
   /** The value bytes at the snapshot (no own writes). */
   private base(collection: string, key: Uint8Array): Uint8Array | undefined {
-    return this.host.coordinator.core.get(collection, key, this.snap)
+    return this.coordinator.core.get(collection, key, this.snap)
   }
 
   /** The value a read sees: own write applied over the snapshot value. */
@@ -169,7 +181,7 @@ export class Transaction {
     const name = this.check(collection)
     const k = encodeKey(key)
     const bytes = encodeValue(value)
-    const registry = this.host.coordinator.indexes
+    const registry = this.coordinator.indexes
     const states = registry.of(name)
     if (!states) return this.record({ kind: OP_PUT, collection: name, key: k, value: bytes })
     this.record({ kind: OP_PUT, collection: name, key: k, value: bytes, index: indexKeysOf(states, value, k), gen: registry.generation })
@@ -178,14 +190,14 @@ export class Transaction {
   /** @internal Re-put a stored value (MessagePack bytes) with fresh index keys: index builds. */
   rewrite(collection: string, key: Uint8Array, bytes: Uint8Array): void {
     this.assertActive()
-    const registry = this.host.coordinator.indexes
+    const registry = this.coordinator.indexes
     const states = registry.of(collection) ?? []
     this.record({ kind: OP_PUT, collection, key, value: bytes, index: indexKeysOf(states, decodeValue(bytes), key), gen: registry.generation })
   }
 
   /** Merges cannot compute index keys (the merged value exists only at install). */
   private refuseMergeOnIndexes(name: string, key: Key, what: string): void {
-    if (this.host.coordinator.indexes.of(name)) {
+    if (this.coordinator.indexes.of(name)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${what} ${name} ${String(key)}: ${name} has secondary indexes, whose keys must be computed from the whole value; use tx.get and tx.put instead`)
     }
   }
@@ -288,7 +300,7 @@ export class Transaction {
     const name = this.check(collection)
     const bounds: CoreScanOptions = scanBounds(options)
     const own = this.writes.get(name)
-    const core = this.host.coordinator.core
+    const core = this.coordinator.core
     let rows: Array<{ key: Uint8Array; value: unknown; bytes?: Uint8Array }>
     if (!own || own.size === 0) {
       rows = core.scan(name, bounds, this.snap).map(([k, v]) => ({ key: k, value: undefined, bytes: v }))
@@ -316,7 +328,14 @@ export class Transaction {
    * transaction committed a write to one of the keys after this snapshot (first committer wins),
    * or with another `KestrelError`. A transaction without writes resolves with its snapshot.
    */
-  async commit(): Promise<CommitInfo> {
+  commit(): Promise<CommitInfo> {
+    const done = this.commitOnce()
+    // The handle's close() waits for this outcome.
+    this.host.trackCommit(done)
+    return done
+  }
+
+  private async commitOnce(): Promise<CommitInfo> {
     this.assertActive()
     this.host.assertOpen()
     const writes: Write[] = []
@@ -326,7 +345,7 @@ export class Transaction {
       return { commitId: this.snapshot }
     }
     try {
-      const coordinator = this.host.coordinator
+      const coordinator = this.coordinator
       // Over the record-memory budget, wait for the scavenger first (bounded: one cycle).
       const admitted = coordinator.scavenger.admission()
       if (admitted) {
@@ -370,7 +389,7 @@ export class Transaction {
    * commit a resolver must see settled) before validating again. Synchronous by design.
    */
   private validate(writes: Write[], slots: Array<{ slot: string; merge: boolean }>, opIndex: Array<readonly IndexKey[] | undefined>): WriteOp[] | Promise<void> {
-    const coordinator = this.host.coordinator
+    const coordinator = this.coordinator
     const ops: WriteOp[] = []
     opIndex.length = 0
     for (const w of writes) {
@@ -402,7 +421,7 @@ export class Transaction {
 
   /** The index keys of a PUT under the current definitions (recomputed if indexes were added since). */
   private keysOf(w: Write): readonly IndexKey[] | undefined {
-    const registry = this.host.coordinator.indexes
+    const registry = this.coordinator.indexes
     const states = registry.of(w.collection)
     if (!states) return undefined
     if (w.index && w.gen === registry.generation) return w.index
@@ -416,7 +435,7 @@ export class Transaction {
    * after this one see them in flight. Synchronous, like validation.
    */
   private checkUnique(ops: readonly WriteOp[], opIndex: ReadonlyArray<readonly IndexKey[] | undefined>, slots: Array<{ slot: string; merge: boolean }>): void {
-    const coordinator = this.host.coordinator
+    const coordinator = this.coordinator
     const registry = coordinator.indexes
     let written: Set<string> | undefined
     let latest: number | undefined
@@ -463,9 +482,9 @@ export class Transaction {
    */
   find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
     const name = this.check(collection)
-    const s = this.host.coordinator.indexes.get(name, index)
+    const s = this.coordinator.indexes.get(name, index)
     const plan = findPlan(query)
-    const core = this.host.coordinator.core
+    const core = this.coordinator.core
     const own = this.writes.get(name)
     if (!own || own.size === 0) return findEntries<T>(core, s, plan, this.snap)
     // Overlay the write set: records it wrote are taken from it (without the limit meanwhile).
@@ -491,7 +510,7 @@ export class Transaction {
 
   /** Run a resolver against the newest committed value; its result becomes a plain write. */
   private resolve(resolver: Resolver, w: Write): [WriteOp, readonly IndexKey[] | undefined] {
-    const core = this.host.coordinator.core
+    const core = this.coordinator.core
     const latest = Number(core.lastCommitId())
     // Decode each read before the next one: the core may reuse its read buffer.
     const read = (snapshot: number): unknown => {
@@ -515,7 +534,7 @@ export class Transaction {
     } catch (err) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} returned a value that cannot be stored (${(err as Error).message})`, { cause: err })
     }
-    const states = this.host.coordinator.indexes.of(w.collection)
+    const states = this.coordinator.indexes.of(w.collection)
     const keys = states ? indexKeysOf(states, merged, w.key) : undefined
     return [{ kind: OP_PUT, collection: w.collection, key: w.key, value: keys ? encodeEnvelope(value, keys) : value }, keys]
   }
