@@ -4,6 +4,7 @@
  * and the retention window it moves the engine's pruning horizon.
  */
 import type { Core } from '../core/types.js'
+import { KestrelError } from '../errors.js'
 import type { Retention } from '../options.js'
 import { IndexRegistry } from './indexes.js'
 import { SCAVENGER_DEFAULTS, Scavenger } from '../scavenger/policy.js'
@@ -218,8 +219,10 @@ export class Coordinator {
         let oldest = this.computeHorizon()
         for (const p of this.pins.keys()) oldest = Math.min(oldest, p)
         for (const [slot, r] of this.recentWrites) if (r.plain <= oldest && r.merge <= oldest) this.recentWrites.delete(slot)
-      } catch {
-        // The engine closed meanwhile: nothing to prune.
+      } catch (err) {
+        // The engine closed meanwhile: nothing to prune. Any other error is a fault of the
+        // engine that must not pass for that (readers could lose versions they read).
+        if (!(err instanceof KestrelError && err.code === 'KESTREL_CLOSED')) throw err
       }
     }).unref()
   }

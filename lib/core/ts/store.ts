@@ -20,8 +20,12 @@ import { storedKeys } from './stored.js'
 import type { Bound, PageEntry, PageStore } from './pages/store.js'
 import { PAGE_FILE } from './pages/layout.js'
 
-/** Most distinct pinned snapshots below the horizon (a bound; readers beyond it are a leak anyway). */
-const PINNED_MAX = 1 << 16
+/**
+ * The most pinned snapshots the store tells apart (a bound on the list's memory and on the cost
+ * of a prune), as in the Rust twin. Past it the oldest `PINNED_MAX` are kept and every version
+ * above the newest of them stays: the snapshots cut off still read theirs, the store keeps more.
+ */
+export const PINNED_MAX = 1 << 16
 
 /** One index entry a version holds: the index, and the entry key `ik ‖ pk ‖ u16 BE |pk|` as a latin1 string. */
 interface IndexRef {
@@ -170,8 +174,13 @@ export class VersionStore {
   private readonly collections = new Map<string, Collection>()
   /** Never decreases; see Core.setHorizon. */
   horizon = 0
-  /** Open snapshots below the horizon, ascending and distinct: each keeps the version it sees. */
+  /** Open snapshots below the horizon, ascending and distinct, at most PINNED_MAX: each keeps the version it sees. */
   pinned: number[] = []
+  /**
+   * Every version above it stays: the horizon, or the newest of the PINNED_MAX oldest pinned
+   * snapshots when more were handed over. Invariant: ≤ horizon, ≥ every pinned snapshot.
+   */
+  private above = 0
   /** The published checkpoint's LSN. Never decreases. */
   checkpointedLsn = 0
   /** Invariant: number of keys whose newest version is not a tombstone (memory and page store). */
@@ -203,6 +212,7 @@ export class VersionStore {
   constructor(private readonly pages: PageStore, checkpointLsn = 0, records = 0) {
     this.checkpointedLsn = checkpointLsn
     this.horizon = checkpointLsn
+    this.above = checkpointLsn
     this.liveKeys = records
   }
 
@@ -267,14 +277,16 @@ export class VersionStore {
 
   /**
    * Drop the versions no allowed snapshot can see; returns how many were dropped. A version stays
-   * iff it is newer than the horizon, or the newest at or below the horizon, or the newest at or
-   * below one of the pinned snapshots (older readers still open). Leaving versions may sit in the
-   * middle of the chain; their index entries go only if no staying version holds them (counts).
+   * iff it is newer than `above` (the horizon, unless more than PINNED_MAX snapshots are pinned),
+   * or the newest at or below it, or the newest at or below one of the pinned snapshots (older
+   * readers still open). Leaving versions may sit in the middle of the chain; their index entries
+   * go only if no staying version holds them (counts).
    */
-  private pruneChain(c: Collection, chain: Chain, horizon: number): number {
+  private pruneChain(c: Collection, chain: Chain): number {
     const vs = chain.versions
+    const above = this.above
     let atHorizon = -1
-    for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= horizon) { atHorizon = i; break }
+    for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= above) { atHorizon = i; break }
     if (atHorizon <= 0) return 0
     // Versions 0 … atHorizon-1 leave unless a pinned snapshot reads one of them. Bounded by the
     // chain and by the pins (both short; pins are deduplicated and below the horizon).
@@ -367,7 +379,7 @@ export class VersionStore {
       this.versions++
       this.recordBytes += versionBytes(v)
       this.addRefs(c, v)
-      this.pruneChain(c, chain, this.horizon)
+      this.pruneChain(c, chain)
       // The count starts from the checkpoint's; a key loaded from the page store is in it, so
       // it cannot go below zero unless that count was wrong.
       this.liveKeys += (value !== undefined ? 1 : 0) - (base !== undefined ? 1 : 0)
@@ -381,16 +393,27 @@ export class VersionStore {
 
   /**
    * Raise the horizon (never lowers it) and replace the pinned snapshots: the readers below the
-   * horizon still open, each keeping the one version it sees. With `sweep`, prune every chain now.
+   * horizon still open, each keeping the one version it sees — sorted, deduplicated and cut at
+   * PINNED_MAX as the Rust twin does (never an error: a reader must not lose what it reads). With
+   * `sweep`, prune every chain now.
    */
   setHorizon(horizon: number, sweep: boolean, pinned: readonly number[] = []): void {
     this.horizon = Math.max(this.horizon, horizon)
-    if (pinned.length > PINNED_MAX) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `at most ${PINNED_MAX} distinct snapshots may be pinned below the horizon, got ${pinned.length}`)
-    this.pinned = [...new Set(pinned)].filter((p) => p < this.horizon).sort((a, b) => a - b)
+    const h = this.horizon
+    const kept = [...new Set(pinned)].filter((p) => p < h).sort((a, b) => a - b)
+    if (kept.length > PINNED_MAX) {
+      // The snapshots cut off lie above the newest one kept: everything above it stays, so the
+      // version each of them reads stays (it is above, or the newest at or below it).
+      kept.length = PINNED_MAX
+      this.above = kept[PINNED_MAX - 1]!
+    } else {
+      this.above = h
+    }
+    this.pinned = kept
     if (!sweep) return
     for (const c of this.collections.values()) {
       for (const [key, chain] of c.chains.map) {
-        this.pruneChain(c, chain, this.horizon)
+        this.pruneChain(c, chain)
         if (this.isDeadTombstone(chain)) this.dropChain(c, key, chain)
       }
     }
@@ -476,7 +499,7 @@ export class VersionStore {
       if (!next) { done = true; break }
       const [c, key, chain] = next
       visited++
-      prunedVersions += this.pruneChain(c, chain, this.horizon)
+      prunedVersions += this.pruneChain(c, chain)
       if (this.isDeadTombstone(chain)) {
         this.dropChain(c, key, chain)
         prunedVersions++
