@@ -4,7 +4,7 @@
  * G-single, G2-item).
  */
 import { describe, expect, it } from 'vitest'
-import { ConflictError, open, orderedMapResolver, type Database } from '../lib/index.js'
+import { ConflictError, open, orderedMapResolver, type Database, type Transaction } from '../lib/index.js'
 import { ENGINES, expectCode, other, tempDir } from './helpers.js'
 
 async function seeded(engine: string, opts: object = {}): Promise<Database> {
@@ -369,5 +369,109 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     expect(again.begin().get(again.collection<number[]>('l'), 'list')).toEqual(list)
     expect(again.begin().get(again.collection<number>('n'), 'sum')).toBe(435)
     await again.close()
+  })
+})
+
+describe.each(ENGINES)('a transaction commits at most once [%s]', (engine) => {
+  /** One append and one increment: after one commit the list holds the item once, the counter is 1. */
+  const write = (db: Database, tx: Transaction): void => {
+    tx.append(db.collection<string[]>('list'), 'k', 'item')
+    tx.increment(db.collection<number>('counter'), 'n', 1)
+  }
+  const ONCE = [['item'], 1]
+
+  /** The merged values after `fn`, read in this handle and again after a reopen (other engine). */
+  async function landed(fn: (db: Database) => Promise<void>): Promise<unknown[]> {
+    const dir = tempDir()
+    const db = await open(dir, { engine })
+    await fn(db)
+    const read = (d: Database): unknown[] => {
+      const view = d.snapshot()
+      const out = [view.get(d.collection('list'), 'k'), view.get(d.collection('counter'), 'n')]
+      view.close()
+      return out
+    }
+    const before = read(db)
+    await db.close()
+    const again = await open(dir, { engine: other(engine) })
+    const after = read(again)
+    await again.close()
+    return [before, after]
+  }
+
+  it('a second commit() rejects with KESTREL_TRANSACTION_DONE, in flight or after; the writes land once', async () => {
+    expect(await landed(async (db) => {
+      const tx = db.begin()
+      write(db, tx)
+      const first = tx.commit()
+      const err = await expectCode(() => tx.commit(), 'KESTREL_TRANSACTION_DONE')
+      expect(err.message).toMatch(/in flight/)
+      expect((await first).commitId).toBeGreaterThan(0n)
+      await expectCode(() => tx.commit(), 'KESTREL_TRANSACTION_DONE')
+      expect(tx.finished).toBe(true)
+    })).toEqual([ONCE, ONCE])
+  })
+
+  it('rollback() while the commit is in flight is refused and says why; the commit lands once', async () => {
+    expect(await landed(async (db) => {
+      const tx = db.begin()
+      write(db, tx)
+      const pending = tx.commit()
+      const err = await expectCode(() => tx.rollback(), 'KESTREL_TRANSACTION_DONE')
+      expect(err.message).toMatch(/in flight/)
+      await pending
+      await expectCode(() => tx.rollback(), 'KESTREL_TRANSACTION_DONE')
+      // A commit that failed left its transaction rolled back: rollback() does nothing then.
+      const loser = db.begin()
+      loser.put(db.collection('other'), 'x', 'lost')
+      await db.transaction((t) => t.put(db.collection('other'), 'x', 'winner'))
+      await conflict(loser.commit())
+      expect(() => loser.rollback()).not.toThrow()
+      await expectCode(() => loser.commit(), 'KESTREL_TRANSACTION_DONE')
+    })).toEqual([ONCE, ONCE])
+  })
+
+  it('db.transaction whose body commits without awaiting commits once and reports that commit', async () => {
+    expect(await landed(async (db) => {
+      const result = await db.transaction((tx) => {
+        write(db, tx)
+        void tx.commit()
+        return 'body done'
+      })
+      expect(result).toBe('body done')
+    })).toEqual([ONCE, ONCE])
+    const db = await open(tempDir(), { engine })
+    const c = db.collection<number>('c')
+    // The body's commit fails: db.transaction rejects with its error (retries: 0) …
+    const blocker = db.begin()
+    blocker.put(c, 'x', 1)
+    await conflict(db.transaction(async (tx) => {
+      tx.put(c, 'x', 2)
+      await blocker.commit()
+      void tx.commit()
+    }, { retries: 0 }))
+    // … or, with retries, runs the body again until its commit lands (once).
+    let runs = 0
+    const racer = db.begin()
+    racer.put(c, 'x', 3)
+    await db.transaction(async (tx) => {
+      runs++
+      tx.put(c, 'x', tx.get(c, 'x')! * 10)
+      if (runs === 1) await racer.commit()
+      void tx.commit()
+    })
+    expect(runs).toBe(2)
+    expect(db.snapshot().get(c, 'x')).toBe(30)
+    // A body that commits and then throws: its error, and no second run.
+    runs = 0
+    await expect(db.transaction((tx) => {
+      runs++
+      tx.put(c, 'y', 1)
+      void tx.commit()
+      throw new Error('after its commit')
+    })).rejects.toThrow('after its commit')
+    expect(runs).toBe(1)
+    expect(db.snapshot().get(c, 'y')).toBe(1)
+    await db.close()
   })
 })

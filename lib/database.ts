@@ -145,13 +145,19 @@ export class Database {
     try {
       // Bounded by `retries`.
       for (let attempt = 0; ; attempt++) {
-        const tx = this.begin()
+        const tx = new Transaction(this.host, true)
         try {
           const result = await fn(tx)
-          if (!tx.finished) await tx.commit()
+          // A commit the body started is this attempt's commit: report its outcome, never commit
+          // again. A body that rolled back returns its result.
+          if (tx.commitOutcome) await tx.commitOutcome
+          else if (!tx.finished) await tx.commit()
           return result
         } catch (err) {
           if (!tx.finished) tx.rollback()
+          // The body may have thrown with its own commit in flight: once that lands, running the
+          // body again would commit twice.
+          if (tx.commitOutcome && await tx.commitOutcome.then(() => true, () => false)) throw err
           if (!(err instanceof ConflictError) || attempt >= retries) throw err
           if (err.slot !== undefined && queued?.slot !== err.slot) {
             queued?.release()

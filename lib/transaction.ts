@@ -85,11 +85,19 @@ function cloneWrites(w: WriteSet): WriteSet {
 
 /**
  * A read-write transaction. Create one with `db.begin()` or let `db.transaction(fn)` manage it.
- * Reads are synchronous and see the snapshot plus the transaction's own writes. After `commit()`
- * or `rollback()` every method throws `KESTREL_TRANSACTION_DONE`.
+ * Reads are synchronous and see the snapshot plus the transaction's own writes. Once `commit()`
+ * or `rollback()` is called — while the commit is in flight too — every method throws
+ * `KESTREL_TRANSACTION_DONE`.
  */
 export class Transaction {
-  private done: 'commit' | 'rollback' | undefined
+  /**
+   * Where the transaction stands. It is done from the moment commit() or rollback() is called:
+   * `committing` until the engine reports the commit's outcome, then `committed`, or `rolledBack`
+   * (also after a failed commit: its writes were discarded).
+   */
+  private state: 'active' | 'committing' | 'committed' | 'rolledBack' = 'active'
+  /** The outcome of the one commit() call, once made. */
+  private outcome: Promise<CommitInfo> | undefined
   /** collection → ordered-string key → write. The last write of a key wins. */
   private writes: WriteSet = new Map()
   private readonly savepoints: Array<{ id: number; writes: WriteSet }> = []
@@ -104,8 +112,11 @@ export class Transaction {
    */
   private readonly coordinator: Coordinator
 
-  /** @internal use `db.begin()`. */
-  constructor(private readonly host: TransactionHost) {
+  /**
+   * @internal use `db.begin()`. `managed`: `db.transaction` runs it and reports the outcome of
+   * its commit, also of one the body started without awaiting it.
+   */
+  constructor(private readonly host: TransactionHost, private readonly managed = false) {
     host.assertOpen()
     this.coordinator = host.coordinator
     this.snap = Number(this.coordinator.core.lastCommitId())
@@ -113,16 +124,20 @@ export class Transaction {
     this.coordinator.pin(this.snap)
   }
 
-  private finish(how: 'commit' | 'rollback'): void {
-    this.done = how
+  /** The end of the transaction: its writes go and its snapshot is released (once). */
+  private finish(how: 'committed' | 'rolledBack'): void {
+    if (this.state === 'committed' || this.state === 'rolledBack') return
+    this.state = how
     this.writes = new Map()
     this.savepoints.length = 0
     this.coordinator.unpin(this.snap)
   }
 
   private check<T>(collection: Collection<T>): string {
-    this.assertActive()
+    // A closed handle is the cause to report first (a commit tried after close() ended this
+    // transaction with KESTREL_CLOSED too).
     this.host.assertOpen()
+    this.assertActive()
     if (!Collection.is(collection)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'expected a collection from db.collection(name)')
     }
@@ -133,8 +148,17 @@ export class Transaction {
   }
 
   private assertActive(): void {
-    if (this.done) {
-      throw new KestrelError('KESTREL_TRANSACTION_DONE', `this transaction was already ${this.done === 'commit' ? 'committed' : 'rolled back'}; start a new one with db.begin()`)
+    if (this.state !== 'active') throw this.doneError()
+  }
+
+  private doneError(): KestrelError {
+    switch (this.state) {
+      case 'committing':
+        return new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction\'s commit is in flight: a transaction commits once; await the promise its first commit() returned, and start a new one with db.begin() for more work')
+      case 'committed':
+        return new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction was already committed; start a new one with db.begin()')
+      default:
+        return new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction was already rolled back (or its commit failed); start a new one with db.begin()')
     }
   }
 
@@ -326,59 +350,75 @@ export class Transaction {
    * Validate and commit. Resolves with the commit id once the log record is acknowledged
    * (fdatasync'd in `durability: 'sync'`) and visible; rejects with `ConflictError` when another
    * transaction committed a write to one of the keys after this snapshot (first committer wins),
-   * or with another `KestrelError`. A transaction without writes resolves with its snapshot.
+   * or with another `KestrelError`; the transaction is then rolled back. A transaction without
+   * writes resolves with its snapshot. A transaction commits once: from this call on, another
+   * `commit()` rejects and `rollback()` throws, with `KESTREL_TRANSACTION_DONE`.
    */
   commit(): Promise<CommitInfo> {
-    const done = this.commitOnce()
+    if (this.state !== 'active') return Promise.reject(this.doneError())
+    this.state = 'committing'
+    const outcome = this.commitOnce()
+    this.outcome = outcome
     // The handle's close() waits for this outcome.
-    this.host.trackCommit(done)
-    return done
+    this.host.trackCommit(outcome)
+    // db.transaction reports it (also when the body did not wait for it).
+    if (this.managed) outcome.catch(() => undefined)
+    return outcome
   }
 
   private async commitOnce(): Promise<CommitInfo> {
-    this.assertActive()
+    let submitted: { done: Promise<bigint>; bytes: number } | undefined
+    let commitId: bigint
+    try {
+      submitted = await this.submit()
+      if (!submitted) {
+        this.finish('committed')
+        return { commitId: this.snapshot }
+      }
+      // From here on the outcome is the engine's.
+      commitId = await submitted.done
+    } catch (err) {
+      this.finish('rolledBack')
+      throw err
+    }
+    this.finish('committed')
+    this.coordinator.published(Number(commitId), submitted.bytes)
+    return { commitId }
+  }
+
+  /** Validate the writes and hand them to the engine; undefined when there is nothing to write. */
+  private async submit(): Promise<{ done: Promise<bigint>; bytes: number } | undefined> {
     this.host.assertOpen()
     const writes: Write[] = []
     for (const m of this.writes.values()) for (const w of m.values()) writes.push(w)
-    if (writes.length === 0) {
-      this.finish('commit')
-      return { commitId: this.snapshot }
+    if (writes.length === 0) return undefined
+    const coordinator = this.coordinator
+    // Over the record-memory budget, wait for the scavenger first (bounded: one cycle).
+    const admitted = coordinator.scavenger.admission()
+    if (admitted) {
+      await admitted
+      this.host.assertOpen()
     }
-    try {
-      const coordinator = this.coordinator
-      // Over the record-memory budget, wait for the scavenger first (bounded: one cycle).
-      const admitted = coordinator.scavenger.admission()
-      if (admitted) {
-        await admitted
+    // Bounded: each pass either submits, throws, or waits for an in-flight commit to settle.
+    for (let pass = 0; ; pass++) {
+      if (pass >= RESOLVE_PASSES_MAX) {
+        throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
+      }
+      const slots: Array<{ slot: string; merge: boolean }> = []
+      const opIndex: Array<readonly IndexKey[] | undefined> = []
+      const ops = this.validate(writes, slots, opIndex)
+      if (!Array.isArray(ops)) {
+        await ops
         this.host.assertOpen()
+        continue
       }
-      // Bounded: each pass either submits, throws, or waits for an in-flight commit to settle.
-      for (let pass = 0; ; pass++) {
-        if (pass >= RESOLVE_PASSES_MAX) {
-          throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
-        }
-        const slots: Array<{ slot: string; merge: boolean }> = []
-        const opIndex: Array<readonly IndexKey[] | undefined> = []
-        const ops = this.validate(writes, slots, opIndex)
-        if (!Array.isArray(ops)) {
-          await ops
-          this.host.assertOpen()
-          continue
-        }
-        this.checkUnique(ops, opIndex, slots)
-        // Validation and submission happen in one synchronous step: no other commit of this
-        // process can slip in between (I1/I3 rely on it).
-        const payload = encodeCommit(ops)
-        const done = coordinator.core.commit(payload)
-        coordinator.track(slots, done)
-        const commitId = await done
-        coordinator.published(Number(commitId), payload.length)
-        this.finish('commit')
-        return { commitId }
-      }
-    } catch (err) {
-      if (!this.done) this.finish('rollback')
-      throw err
+      this.checkUnique(ops, opIndex, slots)
+      // Validation and submission happen in one synchronous step: no other commit of this
+      // process can slip in between (I1/I3 rely on it).
+      const payload = encodeCommit(ops)
+      const done = coordinator.core.commit(payload)
+      coordinator.track(slots, done)
+      return { done, bytes: payload.length }
     }
   }
 
@@ -539,17 +579,29 @@ export class Transaction {
     return [{ kind: OP_PUT, collection: w.collection, key: w.key, value: keys ? encodeEnvelope(value, keys) : value }, keys]
   }
 
-  /** Discard the writes. Calling it again, or after a failed commit, does nothing. */
+  /**
+   * Discard the writes. Calling it again, or after a failed commit, does nothing. Refused with
+   * `KESTREL_TRANSACTION_DONE` once committed, and while the commit is in flight (its outcome is
+   * the engine's; await the promise `commit()` returned).
+   */
   rollback(): void {
-    if (this.done === 'commit') {
+    if (this.state === 'committing') {
+      throw new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction\'s commit is in flight: rollback() cannot stop it; await the promise commit() returned for its outcome')
+    }
+    if (this.state === 'committed') {
       throw new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction was already committed; rollback() is only for transactions not committed yet')
     }
-    if (!this.done) this.finish('rollback')
+    this.finish('rolledBack')
   }
 
   /** Has `commit()` or `rollback()` been called? */
   get finished(): boolean {
-    return this.done !== undefined
+    return this.state !== 'active'
+  }
+
+  /** @internal The outcome of the commit() call made on this transaction, if one was. */
+  get commitOutcome(): Promise<CommitInfo> | undefined {
+    return this.outcome
   }
 }
 
