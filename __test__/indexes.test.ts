@@ -376,3 +376,98 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
     await db.close()
   })
 })
+
+describe.each(ENGINES)('unique index builds on populated collections [%s]', (engine) => {
+  type User = { email: string; n?: number }
+  const pad = (i: number): string => String(i).padStart(4, '0')
+
+  /** A database holding `n` users u0000… with distinct emails e0000@x…, and a key-function call counter. */
+  async function populated(n: number, opts: object = {}): Promise<{ db: Database; calls: { n: number }; byEmail: { byEmail: { key: (u: User) => string; unique: true } } }> {
+    const db = await open(tempDir(), { engine, ...opts })
+    const users = db.collection<User>('users')
+    for (let b = 0; b < n; b += 500) {
+      await db.transaction((tx) => { for (let i = b; i < Math.min(n, b + 500); i++) tx.put(users, `u${pad(i)}`, { email: `e${pad(i)}@x`, n: i }) })
+    }
+    const calls = { n: 0 }
+    return { db, calls, byEmail: { byEmail: { key: (u: User) => { calls.n++; return u.email }, unique: true } } }
+  }
+
+  it('is built with O(records) key-function calls while writers go on, and one key never has two holders', async () => {
+    const N = 2000
+    const { db, calls, byEmail } = await populated(N, { faults: {} })
+    // Held fsyncs keep the build at its first chunk while the writers below run.
+    db.holdSyncs(true)
+    const users = db.collection<User>('users', { indexes: byEmail })
+    let ready = false
+    const built = users.ready().then(() => { ready = true })
+    const put = (key: string, u: User): Promise<unknown> => db.transaction((tx) => tx.put(users, key, u))
+    // A record the build has not reached yet holds e1999@x.
+    const dup = await expectCode(() => put('dup', { email: 'e1999@x' }), 'KESTREL_UNIQUE')
+    expect((dup as unknown as UniqueError).holder).toBe('u1999')
+    // Two inserts of one fresh key: one is in flight, the other refused.
+    const first = put('x1', { email: 'fresh@x' })
+    await expectCode(() => put('x2', { email: 'fresh@x' }), 'KESTREL_UNIQUE')
+    // u1500 moves to another key (in flight); its old key stays held until that commit lands.
+    const moved = put('u1500', { email: 'moved@x' })
+    await expectCode(() => put('y', { email: 'e1500@x' }), 'KESTREL_UNIQUE')
+    expect(ready).toBe(false)
+    db.holdSyncs(false)
+    await Promise.all([first, moved, built])
+    // Once it landed: the old key is free, the new one held.
+    await put('y', { email: 'e1500@x' })
+    await expectCode(() => put('z', { email: 'moved@x' }), 'KESTREL_UNIQUE')
+    await expectCode(() => put('w', { email: 'e0000@x' }), 'KESTREL_UNIQUE')
+    // A few calls per record: the build reads each record's key, it does not scan per key.
+    expect(calls.n).toBeLessThanOrEqual(3 * N)
+    const view = db.snapshot()
+    const all = [...view.scan(users)]
+    expect(all).toHaveLength(N + 2)
+    expect(new Set(all.map((e) => e.value.email)).size).toBe(all.length)
+    for (const e of all) expect(found(view, users as never, 'byEmail', e.value.email)).toEqual([e.key])
+    view.close()
+    await db.close()
+  })
+
+  it('records that break it fail the build with KESTREL_UNIQUE after one pass; writers stay checked', async () => {
+    const N = 2000
+    const { db, calls, byEmail } = await populated(N)
+    await db.transaction((tx) => tx.put(db.collection<User>('users'), 'u1999', { email: 'e0007@x' }))
+    const users = db.collection<User>('users', { indexes: byEmail })
+    const err = await expectCode(() => users.ready(), 'KESTREL_UNIQUE')
+    expect(err.message).toMatch(/e0007@x/)
+    expect(calls.n).toBeLessThanOrEqual(N + 10)
+    // The index stays unique for writers, and lookups stay correct (by scan).
+    await expectCode(() => db.transaction((tx) => tx.put(users, 'new', { email: 'e0100@x' })), 'KESTREL_UNIQUE')
+    await db.transaction((tx) => tx.put(users, 'new', { email: 'free@x' }))
+    expect(found(db.snapshot(), users as never, 'byEmail', 'e0007@x')).toEqual(['u0007', 'u1999'])
+    await db.close()
+  })
+
+  it('a commit in flight when the index is defined is indexed too (unique and not)', async () => {
+    for (const unique of [true, false]) {
+      const { db } = await populated(600)
+      const plain = db.collection<User>('users')
+      const tx = db.begin()
+      tx.put(plain, 'u0000a', { email: 'late@x' }) // inside the build's first chunk
+      const inFlight = tx.commit()
+      // One index only: a second build would rewrite the chunk again after a conflict.
+      const users = db.collection<User>('users', { indexes: { byEmail: { key: (u) => u.email, unique } } })
+      await Promise.all([inFlight, users.ready()])
+      expect(found(db.snapshot(), users as never, 'byEmail', 'late@x')).toEqual(['u0000a'])
+      if (unique) await expectCode(() => db.transaction((t) => t.put(users, 'again', { email: 'late@x' })), 'KESTREL_UNIQUE')
+      await db.close()
+    }
+  })
+
+  it('a merge recorded before the collection had indexes is refused at commit', async () => {
+    const db = await open(tempDir(), { engine })
+    const list = db.collection<string[]>('lists')
+    const tx = db.begin()
+    tx.append(list, 'k', 'item')
+    db.collection<string[]>('lists', { indexes: { first: { key: (l) => l[0] } } })
+    const err = await expectCode(() => tx.commit(), 'KESTREL_INVALID_ARGUMENT')
+    expect(err.message).toMatch(/lists.*indexes/)
+    expect(db.snapshot().get(list, 'k')).toBeUndefined()
+    await db.close()
+  })
+})

@@ -15,7 +15,7 @@ import { encodeEnvelope, type IndexKey } from './core/envelope.js'
 import type { CoreScanOptions } from './core/types.js'
 import { scanBounds, type ScanOptions } from './scan.js'
 import { slotOf, uniqueSlotOf, type Coordinator } from './txn/coordinator.js'
-import { compareRows, exactPlan, findPlan, inKeyBounds, indexKeyOf, indexKeysOf, scanFind, usable, type FindQuery, type FoundRow, type IndexState } from './txn/indexes.js'
+import { compareRows, exactPlan, findPlan, holdersWhileBuilding, inKeyBounds, indexKeyOf, indexKeysOf, noteWritten, scanFind, usable, type FindQuery, type FoundRow, type IndexState } from './txn/indexes.js'
 
 /** What `commit()` resolves with. */
 export interface CommitInfo {
@@ -404,6 +404,12 @@ export class Transaction {
       if (pass >= RESOLVE_PASSES_MAX) {
         throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
       }
+      const preparing = this.preparingIndex()
+      if (preparing) {
+        await preparing
+        this.host.assertOpen()
+        continue
+      }
       const slots: Array<{ slot: string; merge: boolean }> = []
       const opIndex: Array<readonly IndexKey[] | undefined> = []
       const ops = this.validate(writes, slots, opIndex)
@@ -422,6 +428,16 @@ export class Transaction {
     }
   }
 
+  /** A unique index of a collection this transaction writes that is getting ready for its build, if any. */
+  private preparingIndex(): Promise<void> | undefined {
+    const registry = this.coordinator.indexes
+    // Bounded by the collections written and their indexes.
+    for (const name of this.writes.keys()) {
+      for (const s of registry.of(name) ?? []) if (s.preparing) return s.preparing
+    }
+    return undefined
+  }
+
   /**
    * First committer wins: a plain write conflicts with any write installed or in flight after the
    * snapshot; a merge conflicts only with plain writes. A collection resolver may turn a plain
@@ -434,6 +450,10 @@ export class Transaction {
     opIndex.length = 0
     for (const w of writes) {
       const merge = w.kind === OP_APPEND || w.kind === OP_INCREMENT
+      if (merge && coordinator.indexes.of(w.collection)) {
+        // Recorded before the collection had indexes: the merged value would carry no index keys.
+        throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot commit the ${w.kind === OP_APPEND ? 'append to' : 'increment of'} ${w.collection} ${String(decodeKey(w.key))}: ${w.collection} has secondary indexes now (defined after the ${w.kind === OP_APPEND ? 'append' : 'increment'} was recorded), whose keys need the whole value; redo it with tx.get and tx.put`)
+      }
       const slot = slotOf(w.collection, bytesToOrderedString(w.key))
       const newer = coordinator.newer(slot, this.snap)
       const flight = coordinator.inFlight(slot)
@@ -498,14 +518,18 @@ export class Transaction {
           written = new Set()
           for (const o of ops) written.add(slotOf(o.collection, bytesToOrderedString(o.key)))
         }
-        const plan = exactPlan(ik.key)
+        // While the index is built, through the build's map of candidates; a scan only if that
+        // map is missing (the build could not collect it).
         const holders = usable(s, latest)
-          ? coordinator.core.find(op.collection, s.name, plan.entries, latest).map(([k]) => k)
-          : scanFind(coordinator.core, s, plan, latest).map((r) => r.key)
+          ? coordinator.core.find(op.collection, s.name, exactPlan(ik.key).entries, latest).map(([k]) => k)
+          : s.candidates
+            ? holdersWhileBuilding(coordinator.core, s, ik.key, latest, (pk) => written!.has(slotOf(op.collection, pk)))
+            : scanFind(coordinator.core, s, exactPlan(ik.key), latest).map((r) => r.key)
         for (const pk of holders) {
           if (written.has(slotOf(op.collection, bytesToOrderedString(pk)))) continue
           throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), decodeKey(pk), false)
         }
+        noteWritten(s, ik.key, op.key)
         slots.push({ slot, merge: false })
       }
     }

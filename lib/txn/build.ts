@@ -6,15 +6,19 @@
  * marker record says from which commit on the index is complete; until then (and at older
  * snapshots) lookups scan instead, so they are always correct.
  */
-import { encodeKey } from '../codec/key.js'
+import { setImmediate as yieldTurn } from 'node:timers/promises'
+import { bytesToOrderedString, orderedStringToBytes } from '../codec/bytes.js'
+import { decodeKey, encodeKey } from '../codec/key.js'
 import { decodeValue, encodeValue } from '../codec/value.js'
-import { ConflictError, KestrelError } from '../errors.js'
+import { ConflictError, KestrelError, UniqueError } from '../errors.js'
 import type { Transaction } from '../transaction.js'
 import type { Coordinator } from './coordinator.js'
-import { INDEX_MARKERS, type IndexState } from './indexes.js'
+import { INDEX_MARKERS, indexKeyOf, type IndexState } from './indexes.js'
 
 /** Records rewritten per transaction. */
 const BUILD_CHUNK_RECORDS = 256
+/** Records read per scan: a unique index's first pass (one slice per event-loop turn), and the keys rewritten chunk by chunk. */
+const SLICE_RECORDS = 4096
 /** Attempts of one chunk before the build gives up (each attempt follows a lost conflict). */
 const CHUNK_ATTEMPTS_MAX = 1000
 
@@ -52,24 +56,97 @@ async function commitRetrying(begin: () => Transaction, fill: (tx: Transaction) 
   }
 }
 
+/**
+ * Before the first chunk: wait for the commits validated before the index was defined (they
+ * carry no key for it; a chunk that read before they landed would miss a record they insert), so
+ * that every version committed from then on carries its key. Returns that point: the commit from
+ * which the collection changes only by such commits. For a unique index, then map the index keys
+ * of the records as they are at that point (`s.candidates`; see holdersWhileBuilding): the unique
+ * checks made during the build use it instead of scanning. Records that break the unique index
+ * fail the build here, after one pass.
+ */
+async function prepare(coordinator: Coordinator, s: IndexState): Promise<number> {
+  await coordinator.drain()
+  const core = coordinator.core
+  const since = Number(core.lastCommitId())
+  if (!s.unique) return since
+  // Read at one snapshot across event-loop turns.
+  coordinator.pin(since)
+  try {
+    // Keys as strings: compact, and no hold on the buffers the engine returned rows in.
+    const candidates = new Map<string, string[]>()
+    let broken: UniqueError | undefined
+    let cursor: Uint8Array | undefined
+    // Bounded by the collection: every slice moves the cursor forward or ends the loop.
+    for (;;) {
+      const batch = core.scan(s.collection, cursor ? { gt: cursor, limit: SLICE_RECORDS } : { limit: SLICE_RECORDS }, since)
+      for (const [k, v] of batch) {
+        let ik: Uint8Array | undefined
+        try {
+          ik = indexKeyOf(s, decodeValue(v), k)
+        } catch {
+          ik = undefined // the rewrite reports it
+        }
+        if (!ik) continue
+        const key = bytesToOrderedString(ik)
+        const holders = candidates.get(key)
+        if (!holders) {
+          candidates.set(key, [bytesToOrderedString(k)])
+          continue
+        }
+        broken ??= new UniqueError(s.collection, s.name, decodeKey(ik), decodeKey(k), decodeKey(orderedStringToBytes(holders[0]!)), false)
+        holders.push(bytesToOrderedString(k))
+      }
+      if (batch.length < SLICE_RECORDS) break
+      cursor = batch[batch.length - 1]![0]
+      await yieldTurn()
+    }
+    // Kept also when the build fails: writers stay checked against these records.
+    s.candidates = candidates
+    if (broken) throw broken
+    return since
+  } finally {
+    coordinator.unpin(since)
+  }
+}
+
 /** Build `s` (which has no marker): rewrite every record, then write the marker. */
 export async function buildIndex(coordinator: Coordinator, begin: () => Transaction, s: IndexState): Promise<void> {
+  const prepared = prepare(coordinator, s)
+  if (s.unique) {
+    // Set before any commit can be validated with this index: until the map is complete, a
+    // unique check could only scan the collection.
+    const preparing = prepared.then(() => undefined, () => undefined).then(() => { s.preparing = undefined })
+    s.preparing = preparing
+  }
+  // Snapshots before `since` may see versions without the key: the index is usable from then on.
+  let readyAt = await prepared
   const core = coordinator.core
   let cursor: Uint8Array | undefined
-  let readyAt = 0
-  // Bounded by the collection: every chunk moves the cursor forward or ends the loop.
+  // In key order, a slice of keys at a time (one scan per slice, not per chunk); each chunk reads
+  // its records at its own snapshot, so a writer that changed one meanwhile makes it conflict and
+  // retry. Records inserted after their slice was read carry their keys already. Bounded by the
+  // collection: every slice moves the cursor forward or ends the loop.
   for (;;) {
-    let last: Uint8Array | undefined
-    const { commitId, rows } = await commitRetrying(begin, (tx) => {
-      const snapshot = Number(tx.snapshot)
-      const batch = core.scan(s.collection, cursor ? { gt: cursor, limit: BUILD_CHUNK_RECORDS } : { limit: BUILD_CHUNK_RECORDS }, snapshot)
-      for (const [k, v] of batch) tx.rewrite(s.collection, k, v)
-      last = batch.length > 0 ? batch[batch.length - 1]![0] : undefined
-      return batch.length
-    })
-    readyAt = Math.max(readyAt, commitId)
-    if (rows < BUILD_CHUNK_RECORDS || !last) break
-    cursor = last
+    const keys = core.scan(s.collection, cursor ? { gt: cursor, limit: SLICE_RECORDS } : { limit: SLICE_RECORDS }, Number(core.lastCommitId())).map(([k]) => k)
+    for (let i = 0; i < keys.length; i += BUILD_CHUNK_RECORDS) {
+      const chunk = keys.slice(i, i + BUILD_CHUNK_RECORDS)
+      const { commitId } = await commitRetrying(begin, (tx) => {
+        const snapshot = Number(tx.snapshot)
+        let rows = 0
+        for (const k of chunk) {
+          const v = core.get(s.collection, k, snapshot)
+          if (v === undefined) continue // deleted meanwhile
+          // A copy: the engine may reuse its read buffer.
+          tx.rewrite(s.collection, k, v.slice())
+          rows++
+        }
+        return rows
+      })
+      readyAt = Math.max(readyAt, commitId)
+    }
+    if (keys.length < SLICE_RECORDS) break
+    cursor = keys[keys.length - 1]!
   }
   const markerKey = encodeKey([s.collection, s.name])
   await commitRetrying(begin, (tx) => {
@@ -77,4 +154,6 @@ export async function buildIndex(coordinator: Coordinator, begin: () => Transact
     return 1
   })
   s.readyAt = readyAt
+  // Lookups and unique checks use the index from now on.
+  s.candidates = undefined
 }

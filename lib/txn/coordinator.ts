@@ -52,6 +52,8 @@ export class Coordinator {
   /** snapshot commit id → number of readers pinning it. */
   private readonly pins = new Map<number, number>()
   private readonly inflight = new Map<string, InFlight>()
+  /** Every commit handed to the engine and not settled yet (see drain). */
+  private readonly submitted = new Set<Promise<bigint>>()
   /** [commitId, publishedAtMs], oldest first, for the ms retention window. */
   private readonly recent: Array<[number, number]> = []
   private horizonScheduled = false
@@ -123,7 +125,9 @@ export class Coordinator {
       if (merge) f.merges++
       else f.plain++
     }
+    this.submitted.add(done)
     const release = (commitId: number | undefined): void => {
+      this.submitted.delete(done)
       for (const { slot, merge } of slots) {
         // Record the committed write and clear the in-flight mark in one step, so that no
         // validation can run between the two and miss the write.
@@ -146,6 +150,14 @@ export class Coordinator {
       }
     }
     done.then((id) => release(Number(id)), () => release(undefined))
+  }
+
+  /**
+   * Resolves once every commit handed to the engine before the call has settled (an index build
+   * waits for those validated before its index was defined: they carry no key for it).
+   */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.submitted])
   }
 
   /** What was committed on `slot` after `snapshot`: 0 nothing, 1 only merges, 2 a plain write. */

@@ -3,7 +3,7 @@
  * keys of a value, the bounds of a lookup, and the brute-force lookup used while an index is not
  * complete at a snapshot. The engines keep the entries (docs/FORMAT.md "Secondary indexes").
  */
-import { compareBytes } from '../codec/bytes.js'
+import { bytesToOrderedString, compareBytes, orderedStringToBytes } from '../codec/bytes.js'
 import { KEY_BYTES_MAX, encodeKey, type Key } from '../codec/key.js'
 import { decodeValue } from '../codec/value.js'
 import { checkIndexName, type IndexDefinition } from '../collection.js'
@@ -27,6 +27,14 @@ export interface IndexState {
   built: Promise<void>
   /** Why the build stopped, if it failed. */
   failure: KestrelError | undefined
+  /**
+   * While a unique index is built: for each index key (as an ordered string), the records that
+   * may hold it — those that held it when the build began, and those written with it since (as
+   * ordered strings). A superset: checks read each candidate (see holdersWhileBuilding).
+   */
+  candidates: Map<string, string[]> | undefined
+  /** Set while that map is being collected: commits to the collection wait for it. */
+  preparing: Promise<void> | undefined
 }
 
 /**
@@ -91,7 +99,7 @@ export class IndexRegistry {
         known.unique = def.unique === true
         continue
       }
-      const state: IndexState = { collection, name, key: def.key, unique: def.unique === true, readyAt: undefined, built: Promise.resolve(), failure: undefined }
+      const state: IndexState = { collection, name, key: def.key, unique: def.unique === true, readyAt: undefined, built: Promise.resolve(), failure: undefined, candidates: undefined, preparing: undefined }
       list.push(state)
       added.push(state)
     }
@@ -233,4 +241,53 @@ export function scanFind(core: Core, s: IndexState, plan: FindPlan, snapshot: nu
 /** Is the index complete at `snapshot` (so the engine's entries can answer)? */
 export function usable(s: IndexState, snapshot: number): boolean {
   return s.readyAt !== undefined && snapshot >= s.readyAt
+}
+
+/**
+ * The records holding unique index key `indexKey` at `latest` while `s` is being built (it has a
+ * candidates map), without a scan. A record holding it either is unchanged since the build began
+ * — then it held the key then, and the map lists it — or was written since by a commit validated
+ * after the index was defined, which carried the key and added the record to the map
+ * (noteWritten). Each candidate is read at `latest` and kept if its value still has the key;
+ * those that do not are dropped from the map. Candidates `skip` names are neither read nor returned.
+ */
+export function holdersWhileBuilding(core: Core, s: IndexState, indexKey: Uint8Array, latest: number, skip: (primaryKey: string) => boolean): Uint8Array[] {
+  const key = bytesToOrderedString(indexKey)
+  const listed = s.candidates?.get(key)
+  if (!listed) return []
+  const holders: Uint8Array[] = []
+  const still: string[] = []
+  // Bounded by the records listed under the key (one, unless they break the index).
+  for (const held of listed) {
+    if (skip(held)) {
+      // Rewritten by the commit asking (it holds no key against itself): kept, not read.
+      still.push(held)
+      continue
+    }
+    const pk = orderedStringToBytes(held)
+    const bytes = core.get(s.collection, pk, latest)
+    let ik: Uint8Array | undefined
+    try {
+      ik = bytes === undefined ? undefined : indexKeyOf(s, decodeValue(bytes), pk)
+    } catch {
+      ik = undefined
+    }
+    if (ik && compareBytes(ik, indexKey) === 0) {
+      holders.push(pk)
+      still.push(held)
+    }
+  }
+  if (still.length > 0) s.candidates!.set(key, still)
+  else s.candidates!.delete(key)
+  return holders
+}
+
+/** A commit validated now writes record `primaryKey` with unique key `indexKey` of `s`: list it while `s` is built. */
+export function noteWritten(s: IndexState, indexKey: Uint8Array, primaryKey: Uint8Array): void {
+  if (!s.candidates) return
+  const key = bytesToOrderedString(indexKey)
+  const pk = bytesToOrderedString(primaryKey)
+  const listed = s.candidates.get(key)
+  if (!listed) s.candidates.set(key, [pk])
+  else if (!listed.includes(pk)) listed.push(pk)
 }
