@@ -5,6 +5,11 @@ import { ConflictError, KestrelError } from './errors.js'
 import { resolveOptions, type OpenOptions } from './options.js'
 import { acquire, forget, type Lease } from './registry.js'
 import { ReadView } from './snapshot.js'
+import { entriesOf, findEntries, latestEntries, scanRows, type Entry } from './cursor.js'
+import { encodeKey, type Key } from './codec/key.js'
+import { decodeValue } from './codec/value.js'
+import { scanBounds, type ScanOptions } from './scan.js'
+import { findPlan, type FindQuery } from './txn/indexes.js'
 import { Transaction, type Resolver, type TransactionHost } from './transaction.js'
 import type { CoreStats, EngineName, PageFault } from './core/types.js'
 import { backupCore, type BackupOptions, type BackupResult } from './backup.js'
@@ -175,6 +180,57 @@ export class Database {
     } finally {
       queued?.release()
     }
+  }
+
+  /**
+   * The value of `key` in `collection` at the newest visible commit, or `undefined`: one read,
+   * no transaction, nothing pinned.
+   */
+  get<T>(collection: Collection<T>, key: Key): T | undefined {
+    const name = this.own(collection)
+    const core = this.live().core
+    const bytes = core.get(name, encodeKey(key), Number(core.lastCommitId()))
+    return bytes === undefined ? undefined : decodeValue<T>(bytes)
+  }
+
+  /**
+   * Entries of `collection` in key order (or reverse) within the bounds, at the newest commit
+   * visible when the iteration starts; read lazily in chunks. The snapshot is pinned only while
+   * the iteration runs — a loop that ends or breaks releases it — and each iteration of the
+   * result reads afresh.
+   *
+   * @example
+   * for (const { key, value } of db.scan(users, { prefix: 'u', limit: 10 })) console.log(key, value)
+   */
+  scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
+    const name = this.own(collection)
+    const bounds = scanBounds(options)
+    const coordinator = this.live().coordinator
+    const alive = (): void => { this.live() }
+    return latestEntries<T>(coordinator, 'scan', (snapshot) => entriesOf<T>(scanRows(coordinator.core, name, bounds, snapshot, alive)))
+  }
+
+  /**
+   * Records of `collection` whose index key for `index` is `query` (an index key) or lies in the
+   * range `query` describes, at the newest commit visible when the iteration starts, in index
+   * order; pinned only while the iteration runs (see {@link Database.scan}).
+   */
+  find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
+    const name = this.own(collection)
+    const coordinator = this.live().coordinator
+    const s = coordinator.indexes.get(name, index)
+    const plan = findPlan(query)
+    const alive = (): void => { this.live() }
+    return latestEntries<T>(coordinator, 'lookup', (snapshot) => findEntries<T>(coordinator.core, s, plan, snapshot, alive)[Symbol.iterator]())
+  }
+
+  /** The name of a collection of this handle, or `KESTREL_INVALID_ARGUMENT`. */
+  private own<T>(collection: Collection<T>): string {
+    this.live()
+    if (!Collection.is(collection) || collection.owner !== this) {
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'expected a collection from this database handle (db.collection(name))')
+    }
+    return collection.name
   }
 
   /** A read view pinned at the last visible commit; usable across awaits until `close()`. */

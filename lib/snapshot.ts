@@ -1,16 +1,18 @@
 /** Read-only views pinned at one commit: `db.snapshot()` and `db.at(commitId)`. */
-import { decodeKey, encodeKey, type Key } from './codec/key.js'
+import { encodeKey, type Key } from './codec/key.js'
 import { decodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
+import { entriesOf, findEntries, scanRows, type Entry } from './cursor.js'
 import { KestrelError } from './errors.js'
+import { ended, opened } from './leaks.js'
 import { scanBounds, type ScanOptions } from './scan.js'
-import { findEntries, pairEntries, type Entry, type TransactionHost } from './transaction.js'
+import type { TransactionHost } from './transaction.js'
 import { findPlan, type FindQuery } from './txn/indexes.js'
 
 /**
  * A pinned read view: every read sees exactly the commits up to `commitId`, however long the view
  * stays open and across any number of awaits. Close it when done: an open view keeps the versions
- * it can see in memory.
+ * it can see in memory (one forgotten and garbage-collected is released, with a warning).
  */
 export class ReadView {
   private closed = false
@@ -19,7 +21,10 @@ export class ReadView {
   /** @internal use `db.snapshot()` or `db.at()`. */
   constructor(private readonly host: TransactionHost, readonly commitId: bigint) {
     this.snap = Number(commitId)
-    host.coordinator.pin(this.snap)
+    const { coordinator } = host
+    const snap = this.snap
+    coordinator.pin(snap)
+    opened(this, 'read view', () => coordinator.unpin(snap))
   }
 
   private check<T>(collection: Collection<T>): string {
@@ -38,10 +43,14 @@ export class ReadView {
     return bytes === undefined ? undefined : decodeValue<T>(bytes)
   }
 
-  /** Entries at this view's commit, in key order (or reverse), within the bounds. */
+  /**
+   * Entries at this view's commit, in key order (or reverse), within the bounds; read lazily, in
+   * chunks, as the result is iterated (while the view is open).
+   */
   scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
     const name = this.check(collection)
-    return pairEntries<T>(this.host.coordinator.core.scan(name, scanBounds(options), this.snap))
+    const alive = (): void => { this.check(collection) }
+    return entriesOf<T>(scanRows(this.host.coordinator.core, name, scanBounds(options), this.snap, alive))
   }
 
   /**
@@ -51,7 +60,8 @@ export class ReadView {
   find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
     const name = this.check(collection)
     const s = this.host.coordinator.indexes.get(name, index)
-    return findEntries<T>(this.host.coordinator.core, s, findPlan(query), this.snap)
+    const alive = (): void => { this.check(collection) }
+    return findEntries<T>(this.host.coordinator.core, s, findPlan(query), this.snap, alive)
   }
 
   /** Release the view (idempotent). */
@@ -59,5 +69,6 @@ export class ReadView {
     if (this.closed) return
     this.closed = true
     this.host.coordinator.unpin(this.snap)
+    ended(this)
   }
 }

@@ -15,7 +15,9 @@ import { encodeEnvelope, type IndexKey } from './core/envelope.js'
 import type { CoreScanOptions } from './core/types.js'
 import { scanBounds, type ScanOptions } from './scan.js'
 import { slotOf, uniqueSlotOf, type Coordinator } from './txn/coordinator.js'
-import { compareRows, exactPlan, findPlan, holdersWhileBuilding, inKeyBounds, indexKeyOf, indexKeysOf, noteWritten, scanFind, usable, type FindQuery, type FoundRow, type IndexState } from './txn/indexes.js'
+import { compareRows, exactPlan, findPlan, holdersWhileBuilding, inKeyBounds, indexKeysOf, noteWritten, scanFind, usable, type FindQuery, type FoundRow } from './txn/indexes.js'
+import { ended, opened } from './leaks.js'
+import { entriesOf, findEntries, findRows, foundEntries, mergeFind, mergeScan, scanRows, type Entry, type OwnRow } from './cursor.js'
 
 /** What `commit()` resolves with. */
 export interface CommitInfo {
@@ -23,11 +25,7 @@ export interface CommitInfo {
   commitId: bigint
 }
 
-/** One entry yielded by `scan`. */
-export interface Entry<T> {
-  key: Key
-  value: T
-}
+export type { Entry } from './cursor.js'
 
 /** A pending write. Immutable: savepoints share these objects. */
 interface Write {
@@ -122,6 +120,8 @@ export class Transaction {
     this.snap = Number(this.coordinator.core.lastCommitId())
     this.snapshot = BigInt(this.snap)
     this.coordinator.pin(this.snap)
+    const { coordinator, snap } = this
+    opened(this, 'transaction', () => coordinator.unpin(snap))
   }
 
   /** The end of the transaction: its writes go and its snapshot is released (once). */
@@ -131,6 +131,7 @@ export class Transaction {
     this.writes = new Map()
     this.savepoints.length = 0
     this.coordinator.unpin(this.snap)
+    ended(this)
   }
 
   private check<T>(collection: Collection<T>): string {
@@ -318,32 +319,32 @@ export class Transaction {
 
   /**
    * Entries of `collection` at the snapshot with the transaction's own writes applied, in key
-   * order (or reverse), within the bounds. Computed when called.
+   * order (or reverse), within the bounds. Read lazily, in chunks, as the result is iterated
+   * (while the transaction is active); own writes count as they were when `scan` was called.
    */
   scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
     const name = this.check(collection)
     const bounds: CoreScanOptions = scanBounds(options)
+    const alive = (): void => { this.check(collection) }
+    const own = this.ownScanRows(name, bounds)
+    if (own.length === 0) return entriesOf<T>(scanRows(this.coordinator.core, name, bounds, this.snap, alive))
+    // Without the limit below: own deletions may remove rows.
+    const rows = scanRows(this.coordinator.core, name, { ...bounds, limit: undefined }, this.snap, alive)
+    return mergeScan<T>(rows, own, bounds.reverse === true, bounds.limit ?? Number.POSITIVE_INFINITY)
+  }
+
+  /** This transaction's writes of `collection` within `bounds`, as reads see them, in scan order. */
+  private ownScanRows(name: string, bounds: CoreScanOptions): OwnRow[] {
     const own = this.writes.get(name)
-    const core = this.coordinator.core
-    let rows: Array<{ key: Uint8Array; value: unknown; bytes?: Uint8Array }>
-    if (!own || own.size === 0) {
-      rows = core.scan(name, bounds, this.snap).map(([k, v]) => ({ key: k, value: undefined, bytes: v }))
-    } else {
-      // Overlay the write set on the snapshot rows (without the limit: own deletes may remove some).
-      const merged = new Map<string, { key: Uint8Array; value: unknown; bytes?: Uint8Array; gone?: boolean }>()
-      for (const [k, v] of core.scan(name, { ...bounds, limit: undefined }, this.snap)) merged.set(bytesToOrderedString(k), { key: k, value: undefined, bytes: v })
-      for (const [s, w] of own) {
-        if (!inBounds(w.key, bounds)) continue
-        const value = w.kind === OP_PUT || w.kind === OP_DELETE ? this.resolveRead(w, undefined) : this.resolveRead(w, this.base(name, w.key))
-        merged.set(s, { key: w.key, value, gone: value === undefined })
-      }
-      rows = [...merged.values()].filter((r) => !r.gone)
-      rows.sort((a, b) => compareBytes(a.key, b.key) * (bounds.reverse ? -1 : 1))
-      if (bounds.limit !== undefined) rows = rows.slice(0, bounds.limit)
+    if (!own || own.size === 0) return []
+    const rows: OwnRow[] = []
+    for (const w of own.values()) {
+      if (!inKeyBounds(w.key, bounds)) continue
+      const value = w.kind === OP_PUT || w.kind === OP_DELETE ? this.resolveRead(w, undefined) : this.resolveRead(w, this.base(name, w.key))
+      rows.push({ key: w.key, value })
     }
-    return (function* () {
-      for (const r of rows) yield { key: decodeKey(r.key), value: (r.bytes ? decodeValue(r.bytes) : r.value) as T }
-    })()
+    rows.sort((a, b) => compareBytes(a.key, b.key) * (bounds.reverse ? -1 : 1))
+    return rows
   }
 
   /**
@@ -549,27 +550,28 @@ export class Transaction {
     const s = this.coordinator.indexes.get(name, index)
     const plan = findPlan(query)
     const core = this.coordinator.core
+    const alive = (): void => { this.check(collection) }
     const own = this.writes.get(name)
-    if (!own || own.size === 0) return findEntries<T>(core, s, plan, this.snap)
-    // Overlay the write set: records it wrote are taken from it (without the limit meanwhile).
-    const unlimited = { keys: { ...plan.keys, limit: undefined }, entries: { ...plan.entries, limit: undefined } }
-    const rows: FoundRow[] = []
-    const base: Array<{ key: Uint8Array; value: unknown }> = usable(s, this.snap)
-      ? core.find(s.collection, s.name, unlimited.entries, this.snap).map(([key, bytes]) => ({ key, value: decodeValue(bytes) }))
-      : scanFind(core, s, unlimited, this.snap)
-    for (const r of base) {
-      if (own.has(bytesToOrderedString(r.key))) continue
-      const ik = indexKeyOf(s, r.value, r.key)
-      if (ik) rows.push({ indexKey: ik, key: r.key, value: r.value })
-    }
+    if (!own || own.size === 0) return findEntries<T>(core, s, plan, this.snap, alive)
+    // Records this transaction wrote are taken from its writes: their puts with a key in range.
+    const mine: OwnRow[] = []
     for (const w of own.values()) {
       if (w.kind !== OP_PUT) continue
       const ik = this.keysOf(w)?.find((x) => x.index === s.name)?.key
-      if (ik && inKeyBounds(ik, plan.keys)) rows.push({ indexKey: ik, key: w.key, value: decodeValue(w.value!) })
+      if (ik && inKeyBounds(ik, plan.keys)) mine.push({ indexKey: ik, key: w.key, value: decodeValue(w.value!) })
     }
+    const dir = plan.keys.reverse ? -1 : 1
+    mine.sort((a, b) => (compareBytes(a.indexKey!, b.indexKey!) || compareBytes(a.key, b.key)) * dir)
+    const written = (pk: Uint8Array): boolean => own.has(bytesToOrderedString(pk))
+    const limit = plan.keys.limit ?? Number.POSITIVE_INFINITY
+    const unlimited = { keys: { ...plan.keys, limit: undefined }, entries: { ...plan.entries, limit: undefined } }
+    if (usable(s, this.snap)) return mergeFind<T>(s, findRows(core, s, unlimited, this.snap, alive), mine, written, plan.keys.reverse === true, limit)
+    // The index is not complete at this snapshot: every record is read and keyed now.
+    const rows: FoundRow[] = mine.map((o) => ({ indexKey: o.indexKey!, key: o.key, value: o.value }))
+    for (const r of scanFind(core, s, unlimited, this.snap)) if (!written(r.key)) rows.push(r)
     rows.sort(compareRows)
     if (plan.keys.reverse) rows.reverse()
-    return foundEntries<T>(plan.keys.limit === undefined ? rows : rows.slice(0, plan.keys.limit))
+    return foundEntries<T>(rows.slice(0, limit))
   }
 
   /** Run a resolver against the newest committed value; its result becomes a plain write. */
@@ -631,25 +633,6 @@ export class Transaction {
 
 const DELTA = new DataView(new ArrayBuffer(8))
 
-/** Entries of engine rows, decoded as they are iterated. */
-export function* pairEntries<T>(rows: ReadonlyArray<[Uint8Array, Uint8Array]>): Generator<Entry<T>> {
-  for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue(v) as T }
-}
-
-/** Entries of rows already decoded (scan fallback, own writes). */
-function* foundEntries<T>(rows: readonly FoundRow[]): Generator<Entry<T>> {
-  for (const r of rows) yield { key: decodeKey(r.key), value: r.value as T }
-}
-
-/**
- * A lookup's entries at `snapshot`: from the engine's index entries when the index is complete
- * there, else by a scan that calls the key function.
- */
-export function findEntries<T>(core: Coordinator['core'], s: IndexState, plan: ReturnType<typeof findPlan>, snapshot: number): Iterable<Entry<T>> {
-  if (usable(s, snapshot)) return pairEntries<T>(core.find(s.collection, s.name, plan.entries, snapshot))
-  return foundEntries<T>(scanFind(core, s, plan, snapshot))
-}
-
 function toOp(w: Write, keys?: readonly IndexKey[]): WriteOp {
   switch (w.kind) {
     case OP_APPEND:
@@ -661,12 +644,4 @@ function toOp(w: Write, keys?: readonly IndexKey[]): WriteOp {
     default:
       return { kind: w.kind, collection: w.collection, key: w.key, value: keys && keys.length > 0 ? encodeEnvelope(w.value!, keys) : w.value }
   }
-}
-
-function inBounds(key: Uint8Array, b: CoreScanOptions): boolean {
-  if (b.gte && compareBytes(key, b.gte) < 0) return false
-  if (b.gt && compareBytes(key, b.gt) <= 0) return false
-  if (b.lte && compareBytes(key, b.lte) > 0) return false
-  if (b.lt && compareBytes(key, b.lt) >= 0) return false
-  return true
 }
