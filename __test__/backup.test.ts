@@ -226,7 +226,7 @@ describe.each(ENGINES)('backup manifest (%s)', (engine) => {
     expect(existsSync(join(backup, 'BACKUP_LABEL'))).toBe(true)
     const v = verifyDirectory(backup)
     expect(v.ok, v.problems.join('\n')).toBe(true)
-    expect(v.backup).toMatchObject({ commitId: COMMITS, files: m.files.length })
+    expect(v.backup).toMatchObject({ commitId: BigInt(COMMITS), files: m.files.length })
     for (const opener of [engine, other(engine)]) {
       const target = tempDir('restored')
       const report = await restore(backup, target)

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest'
 import { open, KestrelError } from '../lib/index.js'
 import { ENGINES, expectCode, tempDir } from './helpers.js'
 import { crc32c } from '../lib/core/crc32c.js'
+import { openWithFaults } from '../lib/testing.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -110,7 +111,8 @@ describe.each(ENGINES)('bad input [%s]', (engine) => {
     const misspelt = await expectCode(() => open(dir, { engine, durabilty: 'sync' } as never), 'KESTREL_INVALID_ARGUMENT')
     expect(misspelt.message).toContain('unknown option durabilty: did you mean option durability?')
     await expectCode(() => open(dir, { engine, retainHistory: { commit: 5 } } as never), 'KESTREL_INVALID_ARGUMENT')
-    await expectCode(() => open(dir, { engine, faults: { failWrite: 1 } } as never), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => open(dir, { engine, faults: {} } as never), 'KESTREL_INVALID_ARGUMENT') // only through kestreldb/testing
+    await expectCode(() => openWithFaults(dir, { engine, faults: { failWrite: 1 } } as never), 'KESTREL_INVALID_ARGUMENT')
     const other = await expectCode(() => open(dir, { engine, compression: true } as never), 'KESTREL_INVALID_ARGUMENT')
     expect(other.message).toContain('unknown option compression: the known ones are engine, durability')
     // Nothing was opened, so the directory is free.

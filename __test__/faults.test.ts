@@ -6,6 +6,7 @@ import { readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { open, type Database } from '../lib/index.js'
+import { holdSyncs, openWithFaults, simulateCrash } from '../lib/testing.js'
 import { ENGINES, expectCode, other, tempDir } from './helpers.js'
 
 async function put(db: Database, key: string, value: unknown): Promise<bigint> {
@@ -21,7 +22,7 @@ function keys(db: Database): string[] {
 describe.each(ENGINES)('fault injection [%s]', (engine) => {
   it('EIO on fsync: that commit rejects, later ones reject KESTREL_IO, reopen keeps every acknowledged commit', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, faults: { failFsyncAt: 3 } })
+    const db = await openWithFaults(dir, { engine, faults: { failFsyncAt: 3 } })
     await put(db, 'k1', 1)
     await put(db, 'k2', 2)
     const failed = await expectCode(() => put(db, 'k3', 3), 'KESTREL_IO')
@@ -38,7 +39,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
 
   it('EIO on fsync fails every commit of the batch and every queued one', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, faults: { failFsyncAt: 2 } })
+    const db = await openWithFaults(dir, { engine, faults: { failFsyncAt: 2 } })
     await put(db, 'first', 0)
     const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => put(db, `c${i}`, i)))
     expect(results.every((r) => r.status === 'rejected' && (r.reason as { code: string }).code === 'KESTREL_IO')).toBe(true)
@@ -50,7 +51,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
 
   it('a batch failing right after a segment rollover stays out after reopen', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, segmentBytes: 65536, faults: { failFsyncAt: 2 } })
+    const db = await openWithFaults(dir, { engine, segmentBytes: 65536, faults: { failFsyncAt: 2 } })
     await put(db, 'big', 'x'.repeat(70_000)) // the first segment is now past segmentBytes
     await expectCode(() => put(db, 'small', 1), 'KESTREL_IO') // written to a new segment, fsync fails
     await db.close()
@@ -60,13 +61,13 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
   })
 
   it('disk full: the failing batch gets KESTREL_DISK_FULL, commits queued behind it KESTREL_IO', async () => {
-    const db = await open(tempDir(), { engine, faults: { failFsyncAt: 1, errno: 'ENOSPC' } })
-    db.holdSyncs(true)
+    const db = await openWithFaults(tempDir(), { engine, faults: { failFsyncAt: 1, errno: 'ENOSPC' } })
+    holdSyncs(db, true)
     const first = put(db, 'a', 1) // written, its fdatasync held
     await new Promise((r) => setTimeout(r, 20))
     const queued = [put(db, 'b', 2), put(db, 'c', 3)] // wait behind it
     await new Promise((r) => setTimeout(r, 20))
-    db.holdSyncs(false)
+    holdSyncs(db, false)
     await expectCode(() => first, 'KESTREL_DISK_FULL')
     for (const q of queued) await expectCode(() => q, 'KESTREL_IO')
     await db.close()
@@ -74,7 +75,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
 
   it('a failed final fdatasync at close is reported, not swallowed', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, durability: 'none', faults: { failSealSync: true } })
+    const db = await openWithFaults(dir, { engine, durability: 'none', faults: { failSealSync: true } })
     await put(db, 'k', 1) // acknowledged without an fdatasync
     const err = await expectCode(() => db.close(), 'KESTREL_IO')
     expect(err.message).toMatch(/may be lost/)
@@ -85,7 +86,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
 
   it('ENOSPC on write: KESTREL_DISK_FULL, then KESTREL_IO until reopened', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, faults: { failWriteAt: 2, errno: 'ENOSPC' } })
+    const db = await openWithFaults(dir, { engine, faults: { failWriteAt: 2, errno: 'ENOSPC' } })
     await put(db, 'a', 1)
     const full = await expectCode(() => put(db, 'b', 2), 'KESTREL_DISK_FULL')
     expect(full.message).toMatch(/free disk space/)
@@ -102,16 +103,16 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     for (const [tear, expected] of [[0, []], [1, []], [10_000, ['k0', 'k1', 'k2', 'k3']]] as const) {
       const dir = tempDir()
       // durability 'none' never fsyncs, so everything after the segment header is unsynced.
-      const db = await open(dir, { engine, durability: 'none', faults: {} })
+      const db = await openWithFaults(dir, { engine, durability: 'none', faults: {} })
       for (let i = 0; i < 4; i++) await put(db, `k${i}`, 'v'.repeat(100))
-      await db.simulateCrash(tear)
+      await simulateCrash(db, tear)
       const again = await open(dir, { engine: other(engine) })
       expect(keys(again), `tear ${tear}`).toEqual(expected)
       await again.close()
     }
     // A tear in the middle of the third record keeps exactly the first two.
     const dir = tempDir()
-    const db = await open(dir, { engine, durability: 'none', faults: {} })
+    const db = await openWithFaults(dir, { engine, durability: 'none', faults: {} })
     for (let i = 0; i < 4; i++) await put(db, `k${i}`, 'v'.repeat(100))
     // The same four records in a closed database tell the record size.
     const sized = tempDir('sized')
@@ -120,7 +121,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     await probe.close()
     const recordBytes = (statSync(join(sized, 'log', readdirSync(join(sized, 'log'))[0]!)).size - 32) / 4
     expect(Number.isInteger(recordBytes)).toBe(true)
-    await db.simulateCrash(2 * recordBytes + Math.floor(recordBytes / 2))
+    await simulateCrash(db, 2 * recordBytes + Math.floor(recordBytes / 2))
     const again = await open(dir, { engine })
     expect(keys(again)).toEqual(['k0', 'k1'])
     await again.close()
@@ -131,7 +132,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
     for (let round = 0; round < 15; round++) {
       const dir = tempDir()
-      const db = await open(dir, { engine, faults: {} })
+      const db = await openWithFaults(dir, { engine, faults: {} })
       const c = db.collection('pairs')
       const acked: number[] = []
       let n = 0
@@ -153,7 +154,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
       })
       await new Promise((r) => setTimeout(r, random() * 30))
       stop = true
-      await db.simulateCrash(Math.floor(random() * 400))
+      await simulateCrash(db, Math.floor(random() * 400))
       await Promise.all(workers)
       const again = await open(dir, { engine: round % 2 ? engine : other(engine) })
       const tx = again.begin()
@@ -169,7 +170,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
   })
   it("'relaxed': a quiet writer syncs within the interval, so a power loss after a quiet period loses nothing", async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, durability: 'relaxed', faults: {} })
+    const db = await openWithFaults(dir, { engine, durability: 'relaxed', faults: {} })
     // A commit right after a synced one is acknowledged unsynced (the last sync is < 100 ms old);
     // retried until that holds (bounded), so the test never passes without the quiet sync.
     let unsyncedKey: string | undefined
@@ -185,7 +186,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
     // Quiet: no commit for several intervals.
     await new Promise((r) => setTimeout(r, 400))
     expect(db.stats().syncs).toBe(before + 1)
-    await db.simulateCrash()
+    await simulateCrash(db)
     const again = await open(dir, { engine })
     expect(again.begin().get(again.collection('items'), unsyncedKey!)).toBe(Number(unsyncedKey!.slice(5)))
     await again.close()
@@ -194,7 +195,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
   it("'relaxed': a failing periodic fdatasync stops acknowledging (KESTREL_IO), and reopen recovers", async () => {
     const dir = tempDir()
     // The first batch sync is the open's first commit (> 100 ms after open); the second is the quiet sync.
-    const db = await open(dir, { engine, durability: 'relaxed', faults: { failFsyncAt: 2 } })
+    const db = await openWithFaults(dir, { engine, durability: 'relaxed', faults: { failFsyncAt: 2 } })
     let quietKey: string | undefined
     for (let attempt = 0; attempt < 20 && quietKey === undefined; attempt++) {
       await new Promise((r) => setTimeout(r, 120))
@@ -217,7 +218,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
   })
   it('a failing final seal at close: commits the writer made durable resolve, and are on disk', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, faults: { failSealSync: true } })
+    const db = await openWithFaults(dir, { engine, faults: { failSealSync: true } })
     const c = db.collection('items')
     const outcomes = Array.from({ length: 64 }, (_, i) => {
       const tx = db.begin()

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { open, UniqueError, type Collection, type Database, type ReadView, type Transaction } from '../lib/index.js'
+import { holdSyncs, openWithFaults } from '../lib/testing.js'
 import { ENGINES, expectCode, other, rng, tempDir } from './helpers.js'
 
 interface Row {
@@ -382,8 +383,8 @@ describe.each(ENGINES)('unique index builds on populated collections [%s]', (eng
   const pad = (i: number): string => String(i).padStart(4, '0')
 
   /** A database holding `n` users u0000… with distinct emails e0000@x…, and a key-function call counter. */
-  async function populated(n: number, opts: object = {}): Promise<{ db: Database; calls: { n: number }; byEmail: { byEmail: { key: (u: User) => string; unique: true } } }> {
-    const db = await open(tempDir(), { engine, ...opts })
+  async function populated(n: number, faults?: object): Promise<{ db: Database; calls: { n: number }; byEmail: { byEmail: { key: (u: User) => string; unique: true } } }> {
+    const db = faults ? await openWithFaults(tempDir(), { engine, faults }) : await open(tempDir(), { engine })
     const users = db.collection<User>('users')
     for (let b = 0; b < n; b += 500) {
       await db.transaction((tx) => { for (let i = b; i < Math.min(n, b + 500); i++) tx.put(users, `u${pad(i)}`, { email: `e${pad(i)}@x`, n: i }) })
@@ -394,9 +395,9 @@ describe.each(ENGINES)('unique index builds on populated collections [%s]', (eng
 
   it('is built with O(records) key-function calls while writers go on, and one key never has two holders', async () => {
     const N = 2000
-    const { db, calls, byEmail } = await populated(N, { faults: {} })
+    const { db, calls, byEmail } = await populated(N, {})
     // Held fsyncs keep the build at its first chunk while the writers below run.
-    db.holdSyncs(true)
+    holdSyncs(db, true)
     const users = db.collection<User>('users', { indexes: byEmail })
     let ready = false
     const built = users.ready().then(() => { ready = true })
@@ -411,7 +412,7 @@ describe.each(ENGINES)('unique index builds on populated collections [%s]', (eng
     const moved = put('u1500', { email: 'moved@x' })
     await expectCode(() => put('y', { email: 'e1500@x' }), 'KESTREL_UNIQUE')
     expect(ready).toBe(false)
-    db.holdSyncs(false)
+    holdSyncs(db, false)
     await Promise.all([first, moved, built])
     // Once it landed: the old key is free, the new one held.
     await put('y', { email: 'e1500@x' })

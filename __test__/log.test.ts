@@ -82,7 +82,7 @@ describe.each(ENGINES)('serial log [%s]', (engine) => {
     }))
     const stats = db.stats()
     expect(new Set(ids).size).toBe(256)
-    expect(stats.durableLsn).toBe(256)
+    expect(stats.durableLsn).toBe(256n)
     expect(stats.syncs).toBeLessThan(256)
     expect(stats.batches).toBeLessThan(256)
     await db.close()

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { ConflictError, open, orderedMapResolver, type Database, type Transaction } from '../lib/index.js'
+import { holdSyncs, openWithFaults, simulateCrash } from '../lib/testing.js'
 import { ENGINES, expectCode, other, tempDir } from './helpers.js'
 
 async function seeded(engine: string, opts: object = {}): Promise<Database> {
@@ -157,10 +158,10 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
   })
 
   it('I1: a commit whose fsync is held is invisible to everyone, and a writer of its key conflicts', async () => {
-    const db = await open(tempDir(), { engine, faults: {} })
+    const db = await openWithFaults(tempDir(), { engine, faults: {} })
     const t = db.collection<string>('test')
     await db.transaction((tx) => tx.put(t, 'k', 'before'))
-    db.holdSyncs(true)
+    holdSyncs(db, true)
     const held = db.begin()
     held.put(t, 'k', 'after')
     held.put(t, 'other', 'x')
@@ -177,7 +178,7 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     const racer = db.begin()
     racer.put(t, 'k', 'racer')
     await conflict(racer.commit())
-    db.holdSyncs(false)
+    holdSyncs(db, false)
     expect((await pending).commitId).toBe(2n)
     expect(db.begin().get(t, 'k')).toBe('after')
     await db.close()
@@ -359,12 +360,12 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
 
   it('merges survive a crash: replay reproduces them exactly', async () => {
     const dir = tempDir()
-    const db = await open(dir, { engine, faults: {} })
+    const db = await openWithFaults(dir, { engine, faults: {} })
     const l = db.collection<number[]>('l')
     const n = db.collection<number>('n')
     await Promise.all(Array.from({ length: 30 }, (_, i) => db.transaction((tx) => { tx.append(l, 'list', i); tx.increment(n, 'sum', i) })))
     const list = db.begin().get(l, 'list')
-    await db.simulateCrash(0)
+    await simulateCrash(db, 0)
     const again = await open(dir, { engine: other(engine) })
     expect(again.begin().get(again.collection<number[]>('l'), 'list')).toEqual(list)
     expect(again.begin().get(again.collection<number>('n'), 'sum')).toBe(435)

@@ -452,7 +452,7 @@ export async function restore(backupDir: string, dir: string, options: BackupOpt
     signal?.throwIfAborted()
     const after = verifyFiles(target)
     const differs = checkManifestFiles(target, manifest, true)
-    if (after.lastCommitId !== manifest.commitId) differs.push(`the copy holds commits up to ${after.lastCommitId}, the backup commit ${manifest.commitId}`)
+    if (after.lastCommitId !== BigInt(manifest.commitId)) differs.push(`the copy holds commits up to ${after.lastCommitId}, the backup commit ${manifest.commitId}`)
     after.problems.unshift(...differs)
     if (after.problems.length > 0) throw new KestrelError('KESTREL_IO', `the restored copy in ${target} does not match the backup (${after.problems[0]}); the copy was removed; check the disk and retry`)
     fsyncPath(dirname(target))

@@ -11,7 +11,7 @@ import { decodeValue } from './codec/value.js'
 import { scanBounds, type ScanOptions } from './scan.js'
 import { findPlan, type FindQuery } from './txn/indexes.js'
 import { Transaction, type Resolver, type TransactionHost } from './transaction.js'
-import type { CoreStats, EngineName, PageFault } from './core/types.js'
+import type { CoreStats, EngineName, FaultOptions } from './core/types.js'
 import { backupCore, type BackupOptions, type BackupResult } from './backup.js'
 import { verifyFiles, type VerifyReport } from './verify.js'
 import { buildIndex, loadMarker } from './txn/build.js'
@@ -29,11 +29,17 @@ export interface TransactionOptions {
 }
 
 /** Statistics of a database handle's engine. */
-export interface DatabaseStats extends CoreStats {
-  /** Snapshots pinned by open transactions and read views. */
+export interface DatabaseStats extends Omit<CoreStats, 'durableLsn' | 'checkpointLsn' | 'flow'> {
+  /** The last acknowledged commit (0n when the log is empty). */
+  durableLsn: bigint
+  /** The commit id of the last checkpoint (0n = none): a reopen replays the log after it. */
+  checkpointLsn: bigint
+  /** The gopher and flusher; `appliedLsn`: the last commit handed to the checkpoint writer. */
+  flow: Omit<CoreStats['flow'], 'appliedLsn'> & { appliedLsn: bigint }
+  /** Snapshots pinned by open transactions, read views and running one-shot iterations. */
   pinnedSnapshots: number
   /** The oldest commit id still readable (`db.at` below it is `KESTREL_HISTORY_GONE`). */
-  horizon: number
+  horizon: bigint
   /** The scavenger: cycles, age groups, what it pruned and retired (`recordBytes` is the memory it keeps). */
   scavenger: ScavengerStats
 }
@@ -268,7 +274,17 @@ export class Database {
   /** Engine statistics: log position, batches, syncs, segments, keys. */
   stats(): DatabaseStats {
     const lease = this.live()
-    return { ...lease.core.stats(), pinnedSnapshots: lease.coordinator.pinned, horizon: lease.core.horizon(), scavenger: lease.coordinator.scavenger.stats() }
+    const s = lease.core.stats()
+    // Commit ids are bigints in the public API, as `commitId` is.
+    return {
+      ...s,
+      durableLsn: BigInt(s.durableLsn),
+      checkpointLsn: BigInt(s.checkpointLsn),
+      flow: { ...s.flow, appliedLsn: BigInt(s.flow.appliedLsn) },
+      pinnedSnapshots: lease.coordinator.pinned,
+      horizon: BigInt(lease.core.horizon()),
+      scavenger: lease.coordinator.scavenger.stats(),
+    }
   }
 
   /**
@@ -360,35 +376,18 @@ export class Database {
     this.lease = undefined
     await lease.release()
   }
+}
 
-  /**
-   * Test-only (needs `faults` in the open options): hold every log fdatasync until released, so
-   * that commits stay written but not durable — and so not visible (I1).
-   */
-  holdSyncs(hold: boolean): void {
-    this.live().core.holdSyncs(hold)
-  }
+/** @internal For kestreldb/testing: the engine lease of an open handle. */
+export function leaseOf(db: Database): Lease {
+  return db['live']()
+}
 
-  /**
-   * Test-only: the next checkpoint crashes at `fault` — `'losePagesBeforeMeta'` (its pages reach
-   * the disk as garbage, no meta page), `'tearMeta'` (only the first 40 bytes of its meta page:
-   * an invalid slot) or `'failMetaSync'` (a whole, valid meta page, then a failed sync) — and fails with
-   * `KESTREL_IO`. Follow with {@link Database.simulateCrash} and reopen.
-   */
-  injectPageFault(fault: PageFault): void {
-    this.live().core.setPageFault(fault)
-  }
-
-  /**
-   * Test-only: simulate power loss (needs `faults` in the open options): unsynced log data is
-   * lost except `tearBytes` of the last write. Every handle of the directory is unusable after it.
-   */
-  async simulateCrash(tearBytes = 0): Promise<void> {
-    const lease = this.live()
-    this.lease = undefined
-    await lease.core.crash(tearBytes)
-    await forget(lease.dir, lease.core)
-  }
+/** @internal For kestreldb/testing: the handle lets go of its engine, which was crashed on purpose. */
+export async function detachCrashed(db: Database): Promise<void> {
+  const lease = db['live']()
+  db['lease'] = undefined
+  await forget(lease.dir, lease.core)
 }
 
 /**
@@ -401,9 +400,15 @@ export class Database {
  * await db.close()
  */
 export async function open(path: string, options?: OpenOptions): Promise<Database> {
+  return openWith(path, options, undefined)
+}
+
+/** @internal `open`, with the test-only fault layer when `faults` is given (kestreldb/testing). */
+export async function openWith(path: string, options: OpenOptions | undefined, faults: FaultOptions | undefined): Promise<Database> {
   if (typeof path !== 'string' || path.length === 0) {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'open(path) needs a directory path string')
   }
   const { engine, core, retain } = resolveOptions(options)
+  if (faults) core.faults = faults
   return new Database(await acquire(path, engine, core, retain))
 }

@@ -46,8 +46,6 @@ export interface OpenOptions {
    * are throttled. Default 256 MiB; at least 1 KiB.
    */
   deferredBytesMax?: number
-  /** Test-only fault injection (failing writes/syncs, simulated crashes). */
-  faults?: FaultOptions
 }
 
 /** The validated time-travel window. */
@@ -81,7 +79,7 @@ function sizeOption(name: string, value: unknown, fallback: number, min: number)
 /** Every option `open` knows: anything else is refused (a misspelt option must not run with its default). */
 const OPTION_NAMES: ReadonlyArray<keyof OpenOptions> = [
   'engine', 'durability', 'segmentBytes', 'groupBytesMax', 'retainHistory', 'cacheBytes', 'checkpointBytes',
-  'checkpointIntervalMs', 'flushQueueBytes', 'deferredBytesMax', 'faults',
+  'checkpointIntervalMs', 'flushQueueBytes', 'deferredBytesMax',
 ]
 
 /** Edit distance, for "did you mean". Bounded by the lengths of two option names. */
@@ -142,17 +140,19 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
     }
     core.checkpointIntervalMs = v
   }
-  if (o.faults !== undefined) {
-    const f = o.faults
-    if (typeof f !== 'object' || f === null) throw invalid('option faults must be an object')
-    refuseUnknown(f, ['failWriteAt', 'failFsyncAt', 'errno', 'failSealSync'], 'option faults.')
-    for (const k of ['failWriteAt', 'failFsyncAt'] as const) {
-      const v = f[k]
-      if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw invalid(`faults.${k} must be a positive integer`)
-    }
-    if (f.errno !== undefined && f.errno !== 'EIO' && f.errno !== 'ENOSPC') throw invalid("faults.errno must be 'EIO' or 'ENOSPC'")
-    if (f.failSealSync !== undefined && typeof f.failSealSync !== 'boolean') throw invalid('faults.failSealSync must be a boolean')
-    core.faults = { ...f }
-  }
   return { engine, core, retain }
+}
+
+/** Validate the fault options of `openWithFaults` (kestreldb/testing). */
+export function resolveFaults(f: unknown): FaultOptions {
+  if (typeof f !== 'object' || f === null) throw invalid('faults must be an object like { failFsyncAt: 3 } ({} for the fault layer alone)')
+  refuseUnknown(f, ['failWriteAt', 'failFsyncAt', 'errno', 'failSealSync'], 'faults.')
+  const o = f as FaultOptions
+  for (const k of ['failWriteAt', 'failFsyncAt'] as const) {
+    const v = o[k]
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) throw invalid(`faults.${k} must be a positive integer`)
+  }
+  if (o.errno !== undefined && o.errno !== 'EIO' && o.errno !== 'ENOSPC') throw invalid("faults.errno must be 'EIO' or 'ENOSPC'")
+  if (o.failSealSync !== undefined && typeof o.failSealSync !== 'boolean') throw invalid('faults.failSealSync must be a boolean')
+  return { ...o }
 }

@@ -22,10 +22,10 @@ export interface VerifyReport {
   problems: string[]
   /** Notes that are not damage (e.g. a torn log tail the next open will cut). */
   notes: string[]
-  /** The checkpoint's LSN (0 = no checkpoint yet). */
-  checkpointLsn: number
-  /** The last commit the log holds. */
-  lastCommitId: number
+  /** The checkpoint's commit id (0n = no checkpoint yet). */
+  checkpointLsn: bigint
+  /** The last commit the files hold. */
+  lastCommitId: bigint
   pages: {
     /** Pages in the file. */
     total: number
@@ -40,8 +40,8 @@ export interface VerifyReport {
   }
   log: {
     segments: number
-    /** LSN of the first record kept in the log (0 = none). */
-    firstLsn: number
+    /** Commit id of the first record kept in the log (0n = none). */
+    firstLsn: bigint
     records: number
     bytes: number
   }
@@ -51,7 +51,7 @@ export interface VerifyReport {
    */
   backup?: {
     /** The commit id the backup promised. */
-    commitId: number
+    commitId: bigint
     /** When the backup finished (ISO 8601). */
     createdAt: string
     /** Files the manifest lists. */
@@ -166,10 +166,10 @@ export function verifyFiles(dir: string, segments?: Array<{ name: string; bytes:
     ok: problems.length === 0,
     problems,
     notes,
-    checkpointLsn,
-    lastCommitId: log.lastLsn,
+    checkpointLsn: BigInt(checkpointLsn),
+    lastCommitId: BigInt(log.lastLsn),
     pages,
-    log: { segments: log.segments, firstLsn: log.firstLsn, records: log.records, bytes: log.bytes },
+    log: { segments: log.segments, firstLsn: BigInt(log.firstLsn), records: log.records, bytes: log.bytes },
   }
 }
 
@@ -197,9 +197,9 @@ export function verifyDirectory(dir: string): VerifyReport {
     report.problems.unshift(read.problem)
   } else {
     const m = read.manifest
-    report.backup = { commitId: m.commitId, createdAt: m.createdAt, files: m.files.length }
+    report.backup = { commitId: BigInt(m.commitId), createdAt: m.createdAt, files: m.files.length }
     const problems = checkManifestFiles(dir, m, true)
-    if (problems.length === 0 && report.lastCommitId !== m.commitId) {
+    if (problems.length === 0 && report.lastCommitId !== BigInt(m.commitId)) {
       problems.push(`the files hold commits up to ${report.lastCommitId}, ${BACKUP_MANIFEST} promises commit ${m.commitId}`)
     }
     report.problems.unshift(...problems)

@@ -23,6 +23,11 @@ import type { EngineChoice } from '../options.js'
 import { acquireLock, releaseLock } from '../lock.js'
 
 /** Exit codes of the command (see the module comment). */
+/** JSON with commit ids (bigints) as plain numbers. */
+function toJson(value: unknown, indent?: number): string {
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? Number(v) : v), indent)
+}
+
 export const EXIT = { ok: 0, problems: 1, usage: 2, notADatabase: 3, failed: 4 } as const
 
 const USAGE = `usage: kestrel <command> [options]
@@ -111,7 +116,7 @@ function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; d
 
 function printReport(r: VerifyReport, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(r, null, 2) + '\n')
+    process.stdout.write(toJson(r, 2) + '\n')
     return
   }
   const lines = [
@@ -156,12 +161,12 @@ export async function main(argv: string[]): Promise<number> {
         const db = await open(p.args[0]!, { engine: p.engine })
         try {
           const s = db.stats()
-          if (p.json) process.stdout.write(JSON.stringify(s, null, 2) + '\n')
+          if (p.json) process.stdout.write(toJson(s, 2) + '\n')
           else {
             process.stdout.write([
               `engine: ${s.engine}`,
               `last commit: ${s.durableLsn}`,
-              `checkpoint: commit ${s.checkpointLsn}${s.checkpointLsn === 0 ? ' (none yet)' : ''}`,
+              `checkpoint: commit ${s.checkpointLsn}${s.checkpointLsn === 0n ? ' (none yet)' : ''}`,
               `records: ${s.keys}`,
               `log: ${s.segments} segment(s)`,
               `pages: ${s.pageCount} (${mib(s.pageCount * 4096)})`,
@@ -218,7 +223,7 @@ export async function main(argv: string[]): Promise<number> {
         } finally {
           bar.done()
         }
-        process.stdout.write(p.json ? JSON.stringify(r) + '\n' : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
+        process.stdout.write(p.json ? toJson(r) + '\n' : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
         return EXIT.ok
       }
       default:
