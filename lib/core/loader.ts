@@ -209,7 +209,7 @@ export function loadBinding(ctx: LoaderContext): LoadedBinding {
     const manifest = readManifest(manifestPath)
     const path = join(dirname(manifestPath), manifest.main ?? file)
     if (manifest.version !== version) {
-      mismatch = manifest.version
+      mismatch = String(manifest.version)
       tried.push(`${pkg} is version ${manifest.version} but ${name} is version ${version}; they must be the same version`)
     } else {
       try {
