@@ -5,7 +5,7 @@
  * reader the loader and `npm run release:pack` use.
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { compareVersions, describeBinary, inspectBinary, inspectBinaryFile } from '../lib/core/elf.js'
@@ -154,6 +154,8 @@ describe('the native loader', () => {
     const path = join(ctx.root, 'elsewhere.node')
     copyFileSync(BUILT, path)
     expect(loadBinding({ ...ctx, override: path })).toMatchObject({ source: 'override', path })
+    // Relative paths are the working directory's.
+    expect(loadBinding({ root: relative(process.cwd(), ctx.root), platform: PLATFORM, override: relative(process.cwd(), path) })).toMatchObject({ source: 'override', path })
     const err = failure({ ...ctx, override: join(ctx.root, 'missing.node') })
     expect(err.message).toContain('KESTREL_NATIVE_BINDING=')
   })

@@ -12,7 +12,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { KestrelError } from '../errors.js'
 import { compareVersions, describeBinary, inspectBinaryFile } from './elf.js'
@@ -32,7 +32,7 @@ export interface LoaderContext {
   root: string
   /** The napi-rs platform suffix, e.g. `linux-x64-gnu`. */
   platform: string
-  /** A path to load instead of searching (`KESTREL_NATIVE_BINDING`). */
+  /** A path to load instead of searching (`KESTREL_NATIVE_BINDING`; relative to the working directory). */
   override?: string | undefined
 }
 
@@ -163,7 +163,9 @@ function loadFile(require: NodeJS.Require, path: string): Record<string, unknown
  * Find and load the binding for `ctx`, or throw `KESTREL_NATIVE_UNAVAILABLE` saying what was
  * tried, why each attempt failed and what to do. Not cached: see {@link loadNative}.
  */
-export function loadBinding(ctx: LoaderContext): LoadedBinding {
+export function loadBinding(given: LoaderContext): LoadedBinding {
+  // Relative paths are the caller's (the working directory's), like any path a user gives.
+  const ctx = { ...given, root: resolve(given.root), override: given.override && resolve(given.override) }
   const require = createRequire(join(ctx.root, 'package.json'))
   const self = readManifest(join(ctx.root, 'package.json'))
   const name = self.name ?? 'kestreldb'
