@@ -111,13 +111,13 @@ function node(cwd, file, args = [], nodeArgs = []) {
   return { ...r, json }
 }
 
-function project(name, specs, label) {
+function project(name, specs, label, flags = ['--ignore-scripts']) {
   const dir = join(TMP, name)
   mkdirSync(dir)
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: `kestrel-install-${name}`, version: '1.0.0', private: true }, null, 2))
-  const r = sh(join(BIN, 'npm'), ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', ...specs], dir)
+  const r = sh(join(BIN, 'npm'), ['install', ...flags, '--no-audit', '--no-fund', '--prefer-offline', ...specs], dir)
   if (r.status !== 0) fail(`npm install ${label} in ${dir}`, r.stdout + r.stderr)
-  return { dir, ms: r.ms }
+  return { dir, ms: r.ms, log: r.stdout + r.stderr }
 }
 
 // ---- scripts the projects run -----------------------------------------------------------------
@@ -224,6 +224,14 @@ writeScripts(app)
 const installedPlatform = join(app, 'node_modules', platformPkg)
 check(existsSync(join(installedPlatform, 'package.json')), `${platformPkg} is installed as kestreldb's optional dependency`)
 check(!existsSync(join(app, 'node_modules', pkg.name, 'native')), 'the main package holds no native/ directory (only the platform package has a binary)')
+const installed = JSON.parse(readFileSync(join(app, 'node_modules', pkg.name, 'package.json'), 'utf8'))
+const lifecycle = ['preinstall', 'install', 'postinstall', 'prepare'].filter((s) => installed.scripts?.[s])
+check(lifecycle.length === 0, `${pkg.name} has no install or prepare script`, lifecycle.join(', '))
+// npm's own defaults (no --ignore-scripts): npm 11 lists dependencies' install scripts awaiting
+// approval; kestreldb and its platform package must not be among them.
+const plain = project('plain', [mainTgz, platformTgz], 'with npm defaults', [])
+check(!/install-scripts.*\bkestreldb(-[\w-]+)?@/.test(plain.log), 'a plain `npm install` (npm defaults) lists no kestreldb package among those with install scripts', plain.log)
+rmSync(plain.dir, { recursive: true, force: true })
 
 // ---- the native engine from the platform package ----------------------------------------------
 const db1 = join(app, 'db1')

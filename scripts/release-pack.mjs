@@ -223,7 +223,12 @@ if (subset) {
 napi(['artifacts', '--output-dir', ARTIFACTS, '--npm-dir', 'npm', ...configArgs], inStage)
 // optionalDependencies of the main package, one per platform package, same version.
 napi(['pre-publish', '--npm-dir', 'npm', '--skip-optional-publish', '--no-gh-release', ...configArgs], inStage)
+// `prepare` builds the addon in a clone (`npm install` there needs it); in the published package it
+// would only make npm list kestreldb among packages with install scripts awaiting approval.
+run('npm', ['pkg', 'delete', 'scripts.prepare'], inStage)
 const staged = JSON.parse(readFileSync(join(mainDir, 'package.json'), 'utf8'))
+const installScripts = ['preinstall', 'install', 'postinstall', 'prepare'].filter((s) => staged.scripts?.[s])
+if (installScripts.length) fail(`the main package would run ${installScripts.join(', ')} on install`)
 const expectedDeps = Object.fromEntries(build.map((p) => [`${pkg.name}-${p.platform}`, pkg.version]))
 if (JSON.stringify(staged.optionalDependencies) !== JSON.stringify(expectedDeps)) {
   fail(`napi pre-publish wrote optionalDependencies ${JSON.stringify(staged.optionalDependencies)}, expected ${JSON.stringify(expectedDeps)}`)
