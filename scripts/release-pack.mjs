@@ -54,7 +54,7 @@ const option = (name) => {
 const HOST_ONLY = flag('--host')
 const INSTALL = !flag('--no-install')
 if (flag('--help') || flag('-h')) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 16).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'))
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'))
   process.exit(0)
 }
 
@@ -83,9 +83,7 @@ const kb = (n) => `${(n / 1024).toFixed(1)} kB`
 
 // A fresh compile of lib/ into the staged main package (no stale files from an old dist/); this
 // script's own checks use the same loader and ELF reader the package ships.
-rmSync(RELEASE, { recursive: true, force: true })
-rmSync(ARTIFACTS, { recursive: true, force: true })
-mkdirSync(ARTIFACTS, { recursive: true })
+rmSync(STAGE, { recursive: true, force: true })
 run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--outDir', join(MAIN_DIR, 'dist'), '--sourceMap', 'false'])
 const { platformOfTarget, platformTriple, BINARY_NAME } = await import(join(MAIN_DIR, 'dist/core/loader.js'))
 const { inspectBinaryFile, describeBinary } = await import(join(MAIN_DIR, 'dist/core/elf.js'))
@@ -161,6 +159,10 @@ console.log(`\n== release:pack ${pkg.name}@${pkg.version}`)
 for (const p of build) console.log(`   build  ${p.platform.padEnd(16)} ${p.how === 'zig' ? `napi build -x (zig)${p.triple.endsWith('-gnu') ? ', glibc 2.17' : ''}` : p.how === 'clone' ? "the clone's release build (native/)" : 'napi build (host toolchain)'}`)
 for (const s of skipped) console.log(`   skip   ${s.platform.padEnd(16)} ${s.why}`)
 if (build.length === 0) fail('nothing to build here')
+// Only now that there is something to build: the previous tarballs and binaries go.
+for (const f of existsSync(RELEASE) ? readdirSync(RELEASE) : []) if (f !== '.stage') rmSync(join(RELEASE, f), { recursive: true, force: true })
+rmSync(ARTIFACTS, { recursive: true, force: true })
+mkdirSync(ARTIFACTS, { recursive: true })
 
 // ---- build ------------------------------------------------------------------------------------
 const manifest = ['--manifest-path', 'crates/kestrel-node/Cargo.toml']
