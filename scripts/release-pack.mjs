@@ -86,7 +86,7 @@ const kb = (n) => `${(n / 1024).toFixed(1)} kB`
 rmSync(STAGE, { recursive: true, force: true })
 run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--outDir', join(MAIN_DIR, 'dist'), '--sourceMap', 'false'])
 const { platformOfTarget, platformTriple, BINARY_NAME } = await import(join(MAIN_DIR, 'dist/core/loader.js'))
-const { inspectBinaryFile, describeBinary } = await import(join(MAIN_DIR, 'dist/core/elf.js'))
+const { inspectBinaryFile, describeBinary, compareVersions } = await import(join(MAIN_DIR, 'dist/core/elf.js'))
 
 // ---- which targets ----------------------------------------------------------------------------
 const hostPlatform = platformTriple()
@@ -198,6 +198,7 @@ for (const p of build) {
     if (info.libc !== libc) problems.push(`links ${info.libc} libc, not ${libc}`)
     const extra = (info.needed ?? []).filter((n) => !ALLOWED_NEEDED[libc].test(n))
     if (extra.length) problems.push(`needs libraries a ${libc} system may not have: ${extra.join(', ')}`)
+    if (p.how === 'zig' && libc === 'glibc' && (!info.glibc || compareVersions(info.glibc, '2.17') > 0)) problems.push(`needs glibc ${info.glibc}, not 2.17`)
   }
   console.log(`   ${p.platform.padEnd(16)} ${kb(statSync(path).size).padStart(10)}  ${info ? describeBinary(info) : 'unreadable'}${problems.length ? `  ✗ ${problems.join('; ')}` : '  ✓'}  (${timings[p.platform].toFixed(0)} s)`)
   if (problems.length) bad = true
