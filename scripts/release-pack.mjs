@@ -233,7 +233,8 @@ const staged = JSON.parse(readFileSync(join(mainDir, 'package.json'), 'utf8'))
 const installScripts = ['preinstall', 'install', 'postinstall', 'prepare'].filter((s) => staged.scripts?.[s])
 if (installScripts.length) fail(`the main package would run ${installScripts.join(', ')} on install`)
 const expectedDeps = Object.fromEntries(build.map((p) => [`${pkg.name}-${p.platform}`, pkg.version]))
-if (JSON.stringify(staged.optionalDependencies) !== JSON.stringify(expectedDeps)) {
+const sorted = (o) => JSON.stringify(Object.entries(o ?? {}).sort(([a], [b]) => a.localeCompare(b)))
+if (sorted(staged.optionalDependencies) !== sorted(expectedDeps)) {
   fail(`napi pre-publish wrote optionalDependencies ${JSON.stringify(staged.optionalDependencies)}, expected ${JSON.stringify(expectedDeps)}`)
 }
 
