@@ -1,12 +1,13 @@
 /**
- * The native engine: the Rust core through the napi-rs binding in `native/`. This file only
- * adapts the binding to {@link Core}; no engine logic lives here.
+ * The native engine: the Rust core through the napi-rs binding (found by ./loader.ts). This file
+ * only adapts the binding to {@link Core}; no engine logic lives here.
  */
-import { createRequire } from 'node:module'
 import { KestrelError, toKestrelError } from '../errors.js'
+import { loadNative as loadBinding } from './loader.js'
+export { nativeAvailable, platformTriple } from './loader.js'
 import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreScavengeOptions, CoreScavengeStep, CoreStats, PageFault } from './types.js'
 
-/** The shape of the generated binding (native/index.d.ts). */
+/** The shape of the binding (`napi build` writes it to native/index.d.ts). */
 interface NativeEngineHandle {
   commit(payload: Uint8Array): number
   get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | null
@@ -44,53 +45,9 @@ interface NativeBinding {
   }
 }
 
-/** The napi-rs platform suffix of this machine, e.g. `linux-x64-gnu`. */
-export function platformTriple(): string {
-  const { platform, arch } = process
-  if (platform === 'linux') {
-    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined
-    return `linux-${arch}-${report?.header?.glibcVersionRuntime ? 'gnu' : 'musl'}`
-  }
-  if (platform === 'win32') return `win32-${arch}-msvc`
-  return `${platform}-${arch}`
-}
-
-let cached: { binding?: NativeBinding; error?: KestrelError } | undefined
-
-/**
- * Load the binding once. `KESTREL_NATIVE_BINDING` may name another loader file (tests use it to
- * simulate a missing binary).
- */
+/** The binding of this process (found by ./loader.ts), loaded once. */
 export function loadNative(): NativeBinding {
-  if (!cached) {
-    const require = createRequire(import.meta.url)
-    const path = process.env.KESTREL_NATIVE_BINDING ?? '../../native/index.cjs'
-    try {
-      cached = { binding: require(path) as NativeBinding }
-    } catch (err) {
-      const triple = platformTriple()
-      cached = {
-        error: new KestrelError(
-          'KESTREL_NATIVE_UNAVAILABLE',
-          `the native engine could not be loaded for ${triple} (looked for native/kestrel.${triple}.node and the package kestreldb-${triple}): ` +
-            `install kestreldb-${triple}, or build it from a clone with \`npm run build:native\` (needs Rust), or open with { engine: 'ts' }. Cause: ${(err as Error).message.split('\n')[0]}`,
-          { cause: err },
-        ),
-      }
-    }
-  }
-  if (cached.error) throw cached.error
-  return cached.binding!
-}
-
-/** Is the native binary loadable here? */
-export function nativeAvailable(): boolean {
-  try {
-    loadNative()
-    return true
-  } catch {
-    return false
-  }
+  return loadBinding().binding as unknown as NativeBinding
 }
 
 interface Pending {
