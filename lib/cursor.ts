@@ -1,6 +1,7 @@
 /**
  * Lazy ordered reads. A scan or lookup fetches its rows from the engine in chunks as it is
- * iterated — 16 rows first, then 4× more per chunk up to 1024 — each continuing after the last
+ * iterated — 16 rows first (or its whole `limit`, up to 1024), then 4× more per chunk up to
+ * 1024 — each continuing after the last
  * row of the one before, all at one snapshot; a loop that stops early reads little and holds
  * little. A transaction's own writes are merged in as the rows go by.
  */
@@ -35,7 +36,8 @@ type Row = [Uint8Array, Uint8Array]
  */
 export function* chunked(fetch: (bounds: CoreScanOptions) => Row[], bounds: CoreScanOptions, cursorOf: (row: Row) => Uint8Array, alive: () => void): Generator<Row> {
   let remaining = bounds.limit ?? Number.POSITIVE_INFINITY
-  let chunk = CHUNK_ROWS_FIRST
+  // A read that says how many rows it wants gets them in one chunk (up to the largest).
+  let chunk = bounds.limit !== undefined ? Math.min(bounds.limit, CHUNK_ROWS_MAX) : CHUNK_ROWS_FIRST
   const b: CoreScanOptions = { ...bounds }
   let last: Uint8Array | undefined
   // Bounded: every round yields `want` rows and moves the cursor past them, or ends.
