@@ -11,7 +11,7 @@ import { decodeValue } from './codec/value.js'
 import { indexEntryKey } from './core/envelope.js'
 import type { Core, CoreScanOptions } from './core/types.js'
 import { KestrelError } from './errors.js'
-import { ended, opened } from './leaks.js'
+import { ended, opened, type Leak } from './leaks.js'
 import type { Coordinator } from './txn/coordinator.js'
 import { indexKeyOf, scanFind, usable, type FindPlan, type FoundRow, type IndexState } from './txn/indexes.js'
 
@@ -186,6 +186,8 @@ export function findEntries<T>(core: Core, s: IndexState, plan: FindPlan, snapsh
 class LatestIterator<T> implements IterableIterator<Entry<T>> {
   private inner: Iterator<Entry<T>> | undefined
   private snapshot: number | undefined
+  /** @internal see leaks.ts. */
+  leakState: 0 | 1 | 2 = 0
 
   constructor(
     private readonly coordinator: Coordinator,
@@ -197,10 +199,9 @@ class LatestIterator<T> implements IterableIterator<Entry<T>> {
     if (!this.inner) {
       if (this.snapshot !== undefined) return { done: true, value: undefined }
       const snapshot = Number(this.coordinator.core.lastCommitId())
-      const { coordinator } = this
-      coordinator.pin(snapshot)
+      this.coordinator.pin(snapshot)
       this.snapshot = snapshot
-      opened(this, this.what, () => coordinator.unpin(snapshot))
+      opened(this)
       this.inner = this.read(snapshot)
     }
     let r: IteratorResult<Entry<T>>
@@ -225,6 +226,16 @@ class LatestIterator<T> implements IterableIterator<Entry<T>> {
     this.inner = undefined
     this.coordinator.unpin(this.snapshot!)
     ended(this)
+  }
+
+  /** @internal Still pinning its snapshot (leaks.ts). */
+  get pinning(): boolean {
+    return this.inner !== undefined
+  }
+
+  /** @internal see leaks.ts. */
+  leak(): Leak {
+    return { coordinator: this.coordinator, snapshot: this.snapshot!, what: this.what }
   }
 
   [Symbol.iterator](): IterableIterator<Entry<T>> {

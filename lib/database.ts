@@ -63,7 +63,9 @@ export class Database {
   /** Set by close(): from then on the handle starts nothing new. */
   private closing: Promise<void> | undefined
   /** Commits started on this handle and not settled yet: close() waits for them. */
-  private readonly commits = new Set<Promise<unknown>>()
+  private commitsInFlight = 0
+  /** Set while close() waits for the commits in flight. */
+  private commitsDrained: (() => void) | undefined
 
   /** @internal use {@link open}. */
   constructor(lease: Lease) {
@@ -75,7 +77,10 @@ export class Database {
       assertOpen: () => { this.live() },
       id: this,
       resolverOf: (name) => this.resolvers.get(name),
-      trackCommit: (p) => { this.track(p, this.commits) },
+      commitStarted: () => { this.commitsInFlight++ },
+      commitSettled: () => {
+        if (--this.commitsInFlight === 0) this.commitsDrained?.()
+      },
     }
   }
 
@@ -343,10 +348,10 @@ export class Database {
 
   private readonly running = new Set<Promise<unknown>>()
 
-  /** Keep `p` in `set` (backups, checks, scavenges by default) until it settles, so that close() waits for it. */
-  private track<T>(p: Promise<T>, set = this.running): Promise<T> {
-    set.add(p)
-    const done = (): void => { set.delete(p) }
+  /** Keep `p` (a backup, check or scavenge) until it settles, so that close() waits for it. */
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.running.add(p)
+    const done = (): void => { this.running.delete(p) }
     p.then(done, done)
     return p
   }
@@ -371,8 +376,12 @@ export class Database {
   }
 
   private async shutdown(lease: Lease): Promise<void> {
-    // Bounded: `closing` is set, so nothing new can be added to either set.
-    while (this.commits.size + this.running.size > 0) await Promise.allSettled([...this.commits, ...this.running])
+    // Bounded: `closing` is set, so every later commit or backup fails at once (KESTREL_CLOSED).
+    while (this.commitsInFlight + this.running.size > 0) {
+      if (this.commitsInFlight > 0) await new Promise<void>((resolve) => { this.commitsDrained = resolve })
+      await Promise.allSettled([...this.running])
+    }
+    this.commitsDrained = undefined
     this.lease = undefined
     await lease.release()
   }

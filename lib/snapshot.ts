@@ -4,7 +4,7 @@ import { decodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
 import { entriesOf, findEntries, scanRows, type Entry } from './cursor.js'
 import { KestrelError } from './errors.js'
-import { ended, opened } from './leaks.js'
+import { ended, opened, type Leak } from './leaks.js'
 import { scanBounds, type ScanOptions } from './scan.js'
 import type { TransactionHost } from './transaction.js'
 import { findPlan, type FindQuery } from './txn/indexes.js'
@@ -17,14 +17,14 @@ import { findPlan, type FindQuery } from './txn/indexes.js'
 export class ReadView {
   private closed = false
   private readonly snap: number
+  /** @internal see leaks.ts. */
+  leakState: 0 | 1 | 2 = 0
 
   /** @internal use `db.snapshot()` or `db.at()`. */
   constructor(private readonly host: TransactionHost, readonly commitId: bigint) {
     this.snap = Number(commitId)
-    const { coordinator } = host
-    const snap = this.snap
-    coordinator.pin(snap)
-    opened(this, 'read view', () => coordinator.unpin(snap))
+    host.coordinator.pin(this.snap)
+    opened(this)
   }
 
   private check<T>(collection: Collection<T>): string {
@@ -62,6 +62,16 @@ export class ReadView {
     const s = this.host.coordinator.indexes.get(name, index)
     const alive = (): void => { this.check(collection) }
     return findEntries<T>(this.host.coordinator.core, s, findPlan(query), this.snap, alive)
+  }
+
+  /** @internal Still pinning its snapshot (leaks.ts). */
+  get pinning(): boolean {
+    return !this.closed
+  }
+
+  /** @internal see leaks.ts. */
+  leak(): Leak {
+    return { coordinator: this.host.coordinator, snapshot: this.snap, what: 'read view' }
   }
 
   /** Release the view (idempotent). */

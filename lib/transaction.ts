@@ -16,7 +16,7 @@ import type { CoreScanOptions } from './core/types.js'
 import { scanBounds, type ScanOptions } from './scan.js'
 import { slotOf, uniqueSlotOf, type Coordinator } from './txn/coordinator.js'
 import { compareRows, exactPlan, findPlan, holdersWhileBuilding, inKeyBounds, indexKeysOf, noteWritten, scanFind, usable, type FindQuery, type FoundRow } from './txn/indexes.js'
-import { ended, opened } from './leaks.js'
+import { ended, opened, type Leak } from './leaks.js'
 import { entriesOf, findEntries, findRows, foundEntries, mergeFind, mergeScan, scanRows, type Entry, type OwnRow } from './cursor.js'
 
 /** What `commit()` resolves with. */
@@ -55,8 +55,10 @@ export interface TransactionHost {
   readonly id: object
   /** The collection's conflict resolver, if it has one. */
   resolverOf(collection: string): Resolver | undefined
-  /** A commit was started: the handle's close() waits until `done` settles. */
-  trackCommit(done: Promise<unknown>): void
+  /** A commit was started on the handle: its close() waits for the matching commitSettled(). */
+  commitStarted(): void
+  /** That commit's outcome is known (resolved and durable, or rejected and not written). */
+  commitSettled(): void
 }
 
 /**
@@ -94,6 +96,8 @@ export class Transaction {
    * (also after a failed commit: its writes were discarded).
    */
   private state: 'active' | 'committing' | 'committed' | 'rolledBack' = 'active'
+  /** @internal see leaks.ts. */
+  leakState: 0 | 1 | 2 = 0
   /** The outcome of the one commit() call, once made. */
   private outcome: Promise<CommitInfo> | undefined
   /** collection → ordered-string key → write. The last write of a key wins. */
@@ -120,8 +124,7 @@ export class Transaction {
     this.snap = Number(this.coordinator.core.lastCommitId())
     this.snapshot = BigInt(this.snap)
     this.coordinator.pin(this.snap)
-    const { coordinator, snap } = this
-    opened(this, 'transaction', () => coordinator.unpin(snap))
+    opened(this)
   }
 
   /** The end of the transaction: its writes go and its snapshot is released (once). */
@@ -358,67 +361,72 @@ export class Transaction {
   commit(): Promise<CommitInfo> {
     if (this.state !== 'active') return Promise.reject(this.doneError())
     this.state = 'committing'
+    // The handle's close() waits until this outcome is known.
+    this.host.commitStarted()
     const outcome = this.commitOnce()
     this.outcome = outcome
-    // The handle's close() waits for this outcome.
-    this.host.trackCommit(outcome)
     // db.transaction reports it (also when the body did not wait for it).
-    if (this.managed) outcome.catch(() => undefined)
+    if (this.managed) outcome.catch(ignore)
     return outcome
   }
 
   private async commitOnce(): Promise<CommitInfo> {
-    let submitted: { done: Promise<bigint>; bytes: number } | undefined
     let commitId: bigint
+    let bytes = 0
     try {
-      submitted = await this.submit()
-      if (!submitted) {
+      let submitted = this.submit()
+      if (submitted instanceof Promise) submitted = await submitted
+      if (submitted === null) {
         this.finish('committed')
+        this.host.commitSettled()
         return { commitId: this.snapshot }
       }
+      bytes = submitted.bytes
       // From here on the outcome is the engine's.
       commitId = await submitted.done
     } catch (err) {
       this.finish('rolledBack')
+      this.host.commitSettled()
       throw err
     }
     this.finish('committed')
-    this.coordinator.published(Number(commitId), submitted.bytes)
+    this.coordinator.published(Number(commitId), bytes)
+    this.host.commitSettled()
     return { commitId }
   }
 
-  /** Validate the writes and hand them to the engine; undefined when there is nothing to write. */
-  private async submit(): Promise<{ done: Promise<bigint>; bytes: number } | undefined> {
+  /**
+   * Validate the writes and hand them to the engine (null: nothing to write). Synchronous unless
+   * it must wait — for the scavenger's admission, an index getting ready, or an in-flight commit
+   * a resolver must see settled — and then a promise.
+   */
+  private submit(): Submitted | null | Promise<Submitted | null> {
     this.host.assertOpen()
     const writes: Write[] = []
     for (const m of this.writes.values()) for (const w of m.values()) writes.push(w)
-    if (writes.length === 0) return undefined
-    const coordinator = this.coordinator
+    if (writes.length === 0) return null
     // Over the record-memory budget, wait for the scavenger first (bounded: one cycle).
-    const admitted = coordinator.scavenger.admission()
-    if (admitted) {
-      await admitted
-      this.host.assertOpen()
-    }
-    // Bounded: each pass either submits, throws, or waits for an in-flight commit to settle.
-    for (let pass = 0; ; pass++) {
+    const admitted = this.coordinator.scavenger.admission()
+    if (admitted) return admitted.then(() => this.submitFrom(writes, 0, true))
+    return this.submitFrom(writes, 0, false)
+  }
+
+  /** Validation passes from `first` on; `waited`: the handle may have closed meanwhile. */
+  private submitFrom(writes: Write[], first: number, waited: boolean): Submitted | Promise<Submitted> {
+    if (waited) this.host.assertOpen()
+    const coordinator = this.coordinator
+    // Bounded: each pass either submits, throws, or waits for something to settle and goes on
+    // with the next pass.
+    for (let pass = first; ; pass++) {
       if (pass >= RESOLVE_PASSES_MAX) {
         throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
       }
       const preparing = this.preparingIndex()
-      if (preparing) {
-        await preparing
-        this.host.assertOpen()
-        continue
-      }
+      if (preparing) return preparing.then(() => this.submitFrom(writes, pass + 1, true))
       const slots: Array<{ slot: string; merge: boolean }> = []
       const opIndex: Array<readonly IndexKey[] | undefined> = []
       const ops = this.validate(writes, slots, opIndex)
-      if (!Array.isArray(ops)) {
-        await ops
-        this.host.assertOpen()
-        continue
-      }
+      if (!Array.isArray(ops)) return ops.then(() => this.submitFrom(writes, pass + 1, true))
       this.checkUnique(ops, opIndex, slots)
       // Validation and submission happen in one synchronous step: no other commit of this
       // process can slip in between (I1/I3 rely on it).
@@ -620,6 +628,16 @@ export class Transaction {
     this.finish('rolledBack')
   }
 
+  /** @internal Pins its snapshot and nothing else refers to it for a commit in flight (leaks.ts). */
+  get pinning(): boolean {
+    return this.state === 'active'
+  }
+
+  /** @internal see leaks.ts. */
+  leak(): Leak {
+    return { coordinator: this.coordinator, snapshot: this.snap, what: 'transaction' }
+  }
+
   /** Has `commit()` or `rollback()` been called? */
   get finished(): boolean {
     return this.state !== 'active'
@@ -632,6 +650,14 @@ export class Transaction {
 }
 
 const DELTA = new DataView(new ArrayBuffer(8))
+
+/** A commit handed to the engine: its outcome, and the payload's size. */
+interface Submitted {
+  done: Promise<bigint>
+  bytes: number
+}
+
+function ignore(): void {}
 
 function toOp(w: Write, keys?: readonly IndexKey[]): WriteOp {
   switch (w.kind) {
