@@ -155,7 +155,8 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
         await db.transaction((tx) => tx.put(c, ['w', i], i))
       }
     })()
-    await delay(30)
+    // Some commits first (waiting on them, not on a fixed delay: a loaded machine is slow).
+    for (let waited = 0; db.lastCommitId() < 5n && waited < 2000; waited++) await delay(5)
     const [b, v] = await Promise.all([db.backup(tempDir('b')), db.verify(), db.verify()])
     expect(v.ok, v.problems.join('\n')).toBe(true)
     expect(b.commitId).toBeGreaterThan(0n)

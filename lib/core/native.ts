@@ -7,47 +7,23 @@ import { loadNative as loadBinding } from './loader.js'
 export { nativeAvailable, platformTriple } from './loader.js'
 import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreScavengeOptions, CoreScavengeStep, CoreStats, PageFault } from './types.js'
 
-/** The shape of the binding (`napi build` writes it to native/index.d.ts). */
-interface NativeEngineHandle {
-  commit(payload: Uint8Array): number
-  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | null
-  scan(collection: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
-  setHorizon(horizon: number, sweep: boolean, pinned: readonly number[]): void
-  horizon(): number
-  lastLsn(): number
-  stats(): NativeStats
-  close(): void
-  crash(tearBytes: number): void
-  holdSyncs(hold: boolean): void
-  collectionId(name: string): number
-  getInto(collection: number, key: Uint8Array, snapshot: number, out: Uint8Array): number
-  scanIo(collection: number, reverse: boolean, limit: number, snapshot: number, io: Uint8Array): number
-  indexId(collection: number, index: string): number
-  findIo(index: number, reverse: boolean, limit: number, snapshot: number, io: Uint8Array): number
-  find(collection: string, index: string, gte: Uint8Array | null, gt: Uint8Array | null, lte: Uint8Array | null, lt: Uint8Array | null, reverse: boolean, limit: number, snapshot: number): Uint8Array[]
-  setAgeGroup(group: number): void
-  scavenge(options: CoreScavengeOptions): { visited: number; prunedVersions: number; indexEntriesRemoved: number; retired: number; done: boolean; survey: number[] }
-  requestCheckpoint(): number
-  checkpointStatus(ticket: number): boolean
-  suspendFlusher(): boolean
-  flusherBusy(): boolean
-  resumeFlusher(): void
-  setPageFault(fault: string): void
-  backupPlan(): { commitId: number; seq: number; pages: Uint32Array; pageCount: number; segmentNames: string[]; segmentBytes: number[] }
-}
-type NativeStats = Omit<CoreStats, 'engine' | 'flow'> & CoreStats['flow']
+/**
+ * The binding's types: `napi build` writes them from the Rust source to ./binding.d.ts (committed;
+ * a build that changes them shows up in the diff), so a mismatch fails to compile.
+ */
+type NativeBinding = typeof import('./binding.js')
+type NativeEngineHandle = import('./binding.js').NativeEngine
 
 /** Poll interval while waiting for the native flusher (checkpoint, suspension). */
 const FLUSHER_POLL_MS = 2
-interface NativeBinding {
-  NativeEngine: {
-    open(dir: string, options: Record<string, unknown>, onDurable: (durableLsn: number, errorCode: string | null, errorMessage: string | null) => void): NativeEngineHandle
-  }
+/** The binding of this process (found by ./loader.ts), loaded once. */
+function binding(): NativeBinding {
+  return loadBinding().binding as NativeBinding
 }
 
-/** The binding of this process (found by ./loader.ts), loaded once. */
-export function loadNative(): NativeBinding {
-  return loadBinding().binding as unknown as NativeBinding
+/** Load the binding now, or throw `KESTREL_NATIVE_UNAVAILABLE` saying why. */
+export function loadNative(): void {
+  binding()
 }
 
 interface Pending {
@@ -133,10 +109,9 @@ export class NativeCore implements Core {
   private constructor(private handle: NativeEngineHandle | undefined, readonly dir: string) {}
 
   static async open(dir: string, options: CoreOpenOptions): Promise<NativeCore> {
-    const binding = loadNative()
     const core = new NativeCore(undefined, dir)
     try {
-      core.handle = binding.NativeEngine.open(dir, {
+      core.handle = binding().NativeEngine.open(dir, {
         durability: options.durability,
         segmentBytes: options.segmentBytes,
         groupBytesMax: options.groupBytesMax,
@@ -242,7 +217,8 @@ export class NativeCore implements Core {
   }
 
   setHorizon(horizon: number, sweep: boolean, pinned: readonly number[] = []): void {
-    this.live().setHorizon(horizon, sweep, pinned)
+    // The binding only reads the list.
+    this.live().setHorizon(horizon, sweep, pinned as number[])
   }
 
   horizon(): number {
@@ -335,19 +311,8 @@ export class NativeCore implements Core {
   }
 
   stats(): CoreStats {
-    const s = this.live().stats()
-    return {
-      engine: 'native', durableLsn: s.durableLsn, batches: s.batches, syncs: s.syncs, segments: s.segments, keys: s.keys,
-      versions: s.versions, recordBytes: s.recordBytes, retired: s.retired, checkpointLsn: s.checkpointLsn, pageCount: s.pageCount,
-      indexEntries: s.indexEntries, ageGroup: s.ageGroup,
-      flow: {
-        queuedBatches: s.queuedBatches, queuedBytes: s.queuedBytes, deferredBatches: s.deferredBatches, deferredBytes: s.deferredBytes,
-        dirtyKeys: s.dirtyKeys, dirtyBytes: s.dirtyBytes, appliedLsn: s.appliedLsn, suspended: s.suspended,
-        checkpointInFlight: s.checkpointInFlight, checkpoints: s.checkpoints, checkpointFailures: s.checkpointFailures,
-        writerWaits: s.writerWaits, batchesDeferred: s.batchesDeferred, segmentsDeleted: s.segmentsDeleted,
-        pagesWritten: s.pagesWritten, lastCheckpointMs: s.lastCheckpointMs,
-      },
-    }
+    // The binding returns CoreStats' shape (see NativeStats in crates/kestrel-node).
+    return { engine: 'native', ...this.live().stats() }
   }
 
   async checkpoint(): Promise<void> {

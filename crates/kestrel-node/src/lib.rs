@@ -55,7 +55,8 @@ pub struct NativeBackupPlan {
     pub segment_bytes: Vec<f64>,
 }
 
-/// Engine counters.
+/// Engine counters: the shape of `CoreStats` in lib/core/types.ts (less `engine`), so that the
+/// TypeScript side maps nothing.
 #[napi(object)]
 pub struct NativeStats {
     pub durable_lsn: i64,
@@ -68,6 +69,14 @@ pub struct NativeStats {
     pub retired: i64,
     pub checkpoint_lsn: i64,
     pub page_count: i64,
+    pub index_entries: i64,
+    pub age_group: i64,
+    pub flow: NativeFlowStats,
+}
+
+/// The gopher's and flusher's counters (`CoreStats.flow`).
+#[napi(object)]
+pub struct NativeFlowStats {
     pub queued_batches: i64,
     pub queued_bytes: i64,
     pub deferred_batches: i64,
@@ -84,8 +93,6 @@ pub struct NativeStats {
     pub segments_deleted: i64,
     pub pages_written: i64,
     pub last_checkpoint_ms: i64,
-    pub index_entries: i64,
-    pub age_group: i64,
 }
 
 /// One scavenge slice's bounds (see `Engine::scavenge`).
@@ -492,6 +499,7 @@ impl NativeEngine {
     #[napi]
     pub fn stats(&self) -> NativeStats {
         let s = self.engine.stats();
+        let f = &s.flow;
         NativeStats {
             durable_lsn: s.durable_lsn as i64,
             batches: s.batches as i64,
@@ -503,24 +511,26 @@ impl NativeEngine {
             retired: s.retired as i64,
             checkpoint_lsn: s.checkpoint_lsn as i64,
             page_count: s.page_count as i64,
-            queued_batches: s.flow.queued_batches as i64,
-            queued_bytes: s.flow.queued_bytes as i64,
-            deferred_batches: s.flow.deferred_batches as i64,
-            deferred_bytes: s.flow.deferred_bytes as i64,
-            dirty_keys: s.flow.dirty_keys as i64,
-            dirty_bytes: s.flow.dirty_bytes as i64,
-            applied_lsn: s.flow.applied_lsn as i64,
-            suspended: s.flow.suspended as i64,
-            checkpoint_in_flight: s.flow.checkpoint_in_flight,
-            checkpoints: s.flow.checkpoints as i64,
-            checkpoint_failures: s.flow.checkpoint_failures as i64,
-            writer_waits: s.flow.writer_waits as i64,
-            batches_deferred: s.flow.batches_deferred as i64,
-            segments_deleted: s.flow.segments_deleted as i64,
-            pages_written: s.flow.pages_written as i64,
-            last_checkpoint_ms: s.flow.last_checkpoint_ms as i64,
             index_entries: s.index_entries as i64,
             age_group: s.age_group as i64,
+            flow: NativeFlowStats {
+                queued_batches: f.queued_batches as i64,
+                queued_bytes: f.queued_bytes as i64,
+                deferred_batches: f.deferred_batches as i64,
+                deferred_bytes: f.deferred_bytes as i64,
+                dirty_keys: f.dirty_keys as i64,
+                dirty_bytes: f.dirty_bytes as i64,
+                applied_lsn: f.applied_lsn as i64,
+                suspended: f.suspended as i64,
+                checkpoint_in_flight: f.checkpoint_in_flight,
+                checkpoints: f.checkpoints as i64,
+                checkpoint_failures: f.checkpoint_failures as i64,
+                writer_waits: f.writer_waits as i64,
+                batches_deferred: f.batches_deferred as i64,
+                segments_deleted: f.segments_deleted as i64,
+                pages_written: f.pages_written as i64,
+                last_checkpoint_ms: f.last_checkpoint_ms as i64,
+            },
         }
     }
 
