@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open, KestrelError } from '../lib/index.js'
 import { ENGINES, expectCode, tempDir } from './helpers.js'
-import { crc32c } from '../lib/core/crc32c.js'
+import { crc32c } from '../lib/format/crc32c.js'
 import { openWithFaults } from '../lib/testing.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { compareBytes } from '../lib/codec/bytes.js'
 import { decodeKey, encodeKey, encodeKeyPrefix, type Key } from '../lib/codec/key.js'
 import { decodeValue, encodeValue } from '../lib/codec/value.js'
-import { crc32c } from '../lib/core/crc32c.js'
-import { OP_DELETE, OP_PUT, decodeCommit, encodeCommit } from '../lib/core/payload.js'
+import { crc32c } from '../lib/format/crc32c.js'
+import { OP_DELETE, OP_PUT, decodeCommit, encodeCommit } from '../lib/format/payload.js'
 import { expectCode, rng } from './helpers.js'
 
 const typeRank = (k: Key): number =>

@@ -6,7 +6,7 @@ import { appendFileSync, readdirSync, readFileSync, statSync, truncateSync, unli
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { open as openDatabase, type Database, type OpenOptions } from '../lib/index.js'
-import { segmentHeader, segmentName } from '../lib/core/ts/format.js'
+import { segmentHeader, segmentName } from '../lib/format/log.js'
 import { ENGINES, expectCode, other, tempDir } from './helpers.js'
 
 /**

@@ -7,11 +7,10 @@ import { createHash } from 'node:crypto'
 import { closeSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { crc32c } from '../lib/core/crc32c.js'
-import {
-  PAGE_BYTES, PAGE_FILE, PageStore, checkPageFile,
-  type Bound, type Change, type CollectionChanges, type PageMeta,
-} from '../lib/core/ts/pages/store.js'
+import { crc32c } from '../lib/format/crc32c.js'
+import { walk } from '../lib/format/page_check.js'
+import { PAGE_BYTES, PAGE_FILE, type PageMeta } from '../lib/format/page_layout.js'
+import { PageStore, type Bound, type Change, type CollectionChanges } from '../lib/core/ts/pages/index.js'
 import { expectCode, rng, tempDir } from './helpers.js'
 
 type Version = { commitId: number; value: Uint8Array }
@@ -115,8 +114,8 @@ function randomValue(r: () => number): Uint8Array {
   return bytes(n, Math.floor(r() * 1e6))
 }
 
-function expectClean(dir: string, records?: number): ReturnType<typeof checkPageFile> {
-  const rep = checkPageFile(join(dir, PAGE_FILE))
+function expectClean(dir: string, records?: number): ReturnType<typeof walk> {
+  const rep = walk(join(dir, PAGE_FILE))
   expect(rep.problems).toEqual([])
   if (records !== undefined) expect(rep.records).toBe(records)
   return rep
@@ -418,7 +417,7 @@ describe('page store: crash points', () => {
       await expectCode(() => store.checkpoint(100, generation(1, 50), fault), 'KESTREL_IO')
       expect(store.meta().seq).toBe(0)
       expect(store.get('one', utf8.encode('k00001'))).toBeUndefined()
-      const rep = checkPageFile(join(dir, PAGE_FILE))
+      const rep = walk(join(dir, PAGE_FILE))
       expect(rep.problems).toEqual([])
       expect(rep.meta?.seq).toBe(seq === 0 ? undefined : seq)
       const again = PageStore.open(dir, CACHE)
@@ -565,7 +564,7 @@ describe('page store: corruption and versions', () => {
       expect(err?.message).toBe(`pages.kdb page ${victim}: checksum mismatch; restore from a backup (kestrel restore <backup> <dir>)`)
       await expectCode(() => store.range('one', undefined, undefined, false, Number.POSITIVE_INFINITY).length +
         store.range('two', undefined, undefined, false, Number.POSITIVE_INFINITY).length, 'KESTREL_CORRUPT')
-      const rep = checkPageFile(path)
+      const rep = walk(path)
       expect(rep.problems.length).toBeGreaterThan(0)
       expect(rep.problems.some((p) => p.startsWith(`page ${victim}: checksum mismatch`))).toBe(true)
       store.close()
@@ -598,7 +597,7 @@ describe('page store: corruption and versions', () => {
     s1.close()
     edit(0, (p) => { p.writeUInt32LE(2, 32) })
     await expectCode(() => PageStore.open(dir, CACHE), 'KESTREL_FORMAT_VERSION')
-    expect(checkPageFile(path).problems[0]).toMatch(/^page 0: meta with page store format version 2/)
+    expect(walk(path).problems[0]).toMatch(/^page 0: meta with page store format version 2/)
   })
 })
 

@@ -10,14 +10,17 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { encodeKey } from '../lib/codec/key.js'
 import { decodeValue, encodeValue } from '../lib/codec/value.js'
-import { encodeEnvelope, indexEntryKey, type IndexKey } from '../lib/core/envelope.js'
-import { OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT, encodeCommit, type WriteOp } from '../lib/core/payload.js'
+import { encodeEnvelope, indexEntryKey, type IndexKey } from '../lib/format/envelope.js'
+import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, writeFrame } from '../lib/format/log.js'
+import { walk } from '../lib/format/page_check.js'
+import { PAGE_FILE } from '../lib/format/page_layout.js'
+import { OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT, encodeCommit, type WriteOp } from '../lib/format/payload.js'
+import { indexKeys } from '../lib/format/stored.js'
 import type { CoreOpenOptions, CoreScanOptions } from '../lib/core/types.js'
 import { TsCore } from '../lib/core/ts/engine.js'
-import { INDEX_ENTRY_OVERHEAD_BYTES, KEY_OVERHEAD_BYTES, VERSION_OVERHEAD_BYTES } from '../lib/core/ts/store.js'
-import { BATCH_END, FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, writeFrame } from '../lib/core/ts/format.js'
-import { PAGE_FILE, PageStore, checkPageFile, type Change, type CollectionChanges } from '../lib/core/ts/pages/store.js'
-import { derivedKeys } from '../lib/core/ts/stored.js'
+import { PageStore, type Change, type CollectionChanges } from '../lib/core/ts/pages/index.js'
+import { KEY_OVERHEAD_BYTES, VERSION_OVERHEAD_BYTES } from '../lib/core/ts/store/chain.js'
+import { INDEX_ENTRY_OVERHEAD_BYTES } from '../lib/core/ts/store/overlay.js'
 import { expectCode, rng, tempDir } from './helpers.js'
 
 const OPTIONS: CoreOpenOptions = {
@@ -349,7 +352,7 @@ function checkTrees(dir: string, model: MModel, trees: Trees): void {
     // And the trees are what the page store's own records derive.
     for (const c of COLLECTIONS) {
       for (const r of store.range(c, undefined, undefined, false, Number.MAX_SAFE_INTEGER)) {
-        for (const k of derivedKeys(r.value, r.value.length, r.key.length)) {
+        for (const k of indexKeys(r.value, r.value.length, r.key.length)) {
           expect(trees.get(`${c}\u0000${k.index}`)?.has(k2s(indexEntryKey(k.key, r.key)))).toBe(true)
         }
       }
@@ -362,7 +365,7 @@ function checkTrees(dir: string, model: MModel, trees: Trees): void {
     expect(trees.size).toBe(0)
     return
   }
-  const rep = checkPageFile(join(dir, PAGE_FILE))
+  const rep = walk(join(dir, PAGE_FILE))
   expect(rep.problems).toEqual([])
   expect(rep.records).toBe(COLLECTIONS.reduce((n, c) => n + [...(model.get(c)?.values() ?? [])].filter((vs) => vs[vs.length - 1]!.value !== undefined).length, 0))
 }
@@ -569,7 +572,7 @@ describe('ts page store: the indexed golden scenario', () => {
       }
       const next: Trees = new Map()
       for (const [pk, [cid, value]] of model) {
-        for (const k of derivedKeys(value, value.length, pk.length)) {
+        for (const k of indexKeys(value, value.length, pk.length)) {
           const name = `users\u0000${k.index}`
           const e = k2s(indexEntryKey(k.key, s2k(pk)))
           let t = next.get(name)
@@ -586,7 +589,7 @@ describe('ts page store: the indexed golden scenario', () => {
         const got = store.range(name, undefined, undefined, false, Number.MAX_SAFE_INTEGER).map((e) => [k2s(e.key), e.commitId, e.value.length])
         expect(got, `cp${n + 1} ${JSON.stringify(name)}`).toEqual([...t].sort((x, y) => (x[0] < y[0] ? -1 : 1)).map(([e, cid]) => [e, cid, 0]))
       }
-      const rep = checkPageFile(join(dir, PAGE_FILE))
+      const rep = walk(join(dir, PAGE_FILE))
       expect(rep.problems, `cp${n + 1}`).toEqual([])
       expect(rep.records).toBe(meta.records)
       const digest = createHash('sha256').update(readFileSync(join(dir, PAGE_FILE))).digest('hex')
@@ -607,7 +610,7 @@ describe('ts page store: envelopes with a block over many overflow pages', () =>
     const v1 = encodeEnvelope(encodeValue('one'), names.map((index, n) => ({ index, key: ik(n, 0) })))
     await store.checkpoint(1, [{ name: 'c', changes: [{ key: pk, version: { commitId: 1, value: v1 } }, { key: ascii('p'), version: { commitId: 1, value: Uint8Array.of(0xc1, 0xff, 0xff, 1) } }] }])
     expect(store.trees()).toEqual([{ name: 'c', records: 2 }, ...names.map((n) => ({ name: `c\u0000${n}`, records: 1 }))])
-    expect(checkPageFile(join(dir, PAGE_FILE)).problems).toEqual([])
+    expect(walk(join(dir, PAGE_FILE)).problems).toEqual([])
     // i00 keeps its key (and its entry's commit id), i01 changes it, the others go.
     const v2 = encodeEnvelope(encodeValue('two'), [{ index: 'i00', key: ik(0, 0) }, { index: 'i01', key: ik(1, 1) }])
     await store.checkpoint(2, [{ name: 'c', changes: [{ key: pk, version: { commitId: 2, value: v2 } }] }])
@@ -615,12 +618,12 @@ describe('ts page store: envelopes with a block over many overflow pages', () =>
     expect(store.range('c\u0000i00', undefined, undefined, false, 10).map((e) => [hex(e.key), e.commitId])).toEqual([[hex(indexEntryKey(ik(0, 0), pk)), 1]])
     expect(store.range('c\u0000i01', undefined, undefined, false, 10).map((e) => [hex(e.key), e.commitId])).toEqual([[hex(indexEntryKey(ik(1, 1), pk)), 2]])
     expect(store.meta().records).toBe(2)
-    const rep = checkPageFile(join(dir, PAGE_FILE))
+    const rep = walk(join(dir, PAGE_FILE))
     expect(rep.problems).toEqual([])
     expect(rep.records).toBe(2)
     await store.checkpoint(3, [{ name: 'c', changes: [{ key: pk }] }])
     expect(store.trees()).toEqual([{ name: 'c', records: 1 }])
-    expect(checkPageFile(join(dir, PAGE_FILE)).problems).toEqual([])
+    expect(walk(join(dir, PAGE_FILE)).problems).toEqual([])
     store.close()
   })
 })

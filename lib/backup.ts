@@ -1,5 +1,5 @@
 /**
- * Online backup and restore, shared by both engines (DESIGN.md §4 "Backup", invariant I4).
+ * Online backup and restore, shared by both engines (docs/FORMAT.md "Backups").
  *
  * A backup suspends the flusher (so no page is written and no log segment deleted), waits out a
  * checkpoint in flight, takes the engine's plan — the published checkpoint's meta page and the
@@ -19,8 +19,8 @@ import { open as openFile, type FileHandle } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import { join, resolve, relative, isAbsolute, dirname } from 'node:path'
 import type { Core } from './core/types.js'
-import { IDENTITY_FILE, LOG_DIR } from './core/ts/format.js'
-import { PAGE_BYTES, PAGE_FILE } from './core/ts/pages/layout.js'
+import { IDENTITY_FILE, LOG_DIR } from './format/log.js'
+import { PAGE_BYTES, PAGE_FILE } from './format/page_layout.js'
 import { KestrelError, toKestrelError } from './errors.js'
 import { acquireLock, releaseLock } from './lock.js'
 import { BACKUP_LABEL, BACKUP_MANIFEST, checkManifestFiles, encodeManifest, FileDigest, isBackupDirectory, MANIFEST_FORMAT, MANIFEST_VERSION, readManifest, type BackupManifest, type ManifestFile } from './manifest.js'

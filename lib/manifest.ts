@@ -11,8 +11,8 @@
 import { createHash, type Hash } from 'node:crypto'
 import { closeSync, existsSync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { IDENTITY_FILE, LOG_DIR, parseSegmentName } from './core/ts/format.js'
-import { PAGE_FILE } from './core/ts/pages/layout.js'
+import { IDENTITY_FILE, LOG_DIR, parseSegmentName } from './format/log.js'
+import { PAGE_FILE } from './format/page_layout.js'
 
 /** Written first by a backup: marks the directory as a backup (finished or not). */
 export const BACKUP_LABEL = 'BACKUP_LABEL'

@@ -7,10 +7,10 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { decodeCommit } from './core/payload.js'
-import { checkPageFile } from './core/ts/pages/check.js'
-import { PAGE_FILE } from './core/ts/pages/layout.js'
-import { IDENTITY_BYTES, IDENTITY_FILE, LOG_DIR, parseSegmentName, readFrame, readSegmentHeader, RECORD_COMMIT, SEGMENT_HEADER_BYTES } from './core/ts/format.js'
+import { IDENTITY_BYTES, IDENTITY_FILE, LOG_DIR, parseSegmentName, readFrame, readSegmentHeader, RECORD_COMMIT, SEGMENT_HEADER_BYTES } from './format/log.js'
+import { walk } from './format/page_check.js'
+import { PAGE_FILE } from './format/page_layout.js'
+import { decodeCommit } from './format/payload.js'
 import { KestrelError } from './errors.js'
 import { BACKUP_MANIFEST, checkManifestFiles, isBackupDirectory, readManifest } from './manifest.js'
 
@@ -145,7 +145,7 @@ export function verifyFiles(dir: string, segments?: Array<{ name: string; bytes:
   let checkpointLsn = 0
   const pages: VerifyReport['pages'] = { total: 0, reachable: 0, free: 0, records: 0, leafFillPercent: 0, collections: [] }
   if (existsSync(pagePath)) {
-    const r = checkPageFile(pagePath)
+    const r = walk(pagePath)
     problems.push(...r.problems.map((p) => (p.startsWith(PAGE_FILE) ? p : `${PAGE_FILE}: ${p}`)))
     if (r.meta) {
       checkpointLsn = r.meta.checkpointLsn

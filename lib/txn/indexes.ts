@@ -7,7 +7,7 @@ import { bytesToOrderedString, compareBytes, orderedStringToBytes } from '../cod
 import { KEY_BYTES_MAX, encodeKey, type Key } from '../codec/key.js'
 import { decodeValue } from '../codec/value.js'
 import { checkIndexName, type IndexDefinition } from '../collection.js'
-import { ENVELOPE_BLOCK_BYTES_MAX, envelopeBlockBytes, type IndexKey } from '../core/envelope.js'
+import { ENVELOPE_BLOCK_BYTES_MAX, envelopeBlockBytes, type IndexKey } from '../format/envelope.js'
 import type { Core, CoreScanOptions } from '../core/types.js'
 import { KestrelError } from '../errors.js'
 import { prefixEnd, scanBounds, type ScanOptions } from '../scan.js'

@@ -4,8 +4,8 @@
 import { mkdir, readdir, readFile, rename, stat, writeFile, open as fsOpen } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KestrelError } from '../../errors.js'
-import { crc32c } from '../crc32c.js'
-import { FORMAT_VERSION, IDENTITY_BYTES, IDENTITY_FILE, IDENTITY_MAGIC, LOG_DIR, identityBytes } from './format.js'
+import { crc32c } from '../../format/crc32c.js'
+import { FORMAT_VERSION, IDENTITY_BYTES, IDENTITY_FILE, IDENTITY_MAGIC, LOG_DIR, identityBytes } from '../../format/log.js'
 import { syncDir } from './fsutil.js'
 import { isLockFile } from '../../lock.js'
 

@@ -16,11 +16,11 @@
 import { readdir, unlink } from 'node:fs/promises'
 import { KestrelError, toKestrelError } from '../../errors.js'
 import type { CoreOpenOptions, CoreStats, PageFault } from '../types.js'
-import { parseSegmentName } from './format.js'
+import { parseSegmentName } from '../../format/log.js'
 import { syncDir } from './fsutil.js'
-import type { CollectionChanges, PageStore } from './pages/store.js'
+import type { CollectionChanges, PageStore } from './pages/index.js'
 import { bytesToOrderedString, orderedStringToBytes } from '../../codec/bytes.js'
-import { writtenBytes, type VersionStore, type Written } from './store.js'
+import { writtenBytes, type Store, type Written } from './store/index.js'
 
 /** A flusher that failed waits this long before trying again on its own. */
 const RETRY_AFTER_FAILURE_MS = 1000
@@ -93,7 +93,7 @@ export class Flow {
 
   constructor(
     private readonly pages: PageStore,
-    private readonly store: VersionStore,
+    private readonly store: Store,
     private readonly options: FlowOptions,
     private readonly logDir: string,
     checkpointedLsn: number,

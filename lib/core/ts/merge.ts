@@ -4,7 +4,7 @@
  * an index envelope merges into its MessagePack part, and the result is plain (docs/FORMAT.md
  * "Index envelope").
  */
-import { envelopeValue } from '../envelope.js'
+import { envelopeValue } from '../../format/envelope.js'
 
 /** Parse a MessagePack array header: [element count, header length], or undefined. */
 export function arrayHeader(bytes: Uint8Array): [number, number] | undefined {

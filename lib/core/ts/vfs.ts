@@ -9,7 +9,7 @@ import { open as fsOpen, type FileHandle } from 'node:fs/promises'
 import type { FaultOptions } from '../types.js'
 
 /** Why a log file operation is issued: only `batch` operations are counted by the fault layer. */
-export type IoPurpose = 'batch' | 'meta' | 'seal'
+export type Purpose = 'batch' | 'meta' | 'seal'
 
 /**
  * One open log segment. `length` is the write position (the end of the records); the file may be
@@ -23,8 +23,8 @@ export interface LogFile {
   /** Physical size: ≥ `length`. */
   readonly allocated: number
   /** Write `data` at the write position and advance it. */
-  append(data: Uint8Array, purpose: IoPurpose): Promise<void>
-  sync(purpose: IoPurpose): Promise<void>
+  append(data: Uint8Array, purpose: Purpose): Promise<void>
+  sync(purpose: Purpose): Promise<void>
   /** Cut the file (and the write position) to `length`. */
   truncate(length: number): Promise<void>
   /** Zero-fill the file up to `size` bytes and sync it (not counted by the fault layer). */
@@ -116,7 +116,7 @@ class FaultyLogFile implements LogFile {
     return this.inner.preallocate(size)
   }
 
-  async append(data: Uint8Array, purpose: IoPurpose): Promise<void> {
+  async append(data: Uint8Array, purpose: Purpose): Promise<void> {
     if (purpose === 'batch') {
       this.vfs.writes++
       if (this.vfs.options.failWriteAt === this.vfs.writes) throw injected(this.vfs.errno, `write #${this.vfs.writes}`)
@@ -124,7 +124,7 @@ class FaultyLogFile implements LogFile {
     await this.inner.append(data)
   }
 
-  async sync(purpose: IoPurpose): Promise<void> {
+  async sync(purpose: Purpose): Promise<void> {
     if (purpose === 'seal' && this.vfs.options.failSealSync) throw injected(this.vfs.errno, 'the sealing fdatasync')
     // Bounded by the test that holds the gate: it releases it, or crashes the engine.
     while (purpose === 'batch' && this.vfs.gate) await this.vfs.gate.promise

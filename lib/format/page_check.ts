@@ -6,15 +6,15 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import {
-  BODY_BYTES, FREE_PER_PAGE, HEADER_BYTES, KIND_BRANCH, KIND_FREE, KIND_LEAF, KIND_OVERFLOW,
+  BODY_BYTES, FREE_NUMBERS_PER_PAGE, HEADER_BYTES, KIND_BRANCH, KIND_FREE, KIND_LEAF, KIND_OVERFLOW,
   PAGE_BYTES, PAGE_FORMAT_VERSION, PageDefect, compareBytes, crcMatches, decodeBranch,
-  decodeCatalogValue, decodeFreeList, decodeLeaf, decodeMetaSlot, kindName, readHeader,
+  decodeCatalogValue, decodeFree, decodeLeaf, decodeMeta, kindName, readHeader,
   type LeafEntry, type PageHeader, type PageMeta,
-} from './layout.js'
-import { ENVELOPE_TAG } from '../../envelope.js'
-import { derivedKeys } from '../stored.js'
+} from './page_layout.js'
+import { ENVELOPE_TAG } from './envelope.js'
+import { indexKeys } from './stored.js'
 
-/** What {@link checkPageFile} found. */
+/** What {@link walk} found. */
 export interface CheckReport {
   /** Every problem, each naming the page it is about ("page N: …"); empty = the file is sound. */
   problems: string[]
@@ -37,15 +37,18 @@ export interface CheckReport {
 
 /** Listing stops here; a wrecked file would otherwise report every page. */
 const PROBLEMS_MAX = 1000
-/** Deeper than any real tree (see tree.ts); beyond it the walk stops. */
+/** Deeper than any real tree (see the engine's DEPTH_MAX); beyond it the walk stops. */
 const DEPTH_MAX = 64
 const UNSEEN = 0
 const REACHED = 1
 const FREE = 2
 const utf8 = new TextDecoder()
 
-/** Check the page file at `path` per FORMAT.md "Checks". */
-export function checkPageFile(path: string): CheckReport {
+/**
+ * Check the page file at `path` per FORMAT.md "Checks": walk everything its published checkpoint
+ * reaches (the twin of `pages/check.rs`'s `walk`, which walks the engine's open file instead).
+ */
+export function walk(path: string): CheckReport {
   const report: CheckReport = { problems: [], meta: undefined, pagesReachable: 0, pagesFree: 0, records: 0, leafFillPercent: 0, collections: [] }
   let fd: number
   try {
@@ -55,7 +58,7 @@ export function checkPageFile(path: string): CheckReport {
     return report
   }
   try {
-    new Checker(fd, report).run()
+    new Walker(fd, report).run()
   } catch (err) {
     // Only an I/O error gets here; file contents are reported, not thrown.
     report.problems.push(`${path}: ${(err as Error).message}`)
@@ -65,7 +68,7 @@ export function checkPageFile(path: string): CheckReport {
   return report
 }
 
-class Checker {
+class Walker {
   private meta!: PageMeta
   /** Pages below this exist in the file and are below the page count. */
   private limit = 0
@@ -95,7 +98,7 @@ class Checker {
     const size = fstatSync(this.fd).size
     let best: PageMeta | undefined
     for (const slot of [0, 1]) {
-      const s = decodeMetaSlot(this.readBytes(slot), slot)
+      const s = decodeMeta(this.readBytes(slot), slot)
       if (s.state === 'newer') {
         this.problem(`page ${slot}: meta with page store format version ${s.version}; this kestreldb checks version ${PAGE_FORMAT_VERSION}`)
         return
@@ -119,7 +122,7 @@ class Checker {
 
     const collections: Array<{ name: string; root: number; records: number; leaf: number }> = []
     if (meta.catalogRoot !== 0) {
-      this.walkTree(meta.catalogRoot, 'the catalog', (e, leaf) => {
+      this.tree(meta.catalogRoot, 'the catalog', (e, leaf) => {
         if (e.commitId !== 0) this.problem(`page ${leaf}: catalog entry ${JSON.stringify(utf8.decode(e.key))} has commit id ${e.commitId}, expected 0`)
         try {
           collections.push({ name: utf8.decode(e.key), ...decodeCatalogValue(e, leaf), leaf })
@@ -142,7 +145,7 @@ class Checker {
       const what = isIndex ? `index ${JSON.stringify(c.name.slice(sep + 1))} of collection ${JSON.stringify(c.name.slice(0, sep))}` : `collection ${JSON.stringify(c.name)}`
       let counts: Map<string, number> | undefined
       if (!isIndex) keyed.set(c.name, (counts = new Map()))
-      const t = this.walkTree(c.root, what, (e, leaf, head) => {
+      const t = this.tree(c.root, what, (e, leaf, head) => {
         if (isIndex) {
           const n = e.key.length >= 2 ? (e.key[e.key.length - 2]! << 8) | e.key[e.key.length - 1]! : 0
           if (n === 0 || n + 2 >= e.key.length) this.problem(`page ${leaf}: ${what} has an entry whose primary-key length ${n} does not fit its ${e.key.length}-byte key`)
@@ -151,7 +154,7 @@ class Checker {
         }
         // The keys the checkpoint derives (a value that is no well-formed envelope has none).
         if (head === undefined) return
-        for (const k of derivedKeys(head, e.length, e.key.length)) counts!.set(k.index, (counts!.get(k.index) ?? 0) + 1)
+        for (const k of indexKeys(head, e.length, e.key.length)) counts!.set(k.index, (counts!.get(k.index) ?? 0) + 1)
       })
       if (t.entries !== c.records) this.problem(`page ${c.leaf}: catalog says ${what} holds ${c.records} records, its tree holds ${t.entries}`)
       if (isIndex) {
@@ -173,7 +176,7 @@ class Checker {
     this.report.records = records
     this.report.leafFillPercent = leaves === 0 ? 0 : Math.round((1000 * fill) / (leaves * BODY_BYTES)) / 10
 
-    this.checkFreeList()
+    this.freeList()
 
     let reached = 0
     let free = 0
@@ -243,10 +246,10 @@ class Checker {
    * Walk one tree: keys in order within their parents' bounds, all leaves at one depth, no empty
    * page but an empty root, overflow chains as long as their values.
    */
-  private walkTree(root: number, what: string, onEntry: (e: LeafEntry, leaf: number, head: Uint8Array | undefined) => void): { entries: number; depth: number; leaves: number; fill: number } {
+  private tree(root: number, what: string, onEntry: (e: LeafEntry, leaf: number, head: Uint8Array | undefined) => void): { entries: number; depth: number; leaves: number; fill: number } {
     const out = { entries: 0, depth: 0, leaves: 0, fill: 0 }
     const depths = new Set<number>()
-    const walk = (page: number, lo: Uint8Array | undefined, hi: Uint8Array | undefined, level: number, from: string): void => {
+    const visit = (page: number, lo: Uint8Array | undefined, hi: Uint8Array | undefined, level: number, from: string): void => {
       if (level > DEPTH_MAX) {
         this.problem(`page ${page}: ${what} is deeper than ${DEPTH_MAX} levels`)
         return
@@ -275,7 +278,7 @@ class Checker {
         out.leaves++
         out.fill += end - HEADER_BYTES
         for (const e of entries) {
-          const head = e.inline ?? this.checkOverflow(e.overflow, e.length, page)
+          const head = e.inline ?? this.chain(e.overflow, e.length, page)
           out.entries++
           onEntry(e, page, head)
         }
@@ -302,10 +305,10 @@ class Checker {
       }
       // Bounded by the entry count; recursion bounded by DEPTH_MAX.
       for (let i = 0; i < children.length; i++) {
-        walk(children[i]!, i === 0 ? lo : keys[i], keys[i + 1] ?? hi, level + 1, `branch page ${page}`)
+        visit(children[i]!, i === 0 ? lo : keys[i], keys[i + 1] ?? hi, level + 1, `branch page ${page}`)
       }
     }
-    walk(root, undefined, undefined, 1, what)
+    visit(root, undefined, undefined, 1, what)
     if (depths.size > 1) this.problem(`page ${root}: ${what} has leaves at depths ${[...depths].sort().join(', ')}`)
     out.depth = depths.size > 0 ? Math.max(...depths) : 0
     return out
@@ -315,7 +318,7 @@ class Checker {
    * Check an overflow chain; returns the value's first bytes — its envelope header and block when
    * it is an envelope, else the first page's bytes — or undefined when the chain is bad.
    */
-  private checkOverflow(first: number, length: number, leaf: number): Uint8Array | undefined {
+  private chain(first: number, length: number, leaf: number): Uint8Array | undefined {
     let page = first
     let left = length
     let prev = leaf
@@ -357,7 +360,7 @@ class Checker {
     }
   }
 
-  private checkFreeList(): void {
+  private freeList(): void {
     const meta = this.meta
     const listed: number[] = []
     let page = meta.freeHead
@@ -367,14 +370,14 @@ class Checker {
       if (!this.mark(page, prev === 0 ? 'the meta free-list head' : `free-list page ${prev}`)) break
       const got = this.load(page, KIND_FREE, 'the free-list chain')
       if (!got) break
-      if (got.header.count > FREE_PER_PAGE) {
-        this.problem(`page ${page}: free-list page lists ${got.header.count} pages > ${FREE_PER_PAGE}`)
+      if (got.header.count > FREE_NUMBERS_PER_PAGE) {
+        this.problem(`page ${page}: free-list page lists ${got.header.count} pages > ${FREE_NUMBERS_PER_PAGE}`)
         break
       }
-      if (got.header.next !== 0 && got.header.count < FREE_PER_PAGE) {
-        this.problem(`page ${page}: free-list page lists ${got.header.count} pages but is not the last of its chain (every page but the last holds ${FREE_PER_PAGE})`)
+      if (got.header.next !== 0 && got.header.count < FREE_NUMBERS_PER_PAGE) {
+        this.problem(`page ${page}: free-list page lists ${got.header.count} pages but is not the last of its chain (every page but the last holds ${FREE_NUMBERS_PER_PAGE})`)
       }
-      const pages = decodeFreeList(got.bytes, page, got.header.count)
+      const pages = decodeFree(got.bytes, page, got.header.count)
       this.zeroTail(page, got.bytes, HEADER_BYTES + 4 * pages.length)
       for (const p of pages) {
         if (listed.length > 0 && p <= listed[listed.length - 1]!) this.problem(`page ${page}: free list not ascending at ${p}`)

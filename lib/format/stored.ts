@@ -1,11 +1,11 @@
 /**
  * Rules for stored values (docs/FORMAT.md "Index envelope") shared by the ts engine's store,
- * recovery and page store. The Rust twin is `crates/kestrel-core/src/envelope.rs` (`validate`,
- * `keys`): both engines refuse the same bytes and derive the same index keys.
+ * recovery and page store and by the page-file check. The Rust twin is `format/envelope.rs`
+ * (`validate`, `keys`): both engines refuse the same bytes and derive the same index keys.
  */
-import { VALUE_BYTES_MAX } from '../../codec/value.js'
-import { ENVELOPE_TAG, envelopeKeys, type IndexKey } from '../envelope.js'
-import { OP_PUT, type WriteOp } from '../payload.js'
+import { VALUE_BYTES_MAX } from '../codec/value.js'
+import { ENVELOPE_TAG, envelopeKeys, type IndexKey } from './envelope.js'
+import { OP_PUT, type WriteOp } from './payload.js'
 
 /**
  * What is wrong with a stored value of a `keyBytes`-byte key, or undefined: a plain value is at
@@ -39,7 +39,7 @@ export function storedKeys(value: Uint8Array, keyBytes: number): IndexKey[] | st
  * `head` may be just the value's first bytes (envelope header and block): `length` is the whole
  * value's.
  */
-export function derivedKeys(head: Uint8Array, length: number, keyBytes: number): IndexKey[] {
+export function indexKeys(head: Uint8Array, length: number, keyBytes: number): IndexKey[] {
   if (head[0] !== ENVELOPE_TAG || head.length < 3) return []
   const b = head[1]! | (head[2]! << 8)
   if (length - 3 - b > VALUE_BYTES_MAX) return []

@@ -1,17 +1,17 @@
 /**
- * Log recovery for the ts engine: the algorithm of docs/FORMAT.md "Recovery", step for step.
- * Returns every good COMMIT record in LSN order and leaves the directory with a clean tail.
+ * Log recovery for the ts engine (twin of `log/recovery.rs`): the algorithm of docs/FORMAT.md
+ * "Recovery", step for step. Returns every good COMMIT record after the checkpoint in LSN order
+ * and leaves the directory with a clean tail: damage in the last segment is a torn final write
+ * (cut) unless a later batch follows it, which proves it was durable (corruption).
  */
-import { readdir, readFile, unlink, open as fsOpen } from 'node:fs/promises'
+import { unlink, open as fsOpen } from 'node:fs/promises'
 import { join } from 'node:path'
-import { KestrelError } from '../../errors.js'
-import { decodeCommit, type WriteOp } from '../payload.js'
-import {
-  FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, SEGMENT_HEADER_BYTES, parseSegmentName, readFrame,
-  readSegmentHeader, type Frame,
-} from './format.js'
-import { syncDir } from './fsutil.js'
-import { checkStoredValues } from './stored.js'
+import { KestrelError } from '../../../errors.js'
+import { FRAME_HEADER_BYTES, LOG_DIR, RECORD_COMMIT, SEGMENT_HEADER_BYTES, readFrame, type Frame } from '../../../format/log.js'
+import { decodeCommit, type WriteOp } from '../../../format/payload.js'
+import { checkStoredValues } from '../../../format/stored.js'
+import { syncDir } from '../fsutil.js'
+import { listSegments, readSegment } from './reader.js'
 
 /** One recovered commit. */
 export interface RecoveredCommit {
@@ -20,7 +20,7 @@ export interface RecoveredCommit {
 }
 
 /** What recovery found. */
-export interface RecoveryResult {
+export interface Recovered {
   commits: RecoveredCommit[]
   /** The database's last LSN: the log's last good record, or the checkpoint's if the log ends below it. */
   lastLsn: number
@@ -67,23 +67,19 @@ function isTornTail(bytes: Uint8Array, from: number, lastGoodLsn: number): boole
  * commits after it. Segments wholly at or below the checkpoint (left when a crash interrupted
  * trimming) are skipped; the first one kept must start at most at `checkpointLsn + 1`.
  */
-export async function recoverLog(dir: string, checkpointLsn = 0): Promise<RecoveryResult> {
+export async function recover(dir: string, checkpointLsn = 0): Promise<Recovered> {
   const logDir = join(dir, LOG_DIR)
-  const all = (await readdir(logDir))
-    .map((name) => ({ name, firstLsn: parseSegmentName(name) }))
-    .filter((s): s is { name: string; firstLsn: number } => s.firstLsn !== undefined)
-    .sort((a, b) => a.firstLsn - b.firstLsn)
+  const all = await listSegments(logDir)
   let skip = 0
   while (skip + 1 < all.length && all[skip + 1]!.firstLsn <= checkpointLsn + 1) skip++
   const names = all.slice(skip)
 
-  const result: RecoveryResult = { commits: [], lastLsn: checkpointLsn, logEndLsn: 0, segments: [], truncatedBytes: 0 }
+  const result: Recovered = { commits: [], lastLsn: checkpointLsn, logEndLsn: 0, segments: [], truncatedBytes: 0 }
   for (let i = 0; i < names.length; i++) {
     const { name, firstLsn } = names[i]!
     const isLast = i === names.length - 1
     const path = join(logDir, name)
-    const bytes = new Uint8Array(await readFile(path))
-    const header = readSegmentHeader(bytes)
+    const { bytes, header } = await readSegment(path)
     // The first segment may start anywhere up to the record after the checkpoint.
     const chains = i === 0 ? firstLsn >= 1 && firstLsn <= checkpointLsn + 1 : firstLsn === result.lastLsn + 1
     if ('error' in header || header.firstLsn !== firstLsn) {

@@ -1,6 +1,7 @@
 /**
- * CRC32C (Castagnoli), slice-by-8. Used by the ts engine for log frames and headers; the native
- * engine uses the `crc32c` crate (hardware instructions where available). Same values:
+ * CRC32C (Castagnoli), slice-by-8: the checksum of log frames, segment headers, the identity file
+ * and pages. The native engine uses the `crc32c` crate (hardware instructions where available).
+ * Same values:
  * `crc32c("123456789") === 0xE3069283`.
  */
 const POLY = 0x82f63b78 // reflected 0x1EDC6F41

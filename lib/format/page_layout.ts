@@ -2,11 +2,13 @@
  * Byte layouts of the page store `pages.kdb` (docs/FORMAT.md "Page store"): page header, meta
  * slot, leaf, branch, overflow and free-list pages. Encoders produce whole 4096-byte pages with
  * the CRC set; decoders check what a reader must trust and throw {@link PageDefect} otherwise.
- * The Rust twin writes the same bytes, so nothing here may depend on engine state.
+ * The Rust twin (`format/page_layout.rs`) writes the same bytes, so nothing here may depend on
+ * engine state.
  */
-import { KestrelError } from '../../../errors.js'
-import { crc32c } from '../../crc32c.js'
-import { compareBytes } from '../../../codec/bytes.js'
+import { KestrelError } from '../errors.js'
+import { crc32c } from './crc32c.js'
+import { compareBytes } from '../codec/bytes.js'
+import { STORED_VALUE_BYTES_MAX } from './envelope.js'
 
 /** Bytes per page. Page `n` lives at byte `n × PAGE_BYTES`. */
 export const PAGE_BYTES = 4096
@@ -30,22 +32,17 @@ export const KIND_FREE = 5
 /** Longest key (and collection name) in bytes. */
 export const KEY_BYTES_MAX = 1024
 /** A value is stored inline in its leaf iff its length is at most this. */
-export const INLINE_BYTES_MAX = 1024
-/**
- * Longest stored value in bytes: a 64 MiB MessagePack value in an index envelope with the largest
- * block (1 + 2 + 65535 bytes of header and block; docs/FORMAT.md "Index envelope").
- */
-export const VALUE_BYTES_MAX = 64 * 1024 * 1024 + 65538
+export const INLINE_VALUE_BYTES_MAX = 1024
 /** Page numbers per free-list page: (4096 − 24) / 4, rounded down. */
-export const FREE_PER_PAGE = 1018
+export const FREE_NUMBERS_PER_PAGE = 1018
 /** Largest page number (u32). */
 export const PAGE_NUMBER_MAX = 0xffffffff
 /** Bytes of a catalog value: u32 root, u32 0, u64 records. */
 export const CATALOG_VALUE_BYTES = 16
 /** Fixed bytes of a leaf entry besides key and value: key length, commit id, kind, value length. */
-const LEAF_ENTRY_FIXED = 2 + 8 + 1 + 4
+const LEAF_ENTRY_FIXED_BYTES = 2 + 8 + 1 + 4
 /** Fixed bytes of a branch entry besides the key: key length, child page. */
-const BRANCH_ENTRY_FIXED = 2 + 4
+const BRANCH_ENTRY_FIXED_BYTES = 2 + 4
 
 /** The published state of the page store: the contents of the chosen meta slot. */
 export interface PageMeta {
@@ -131,7 +128,7 @@ export function crcMatches(page: Uint8Array): boolean {
  * The checks every read makes: length, CRC, kind, own page number. Returns the header.
  * `kinds` lists the acceptable kinds.
  */
-export function checkPage(page: Uint8Array, pageNo: number, kinds: readonly number[]): PageHeader {
+export function checkHeader(page: Uint8Array, pageNo: number, kinds: readonly number[]): PageHeader {
   if (page.length !== PAGE_BYTES) throw new PageDefect(pageNo, `short page (${page.length} of ${PAGE_BYTES} bytes; the file ends early)`)
   if (!crcMatches(page)) throw new PageDefect(pageNo, 'checksum mismatch')
   const h = readHeader(page)
@@ -172,7 +169,7 @@ export function encodeMeta(meta: PageMeta): Uint8Array {
 }
 
 /** What a meta slot holds. */
-export type SlotRead =
+export type Slot =
   | { state: 'valid'; meta: PageMeta }
   | { state: 'invalid'; why: string }
   /** Passes CRC, kind, page number, parity and magic, but a newer format version. */
@@ -182,7 +179,7 @@ export type SlotRead =
  * Decode slot `slot` (0 or 1) per "A slot is valid when …". `page` may be short (a file shorter
  * than two pages): that slot is invalid.
  */
-export function decodeMetaSlot(page: Uint8Array, slot: number): SlotRead {
+export function decodeMeta(page: Uint8Array, slot: number): Slot {
   if (page.length !== PAGE_BYTES) return { state: 'invalid', why: 'short' }
   if (!crcMatches(page)) return { state: 'invalid', why: 'checksum mismatch' }
   const h = readHeader(page)
@@ -218,7 +215,7 @@ export function decodeMetaSlot(page: Uint8Array, slot: number): SlotRead {
  * is KESTREL_FORMAT_VERSION"; the simplest consistent reading is to refuse such a file outright.
  * Otherwise the valid slot with the higher seq wins; none → undefined (no checkpoint).
  */
-export function chooseMeta(slots: readonly SlotRead[], path: string): PageMeta | undefined {
+export function chooseMeta(slots: readonly Slot[], path: string): PageMeta | undefined {
   let best: PageMeta | undefined
   for (const s of slots) {
     if (s.state === 'newer') {
@@ -244,15 +241,15 @@ export interface LeafEntry {
 
 /** Bytes a leaf entry takes: 15 + k + (inline ? v : 4). */
 export function leafEntryBytes(keyLength: number, valueLength: number): number {
-  return LEAF_ENTRY_FIXED + keyLength + (valueLength <= INLINE_BYTES_MAX ? valueLength : 4)
+  return LEAF_ENTRY_FIXED_BYTES + keyLength + (valueLength <= INLINE_VALUE_BYTES_MAX ? valueLength : 4)
 }
 
 /** Bytes a branch entry takes (pass 0 for a page's first entry, whose key is stored empty). */
 export function branchEntryBytes(keyLength: number): number {
-  return BRANCH_ENTRY_FIXED + keyLength
+  return BRANCH_ENTRY_FIXED_BYTES + keyLength
 }
 
-/** Encode a leaf page. The caller packed `entries` so they fit (see tree.ts `pack`). */
+/** Encode a leaf page. The caller packed `entries` so they fit (see `pack`). */
 export function encodeLeaf(entries: readonly LeafEntry[], seq: number, pageNo: number): Uint8Array {
   const page = new Uint8Array(PAGE_BYTES)
   const v = view(page)
@@ -264,7 +261,7 @@ export function encodeLeaf(entries: readonly LeafEntry[], seq: number, pageNo: n
     at += 2 + e.key.length
     v.setBigUint64(at, BigInt(e.commitId), true)
     v.setUint32(at + 9, e.length, true)
-    if (e.length <= INLINE_BYTES_MAX) {
+    if (e.length <= INLINE_VALUE_BYTES_MAX) {
       page[at + 8] = 0
       page.set(e.inline!, at + 13)
       at += 13 + e.length
@@ -301,13 +298,13 @@ export function decodeLeaf(page: Uint8Array, pageNo: number, count: number): { e
     let inline: Uint8Array | undefined
     let overflow = 0
     if (kind === 0) {
-      if (length > INLINE_BYTES_MAX) throw new PageDefect(pageNo, `leaf entry ${i} inline value of ${length} bytes > ${INLINE_BYTES_MAX}`)
+      if (length > INLINE_VALUE_BYTES_MAX) throw new PageDefect(pageNo, `leaf entry ${i} inline value of ${length} bytes > ${INLINE_VALUE_BYTES_MAX}`)
       if (at + 13 + length > PAGE_BYTES) throw new PageDefect(pageNo, `leaf entry ${i} runs past the page`)
       inline = page.subarray(at + 13, at + 13 + length)
       at += 13 + length
     } else if (kind === 1) {
-      if (length <= INLINE_BYTES_MAX) throw new PageDefect(pageNo, `leaf entry ${i} overflow value of only ${length} bytes`)
-      if (length > VALUE_BYTES_MAX) throw new PageDefect(pageNo, `leaf entry ${i} value of ${length} bytes > ${VALUE_BYTES_MAX}`)
+      if (length <= INLINE_VALUE_BYTES_MAX) throw new PageDefect(pageNo, `leaf entry ${i} overflow value of only ${length} bytes`)
+      if (length > STORED_VALUE_BYTES_MAX) throw new PageDefect(pageNo, `leaf entry ${i} value of ${length} bytes > ${STORED_VALUE_BYTES_MAX}`)
       if (at + 17 > PAGE_BYTES) throw new PageDefect(pageNo, `leaf entry ${i} runs past the page`)
       overflow = v.getUint32(at + 13, true)
       at += 17
@@ -383,7 +380,7 @@ export function encodeOverflow(data: Uint8Array, seq: number, pageNo: number, ne
 }
 
 /** A free-list page listing `pages` (≤ 1018), linked to `next` (0 = last). */
-export function encodeFreeList(pages: readonly number[], seq: number, pageNo: number, next: number): Uint8Array {
+export function encodeFree(pages: readonly number[], seq: number, pageNo: number, next: number): Uint8Array {
   const page = new Uint8Array(PAGE_BYTES)
   const v = view(page)
   for (let i = 0; i < pages.length; i++) v.setUint32(HEADER_BYTES + 4 * i, pages[i]!, true)
@@ -391,8 +388,8 @@ export function encodeFreeList(pages: readonly number[], seq: number, pageNo: nu
 }
 
 /** The page numbers a checked free-list page lists. */
-export function decodeFreeList(page: Uint8Array, pageNo: number, count: number): number[] {
-  if (count > FREE_PER_PAGE) throw new PageDefect(pageNo, `free-list page lists ${count} pages > ${FREE_PER_PAGE}`)
+export function decodeFree(page: Uint8Array, pageNo: number, count: number): number[] {
+  if (count > FREE_NUMBERS_PER_PAGE) throw new PageDefect(pageNo, `free-list page lists ${count} pages > ${FREE_NUMBERS_PER_PAGE}`)
   const v = view(page)
   const out: number[] = []
   for (let i = 0; i < count; i++) out.push(v.getUint32(HEADER_BYTES + 4 * i, true))
@@ -419,4 +416,27 @@ export function decodeCatalogValue(e: LeafEntry, leafPage: number): { root: numb
   const records = u64(v, 8)
   if (root < 2 || v.getUint32(4, true) !== 0 || !(records >= 1)) throw new PageDefect(leafPage, `catalog entry is malformed (root ${root}, records ${records})`)
   return { root, records }
+}
+
+/**
+ * Step 4: fill pages greedily in order, starting a new page when the next entry does not fit the
+ * 4072-byte body. `size(e, first)` is the entry's size as the first entry of a page or not.
+ */
+export function pack<T>(entries: readonly T[], size: (e: T, first: boolean) => number): T[][] {
+  const groups: T[][] = []
+  let cur: T[] = []
+  let used = 0
+  for (const e of entries) {
+    let s = size(e, cur.length === 0)
+    if (cur.length > 0 && used + s > BODY_BYTES) {
+      groups.push(cur)
+      cur = []
+      used = 0
+      s = size(e, true)
+    }
+    cur.push(e)
+    used += s
+  }
+  if (cur.length > 0) groups.push(cur)
+  return groups
 }

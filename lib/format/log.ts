@@ -1,7 +1,9 @@
 /**
- * Byte layouts of docs/FORMAT.md for the ts engine: identity file, segment header, record frame.
+ * The log's bytes (docs/FORMAT.md "Directory", "Log"): the identity file, segment names and
+ * headers, record frames. Engine-neutral: the ts engine writes and recovers with it, the tools
+ * (verify, backup, manifest) read with it, and the Rust twin (`format/log.rs`) writes the same bytes.
  */
-import { crc32c } from '../crc32c.js'
+import { crc32c } from './crc32c.js'
 
 export const FORMAT_VERSION = 1
 export const IDENTITY_FILE = 'KESTREL'
