@@ -1,7 +1,8 @@
 /**
- * Online backup (I4) on both engines, named after the failure it designs out: ArcadeDB's
- * concurrent full backup that caught half a transaction ("count % 500 != 0") because its flush
- * thread kept writing pages while the backup read them (seed 003).
+ * Online backup (I4) on both engines. The central property: a backup taken while writers commit
+ * 500-record transactions holds whole transactions only, because no page is written and no log
+ * segment deleted while the backup copies (the flusher is suspended), and the log is copied up to
+ * a batch boundary.
  */
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
@@ -65,7 +66,7 @@ async function checkBackup(engine: 'native' | 'ts', backup: BackupResult, ackedB
 
 describe.each(ENGINES)('backup (%s)', (engine) => {
   for (const busy of [false, true]) {
-    it(`ArcadeDB #3774: backups under writers hold whole 500-record transactions only${busy ? ', with the flusher busy when each backup starts' : ''}`, async () => {
+    it(`backups under writers hold whole 500-record transactions only${busy ? ', with the flusher busy when each backup starts' : ''}`, async () => {
       const dir = tempDir()
       const db = await open(dir, { engine, checkpointBytes: 256 * 1024, checkpointIntervalMs: 20 })
       const w = startWriters(db, 2)

@@ -1,6 +1,6 @@
 /**
- * KestrelSaver beyond the conformance suite: seed 000 (concurrent puts from two savers keep every
- * checkpoint), racing appends chain instead of forking, deleteThread against late writes, a real
+ * KestrelSaver beyond the conformance suite: concurrent puts from two savers keep every
+ * checkpoint, racing appends chain instead of forking, deleteThread against late writes, a real
  * LangGraph graph with an interrupt resumed after a reopen, and bad input — on both engines.
  */
 import { Annotation, Command, END, START, StateGraph, interrupt } from '@langchain/langgraph'
@@ -34,7 +34,7 @@ function buildGraph() {
 }
 
 describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
-  it('seed 000: 20 concurrent puts to one thread from two savers over one directory are all listed, newest first, once', async () => {
+  it('20 concurrent puts to one thread from two savers over one directory are all listed, newest first, once', async () => {
     const dir = tempDir()
     const a = await KestrelSaver.open(dir, { engine })
     const b = await KestrelSaver.open(dir, { engine })

@@ -184,7 +184,7 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     await db.close()
   })
 
-  it('seed 000: 20 concurrent appends from two handles keep 20 entries; 20 read-modify-writes keep 20 by retrying', async () => {
+  it('20 concurrent appends from two handles keep 20 entries; 20 read-modify-writes keep 20 by retrying', async () => {
     const dir = tempDir()
     const a = await open(dir, { engine })
     const b = await open(dir, { engine })
