@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll } from 'vitest'
@@ -21,6 +21,36 @@ export function tempDir(label = 'db'): string {
   const root = mkdtempSync(join(tmpdir(), 'kestrel-test-'))
   roots.push(root)
   return join(root, label)
+}
+
+/** A fresh temp directory, created, removed after the file's tests. */
+export function newDir(label = 'db'): string {
+  const dir = tempDir(label)
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+/** Bytes as a latin1 string (one char per byte, so `<` on such strings is bytewise order). */
+export const k2s = (k: Uint8Array): string => Buffer.from(k).toString('latin1')
+/** A latin1 string back to its bytes. */
+export const s2k = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'))
+
+/** pages.kdb after one checkpoint of a golden scenario. */
+export interface GoldenCheckpoint {
+  pageCount: number
+  records: number
+  freeCount: number
+  /** SHA-256 of the whole file, lowercase hex. */
+  sha256: string
+}
+
+/**
+ * The golden page-store scenarios' expected files (testdata/golden-pages.json), one entry per
+ * checkpoint: `plain` (pages.test.ts) and `indexed` (ts-index-core.test.ts). The Rust suite
+ * reads the same file, so both engines are held to the same bytes.
+ */
+export function goldenPages(): { plain: GoldenCheckpoint[]; indexed: GoldenCheckpoint[] } {
+  return JSON.parse(readFileSync(new URL('../testdata/golden-pages.json', import.meta.url), 'utf8')) as { plain: GoldenCheckpoint[]; indexed: GoldenCheckpoint[] }
 }
 
 /** Assert that `fn` rejects/throws a KestrelError with `code`; returns the error. */

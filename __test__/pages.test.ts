@@ -4,14 +4,14 @@
  * whose file digests are compared with the Rust twin's.
  */
 import { createHash } from 'node:crypto'
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { crc32c } from '../lib/format/crc32c.js'
 import { walk } from '../lib/format/page_check.js'
 import { PAGE_BYTES, PAGE_FILE, type PageMeta } from '../lib/format/page_layout.js'
 import { PageStore, type Bound, type Change, type CollectionChanges } from '../lib/core/ts/pages/index.js'
-import { expectCode, rng, tempDir } from './helpers.js'
+import { expectCode, goldenPages, k2s, newDir, rng, s2k } from './helpers.js'
 
 type Version = { commitId: number; value: Uint8Array }
 /** collection → latin1 key (one char per byte, so `<` is bytewise) → version. */
@@ -20,14 +20,6 @@ type Model = Map<string, Map<string, Version>>
 const utf8 = new TextEncoder()
 const CACHE = 1 << 20
 
-function newDir(label: string): string {
-  const dir = tempDir(label)
-  mkdirSync(dir, { recursive: true })
-  return dir
-}
-
-const k2s = (k: Uint8Array): string => Buffer.from(k).toString('latin1')
-const s2k = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'))
 const nameOrder = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b))
 
 function bytes(length: number, seed: number): Uint8Array {
@@ -644,21 +636,14 @@ function goldenInput(cp: number): CollectionChanges[] {
   ]
 }
 
-/**
- * After each golden checkpoint: page count, records and the SHA-256 of pages.kdb. The same
- * digests are pinned in crates/kestrel-core/tests/pages.rs: the two engines write identical bytes.
- */
-const GOLDEN_EXPECT = [
-  { pageCount: 155, records: 3005, sha256: '1eac10323ae67ca45c796a9e6d066b0461b3c244e56cf7a9fe0a42268462bcdd' },
-  { pageCount: 1289, records: 2104, sha256: 'd6876fd895107bc8d7786d3367ee336a03415294aa1df7c1c0c0283af9145b2d' },
-  { pageCount: 1289, records: 105, sha256: 'f670b02412234c121602bbadf878408d7a94e40f688dbaaf318d9c28264e8924' },
-]
-
 describe('page store: golden scenario', () => {
   it('writes the golden file, byte for byte what the Rust page store writes', async () => {
     const dir = newDir('golden')
     const path = join(dir, PAGE_FILE)
     const store = PageStore.open(dir, CACHE)
+    // Page count, records, free pages and the file's SHA-256 after each checkpoint, pinned in
+    // testdata/golden-pages.json for both engines.
+    const golden = goldenPages().plain
     for (let cp = 1; cp <= 3; cp++) {
       await store.checkpoint(cp * 10, goldenInput(cp))
       const file = readFileSync(path)
@@ -667,9 +652,10 @@ describe('page store: golden scenario', () => {
       expect(file.length).toBe(meta.pageCount * PAGE_BYTES)
       expect(meta.seq).toBe(cp)
       expect(meta.checkpointLsn).toBe(cp * 10)
-      const want = GOLDEN_EXPECT[cp - 1]!
+      const want = golden[cp - 1]!
       expect(meta.pageCount).toBe(want.pageCount)
       expect(meta.records).toBe(want.records)
+      expect(meta.freeCount).toBe(want.freeCount)
       expect(hex, `checkpoint ${cp}: the bytes differ from the Rust page store's`).toBe(want.sha256)
       expectClean(dir, want.records)
     }
