@@ -1,7 +1,7 @@
 /**
  * THE SEAM: everything above `lib/core/` talks to an engine only through {@link Core}.
  * Keys and values cross it as bytes (already encoded by `lib/codec/`); commits cross it as one
- * `COMMIT` payload (docs/FORMAT.md) built by `lib/core/payload.ts`.
+ * `COMMIT` payload (docs/FORMAT.md) built by `lib/format/payload.ts`.
  */
 
 /** Which engine implementation runs. */

@@ -37,7 +37,7 @@ export interface CheckReport {
 
 /** Listing stops here; a wrecked file would otherwise report every page. */
 const PROBLEMS_MAX = 1000
-/** Deeper than any real tree (see the engine's DEPTH_MAX); beyond it the walk stops. */
+/** Deeper than any real tree (a file of 2^32 pages is at most 16 levels deep); beyond it the walk stops. */
 const DEPTH_MAX = 64
 const UNSEEN = 0
 const REACHED = 1

@@ -419,7 +419,7 @@ export function decodeCatalogValue(e: LeafEntry, leafPage: number): { root: numb
 }
 
 /**
- * Step 4: fill pages greedily in order, starting a new page when the next entry does not fit the
+ * Checkpoint step 4 (docs/FORMAT.md "Writing checkpoint seq + 1"): fill pages greedily in order, starting a new page when the next entry does not fit the
  * 4072-byte body. `size(e, first)` is the entry's size as the first entry of a page or not.
  */
 export function pack<T>(entries: readonly T[], size: (e: T, first: boolean) => number): T[][] {

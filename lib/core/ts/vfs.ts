@@ -49,7 +49,7 @@ async function writeAllAt(fh: FileHandle, path: string, data: Uint8Array, positi
   }
 }
 
-class RealLogFile implements LogFile {
+class RealFile implements LogFile {
   /** Invariant: length <= allocated. */
   allocated: number
 
@@ -89,9 +89,9 @@ class RealLogFile implements LogFile {
 
 /** The plain file layer. */
 export class RealVfs implements Vfs {
-  async openLog(path: string, length: number): Promise<RealLogFile> {
+  async openLog(path: string, length: number): Promise<RealFile> {
     const fh = await fsOpen(path, 'r+')
-    return new RealLogFile(path, fh, length)
+    return new RealFile(path, fh, length)
   }
 }
 
@@ -100,11 +100,11 @@ function injected(errno: 'EIO' | 'ENOSPC', what: string): Error {
   return Object.assign(new Error(`${errno}: ${message} (injected at ${what})`), { code: errno, injected: true })
 }
 
-class FaultyLogFile implements LogFile {
+class FaultyFile implements LogFile {
   /** Write position at the last successful sync: the records before it are durable. */
   syncedLength: number
 
-  constructor(private readonly inner: RealLogFile, private readonly vfs: FaultyVfs) {
+  constructor(private readonly inner: RealFile, private readonly vfs: FaultyVfs) {
     this.syncedLength = inner.length
   }
 
@@ -162,7 +162,7 @@ class FaultyLogFile implements LogFile {
 export class FaultyVfs implements Vfs {
   writes = 0
   syncs = 0
-  readonly files = new Set<FaultyLogFile>()
+  readonly files = new Set<FaultyFile>()
   readonly errno: 'EIO' | 'ENOSPC'
   /** While set, batch fdatasyncs wait (tests hold a commit between write and durability). */
   gate: { promise: Promise<void>; open: () => void } | undefined
@@ -185,7 +185,7 @@ export class FaultyVfs implements Vfs {
   }
 
   async openLog(path: string, length: number): Promise<LogFile> {
-    const file = new FaultyLogFile(await this.real.openLog(path, length), this)
+    const file = new FaultyFile(await this.real.openLog(path, length), this)
     this.files.add(file)
     return file
   }
