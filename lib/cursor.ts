@@ -8,7 +8,7 @@
 import { compareBytes } from './codec/bytes.js'
 import { decodeKey } from './codec/key.js'
 import { decodeValue } from './codec/value.js'
-import { indexEntryKey } from './core/envelope.js'
+import { indexEntryKey } from './format/envelope.js'
 import type { Core, CoreScanOptions } from './core/types.js'
 import { KestrelError } from './errors.js'
 import { ended, opened, type Leak } from './leaks.js'
