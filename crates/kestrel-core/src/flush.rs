@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Options, Shared};
 use crate::error::{Code, Error, Result};
-use crate::format::parse_segment_name;
+use crate::format::log::parse_segment_name;
 use crate::pages::{CollectionChanges, PageFault};
 use crate::keybuf::KeyBuf;
 use crate::store::{Value, Written};

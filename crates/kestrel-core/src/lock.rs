@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 #[cfg(target_os = "linux")]
 use crate::error::{Code, Error};
 use crate::error::Result;
-use crate::format::LOCK_FILE;
+use crate::format::log::LOCK_FILE;
 
 /// Held while an engine owns its directory; released on drop (after the engine's threads stop).
 pub struct DirLock {

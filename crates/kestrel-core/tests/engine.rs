@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use kestrel_core::payload::{encode, Commit, Op, OP_PUT};
+use kestrel_core::format::payload::{encode, Commit, Op, OP_PUT};
 use kestrel_core::{Code, Engine, Errno, FaultOptions, Options, ScanBounds};
 
 /// A fresh temp directory path (not created), removed on drop.
@@ -362,7 +362,7 @@ fn golden_bytes_of_a_small_log() {
 }
 
 fn write_segment_header(dir: &Path, first_lsn: u64, bytes: &[u8]) -> PathBuf {
-    let path = dir.join("log").join(kestrel_core::format::segment_name(first_lsn));
+    let path = dir.join("log").join(kestrel_core::format::log::segment_name(first_lsn));
     fs::write(&path, bytes).unwrap();
     path
 }
@@ -383,7 +383,7 @@ fn three_commits(dir: &Path) {
 fn empty_last_segment_is_valid_and_used() {
     let t = TempDir::new("empty-seg");
     three_commits(&t.0);
-    write_segment_header(&t.0, 4, &kestrel_core::format::segment_header(4));
+    write_segment_header(&t.0, 4, &kestrel_core::format::log::segment_header(4));
     {
         let (e, acks) = open(&t.0, log_only());
         assert_eq!(e.last_lsn(), 3);
@@ -399,7 +399,7 @@ fn empty_last_segment_is_valid_and_used() {
 fn torn_segment_creation_is_removed_but_not_anywhere_else() {
     let t = TempDir::new("torn-seg");
     three_commits(&t.0);
-    let header = kestrel_core::format::segment_header(4);
+    let header = kestrel_core::format::log::segment_header(4);
     // A crash while writing the header of the next segment: short, named for LSN 4.
     let torn = write_segment_header(&t.0, 4, &header[..20]);
     {
@@ -461,7 +461,7 @@ fn unknown_record_type_is_corrupt_never_skipped() {
     let seg = segment(&t.0, 0);
     let mut bytes = fs::read(&seg).unwrap();
     let offset = bytes.len();
-    kestrel_core::format::write_frame(&mut bytes, 4, 5 | kestrel_core::format::BATCH_END, b"from the future");
+    kestrel_core::format::log::write_frame(&mut bytes, 4, 5 | kestrel_core::format::log::BATCH_END, b"from the future");
     fs::write(&seg, &bytes).unwrap();
     let err = open_err(&t.0);
     assert_eq!(err.code, Code::Corrupt);
@@ -593,7 +593,7 @@ fn people(rows: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// Person `i` in generation `g`: MessagePack [i, g], index "city" on `city{(i + g) % 3}`.
 fn person(i: u64, g: u64) -> (String, Vec<u8>) {
     let city = format!("city{}", (i + g) % 3);
-    (format!("p{i:03}"), kestrel_core::envelope::encode(&[0x92, i as u8, g as u8], &[("city", city.as_bytes())]))
+    (format!("p{i:03}"), kestrel_core::format::envelope::encode(&[0x92, i as u8, g as u8], &[("city", city.as_bytes())]))
 }
 
 /// Primary keys found in `city` at `snapshot`, with the values' generation.

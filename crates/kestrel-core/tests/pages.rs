@@ -869,7 +869,7 @@ fn golden_scenario() {
 // Index trees (docs/FORMAT.md "Secondary indexes"): derived by the checkpoint from the old and
 // new stored values of each changed record.
 
-use kestrel_core::envelope;
+use kestrel_core::format::envelope;
 
 /// Index tree name → entry key → commit id of the version that added the pair.
 type IndexModel = BTreeMap<String, BTreeMap<Vec<u8>, u64>>;
