@@ -1,4 +1,4 @@
-//! Behind the log writer: the **gopher** and the **flusher** (DESIGN.md §3–§4).
+//! Behind the log writer: the **gopher** and the **flusher**.
 //!
 //! ```text
 //! writer ──push(batch)──▶ queue ──gopher──▶ dirty set ──flusher──▶ checkpoint (pages.kdb)
@@ -20,11 +20,10 @@
 //!   by size, by age or on request, never while suspended; `suspend` reports whether a checkpoint
 //!   is still being written so that the caller (backup, verify) waits it out before reading.
 //!
-//! The seed this is built against (a flush thread that ignored suspension, a re-queue that could
-//! time out and drop batches, deferred batches re-queued behind newer ones, an interrupted resume
-//! that lost the rest) is designed out: suspension is checked by the only two threads that move
-//! batches, every wait is for room (never a timeout that gives up), the only thread that applies
-//! batches takes the deferred ones first, and nothing can interrupt a resume.
+//! Invariants: no batch is ever dropped, reordered or checkpointed while suspended. Suspension
+//! is checked by the only two threads that move batches; every wait is for room, never a timeout
+//! that gives up; the only thread that applies batches takes the deferred ones first; and nothing
+//! can interrupt a resume.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;

@@ -1,6 +1,6 @@
 //! The directory lock: one engine writes a database directory at a time, whichever process,
-//! thread, JavaScript realm or copy of the package it runs in (docs/ARCHITECTURE.md, "One
-//! writer per directory"). The TypeScript twin is `lib/lock.ts`; both take the same lock, so a
+//! thread, JavaScript realm or copy of the package it runs in (docs/FORMAT.md "The directory
+//! lock"). The TypeScript twin is `lib/lock.ts`; both take the same lock, so a
 //! native and a ts engine exclude each other too.
 //!
 //! Linux: an abstract Unix socket bound to `kestreldb/<device>/<inode>` of the directory (hex).

@@ -519,8 +519,9 @@ fn crash_needs_the_fault_layer() {
 
 #[test]
 fn a_batch_failing_right_after_rollover_stays_out_after_reopen() {
-    // Regression: the failed batch used to be cut to the *old* segment's length, which kept it
-    // whole in the new segment when the old one was longer — and a reopen replayed it.
+    // The failed batch is cut back in the segment it went to, to that segment's length before
+    // it: cut to the previous segment's length instead, it would stay whole in the new segment
+    // whenever the old one was longer, and a reopen would replay it.
     let t = TempDir::new("fail-after-rollover");
     {
         let faults = FaultOptions { fail_fsync_at: Some(2), ..FaultOptions::default() };

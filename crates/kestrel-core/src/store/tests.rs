@@ -172,14 +172,15 @@ fn t3_overlay(s: &Store) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Seed 004 (Falcon bug #40801): record 1 goes '-', A, B, C, D; reader 1 (snapshot 5) sees
-/// D; A; reader 2 (snapshot 6) sees A; one transaction writes B then C (only C is logged);
-/// reader 3 (snapshot 7) sees C; '-'. The horizon moves to reader 1's snapshot and the
-/// scavenger prunes '-'(1), A(2), B(3), C(4). A, C and '-' are also held by staying versions:
-/// their entries must stay, or readers 2 and 3 and every new reader lose the record.
+/// An index entry that a leaving version shares with a staying one stays. Record r1 goes '-',
+/// A, B, C, D; reader 1 (snapshot 5) sees D; A; reader 2 (snapshot 6) sees A; one transaction
+/// writes B then C (only C is logged); reader 3 (snapshot 7) sees C; '-'. The horizon moves to
+/// reader 1's snapshot and the scavenger prunes '-'(1), A(2), B(3), C(4). A, C and '-' are also
+/// held by staying versions: their entries must stay, or readers 2 and 3 and every new reader
+/// lose the record.
 #[test]
-fn seed_004_index_gc_keeps_every_key_a_staying_version_holds() {
-    let p = empty_pages("seed004");
+fn pruning_keeps_every_index_entry_a_staying_version_holds() {
+    let p = empty_pages("shared-entries");
     let mut s = Store::default();
     for (cid, f1) in [(1, "-"), (2, "A"), (3, "B"), (4, "C"), (5, "D")] {
         s.apply(cid, t3_put(f1), &p).unwrap();
@@ -498,17 +499,17 @@ fn an_old_pinned_snapshot_keeps_one_version_per_key_not_every_rewrite() {
     s.check_invariants();
 }
 
-/// Seed 004 with the readers handed over as pinned snapshots below a horizon at the newest
-/// commit: versions leave from the middle of the chain, and the index keeps exactly the
+/// The history above with the readers handed over as pinned snapshots below a horizon at the
+/// newest commit: versions leave from the middle of the chain, and the index keeps exactly the
 /// entries the staying versions hold (an entry a leaving version shares with a staying one
-/// stays; Falcon bug #40801). Each row starts from the seed's chain; odd rows prune with the
-/// sweep, even rows with scavenge slices.
+/// stays). Each row starts from the same chain; odd rows prune with the sweep, even rows with
+/// scavenge slices.
 #[test]
-fn seed_004_pinned_snapshots_keep_their_versions_from_the_middle_of_the_chain() {
+fn pinned_snapshots_keep_their_versions_from_the_middle_of_the_chain() {
     // Record 1 of t3: '-', A, B, C, D (commits 1-5), A (6), C (7: B overwritten inside the
     // transaction), '-' (8).
     const VALUES: [&str; 8] = ["-", "A", "B", "C", "D", "A", "C", "-"];
-    let seed_chain = |label: &str| {
+    let rewritten_chain = |label: &str| {
         let p = empty_pages(label);
         let mut s = Store::default();
         for (i, f1) in VALUES.iter().enumerate() {
@@ -534,7 +535,7 @@ fn seed_004_pinned_snapshots_keep_their_versions_from_the_middle_of_the_chain() 
         (&[7, 5, 8, 5, 9, 0], &[0, 5, 7], &[5, 7, 8], 2, &[("-", 1), ("C", 1), ("D", 1)]),
     ];
     for (row, (pinned, kept, stays, removed, overlay)) in table.into_iter().enumerate() {
-        let (mut s, p) = seed_chain(&format!("seed004-pinned-{row}"));
+        let (mut s, p) = rewritten_chain(&format!("pinned-middle-{row}"));
         if row % 2 == 1 {
             s.set_horizon(horizon, true, pinned);
         } else {
@@ -561,7 +562,7 @@ fn seed_004_pinned_snapshots_keep_their_versions_from_the_middle_of_the_chain() 
     }
 
     // The readers end one by one, on one store: each list replaces the one before.
-    let (mut s, p) = seed_chain("seed004-pinned-closing");
+    let (mut s, p) = rewritten_chain("pinned-middle-closing");
     for (pinned, stays, overlay) in [
         (&[5u64, 6, 7][..], &[5u64, 6, 7, 8][..], &[("-", 1), ("A", 1), ("C", 1), ("D", 1)][..]),
         (&[5, 7], &[5, 7, 8], &[("-", 1), ("C", 1), ("D", 1)]),
@@ -579,7 +580,7 @@ fn seed_004_pinned_snapshots_keep_their_versions_from_the_middle_of_the_chain() 
     }
 
     // Pruning as a key is written uses the list too: readers at 5 and 2, horizon 7, then '-'.
-    let p = empty_pages("seed004-pinned-apply");
+    let p = empty_pages("pinned-middle-apply");
     let mut s = Store::default();
     for (i, f1) in VALUES[..7].iter().enumerate() {
         s.apply(i as u64 + 1, t3_put(f1), &p).unwrap();
