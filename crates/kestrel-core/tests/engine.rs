@@ -1,30 +1,17 @@
 //! Engine-level tests of kestrel-core: commit → durable → visible → reopen, recovery of torn,
 //! zeroed and corrupt logs, the fault layer, and a crash-consistency test on the fake disk.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::{Rng, TempDir};
 use kestrel_core::format::payload::{encode, Commit, Op, OP_PUT};
 use kestrel_core::{Code, Engine, Errno, FaultOptions, Options, ScanBounds};
-
-/// A fresh temp directory path (not created), removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!("kestrel-core-{}-{}-{label}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Tracks acknowledgements: the highest durable LSN and the failure, if any.
 #[derive(Default)]
@@ -240,20 +227,6 @@ fn failed_write_writes_nothing() {
     }
     let (e, _) = open(&t.0, Options::default());
     assert_eq!(keys(&e, "c"), vec!["k1"]);
-}
-
-/// Small deterministic PRNG (xorshift64*) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
