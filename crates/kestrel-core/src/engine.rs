@@ -257,8 +257,7 @@ impl Engine {
     /// Validate a COMMIT payload, give it the next LSN and queue it. Blocks only while more than
     /// [`QUEUE_BYTES_MAX`] bytes are queued.
     pub fn commit(&self, payload_bytes: &[u8]) -> Result<u64> {
-        payload::validate(payload_bytes)
-            .map_err(|e| Error::new(Code::InvalidArgument, format!("malformed commit payload: {e}")))?;
+        payload::validate(payload_bytes).map_err(|e| Error::new(Code::InvalidArgument, format!("malformed commit payload: {e}")))?;
         if payload_bytes.len() > RECORD_PAYLOAD_BYTES_MAX {
             return Err(Error::new(Code::InvalidArgument, "a commit record is limited to 256 MiB; split the transaction"));
         }
@@ -342,7 +341,6 @@ impl Engine {
     pub fn set_horizon(&self, horizon: u64, sweep: bool, pinned: &[u64]) {
         self.shared.store.write().expect("store lock").set_horizon(horizon, sweep, pinned)
     }
-
 
     /// The oldest snapshot still fully readable.
     pub fn horizon(&self) -> u64 {
@@ -582,4 +580,3 @@ fn refuse(state: &State) -> Result<()> {
         State::Closing | State::Crashed => Err(Error::closed()),
     }
 }
-

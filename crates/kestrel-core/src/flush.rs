@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use crate::engine::{Options, Shared};
 use crate::error::{Code, Error, Result};
 use crate::format::log::parse_segment_name;
-use crate::pages::{CollectionChanges, PageFault};
 use crate::keybuf::KeyBuf;
+use crate::pages::{CollectionChanges, PageFault};
 use crate::store::{Value, Written};
 use crate::vfs::sync_dir;
 
@@ -327,8 +327,7 @@ impl Flow {
         let by_size = self.dirty_bytes as u64 >= o.checkpoint_bytes;
         // Over the memory budget only checkpointed records can be retired: checkpoint sooner.
         let by_memory = self.record_bytes > o.cache_bytes && self.dirty_bytes as u64 >= (o.checkpoint_bytes / 8).max(1);
-        let by_age = o.checkpoint_interval_ms > 0
-            && self.dirty_since.is_some_and(|t| now.duration_since(t) >= Duration::from_millis(o.checkpoint_interval_ms));
+        let by_age = o.checkpoint_interval_ms > 0 && self.dirty_since.is_some_and(|t| now.duration_since(t) >= Duration::from_millis(o.checkpoint_interval_ms));
         by_size || by_memory || by_age
     }
 }
@@ -360,10 +359,8 @@ pub(crate) fn start(shared: Arc<Shared>, options: &Options, log_dir: PathBuf) ->
         flow.deferred_bytes_max = options.deferred_bytes_max as usize;
     }
     let g = shared.clone();
-    let gopher = std::thread::Builder::new()
-        .name("kestrel-gopher".into())
-        .spawn(move || gopher(&g))
-        .map_err(|e| Error::io("starting the gopher thread", &e))?;
+    let gopher =
+        std::thread::Builder::new().name("kestrel-gopher".into()).spawn(move || gopher(&g)).map_err(|e| Error::io("starting the gopher thread", &e))?;
     let f = shared;
     let o = options.clone();
     let flusher = std::thread::Builder::new()
@@ -509,7 +506,13 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
                 flow.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
                 flow.failure = Some((tickets, e.clone()));
                 if flow.stopping.is_some() {
-                    flow.final_error = Some(Error::new(e.code, format!("the final checkpoint at close failed ({}); nothing is lost: the log still holds every commit, and the next open replays it", e.message)));
+                    flow.final_error = Some(Error::new(
+                        e.code,
+                        format!(
+                            "the final checkpoint at close failed ({}); nothing is lost: the log still holds every commit, and the next open replays it",
+                            e.message
+                        ),
+                    ));
                     drop(flow);
                     shared.flow_changed.notify_all();
                     return;

@@ -17,9 +17,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::error::Result;
 #[cfg(target_os = "linux")]
 use crate::error::{Code, Error};
-use crate::error::Result;
 use crate::format::log::LOCK_FILE;
 
 /// Held while an engine owns its directory; released on drop (after the engine's threads stop).
@@ -119,12 +119,10 @@ impl DirLock {
     fn write_owner(&self, engine: &str) -> Result<()> {
         let tmp = self.path.with_file_name(format!("{LOCK_FILE}.{}.tmp", self.nonce));
         let line = format!("pid={} engine={engine} nonce={}\n", std::process::id(), self.nonce);
-        fs::write(&tmp, line)
-            .and_then(|_| fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io("writing the LOCK file", &e)
-            })
+        fs::write(&tmp, line).and_then(|_| fs::rename(&tmp, &self.path)).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("writing the LOCK file", &e)
+        })
     }
 }
 

@@ -45,15 +45,19 @@ fn log_only() -> Options {
 fn open(dir: &Path, options: Options) -> (Engine, Arc<Acks>) {
     let acks = Arc::new(Acks::default());
     let a = acks.clone();
-    let engine = Engine::open(dir, options, Box::new(move |lsn, err| {
-        let mut s = a.state.lock().unwrap();
-        if err.is_some() {
-            s.1 = err;
-        } else {
-            s.0 = s.0.max(lsn);
-        }
-        a.changed.notify_all();
-    }))
+    let engine = Engine::open(
+        dir,
+        options,
+        Box::new(move |lsn, err| {
+            let mut s = a.state.lock().unwrap();
+            if err.is_some() {
+                s.1 = err;
+            } else {
+                s.0 = s.0.max(lsn);
+            }
+            a.changed.notify_all();
+        }),
+    )
     .expect("open");
     (engine, acks)
 }
@@ -310,7 +314,7 @@ fn golden_bytes_of_a_small_log() {
     log.extend(le64(1)); // first LSN
     log.extend(le32(0)); // reserved
     log.extend(le32(0xF167_3492)); // CRC32C of bytes 0..28
-    // Frame 1: L = 22, crc, LSN 1, COMMIT | BATCH_END, payload.
+                                   // Frame 1: L = 22, crc, LSN 1, COMMIT | BATCH_END, payload.
     log.extend(le32(22));
     log.extend(le32(0x6FFA_FBE7));
     log.extend(le64(1));
@@ -547,9 +551,13 @@ fn the_callback_is_released_when_the_writer_stops() {
     let t = TempDir::new("release");
     let token = Arc::new(());
     let held = token.clone();
-    let e = Engine::open(&t.0, Options::default(), Box::new(move |_, _| {
-        let _ = &held;
-    }))
+    let e = Engine::open(
+        &t.0,
+        Options::default(),
+        Box::new(move |_, _| {
+            let _ = &held;
+        }),
+    )
     .unwrap();
     assert_eq!(Arc::strong_count(&token), 2);
     e.close().unwrap();
@@ -636,7 +644,8 @@ fn indexed_records_are_found_across_checkpoints_scavenges_and_reopen() {
     let check = e.check_pages().unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
     for c in 0..3u64 {
-        let mut want: Vec<(String, u8)> = (0..n).filter(|i| (i + if *i < n / 2 { 2 } else { 1 }) % 3 == c).map(|i| (format!("p{i:03}"), if i < n / 2 { 2 } else { 1 })).collect();
+        let mut want: Vec<(String, u8)> =
+            (0..n).filter(|i| (i + if *i < n / 2 { 2 } else { 1 }) % 3 == c).map(|i| (format!("p{i:03}"), if i < n / 2 { 2 } else { 1 })).collect();
         want.sort();
         assert_eq!(in_city(&e, &format!("city{c}"), last), want, "after reopen");
     }

@@ -175,7 +175,11 @@ fn run_model(cfg: ModelRun) {
             } else {
                 let pool: Vec<Vec<u8>> = used.get(name).map(|s| s.iter().cloned().collect()).unwrap_or_default();
                 for _ in 0..rng.range(1, cfg.ops_max) {
-                    let key = if !pool.is_empty() && rng.chance(50) { pool[rng.range(0, pool.len() - 1)].clone() } else { random_key(&mut rng, cfg.key_len.0, cfg.key_len.1) };
+                    let key = if !pool.is_empty() && rng.chance(50) {
+                        pool[rng.range(0, pool.len() - 1)].clone()
+                    } else {
+                        random_key(&mut rng, cfg.key_len.0, cfg.key_len.1)
+                    };
                     let value = if rng.chance(70) { Some((rng.range(0, lsn as usize) as u64, random_value(&mut rng))) } else { None };
                     ops.insert(key, value);
                 }
@@ -525,7 +529,9 @@ fn a_flipped_byte_in_any_reachable_page_is_reported() {
     assert!(meta.free_count > 0, "want a free list to corrupt too");
     drop(store);
     let original = fs::read(dir.0.join(PAGE_FILE)).unwrap();
-    let keys = ["a", "b"].map(|n| crash_changes(1).into_iter().chain(crash_changes(2)).filter(|c| c.name == n).flat_map(|c| c.changes.into_iter().map(|c| c.0)).collect::<Vec<_>>());
+    let keys = ["a", "b"].map(|n| {
+        crash_changes(1).into_iter().chain(crash_changes(2)).filter(|c| c.name == n).flat_map(|c| c.changes.into_iter().map(|c| c.0)).collect::<Vec<_>>()
+    });
     let mut kinds_seen = BTreeSet::new();
     for &p in &reachable {
         let mut bytes = original.clone();
@@ -665,7 +671,10 @@ fn edge_keys_and_values() {
     let mut model = Model::new();
     apply_model(&mut model, &changes);
     assert_eq!(store.collections().unwrap(), vec![("x".to_string(), 7)]);
-    let used = BTreeMap::from([("x".to_string(), changes[1].changes.iter().map(|c| c.0.clone()).collect()), ("ghost".to_string(), BTreeSet::from([b"nothing".to_vec()]))]);
+    let used = BTreeMap::from([
+        ("x".to_string(), changes[1].changes.iter().map(|c| c.0.clone()).collect()),
+        ("ghost".to_string(), BTreeSet::from([b"nothing".to_vec()])),
+    ]);
     compare(&store, &model, &used, &mut Rng(1), 50);
     // Delete everything: the catalog empties and its root becomes 0.
     let del = vec![CollectionChanges { name: "x".into(), changes: changes[1].changes.iter().map(|c| (c.0.clone(), None)).collect() }];
@@ -700,7 +709,10 @@ fn golden_checkpoints() -> Vec<(u64, Vec<CollectionChanges>)> {
     ];
 
     let users3 = (0..3000).map(|i| (golden_key(i), None)).collect();
-    let cp3 = vec![CollectionChanges { name: "big".into(), changes: vec![(b"x9".to_vec(), Some((30, vec![0x01; 10])))] }, CollectionChanges { name: "users".into(), changes: users3 }];
+    let cp3 = vec![
+        CollectionChanges { name: "big".into(), changes: vec![(b"x9".to_vec(), Some((30, vec![0x01; 10])))] },
+        CollectionChanges { name: "users".into(), changes: users3 },
+    ];
     vec![(10, cp1), (20, cp2), (30, cp3)]
 }
 
@@ -733,7 +745,12 @@ fn golden_scenario() {
         let digest = sha256_hex(&bytes);
         eprintln!("golden cp{}: sha256 {digest} {meta:?} {report:?} file {} bytes", n + 1, bytes.len());
         assert_eq!(bytes.len(), meta.page_count as usize * PAGE_BYTES);
-        assert_eq!(digest, golden[n].sha256, "cp{}: the file's bytes changed; if docs/FORMAT.md changed, pin the new values in testdata/golden-pages.json (both suites read it)", n + 1);
+        assert_eq!(
+            digest,
+            golden[n].sha256,
+            "cp{}: the file's bytes changed; if docs/FORMAT.md changed, pin the new values in testdata/golden-pages.json (both suites read it)",
+            n + 1
+        );
         assert_eq!((meta.page_count, meta.records, meta.free_count), (golden[n].page_count, golden[n].records, golden[n].free_count), "cp{}", n + 1);
         assert_eq!((meta.seq, meta.checkpoint_lsn), (n as u64 + 1, lsn));
         compare(&store, &model, &used, &mut Rng(n as u64), 30);
@@ -836,15 +853,19 @@ fn index_trees_follow_insert_change_delete_and_reopen() {
     };
     let big = vec![0xAB; 5000];
     // Checkpoint 1: three indexed records (one with an overflow value), one plain.
-    step(&store, 10, vec![CollectionChanges {
-        name: "p".into(),
-        changes: vec![
-            (b"k1".to_vec(), Some((3, env(&[1], &[("age", b"30"), ("name", b"ann")])))),
-            (b"k2".to_vec(), Some((4, env(&big, &[("age", b"30")])))),
-            (b"k3".to_vec(), Some((5, vec![0x93]))),
-            (b"k4".to_vec(), Some((6, env(&[4], &[("name", b"bob")])))),
-        ],
-    }]);
+    step(
+        &store,
+        10,
+        vec![CollectionChanges {
+            name: "p".into(),
+            changes: vec![
+                (b"k1".to_vec(), Some((3, env(&[1], &[("age", b"30"), ("name", b"ann")])))),
+                (b"k2".to_vec(), Some((4, env(&big, &[("age", b"30")])))),
+                (b"k3".to_vec(), Some((5, vec![0x93]))),
+                (b"k4".to_vec(), Some((6, env(&[4], &[("name", b"bob")])))),
+            ],
+        }],
+    );
     let entries = |name: &str| store.range(name, Bound::Unbounded, Bound::Unbounded, false, usize::MAX).unwrap();
     let e = |ik: &[u8], pk: &[u8], c: u64| Entry { key: envelope::entry_key(ik, pk), commit_id: c, value: vec![] };
     assert_eq!(entries("p\0age"), vec![e(b"30", b"k1", 3), e(b"30", b"k2", 4)]);
@@ -854,18 +875,22 @@ fn index_trees_follow_insert_change_delete_and_reopen() {
 
     // Checkpoint 2: k1's age changes (its name entry keeps commit id 3); k2 becomes plain; k3
     // gets an index key; k4 is deleted; another collection sorts between "p" and its index trees.
-    step(&store, 20, vec![
-        CollectionChanges {
-            name: "p".into(),
-            changes: vec![
-                (b"k1".to_vec(), Some((12, env(&[1], &[("name", b"ann"), ("age", b"31")])))),
-                (b"k2".to_vec(), Some((13, big.clone()))),
-                (b"k3".to_vec(), Some((14, env(&[0x93], &[("age", b"7")])))),
-                (b"k4".to_vec(), None),
-            ],
-        },
-        CollectionChanges { name: "p!".into(), changes: vec![(b"x".to_vec(), Some((15, env(&[0], &[("i", b"1")]))))] },
-    ]);
+    step(
+        &store,
+        20,
+        vec![
+            CollectionChanges {
+                name: "p".into(),
+                changes: vec![
+                    (b"k1".to_vec(), Some((12, env(&[1], &[("name", b"ann"), ("age", b"31")])))),
+                    (b"k2".to_vec(), Some((13, big.clone()))),
+                    (b"k3".to_vec(), Some((14, env(&[0x93], &[("age", b"7")])))),
+                    (b"k4".to_vec(), None),
+                ],
+            },
+            CollectionChanges { name: "p!".into(), changes: vec![(b"x".to_vec(), Some((15, env(&[0], &[("i", b"1")]))))] },
+        ],
+    );
     assert_eq!(entries("p\0age"), vec![e(b"31", b"k1", 12), e(b"7", b"k3", 14)]);
     assert_eq!(entries("p\0name"), vec![e(b"ann", b"k1", 3)], "a pair in both versions keeps its commit id");
     assert_eq!(entries("p!\0i"), vec![e(b"1", b"x", 15)]);
@@ -873,10 +898,14 @@ fn index_trees_follow_insert_change_delete_and_reopen() {
 
     // Checkpoint 3: k1 drops index "age" (an index that was dropped); a rewrite with the same
     // keys changes nothing in the trees.
-    let (m, i) = step(&store, 30, vec![CollectionChanges {
-        name: "p".into(),
-        changes: vec![(b"k1".to_vec(), Some((21, env(&[2], &[("name", b"ann")])))), (b"k3".to_vec(), Some((22, env(&[9; 3000], &[("age", b"7")]))))],
-    }]);
+    let (m, i) = step(
+        &store,
+        30,
+        vec![CollectionChanges {
+            name: "p".into(),
+            changes: vec![(b"k1".to_vec(), Some((21, env(&[2], &[("name", b"ann")])))), (b"k3".to_vec(), Some((22, env(&[9; 3000], &[("age", b"7")]))))],
+        }],
+    );
     assert_eq!(entries("p\0age"), vec![e(b"7", b"k3", 14)]);
     drop(store);
 
@@ -1051,7 +1080,12 @@ fn indexed_golden_scenario() {
         let meta = store.meta();
         let digest = sha256_hex(&bytes);
         eprintln!("indexed golden cp{}: sha256 {digest} {meta:?} trees {:?}", n + 1, store.collections().unwrap());
-        assert_eq!(digest, golden[n].sha256, "cp{}: the file's bytes changed; if docs/FORMAT.md changed, pin the new values in testdata/golden-pages.json (both suites read it)", n + 1);
+        assert_eq!(
+            digest,
+            golden[n].sha256,
+            "cp{}: the file's bytes changed; if docs/FORMAT.md changed, pin the new values in testdata/golden-pages.json (both suites read it)",
+            n + 1
+        );
         assert_eq!((meta.page_count, meta.records, meta.free_count), (golden[n].page_count, golden[n].records, golden[n].free_count), "cp{}", n + 1);
         assert_eq!(store.collections().unwrap(), trees[n], "cp{}", n + 1);
     }

@@ -99,10 +99,7 @@ pub fn keys(stored: &[u8], primary_key_bytes: usize) -> Result<Vec<IndexKey<'_>>
             return Err(format!("index key length {k} out of range"));
         }
         if k + primary_key_bytes + 2 > KEY_BYTES_MAX {
-            return Err(format!(
-                "index key of {k} bytes with a {primary_key_bytes}-byte primary key exceeds {} bytes",
-                KEY_BYTES_MAX - 2
-            ));
+            return Err(format!("index key of {k} bytes with a {primary_key_bytes}-byte primary key exceeds {} bytes", KEY_BYTES_MAX - 2));
         }
         if out.iter().any(|e| e.index == name) {
             return Err(format!("index {} appears twice in one envelope", String::from_utf8_lossy(name)));

@@ -106,13 +106,7 @@ pub fn read_frame(bytes: &[u8], pos: usize) -> Option<Frame<'_>> {
         return None;
     }
     let t = bytes[pos + 16];
-    Some(Frame {
-        lsn: u64_at(bytes, pos + 8),
-        record_type: t & 0x7f,
-        batch_end: t & BATCH_END != 0,
-        payload: &bytes[pos + FRAME_HEADER_BYTES..end],
-        end,
-    })
+    Some(Frame { lsn: u64_at(bytes, pos + 8), record_type: t & 0x7f, batch_end: t & BATCH_END != 0, payload: &bytes[pos + FRAME_HEADER_BYTES..end], end })
 }
 
 #[cfg(test)]

@@ -96,13 +96,7 @@ pub fn crc_matches(page: &PageBuf) -> bool {
 }
 
 pub fn read_header(page: &PageBuf) -> Header {
-    Header {
-        kind: page[4],
-        count: u16::from_le_bytes([page[6], page[7]]),
-        seq: u64_at(page, 8),
-        page_no: u32_at(page, 16),
-        next: u32_at(page, 20),
-    }
+    Header { kind: page[4], count: u16::from_le_bytes([page[6], page[7]]), seq: u64_at(page, 8), page_no: u32_at(page, 16), next: u32_at(page, 20) }
 }
 
 /// The checks every page read gets: CRC, the zero byte, its own number, its kind, its seq not

@@ -226,10 +226,10 @@ mod tests {
         let bytes = [2, 0, 1, 0, 0x61, 1, 0, 0x62, 2, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 2, 0, 0, 0, 9, 9, 2, 1, 0, 1, 0, 0, 0, 2];
         let c = decode(&bytes).expect("valid");
         assert_eq!(c.collections, vec!["a", "b"]);
-        assert_eq!(c.ops, vec![
-            Op { kind: OP_PUT, collection: 0, key: vec![1], value: vec![9, 9] },
-            Op { kind: OP_DELETE, collection: 1, key: vec![2], value: vec![] },
-        ]);
+        assert_eq!(
+            c.ops,
+            vec![Op { kind: OP_PUT, collection: 0, key: vec![1], value: vec![9, 9] }, Op { kind: OP_DELETE, collection: 1, key: vec![2], value: vec![] },]
+        );
         assert_eq!(encode(&c), bytes);
         assert_eq!(validate(&bytes), Ok(()));
         assert!(validate(&bytes[..bytes.len() - 1]).is_err());

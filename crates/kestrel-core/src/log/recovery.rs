@@ -35,7 +35,9 @@ pub struct Recovered {
 fn corrupt(segment: &str, offset: usize, what: &str) -> Error {
     Error::new(
         Code::Corrupt,
-        format!("log segment {LOG_DIR}/{segment} is corrupt at byte {offset} ({what}); committed data past this point cannot be trusted: restore from a backup"),
+        format!(
+            "log segment {LOG_DIR}/{segment} is corrupt at byte {offset} ({what}); committed data past this point cannot be trusted: restore from a backup"
+        ),
     )
 }
 
@@ -127,8 +129,7 @@ pub fn recover(dir: &Path, checkpoint_lsn: u64) -> Result<Recovered> {
             if frame.record_type != RECORD_COMMIT {
                 return Err(corrupt(&name, pos, &format!("unknown record type {} (written by a newer kestreldb?)", frame.record_type)));
             }
-            let commit = payload::decode(frame.payload)
-                .map_err(|e| corrupt(&name, pos, &format!("commit record {} does not parse: {e}", frame.lsn)))?;
+            let commit = payload::decode(frame.payload).map_err(|e| corrupt(&name, pos, &format!("commit record {} does not parse: {e}", frame.lsn)))?;
             if frame.lsn > checkpoint_lsn {
                 out.commits.push((frame.lsn, commit));
             }

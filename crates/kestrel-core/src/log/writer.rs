@@ -65,7 +65,15 @@ pub(crate) fn create_segment(log_dir: &Path, vfs: &dyn Vfs, first_lsn: u64) -> R
 
 impl Writer {
     /// The writer of the active segment `active` (named `active_name`, in `log_dir`).
-    pub(crate) fn new(shared: Arc<Shared>, options: Options, log_dir: PathBuf, vfs: Arc<dyn Vfs>, active: Box<dyn LogFile>, active_name: String, notify: Notify) -> Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        options: Options,
+        log_dir: PathBuf,
+        vfs: Arc<dyn Vfs>,
+        active: Box<dyn LogFile>,
+        active_name: String,
+        notify: Notify,
+    ) -> Writer {
         Writer { shared, options, log_dir, vfs, active, active_name, last_sync: Instant::now(), unsynced: false, notify }
     }
 
@@ -218,8 +226,7 @@ impl Writer {
             // applied but not yet counted, nor the reverse.
             self.shared.visible_lsn.store(last, Ordering::Release);
             drop(store);
-            *self.shared.durable_at.lock().expect("durable lock") =
-                (self.active_name.clone(), self.active.len(), last);
+            *self.shared.durable_at.lock().expect("durable lock") = (self.active_name.clone(), self.active.len(), last);
             // Hand the batch to the gopher; a full queue holds the acknowledgement back
             // (committers wait), it never drops the batch.
             flush::push(&self.shared, Batch::new(last, written), record_bytes);

@@ -38,7 +38,8 @@ impl Allocator {
     /// A new page at the end of the file (`next++`).
     pub fn alloc_at_end(&mut self) -> Result<u32> {
         let p = self.next;
-        self.next = p.checked_add(1).ok_or_else(|| Error::new(Code::Io, format!("{PAGE_FILE} is full: 2^32 pages; compact the database (backup and restore)")))?;
+        self.next =
+            p.checked_add(1).ok_or_else(|| Error::new(Code::Io, format!("{PAGE_FILE} is full: 2^32 pages; compact the database (backup and restore)")))?;
         Ok(p)
     }
 

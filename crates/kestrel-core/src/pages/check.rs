@@ -142,7 +142,14 @@ impl Walker<'_, '_> {
                         if index_tree {
                             let splits = envelope::split_entry(e.key).is_some_and(|(ik, pk)| !ik.is_empty() && !pk.is_empty());
                             if !splits || e.value.len() != 0 {
-                                self.problem(no, &format!("index-tree entry of {} key bytes and {} value bytes is not ik ‖ pk ‖ u16 |pk| with an empty value", e.key.len(), e.value.len()));
+                                self.problem(
+                                    no,
+                                    &format!(
+                                        "index-tree entry of {} key bytes and {} value bytes is not ik ‖ pk ‖ u16 |pk| with an empty value",
+                                        e.key.len(),
+                                        e.value.len()
+                                    ),
+                                );
                             }
                         }
                         self.out.leaf_bytes += leaf_entry_bytes(e.key.len(), e.value.len()) as u64;

@@ -28,15 +28,15 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use allocator::Quarantine;
-pub use check::CheckReport;
-use tree_write::{build_checkpoint, Built};
 use crate::error::{Code, Error, Result};
 use crate::format::envelope::{self, STORED_VALUE_BYTES_MAX};
 use crate::format::page_layout::{self, check_header, Header, PageBuf, TreePage, META_SLOTS};
 pub use crate::format::page_layout::{Meta, PAGE_BYTES};
 use crate::format::payload::KEY_BYTES_MAX;
 use crate::pio::FileExt;
+use allocator::Quarantine;
+pub use check::CheckReport;
+use tree_write::{build_checkpoint, Built};
 
 pub const PAGE_FILE: &str = "pages.kdb";
 
@@ -371,8 +371,16 @@ fn read_meta(file: &File) -> Result<Meta> {
     let Some(meta) = best else { return Ok(Meta::NONE) };
     // A valid meta page whose numbers do not fit the file is damage, not "no checkpoint".
     let slot = (meta.seq % 2) as u32;
-    if meta.page_count < META_SLOTS || meta.catalog_root >= meta.page_count || meta.free_head >= meta.page_count || (meta.catalog_root != 0 && meta.catalog_root < META_SLOTS) || (meta.free_head != 0 && meta.free_head < META_SLOTS) {
-        return Err(corrupt(slot, &format!("meta page with page count {}, catalog root {}, free list at {}", meta.page_count, meta.catalog_root, meta.free_head)));
+    if meta.page_count < META_SLOTS
+        || meta.catalog_root >= meta.page_count
+        || meta.free_head >= meta.page_count
+        || (meta.catalog_root != 0 && meta.catalog_root < META_SLOTS)
+        || (meta.free_head != 0 && meta.free_head < META_SLOTS)
+    {
+        return Err(corrupt(
+            slot,
+            &format!("meta page with page count {}, catalog root {}, free list at {}", meta.page_count, meta.catalog_root, meta.free_head),
+        ));
     }
     let file_bytes = file.metadata().map_err(|e| Error::io(&format!("reading the size of {PAGE_FILE}"), &e))?.len();
     if file_bytes < meta.page_count as u64 * PAGE_BYTES as u64 {
@@ -444,7 +452,11 @@ fn write_pages(file: &File, pages: &[(u32, Box<PageBuf>)], garble: bool) -> Resu
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Every third page "lost" (zeros), the others garbled.
-                    if no % 3 == 0 { 0 } else { x as u8 }
+                    if no % 3 == 0 {
+                        0
+                    } else {
+                        x as u8
+                    }
                 }));
             } else {
                 run.extend_from_slice(&page[..]);
@@ -535,7 +547,8 @@ impl PageStore {
                 let mut out = Vec::new();
                 tree_read::range(src, src.meta.catalog_root, Bound::Unbounded, Bound::Unbounded, false, &mut |page, e| {
                     let (_, records) = page_layout::decode_catalog_value(e).map_err(|what| corrupt(page, &what))?;
-                    let name = std::str::from_utf8(e.key).map_err(|_| corrupt(page, &format!("catalog name {:?} is not UTF-8", String::from_utf8_lossy(e.key))))?;
+                    let name =
+                        std::str::from_utf8(e.key).map_err(|_| corrupt(page, &format!("catalog name {:?} is not UTF-8", String::from_utf8_lossy(e.key))))?;
                     out.push((name.to_string(), records));
                     Ok(true)
                 })?;
@@ -590,7 +603,14 @@ impl PageStore {
             .with_source(|src| {
                 let walk = check::walk(src)?;
                 let fill = if walk.leaf_pages == 0 { 0.0 } else { 100.0 * walk.leaf_bytes as f64 / (walk.leaf_pages as f64 * page_layout::BODY_BYTES as f64) };
-                Ok(CheckReport { pages_reachable: walk.reached.len() as u64, pages_free: walk.free.len() as u64, records: walk.records, index_entries: walk.index_entries, leaf_fill_percent: fill, problems: walk.problems })
+                Ok(CheckReport {
+                    pages_reachable: walk.reached.len() as u64,
+                    pages_free: walk.free.len() as u64,
+                    records: walk.records,
+                    index_entries: walk.index_entries,
+                    leaf_fill_percent: fill,
+                    problems: walk.problems,
+                })
             })?
             .unwrap_or_default())
     }
@@ -618,7 +638,13 @@ impl PageStore {
         let file = match file {
             Some(f) => f,
             None => {
-                let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path).map_err(|e| Error::io(&format!("creating {}", self.path.display()), &e))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)
+                    .map_err(|e| Error::io(&format!("creating {}", self.path.display()), &e))?;
                 // The new directory entry must be durable before any meta page in it counts.
                 sync_dir(&self.dir)?;
                 Arc::new(f)

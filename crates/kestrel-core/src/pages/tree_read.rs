@@ -6,7 +6,9 @@ use std::ops::Bound;
 
 use super::{corrupt, PageSource};
 use crate::error::Result;
-use crate::format::page_layout::{decode_catalog_value, decode_overflow, overflow_pages_for, LeafEntry, ValueRef, INLINE_VALUE_BYTES_MAX, KIND_BRANCH, KIND_LEAF, KIND_OVERFLOW};
+use crate::format::page_layout::{
+    decode_catalog_value, decode_overflow, overflow_pages_for, LeafEntry, ValueRef, INLINE_VALUE_BYTES_MAX, KIND_BRANCH, KIND_LEAF, KIND_OVERFLOW,
+};
 
 /// Deepest tree any path may reach. A real tree is far shallower (a full branch page holds
 /// ≥ 3 entries, so 2^32 pages need ≤ 21 levels); past this a corrupt file has a cycle.
@@ -98,7 +100,14 @@ fn bounds_empty(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
 
 /// Visit the leaf entries of the tree at `root` within the bounds, ascending or (reverse)
 /// descending, until `visit` returns false. `visit` gets the leaf's page number too.
-pub fn range(src: &PageSource<'_>, root: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool, visit: &mut dyn FnMut(u32, &LeafEntry<'_>) -> Result<bool>) -> Result<()> {
+pub fn range(
+    src: &PageSource<'_>,
+    root: u32,
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+    reverse: bool,
+    visit: &mut dyn FnMut(u32, &LeafEntry<'_>) -> Result<bool>,
+) -> Result<()> {
     if root == 0 || bounds_empty(lower, upper) {
         return Ok(());
     }
@@ -106,7 +115,15 @@ pub fn range(src: &PageSource<'_>, root: u32, lower: Bound<&[u8]>, upper: Bound<
 }
 
 /// Returns false once `visit` asked to stop.
-fn range_node(src: &PageSource<'_>, no: u32, lower: Bound<&[u8]>, upper: Bound<&[u8]>, reverse: bool, visit: &mut dyn FnMut(u32, &LeafEntry<'_>) -> Result<bool>, depth: usize) -> Result<bool> {
+fn range_node(
+    src: &PageSource<'_>,
+    no: u32,
+    lower: Bound<&[u8]>,
+    upper: Bound<&[u8]>,
+    reverse: bool,
+    visit: &mut dyn FnMut(u32, &LeafEntry<'_>) -> Result<bool>,
+    depth: usize,
+) -> Result<bool> {
     if depth >= DEPTH_MAX {
         return Err(corrupt(no, &format!("tree deeper than {DEPTH_MAX} levels (a cycle?)")));
     }

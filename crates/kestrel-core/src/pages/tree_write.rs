@@ -259,7 +259,10 @@ pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes:
     let mut next = meta.page_count;
     if !quarantine.pages.is_empty() {
         debug_assert!(quarantine.pages.iter().all(|p| *p >= meta.page_count || reusable.binary_search(p).is_ok()));
-        debug_assert!((meta.page_count..quarantine.page_count).all(|p| quarantine.pages.binary_search(&p).is_ok()), "an attempt writes every page it allocates");
+        debug_assert!(
+            (meta.page_count..quarantine.page_count).all(|p| quarantine.pages.binary_search(&p).is_ok()),
+            "an attempt writes every page it allocates"
+        );
         reusable.retain(|p| quarantine.pages.binary_search(p).is_err());
         next = next.max(quarantine.page_count);
     }
@@ -274,7 +277,9 @@ pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes:
     let mut all: Vec<(&str, Vec<Op<'_>>)> = changes
         .iter()
         .map(|cc| (cc.name.as_str(), cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, v.as_ref())) }).collect()))
-        .chain(derived.iter().map(|cc| (cc.name.as_str(), cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, &v[..])) }).collect())))
+        .chain(
+            derived.iter().map(|cc| (cc.name.as_str(), cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, &v[..])) }).collect())),
+        )
         .collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     debug_assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "collection and index-tree names never collide");
@@ -303,7 +308,8 @@ pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes:
     let catalog_root = if all.is_empty() {
         meta.catalog_root
     } else {
-        let ops: Vec<Op<'_>> = all.iter().zip(&catalog_values).map(|((name, _), v)| Op { key: name.as_bytes(), value: v.as_ref().map(|v| (0, &v[..])) }).collect();
+        let ops: Vec<Op<'_>> =
+            all.iter().zip(&catalog_values).map(|((name, _), v)| Op { key: name.as_bytes(), value: v.as_ref().map(|v| (0, &v[..])) }).collect();
         w.apply_root(meta.catalog_root, &ops)?
     };
 

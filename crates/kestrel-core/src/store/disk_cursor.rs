@@ -74,7 +74,11 @@ pub(super) fn merge_order(mem: Option<&[u8]>, disk: Option<&[u8]>, reverse: bool
         (None, Some(_)) => Greater,
         (Some(m), Some(d)) => {
             let o = m.cmp(d);
-            if reverse { o.reverse() } else { o }
+            if reverse {
+                o.reverse()
+            } else {
+                o
+            }
         }
     })
 }

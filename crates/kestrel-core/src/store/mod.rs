@@ -66,15 +66,15 @@ pub use overlay::INDEX_ENTRY_OVERHEAD_BYTES;
 pub use read::ScanBounds;
 pub use scavenge::ScavengeStep;
 
-use chain::{chain_key_bytes, chain_of, version_bytes, visible, Chain};
-use keep::{droppable_tombstone, prune, Keep};
-use overlay::{Overlay, Released};
 use crate::error::{Code, Error, Result};
 use crate::format::envelope;
 use crate::format::payload::{Commit, OP_APPEND, OP_DELETE, OP_INCREMENT, OP_PUT};
 use crate::keybuf::KeyBuf;
 use crate::merge;
 use crate::pages::{PageStore, PAGE_FILE};
+use chain::{chain_key_bytes, chain_of, version_bytes, visible, Chain};
+use keep::{droppable_tombstone, prune, Keep};
+use overlay::{Overlay, Released};
 
 /// What one installed write left as the key's newest version: the flusher's input. The
 /// collection name and the value are the store's own, shared.
@@ -223,10 +223,14 @@ impl Store {
         let mut out = Vec::with_capacity(commit.ops.len());
         // Split borrows: the chains and the overlay change together.
         let Store { collections, overlay, versions, record_bytes, live_keys, keep, .. } = self;
-        let names: Vec<Arc<str>> = commit.collections.iter().map(|n| match collections.get_key_value(n.as_str()) {
-            Some((name, _)) => name.clone(),
-            None => Arc::from(n.as_str()),
-        }).collect();
+        let names: Vec<Arc<str>> = commit
+            .collections
+            .iter()
+            .map(|n| match collections.get_key_value(n.as_str()) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(n.as_str()),
+            })
+            .collect();
         for op in commit.ops {
             let name = &names[op.collection as usize];
             let map = match collections.get_mut(&**name) {

@@ -48,7 +48,11 @@ impl ScanBounds {
     }
 
     pub(super) fn limit(&self) -> usize {
-        if self.limit == 0 { usize::MAX } else { self.limit }
+        if self.limit == 0 {
+            usize::MAX
+        } else {
+            self.limit
+        }
     }
 }
 
@@ -93,7 +97,11 @@ impl Store {
             Some(map) if b.reverse => Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev()),
             Some(map) => Box::new(map.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref()))),
         };
-        let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, collection, lower, upper, b.reverse) } else { DiskCursor::empty(pages, collection) };
+        let mut disk = if self.disk_only.may_have(collection) {
+            DiskCursor::new(pages, collection, lower, upper, b.reverse)
+        } else {
+            DiskCursor::empty(pages, collection)
+        };
         let mut next_mem = mem.next();
         let mut found = 0usize;
         // Bounded: each iteration consumes a memory entry or a page-store entry.
@@ -155,7 +163,15 @@ impl Store {
     /// When no key of `collection` can be only in the page store (`DiskOnly`), the page-store
     /// index tree is not read: every entry it holds is answered by a chain in memory, whose
     /// visible version's entries the overlay holds.
-    pub fn find_each(&self, collection: &str, index: &str, b: &ScanBounds, snapshot: u64, pages: &PageStore, visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<bool> {
+    pub fn find_each(
+        &self,
+        collection: &str,
+        index: &str,
+        b: &ScanBounds,
+        snapshot: u64,
+        pages: &PageStore,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<bool> {
         if index.is_empty() || index.len() > envelope::INDEX_NAME_BYTES_MAX || index.contains('\0') {
             return Err(Error::new(Code::InvalidArgument, format!("index name {index:?}: 1 to {} UTF-8 bytes without 0x00", envelope::INDEX_NAME_BYTES_MAX)));
         }
@@ -173,7 +189,8 @@ impl Store {
             Some(o) if b.reverse => Box::new(o.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).rev().map(|(k, _)| k)),
             Some(o) => Box::new(o.range::<KeyBuf, _>((lo.as_ref(), hi.as_ref())).map(|(k, _)| k)),
         };
-        let mut disk = if self.disk_only.may_have(collection) { DiskCursor::new(pages, &tree, lower, upper, b.reverse) } else { DiskCursor::empty(pages, &tree) };
+        let mut disk =
+            if self.disk_only.may_have(collection) { DiskCursor::new(pages, &tree, lower, upper, b.reverse) } else { DiskCursor::empty(pages, &tree) };
         let chains = self.collections.get(collection);
         let mut next_mem = mem.next();
         let mut found = 0usize;

@@ -209,7 +209,11 @@ fn pruning_keeps_every_index_entry_a_staying_version_holds() {
         step = s.scavenge(-1, 0, 1);
     }
     assert!(step.done);
-    assert_eq!((step.visited, step.pruned_versions, step.index_entries_removed, step.retired), (1, 4, 1, 0), "'-'(1), A(2), B(3), C(4) leave; only B's entry goes");
+    assert_eq!(
+        (step.visited, step.pruned_versions, step.index_entries_removed, step.retired),
+        (1, 4, 1, 0),
+        "'-'(1), A(2), B(3), C(4) leave; only B's entry goes"
+    );
     assert_eq!(t3_overlay(&s), vec![("-".into(), 1), ("A".into(), 1), ("C".into(), 1), ("D".into(), 1)], "exactly '-', A, C, D stay");
     s.check_invariants();
 
@@ -278,7 +282,12 @@ fn age_groups_steer_what_the_scavenger_retires() {
     let changes: Vec<Change> = (0..6u8).map(|i| (vec![i], Some((i as u64 + 1, vec![0xa1, b'a' + i])))).collect();
     for (i, (k, v)) in changes.iter().enumerate() {
         s.set_age_group(i as u64 / 2); // keys 0,1 in group 0; 2,3 in 1; 4,5 in 2
-        s.apply(i as u64 + 1, Commit { collections: vec!["c".into()], ops: vec![Op { kind: OP_PUT, collection: 0, key: k.clone(), value: v.as_ref().unwrap().1.clone() }] }, &p).unwrap();
+        s.apply(
+            i as u64 + 1,
+            Commit { collections: vec!["c".into()], ops: vec![Op { kind: OP_PUT, collection: 0, key: k.clone(), value: v.as_ref().unwrap().1.clone() }] },
+            &p,
+        )
+        .unwrap();
     }
     s.set_age_group(1); // never goes back
     assert_eq!(s.age_group(), 2);
@@ -786,7 +795,13 @@ fn run_random(seed: u64) {
                 keys.dedup();
                 let ops: Vec<Op> = keys
                     .iter()
-                    .map(|k| if rng.below(6) == 0 { Op { kind: OP_DELETE, collection: 0, key: k.clone(), value: vec![] } } else { Op { kind: OP_PUT, collection: 0, key: k.clone(), value: random_value(&mut rng, lsn as u8) } })
+                    .map(|k| {
+                        if rng.below(6) == 0 {
+                            Op { kind: OP_DELETE, collection: 0, key: k.clone(), value: vec![] }
+                        } else {
+                            Op { kind: OP_PUT, collection: 0, key: k.clone(), value: random_value(&mut rng, lsn as u8) }
+                        }
+                    })
                     .collect();
                 let written = s.apply(lsn, Commit { collections: vec!["c".into()], ops }, &p).unwrap();
                 for w in written {
@@ -820,7 +835,10 @@ fn run_random(seed: u64) {
             }
             12..=13 => {
                 if !dirty.is_empty() {
-                    let changes = vec![CollectionChanges { name: "c".into(), changes: std::mem::take(&mut dirty).into_iter().map(|(k, (c, v))| (k, v.map(|v| (c, v)))).collect() }];
+                    let changes = vec![CollectionChanges {
+                        name: "c".into(),
+                        changes: std::mem::take(&mut dirty).into_iter().map(|(k, (c, v))| (k, v.map(|v| (c, v)))).collect(),
+                    }];
                     p.checkpoint(lsn, &changes, crate::pages::PageFault::None).unwrap();
                     s.set_checkpointed(lsn);
                 }
@@ -873,7 +891,8 @@ fn run_random(seed: u64) {
     for w in s.apply(lsn, Commit { collections: vec!["c".into()], ops }, &p).unwrap() {
         dirty.insert(w.key.to_vec(), (lsn, w.value.as_deref().map(<[u8]>::to_vec)));
     }
-    let changes = vec![CollectionChanges { name: "c".into(), changes: std::mem::take(&mut dirty).into_iter().map(|(k, (c, v))| (k, v.map(|v| (c, v)))).collect() }];
+    let changes =
+        vec![CollectionChanges { name: "c".into(), changes: std::mem::take(&mut dirty).into_iter().map(|(k, (c, v))| (k, v.map(|v| (c, v)))).collect() }];
     p.checkpoint(lsn, &changes, crate::pages::PageFault::None).unwrap();
     s.set_checkpointed(lsn);
     s.set_horizon(lsn, false, &[]);
