@@ -25,6 +25,7 @@
 //! that gives up; the only thread that applies batches takes the deferred ones first; and nothing
 //! can interrupt a resume.
 
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::PathBuf;
@@ -491,10 +492,11 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
                     let mut added = 0usize;
                     let mut added_keys = 0usize;
                     for (k, v) in keys {
-                        if !map.contains_key(&k) {
-                            added += name.len() + k.len() + v.1.as_ref().map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
+                        // A key written again since is already there, newer: it stays.
+                        if let MapEntry::Vacant(slot) = map.entry(k) {
+                            added += name.len() + slot.key().len() + v.1.as_ref().map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
                             added_keys += 1;
-                            map.insert(k, v);
+                            slot.insert(v);
                         }
                     }
                     flow.dirty_bytes += added;

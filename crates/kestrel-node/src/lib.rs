@@ -351,6 +351,7 @@ impl NativeEngine {
 
     /// Index lookup: flattened `[primaryKey0, value0, …]` in entry order (limit 0 = all).
     #[napi]
+    // The JavaScript signature: positional arguments, one per bound (see `findIo` for the fast path).
     #[allow(clippy::too_many_arguments)]
     pub fn find(
         &self,
@@ -422,6 +423,8 @@ impl NativeEngine {
 
     /// Flattened [key0, value0, key1, value1, …] in key order within the bounds (limit 0 = all).
     #[napi]
+    // The JavaScript signature: positional arguments, one per bound (see `scanIo` for the fast path).
+    #[allow(clippy::too_many_arguments)]
     pub fn scan(
         &self,
         collection: String,
@@ -554,7 +557,7 @@ impl NativeEngine {
     /// Test-only power loss (needs the fault layer).
     #[napi]
     pub fn crash(&self, tear_bytes: f64) -> std::result::Result<(), napi::Error<String>> {
-        if !(tear_bytes >= 0.0) {
+        if tear_bytes.is_nan() || tear_bytes < 0.0 {
             return Err(invalid("tearBytes must be a non-negative number".into()));
         }
         self.engine.crash(tear_bytes as u64).map_err(to_js)

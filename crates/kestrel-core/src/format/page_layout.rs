@@ -244,6 +244,10 @@ impl ValueRef<'_> {
             ValueRef::Overflow { len, .. } => *len as usize,
         }
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,8 +476,13 @@ impl TreePage {
         self.header.kind == KIND_LEAF
     }
 
+    /// Entries on the page.
     pub fn len(&self) -> usize {
         self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
     }
 
     /// Key of entry i (empty for a branch's entry 0).

@@ -90,9 +90,10 @@ impl Walker<'_, '_> {
 
     /// Walk the tree under `no`, whose keys must lie in [lower, upper) (None = unbounded).
     /// Returns its leaf entries. `catalog`: Some = this is the catalog, collect its entries.
-    #[allow(clippy::too_many_arguments)]
     /// `index_tree`: every entry must split as `ik ‖ pk ‖ u16 BE |pk|` (ik, pk non-empty) and
     /// hold an empty value.
+    // One recursive walk: the bounds, depth and leaf depth change at every level.
+    #[allow(clippy::too_many_arguments)]
     fn tree(
         &mut self,
         no: u32,
@@ -141,7 +142,7 @@ impl Walker<'_, '_> {
                     None => {
                         if index_tree {
                             let splits = envelope::split_entry(e.key).is_some_and(|(ik, pk)| !ik.is_empty() && !pk.is_empty());
-                            if !splits || e.value.len() != 0 {
+                            if !splits || !e.value.is_empty() {
                                 self.problem(
                                     no,
                                     &format!(

@@ -281,7 +281,7 @@ pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes:
             derived.iter().map(|cc| (cc.name.as_str(), cc.changes.iter().map(|(k, v)| Op { key: k, value: v.as_ref().map(|(c, v)| (*c, &v[..])) }).collect())),
         )
         .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.sort_by(|a, b| a.0.cmp(b.0));
     debug_assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "collection and index-tree names never collide");
 
     // Step 2: each changed tree, in name order.

@@ -229,6 +229,7 @@ impl Store {
 
     /// Hand the candidate `entry` of `find` to `visit` as (primary key, MessagePack value) if the
     /// version of its primary key visible at `snapshot` holds (index, ik); whether it did.
+    // The lookup's state, looked up once by `find_each` and passed to each candidate.
     #[allow(clippy::too_many_arguments)]
     fn find_candidate(
         &self,

@@ -88,7 +88,7 @@ fn a_live_count_below_the_page_store_is_corruption_not_a_wrap() {
         .unwrap();
     // A store told the checkpoint holds no records, though it holds one.
     let mut s = Store::new(1, 0, true);
-    let err = s.apply(2, put(b"k", None), &p).err().expect("deleting the loaded record cannot count below zero");
+    let err = s.apply(2, put(b"k", None), &p).expect_err("deleting the loaded record cannot count below zero");
     assert_eq!(err.code, Code::Corrupt);
     assert!(err.message.contains("meta page"), "{}", err.message);
     // With the right count the same delete is fine.
@@ -741,6 +741,7 @@ fn model_get(history: &History, pk: &[u8], snapshot: u64) -> Option<Vec<u8>> {
 
 /// Every get and a few finds at `snapshot` against the model of the staying versions — and the
 /// model against the full history (the rule keeps what the snapshot reads).
+// A test helper: the store, both models and the reads to make, each one argument.
 #[allow(clippy::too_many_arguments)]
 fn check_reads(s: &Store, p: &PageStore, rng: &mut Rng, history: &History, model: &History, snapshot: u64, finds: usize, what: &str) {
     for k in 0..20 {
