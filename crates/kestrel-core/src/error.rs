@@ -58,6 +58,11 @@ impl Error {
     }
 }
 
+/// `map_err` adapter: an I/O error while doing `what` (see [`Error::io`]).
+pub(crate) fn io(what: String) -> impl FnOnce(io::Error) -> Error {
+    move |e| Error::io(&what, &e)
+}
+
 /// Is this I/O error "no space left on device" (real or injected)?
 pub fn is_enospc(err: &io::Error) -> bool {
     err.raw_os_error() == Some(28) || err.to_string().contains("ENOSPC")

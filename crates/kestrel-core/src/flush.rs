@@ -1,4 +1,4 @@
-//! Behind the log writer: the **gopher** and the **flusher** (DESIGN.md §3–§4).
+//! Behind the log writer: the **gopher** and the **flusher**.
 //!
 //! ```text
 //! writer ──push(batch)──▶ queue ──gopher──▶ dirty set ──flusher──▶ checkpoint (pages.kdb)
@@ -20,12 +20,12 @@
 //!   by size, by age or on request, never while suspended; `suspend` reports whether a checkpoint
 //!   is still being written so that the caller (backup, verify) waits it out before reading.
 //!
-//! The seed this is built against (a flush thread that ignored suspension, a re-queue that could
-//! time out and drop batches, deferred batches re-queued behind newer ones, an interrupted resume
-//! that lost the rest) is designed out: suspension is checked by the only two threads that move
-//! batches, every wait is for room (never a timeout that gives up), the only thread that applies
-//! batches takes the deferred ones first, and nothing can interrupt a resume.
+//! Invariants: no batch is ever dropped, reordered or checkpointed while suspended. Suspension
+//! is checked by the only two threads that move batches; every wait is for room, never a timeout
+//! that gives up; the only thread that applies batches takes the deferred ones first; and nothing
+//! can interrupt a resume.
 
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::PathBuf;
@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{Options, Shared};
 use crate::error::{Code, Error, Result};
-use crate::format::parse_segment_name;
-use crate::pages::{CollectionChanges, PageFault};
+use crate::format::log::parse_segment_name;
 use crate::keybuf::KeyBuf;
+use crate::pages::{CollectionChanges, PageFault};
 use crate::store::{Value, Written};
 use crate::vfs::sync_dir;
 
@@ -328,8 +328,7 @@ impl Flow {
         let by_size = self.dirty_bytes as u64 >= o.checkpoint_bytes;
         // Over the memory budget only checkpointed records can be retired: checkpoint sooner.
         let by_memory = self.record_bytes > o.cache_bytes && self.dirty_bytes as u64 >= (o.checkpoint_bytes / 8).max(1);
-        let by_age = o.checkpoint_interval_ms > 0
-            && self.dirty_since.is_some_and(|t| now.duration_since(t) >= Duration::from_millis(o.checkpoint_interval_ms));
+        let by_age = o.checkpoint_interval_ms > 0 && self.dirty_since.is_some_and(|t| now.duration_since(t) >= Duration::from_millis(o.checkpoint_interval_ms));
         by_size || by_memory || by_age
     }
 }
@@ -361,10 +360,8 @@ pub(crate) fn start(shared: Arc<Shared>, options: &Options, log_dir: PathBuf) ->
         flow.deferred_bytes_max = options.deferred_bytes_max as usize;
     }
     let g = shared.clone();
-    let gopher = std::thread::Builder::new()
-        .name("kestrel-gopher".into())
-        .spawn(move || gopher(&g))
-        .map_err(|e| Error::io("starting the gopher thread", &e))?;
+    let gopher =
+        std::thread::Builder::new().name("kestrel-gopher".into()).spawn(move || gopher(&g)).map_err(|e| Error::io("starting the gopher thread", &e))?;
     let f = shared;
     let o = options.clone();
     let flusher = std::thread::Builder::new()
@@ -495,10 +492,11 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
                     let mut added = 0usize;
                     let mut added_keys = 0usize;
                     for (k, v) in keys {
-                        if !map.contains_key(&k) {
-                            added += name.len() + k.len() + v.1.as_ref().map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
+                        // A key written again since is already there, newer: it stays.
+                        if let MapEntry::Vacant(slot) = map.entry(k) {
+                            added += name.len() + slot.key().len() + v.1.as_ref().map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
                             added_keys += 1;
-                            map.insert(k, v);
+                            slot.insert(v);
                         }
                     }
                     flow.dirty_bytes += added;
@@ -510,7 +508,13 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
                 flow.retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
                 flow.failure = Some((tickets, e.clone()));
                 if flow.stopping.is_some() {
-                    flow.final_error = Some(Error::new(e.code, format!("the final checkpoint at close failed ({}); nothing is lost: the log still holds every commit, and the next open replays it", e.message)));
+                    flow.final_error = Some(Error::new(
+                        e.code,
+                        format!(
+                            "the final checkpoint at close failed ({}); nothing is lost: the log still holds every commit, and the next open replays it",
+                            e.message
+                        ),
+                    ));
                     drop(flow);
                     shared.flow_changed.notify_all();
                     return;

@@ -1,18 +1,18 @@
 //! kestrel-core: the kestreldb storage engine without N-API — the serial log with group commit,
-//! recovery, the fault-injecting file layer and the store. The byte format is docs/FORMAT.md.
+//! recovery, the fault-injecting file layer, the version store and the page store. The byte
+//! format is docs/FORMAT.md (`format`).
 
+pub mod directory;
 pub mod engine;
-pub mod envelope;
 pub mod error;
 pub mod flush;
 pub mod format;
 pub mod keybuf;
 pub mod lock;
+pub mod log;
 pub mod merge;
 pub mod pages;
-pub mod payload;
 pub mod pio;
-pub mod recovery;
 pub mod store;
 pub mod vfs;
 

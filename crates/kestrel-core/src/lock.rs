@@ -1,6 +1,6 @@
 //! The directory lock: one engine writes a database directory at a time, whichever process,
-//! thread, JavaScript realm or copy of the package it runs in (docs/ARCHITECTURE.md, "One
-//! writer per directory"). The TypeScript twin is `lib/lock.ts`; both take the same lock, so a
+//! thread, JavaScript realm or copy of the package it runs in (docs/FORMAT.md "The directory
+//! lock"). The TypeScript twin is `lib/lock.ts`; both take the same lock, so a
 //! native and a ts engine exclude each other too.
 //!
 //! Linux: an abstract Unix socket bound to `kestreldb/<device>/<inode>` of the directory (hex).
@@ -17,10 +17,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::error::Result;
 #[cfg(target_os = "linux")]
 use crate::error::{Code, Error};
-use crate::error::Result;
-use crate::format::LOCK_FILE;
+use crate::format::log::LOCK_FILE;
 
 /// Held while an engine owns its directory; released on drop (after the engine's threads stop).
 pub struct DirLock {
@@ -119,12 +119,10 @@ impl DirLock {
     fn write_owner(&self, engine: &str) -> Result<()> {
         let tmp = self.path.with_file_name(format!("{LOCK_FILE}.{}.tmp", self.nonce));
         let line = format!("pid={} engine={engine} nonce={}\n", std::process::id(), self.nonce);
-        fs::write(&tmp, line)
-            .and_then(|_| fs::rename(&tmp, &self.path))
-            .map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io("writing the LOCK file", &e)
-            })
+        fs::write(&tmp, line).and_then(|_| fs::rename(&tmp, &self.path)).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io("writing the LOCK file", &e)
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Merge operators applied at install time, on MessagePack bytes (docs/FORMAT.md "Merge ops").
 //! The TypeScript twin is `lib/core/ts/merge.ts`; both produce the same bytes.
 
-use crate::envelope;
+use crate::format::envelope;
 
 /// Parse a MessagePack array header: (element count, header length).
 pub fn array_header(bytes: &[u8]) -> Option<(usize, usize)> {

@@ -10,8 +10,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::pio::FileExt;
 pub use crate::pio::sync_dir;
+use crate::pio::FileExt;
 
 /// Why an operation is issued: only `Batch` operations are counted by the fault layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

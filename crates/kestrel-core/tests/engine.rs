@@ -1,30 +1,17 @@
 //! Engine-level tests of kestrel-core: commit → durable → visible → reopen, recovery of torn,
 //! zeroed and corrupt logs, the fault layer, and a crash-consistency test on the fake disk.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use kestrel_core::payload::{encode, Commit, Op, OP_PUT};
+use common::{Rng, TempDir};
+use kestrel_core::format::payload::{encode, Commit, Op, OP_PUT};
 use kestrel_core::{Code, Engine, Errno, FaultOptions, Options, ScanBounds};
-
-/// A fresh temp directory path (not created), removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(label: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!("kestrel-core-{}-{}-{label}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Tracks acknowledgements: the highest durable LSN and the failure, if any.
 #[derive(Default)]
@@ -58,15 +45,19 @@ fn log_only() -> Options {
 fn open(dir: &Path, options: Options) -> (Engine, Arc<Acks>) {
     let acks = Arc::new(Acks::default());
     let a = acks.clone();
-    let engine = Engine::open(dir, options, Box::new(move |lsn, err| {
-        let mut s = a.state.lock().unwrap();
-        if err.is_some() {
-            s.1 = err;
-        } else {
-            s.0 = s.0.max(lsn);
-        }
-        a.changed.notify_all();
-    }))
+    let engine = Engine::open(
+        dir,
+        options,
+        Box::new(move |lsn, err| {
+            let mut s = a.state.lock().unwrap();
+            if err.is_some() {
+                s.1 = err;
+            } else {
+                s.0 = s.0.max(lsn);
+            }
+            a.changed.notify_all();
+        }),
+    )
     .expect("open");
     (engine, acks)
 }
@@ -242,20 +233,6 @@ fn failed_write_writes_nothing() {
     assert_eq!(keys(&e, "c"), vec!["k1"]);
 }
 
-/// Small deterministic PRNG (xorshift64*) so failures reproduce.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[test]
 fn crash_consistency_on_the_fake_disk() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -337,7 +314,7 @@ fn golden_bytes_of_a_small_log() {
     log.extend(le64(1)); // first LSN
     log.extend(le32(0)); // reserved
     log.extend(le32(0xF167_3492)); // CRC32C of bytes 0..28
-    // Frame 1: L = 22, crc, LSN 1, COMMIT | BATCH_END, payload.
+                                   // Frame 1: L = 22, crc, LSN 1, COMMIT | BATCH_END, payload.
     log.extend(le32(22));
     log.extend(le32(0x6FFA_FBE7));
     log.extend(le64(1));
@@ -362,7 +339,7 @@ fn golden_bytes_of_a_small_log() {
 }
 
 fn write_segment_header(dir: &Path, first_lsn: u64, bytes: &[u8]) -> PathBuf {
-    let path = dir.join("log").join(kestrel_core::format::segment_name(first_lsn));
+    let path = dir.join("log").join(kestrel_core::format::log::segment_name(first_lsn));
     fs::write(&path, bytes).unwrap();
     path
 }
@@ -383,7 +360,7 @@ fn three_commits(dir: &Path) {
 fn empty_last_segment_is_valid_and_used() {
     let t = TempDir::new("empty-seg");
     three_commits(&t.0);
-    write_segment_header(&t.0, 4, &kestrel_core::format::segment_header(4));
+    write_segment_header(&t.0, 4, &kestrel_core::format::log::segment_header(4));
     {
         let (e, acks) = open(&t.0, log_only());
         assert_eq!(e.last_lsn(), 3);
@@ -399,7 +376,7 @@ fn empty_last_segment_is_valid_and_used() {
 fn torn_segment_creation_is_removed_but_not_anywhere_else() {
     let t = TempDir::new("torn-seg");
     three_commits(&t.0);
-    let header = kestrel_core::format::segment_header(4);
+    let header = kestrel_core::format::log::segment_header(4);
     // A crash while writing the header of the next segment: short, named for LSN 4.
     let torn = write_segment_header(&t.0, 4, &header[..20]);
     {
@@ -461,7 +438,7 @@ fn unknown_record_type_is_corrupt_never_skipped() {
     let seg = segment(&t.0, 0);
     let mut bytes = fs::read(&seg).unwrap();
     let offset = bytes.len();
-    kestrel_core::format::write_frame(&mut bytes, 4, 5 | kestrel_core::format::BATCH_END, b"from the future");
+    kestrel_core::format::log::write_frame(&mut bytes, 4, 5 | kestrel_core::format::log::BATCH_END, b"from the future");
     fs::write(&seg, &bytes).unwrap();
     let err = open_err(&t.0);
     assert_eq!(err.code, Code::Corrupt);
@@ -519,8 +496,9 @@ fn crash_needs_the_fault_layer() {
 
 #[test]
 fn a_batch_failing_right_after_rollover_stays_out_after_reopen() {
-    // Regression: the failed batch used to be cut to the *old* segment's length, which kept it
-    // whole in the new segment when the old one was longer — and a reopen replayed it.
+    // The failed batch is cut back in the segment it went to, to that segment's length before
+    // it: cut to the previous segment's length instead, it would stay whole in the new segment
+    // whenever the old one was longer, and a reopen would replay it.
     let t = TempDir::new("fail-after-rollover");
     {
         let faults = FaultOptions { fail_fsync_at: Some(2), ..FaultOptions::default() };
@@ -573,9 +551,13 @@ fn the_callback_is_released_when_the_writer_stops() {
     let t = TempDir::new("release");
     let token = Arc::new(());
     let held = token.clone();
-    let e = Engine::open(&t.0, Options::default(), Box::new(move |_, _| {
-        let _ = &held;
-    }))
+    let e = Engine::open(
+        &t.0,
+        Options::default(),
+        Box::new(move |_, _| {
+            let _ = &held;
+        }),
+    )
     .unwrap();
     assert_eq!(Arc::strong_count(&token), 2);
     e.close().unwrap();
@@ -593,7 +575,7 @@ fn people(rows: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// Person `i` in generation `g`: MessagePack [i, g], index "city" on `city{(i + g) % 3}`.
 fn person(i: u64, g: u64) -> (String, Vec<u8>) {
     let city = format!("city{}", (i + g) % 3);
-    (format!("p{i:03}"), kestrel_core::envelope::encode(&[0x92, i as u8, g as u8], &[("city", city.as_bytes())]))
+    (format!("p{i:03}"), kestrel_core::format::envelope::encode(&[0x92, i as u8, g as u8], &[("city", city.as_bytes())]))
 }
 
 /// Primary keys found in `city` at `snapshot`, with the values' generation.
@@ -662,7 +644,8 @@ fn indexed_records_are_found_across_checkpoints_scavenges_and_reopen() {
     let check = e.check_pages().unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
     for c in 0..3u64 {
-        let mut want: Vec<(String, u8)> = (0..n).filter(|i| (i + if *i < n / 2 { 2 } else { 1 }) % 3 == c).map(|i| (format!("p{i:03}"), if i < n / 2 { 2 } else { 1 })).collect();
+        let mut want: Vec<(String, u8)> =
+            (0..n).filter(|i| (i + if *i < n / 2 { 2 } else { 1 }) % 3 == c).map(|i| (format!("p{i:03}"), if i < n / 2 { 2 } else { 1 })).collect();
         want.sort();
         assert_eq!(in_city(&e, &format!("city{c}"), last), want, "after reopen");
     }

@@ -117,14 +117,8 @@ pub struct NativeScavengeStep {
     pub survey: Vec<f64>,
 }
 
-type DurableCallback = ThreadsafeFunction<
-    FnArgs<(f64, Option<String>, Option<String>)>,
-    Unknown<'static>,
-    FnArgs<(f64, Option<String>, Option<String>)>,
-    Status,
-    false,
-    true,
->;
+type DurableCallback =
+    ThreadsafeFunction<FnArgs<(f64, Option<String>, Option<String>)>, Unknown<'static>, FnArgs<(f64, Option<String>, Option<String>)>, Status, false, true>;
 
 /// One open database engine.
 #[napi]
@@ -196,7 +190,11 @@ impl<'a> RowWriter<'a> {
 
     /// The number of rows, or -1 when they did not all fit (`complete` false).
     fn finish(self, complete: bool) -> i64 {
-        if complete { self.rows } else { -1 }
+        if complete {
+            self.rows
+        } else {
+            -1
+        }
     }
 }
 
@@ -320,7 +318,14 @@ impl NativeEngine {
     /// they do not fit (call `scan`).
     /// One buffer argument instead of four optional ones: a read pays for one conversion.
     #[napi]
-    pub fn scan_io(&self, collection: u32, reverse: bool, limit: u32, snapshot: f64, mut io: Uint8ArraySlice<'_>) -> std::result::Result<i64, napi::Error<String>> {
+    pub fn scan_io(
+        &self,
+        collection: u32,
+        reverse: bool,
+        limit: u32,
+        snapshot: f64,
+        mut io: Uint8ArraySlice<'_>,
+    ) -> std::result::Result<i64, napi::Error<String>> {
         // SAFETY: the JavaScript caller's buffer, not touched by JavaScript during this call.
         let io: &mut [u8] = unsafe { io.as_mut() };
         let bounds = bounds_from(io, reverse, limit)?;
@@ -346,6 +351,7 @@ impl NativeEngine {
 
     /// Index lookup: flattened `[primaryKey0, value0, …]` in entry order (limit 0 = all).
     #[napi]
+    // The JavaScript signature: positional arguments, one per bound (see `findIo` for the fast path).
     #[allow(clippy::too_many_arguments)]
     pub fn find(
         &self,
@@ -417,6 +423,8 @@ impl NativeEngine {
 
     /// Flattened [key0, value0, key1, value1, …] in key order within the bounds (limit 0 = all).
     #[napi]
+    // The JavaScript signature: positional arguments, one per bound (see `scanIo` for the fast path).
+    #[allow(clippy::too_many_arguments)]
     pub fn scan(
         &self,
         collection: String,
@@ -549,7 +557,7 @@ impl NativeEngine {
     /// Test-only power loss (needs the fault layer).
     #[napi]
     pub fn crash(&self, tear_bytes: f64) -> std::result::Result<(), napi::Error<String>> {
-        if !(tear_bytes >= 0.0) {
+        if tear_bytes.is_nan() || tear_bytes < 0.0 {
             return Err(invalid("tearBytes must be a non-negative number".into()));
         }
         self.engine.crash(tear_bytes as u64).map_err(to_js)

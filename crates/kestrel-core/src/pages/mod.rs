@@ -1,9 +1,12 @@
 //! The page store `pages.kdb` (docs/FORMAT.md, "Page store"): the state of every collection at
 //! the checkpoint LSN as copy-on-write B+trees in 4096-byte pages, two meta slots, a free list.
 //!
-//! - [`layout`]: page bytes (header, meta, leaf, branch, overflow, free list, packing).
-//! - [`tree`]: lookups, ranges, the deterministic copy-on-write `apply`, the allocator, the
-//!   structural walk behind `check` and `reachable_pages`.
+//! - `format::page_layout`: page bytes (header, meta, leaf, branch, overflow, free list, packing).
+//! - `tree_read.rs`: lookups, ranges, values, catalog lookups.
+//! - `allocator.rs`: the allocator, the free list, the quarantine of a failed checkpoint's pages.
+//! - `tree_write.rs`: the deterministic copy-on-write apply of a checkpoint (`TreeWriter`, `build_checkpoint`).
+//! - `derive.rs`: index-tree changes derived from record changes (step 0).
+//! - `check.rs`: the structural walk behind `check` and `reachable_pages`.
 //! - this file: [`PageStore`] — open, reads, the checkpoint driver (write, sync, meta, sync,
 //!   publish) and the page cache.
 //!
@@ -12,8 +15,11 @@
 //! without any lock — the allocator only hands out pages the published checkpoint cannot reach —
 //! and takes the write lock only to drop stale cache entries and publish.
 
-mod layout;
-mod tree;
+mod allocator;
+mod check;
+mod derive;
+mod tree_read;
+mod tree_write;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -23,39 +29,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::error::{Code, Error, Result};
+use crate::format::envelope::{self, STORED_VALUE_BYTES_MAX};
+use crate::format::page_layout::{self, check_header, Header, PageBuf, TreePage, META_SLOTS};
+pub use crate::format::page_layout::{Meta, PAGE_BYTES};
+use crate::format::payload::KEY_BYTES_MAX;
 use crate::pio::FileExt;
-use crate::envelope::{self, STORED_VALUE_BYTES_MAX};
-use crate::payload::KEY_BYTES_MAX;
-
-pub use layout::PAGE_BYTES;
-use layout::{check_header, Header, PageBuf, TreePage, META_SLOTS};
+use allocator::Quarantine;
+pub use check::CheckReport;
+use tree_write::{build_checkpoint, Built};
 
 pub const PAGE_FILE: &str = "pages.kdb";
 
 /// The page cache holds at least this many pages whatever `cache_bytes` says.
 pub const CACHE_PAGES_MIN: usize = 64;
-
-/// A checkpoint's meta page. With no checkpoint: seq 0, checkpoint_lsn 0, catalog_root 0,
-/// page_count 2, free 0/0, records 0 (see [`PageStore::meta`]; `Default` is all zeros).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Meta {
-    pub seq: u64,
-    pub checkpoint_lsn: u64,
-    /// 0 = no collections.
-    pub catalog_root: u32,
-    /// Invariant: ≥ 2; the file's pages are 0 … page_count − 1.
-    pub page_count: u32,
-    /// 0 = no free list.
-    pub free_head: u32,
-    pub free_count: u32,
-    /// Live records over all collections.
-    pub records: u64,
-}
-
-impl Meta {
-    /// The state before the first checkpoint.
-    const NONE: Meta = Meta { seq: 0, checkpoint_lsn: 0, catalog_root: 0, page_count: META_SLOTS, free_head: 0, free_count: 0, records: 0 };
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -107,23 +93,6 @@ pub struct CheckpointReport {
     pub pages_freed: u64,
     /// Every byte written to the file, the meta page included: (pages_written + 1) × 4096.
     pub bytes_written: u64,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct CheckReport {
-    /// Empty = the published checkpoint is structurally sound.
-    pub problems: Vec<String>,
-    /// Pages reached from the meta page (catalog, trees, overflow chains, free-list chain).
-    pub pages_reachable: u64,
-    /// Page numbers listed in the free list.
-    pub pages_free: u64,
-    /// Leaf entries over all collection trees (index trees not counted): the meta's `records`.
-    pub records: u64,
-    /// Leaf entries over all index trees (docs/FORMAT.md "Index trees").
-    pub index_entries: u64,
-    /// Bytes of entries in collection and index-tree leaves over the leaves' 4072-byte bodies, in percent
-    /// (0 with no leaves).
-    pub leaf_fill_percent: f64,
 }
 
 /// The error for a page that fails a check on read; says what to do.
@@ -242,7 +211,7 @@ impl PageSource<'_> {
     /// pages bypass the cache so that big values do not evict the trees.
     pub fn read_checked(&self, page_no: u32, kinds: &[u8], cached: bool) -> Result<std::result::Result<(Header, Arc<PageBuf>), String>> {
         if cached {
-            debug_assert!(kinds.iter().all(|k| *k == layout::KIND_LEAF || *k == layout::KIND_BRANCH), "only tree pages are cached");
+            debug_assert!(kinds.iter().all(|k| *k == page_layout::KIND_LEAF || *k == page_layout::KIND_BRANCH), "only tree pages are cached");
             return Ok(self.read_tree_checked(page_no)?.and_then(|t| {
                 if kinds.contains(&t.header.kind) {
                     Ok((t.header, t.page.clone()))
@@ -258,7 +227,7 @@ impl PageSource<'_> {
         if page_no < META_SLOTS || page_no >= self.meta.page_count {
             return Ok(Err(format!("referenced, but outside the checkpoint's pages 2..{}", self.meta.page_count)));
         }
-        let mut buf = layout::zeroed_page();
+        let mut buf = page_layout::zeroed_page();
         match self.file.read_exact_at(&mut buf[..], page_no as u64 * PAGE_BYTES as u64) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Err("beyond the end of the file".into())),
@@ -278,7 +247,7 @@ impl PageSource<'_> {
         if let Some(page) = self.cache.get(page_no) {
             return Ok(Ok(page));
         }
-        let buf = match self.read_uncached(page_no, &[layout::KIND_LEAF, layout::KIND_BRANCH])? {
+        let buf = match self.read_uncached(page_no, &[page_layout::KIND_LEAF, page_layout::KIND_BRANCH])? {
             Ok((_, buf)) => buf,
             Err(what) => return Ok(Err(what)),
         };
@@ -303,7 +272,7 @@ impl PageSource<'_> {
                 return Ok(*root);
             }
         }
-        let root = tree::catalog_get(self, name.as_bytes())?.map(|(root, _)| root);
+        let root = tree_read::catalog_get(self, name.as_bytes())?.map(|(root, _)| root);
         if let Some(m) = self.roots {
             let mut m = m.lock().unwrap_or_else(PoisonError::into_inner);
             if m.len() >= ROOT_MEMO_MAX {
@@ -341,8 +310,8 @@ pub struct PageStore {
     cache: PageCache,
     /// Serializes checkpoints: the caller already does (one flusher); this makes it a guarantee,
     /// which the "writes need no lock" argument depends on. Holds the pages of failed attempts
-    /// that a retry must not touch (see [`tree::Quarantine`]).
-    flusher: Mutex<tree::Quarantine>,
+    /// that a retry must not touch (see [`Quarantine`]).
+    flusher: Mutex<Quarantine>,
 }
 
 // Readers on many threads share one store.
@@ -372,14 +341,14 @@ fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 
 /// The published meta of an existing file: the valid slot with the higher seq, or none.
 fn read_meta(file: &File) -> Result<Meta> {
-    let mut slots = [layout::zeroed_page(), layout::zeroed_page()];
+    let mut slots = [page_layout::zeroed_page(), page_layout::zeroed_page()];
     for (i, slot) in slots.iter_mut().enumerate() {
         read_up_to(file, &mut slot[..], i as u64 * PAGE_BYTES as u64).map_err(|e| Error::io(&format!("reading {PAGE_FILE} meta slot {i}"), &e))?;
     }
     let mut best: Option<Meta> = None;
     for (i, slot) in slots.iter().enumerate() {
-        match layout::decode_meta(slot, i as u32) {
-            layout::Slot::Valid(m) => {
+        match page_layout::decode_meta(slot, i as u32) {
+            page_layout::Slot::Valid(m) => {
                 if best.is_none_or(|b| m.seq > b.seq) {
                     best = Some(m);
                 }
@@ -387,7 +356,7 @@ fn read_meta(file: &File) -> Result<Meta> {
             // Spec reading: any otherwise well-formed meta page (CRC, kind, number, parity,
             // magic) of a newer version refuses the file, whichever slot is newer: this build
             // cannot know what that version did to the pages.
-            layout::Slot::NewerVersion(v) => {
+            page_layout::Slot::NewerVersion(v) => {
                 return Err(Error::new(
                     Code::FormatVersion,
                     format!(
@@ -396,14 +365,22 @@ fn read_meta(file: &File) -> Result<Meta> {
                     ),
                 ))
             }
-            layout::Slot::Invalid(_) => {}
+            page_layout::Slot::Invalid(_) => {}
         }
     }
     let Some(meta) = best else { return Ok(Meta::NONE) };
     // A valid meta page whose numbers do not fit the file is damage, not "no checkpoint".
     let slot = (meta.seq % 2) as u32;
-    if meta.page_count < META_SLOTS || meta.catalog_root >= meta.page_count || meta.free_head >= meta.page_count || (meta.catalog_root != 0 && meta.catalog_root < META_SLOTS) || (meta.free_head != 0 && meta.free_head < META_SLOTS) {
-        return Err(corrupt(slot, &format!("meta page with page count {}, catalog root {}, free list at {}", meta.page_count, meta.catalog_root, meta.free_head)));
+    if meta.page_count < META_SLOTS
+        || meta.catalog_root >= meta.page_count
+        || meta.free_head >= meta.page_count
+        || (meta.catalog_root != 0 && meta.catalog_root < META_SLOTS)
+        || (meta.free_head != 0 && meta.free_head < META_SLOTS)
+    {
+        return Err(corrupt(
+            slot,
+            &format!("meta page with page count {}, catalog root {}, free list at {}", meta.page_count, meta.catalog_root, meta.free_head),
+        ));
     }
     let file_bytes = file.metadata().map_err(|e| Error::io(&format!("reading the size of {PAGE_FILE}"), &e))?.len();
     if file_bytes < meta.page_count as u64 * PAGE_BYTES as u64 {
@@ -475,7 +452,11 @@ fn write_pages(file: &File, pages: &[(u32, Box<PageBuf>)], garble: bool) -> Resu
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Every third page "lost" (zeros), the others garbled.
-                    if no % 3 == 0 { 0 } else { x as u8 }
+                    if no % 3 == 0 {
+                        0
+                    } else {
+                        x as u8
+                    }
                 }));
             } else {
                 run.extend_from_slice(&page[..]);
@@ -505,7 +486,7 @@ impl PageStore {
             path,
             published: RwLock::new(Published { meta, file, roots: RootMemo::default() }),
             cache: PageCache::new(cache_bytes),
-            flusher: Mutex::new(tree::Quarantine::default()),
+            flusher: Mutex::new(Quarantine::default()),
         })
     }
 
@@ -534,7 +515,7 @@ impl PageStore {
         Ok(self
             .with_source(|src| {
                 let Some(root) = src.tree_root(collection)? else { return Ok(None) };
-                tree::lookup(src, root, key, |_, e| Ok((e.commit_id, tree::read_value(src, &e.value)?)))
+                tree_read::lookup(src, root, key, |_, e| Ok((e.commit_id, tree_read::read_value(src, &e.value)?)))
             })?
             .flatten())
     }
@@ -549,8 +530,8 @@ impl PageStore {
             .with_source(|src| {
                 let mut out = Vec::new();
                 let Some(root) = src.tree_root(collection)? else { return Ok(out) };
-                tree::range(src, root, lower, upper, reverse, &mut |_, e| {
-                    out.push(Entry { key: e.key.to_vec(), commit_id: e.commit_id, value: tree::read_value(src, &e.value)? });
+                tree_read::range(src, root, lower, upper, reverse, &mut |_, e| {
+                    out.push(Entry { key: e.key.to_vec(), commit_id: e.commit_id, value: tree_read::read_value(src, &e.value)? });
                     Ok(out.len() < max)
                 })?;
                 Ok(out)
@@ -564,9 +545,10 @@ impl PageStore {
         Ok(self
             .with_source(|src| {
                 let mut out = Vec::new();
-                tree::range(src, src.meta.catalog_root, Bound::Unbounded, Bound::Unbounded, false, &mut |page, e| {
-                    let (_, records) = layout::decode_catalog_value(e).map_err(|what| corrupt(page, &what))?;
-                    let name = std::str::from_utf8(e.key).map_err(|_| corrupt(page, &format!("catalog name {:?} is not UTF-8", String::from_utf8_lossy(e.key))))?;
+                tree_read::range(src, src.meta.catalog_root, Bound::Unbounded, Bound::Unbounded, false, &mut |page, e| {
+                    let (_, records) = page_layout::decode_catalog_value(e).map_err(|what| corrupt(page, &what))?;
+                    let name =
+                        std::str::from_utf8(e.key).map_err(|_| corrupt(page, &format!("catalog name {:?} is not UTF-8", String::from_utf8_lossy(e.key))))?;
                     out.push((name.to_string(), records));
                     Ok(true)
                 })?;
@@ -580,7 +562,7 @@ impl PageStore {
     pub fn reachable_pages(&self) -> Result<Vec<u32>> {
         Ok(self
             .with_source(|src| {
-                let walk = tree::walk(src)?;
+                let walk = check::walk(src)?;
                 if let Some(first) = walk.problems.first() {
                     return Err(Error::new(Code::Corrupt, format!("{first}; restore the database from a backup (kestrel restore)")));
                 }
@@ -597,7 +579,7 @@ impl PageStore {
     pub fn pages_in_use(&self) -> Result<Vec<u32>> {
         Ok(self
             .with_source(|src| {
-                let (_, free) = tree::read_free_list(src)?;
+                let (_, free) = allocator::read_free_list(src)?;
                 let count = src.meta.page_count;
                 let mut out = Vec::with_capacity((count as usize).saturating_sub(free.len() + META_SLOTS as usize));
                 let mut listed = free.iter().copied().peekable();
@@ -619,9 +601,16 @@ impl PageStore {
     pub fn check(&self) -> Result<CheckReport> {
         Ok(self
             .with_source(|src| {
-                let walk = tree::walk(src)?;
-                let fill = if walk.leaf_pages == 0 { 0.0 } else { 100.0 * walk.leaf_bytes as f64 / (walk.leaf_pages as f64 * layout::BODY_BYTES as f64) };
-                Ok(CheckReport { pages_reachable: walk.reached.len() as u64, pages_free: walk.free.len() as u64, records: walk.records, index_entries: walk.index_entries, leaf_fill_percent: fill, problems: walk.problems })
+                let walk = check::walk(src)?;
+                let fill = if walk.leaf_pages == 0 { 0.0 } else { 100.0 * walk.leaf_bytes as f64 / (walk.leaf_pages as f64 * page_layout::BODY_BYTES as f64) };
+                Ok(CheckReport {
+                    pages_reachable: walk.reached.len() as u64,
+                    pages_free: walk.free.len() as u64,
+                    records: walk.records,
+                    index_entries: walk.index_entries,
+                    leaf_fill_percent: fill,
+                    problems: walk.problems,
+                })
             })?
             .unwrap_or_default())
     }
@@ -649,14 +638,20 @@ impl PageStore {
         let file = match file {
             Some(f) => f,
             None => {
-                let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path).map_err(|e| Error::io(&format!("creating {}", self.path.display()), &e))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)
+                    .map_err(|e| Error::io(&format!("creating {}", self.path.display()), &e))?;
                 // The new directory entry must be durable before any meta page in it counts.
                 sync_dir(&self.dir)?;
                 Arc::new(f)
             }
         };
         let src = PageSource { file: &file, meta, cache: &self.cache, roots: None };
-        let mut built = tree::build_checkpoint(&src, lsn, changes, &quarantine)?;
+        let mut built = build_checkpoint(&src, lsn, changes, &quarantine)?;
         built.pages.sort_unstable_by_key(|(no, _)| *no);
         debug_assert!(built.pages.windows(2).all(|w| w[0].0 < w[1].0), "each page written once");
         debug_assert!(built.pages.iter().all(|(no, _)| *no >= META_SLOTS && *no < built.meta.page_count));
@@ -677,14 +672,14 @@ impl PageStore {
         state.roots.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
         drop(state);
         // The new meta page is durable and supersedes every failed attempt's.
-        *quarantine = tree::Quarantine::default();
+        *quarantine = Quarantine::default();
         let pages_written = built.pages.len() as u64;
         Ok(CheckpointReport { seq: built.meta.seq, lsn, pages_written, pages_freed: built.pages_freed, bytes_written: (pages_written + 1) * PAGE_BYTES as u64 })
     }
 
     /// Step 6 of the spec: pages, fdatasync, meta slot, fdatasync. On error also says whether
     /// the meta write had begun (then the new meta page may be on disk after all).
-    fn write_checkpoint(&self, file: &File, built: &tree::Built, fault: PageFault) -> std::result::Result<(), (Error, bool)> {
+    fn write_checkpoint(&self, file: &File, built: &Built, fault: PageFault) -> std::result::Result<(), (Error, bool)> {
         let before_meta = |e: Error| (e, false);
         let after_meta = |e: Error| (e, true);
         if fault == PageFault::LosePagesBeforeMeta {
@@ -693,7 +688,7 @@ impl PageStore {
         }
         write_pages(file, &built.pages, false).map_err(before_meta)?;
         file.sync_data().map_err(|e| before_meta(Error::io(&format!("syncing {PAGE_FILE}"), &e)))?;
-        let meta_page = layout::encode_meta(&built.meta);
+        let meta_page = page_layout::encode_meta(&built.meta);
         let slot_offset = (built.meta.seq % 2) * PAGE_BYTES as u64;
         let meta_bytes = if fault == PageFault::TearMeta { TORN_META_BYTES } else { PAGE_BYTES };
         file.write_all_at(&meta_page[..meta_bytes], slot_offset).map_err(|e| after_meta(Error::io(&format!("writing {PAGE_FILE} meta page"), &e)))?;

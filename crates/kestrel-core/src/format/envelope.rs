@@ -6,12 +6,12 @@
 //! ```
 //!
 //! Built by the transaction layer (lib/txn); validated here when a commit arrives (payload.rs) and
-//! when a value is read back from the page store. The TypeScript twin is `lib/core/envelope.ts`:
+//! when a value is read back from the page store. The TypeScript twin is `lib/format/envelope.ts`:
 //! the validation rules and their order are the same, so both engines refuse the same bytes.
 //!
 //! Also the index-tree naming and entry-key helpers (docs/FORMAT.md "Index trees").
 
-use crate::payload::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+use super::payload::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// The first byte of an envelope: a byte MessagePack never uses, so a plain value never starts
 /// with it.
@@ -57,7 +57,7 @@ pub struct IndexKey<'a> {
 
 /// The index keys of a stored value (empty for a plain value), or what is wrong with its
 /// envelope. `primary_key_bytes` bounds each key so that its index-tree entry fits
-/// (`k + |pk| + 2 ≤ 1024`). Same checks, same order, as `envelopeKeys` in lib/core/envelope.ts.
+/// (`k + |pk| + 2 ≤ 1024`). Same checks, same order, as `envelopeKeys` in lib/format/envelope.ts.
 pub fn keys(stored: &[u8], primary_key_bytes: usize) -> Result<Vec<IndexKey<'_>>, String> {
     if !is_envelope(stored) {
         return Ok(Vec::new());
@@ -99,10 +99,7 @@ pub fn keys(stored: &[u8], primary_key_bytes: usize) -> Result<Vec<IndexKey<'_>>
             return Err(format!("index key length {k} out of range"));
         }
         if k + primary_key_bytes + 2 > KEY_BYTES_MAX {
-            return Err(format!(
-                "index key of {k} bytes with a {primary_key_bytes}-byte primary key exceeds {} bytes",
-                KEY_BYTES_MAX - 2
-            ));
+            return Err(format!("index key of {k} bytes with a {primary_key_bytes}-byte primary key exceeds {} bytes", KEY_BYTES_MAX - 2));
         }
         if out.iter().any(|e| e.index == name) {
             return Err(format!("index {} appears twice in one envelope", String::from_utf8_lossy(name)));
@@ -238,7 +235,7 @@ mod tests {
 
     #[test]
     fn golden_envelope_bytes() {
-        // The bytes lib/core/envelope.ts builds for value 0x01 with index "by" → key [0x30, 0x61, 0, 0].
+        // The bytes lib/format/envelope.ts builds for value 0x01 with index "by" → key [0x30, 0x61, 0, 0].
         let e = encode(&[0x01], &[("by", &[0x30, 0x61, 0, 0])]);
         assert_eq!(e, vec![0xC1, 9, 0, 2, b'b', b'y', 4, 0, 0x30, 0x61, 0, 0, 0x01]);
         assert_eq!(value(&e), &[0x01]);

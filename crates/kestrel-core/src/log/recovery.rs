@@ -1,89 +1,16 @@
-//! Directory preparation and log recovery: the algorithm of docs/FORMAT.md "Recovery", step for
-//! step (the TypeScript twin is `lib/core/ts/recovery.ts`).
+//! Log recovery: the algorithm of docs/FORMAT.md "Recovery", step for step — the segments after
+//! the checkpoint in LSN order, their records checked and replayed, a torn tail cut, any other
+//! damage reported as corruption with its segment and byte offset.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Code, Error, Result};
-use crate::format::*;
-use crate::payload::{self, Commit};
+use super::reader::{list_segments, read_segment};
+use crate::error::{io, Code, Error, Result};
+use crate::format::log::*;
+use crate::format::payload::{self, Commit};
+use crate::format::u64_at;
 use crate::vfs::sync_dir;
-
-fn not_a_database(dir: &Path, why: &str) -> Error {
-    Error::new(
-        Code::NotADatabase,
-        format!("{} is not a kestreldb database ({why}); pass an empty or new directory, or the directory of an existing database", dir.display()),
-    )
-}
-
-fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| Error::io(&what, &e)
-}
-
-/// Make sure `dir` is a directory, creating it when missing (a plain file is not a database).
-pub fn ensure_directory(dir: &Path) -> Result<()> {
-    match fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => Err(not_a_database(dir, "it is a file, not a directory")),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display()))),
-        Err(e) => Err(Error::io(&format!("opening {}", dir.display()), &e)),
-    }
-}
-
-/// Make sure `dir` is a kestreldb directory, creating it when missing or empty.
-pub fn prepare_directory(dir: &Path) -> Result<()> {
-    ensure_directory(dir)?;
-    let mut entries = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))? {
-        let name = entry.map_err(io(format!("reading {}", dir.display())))?.file_name().to_string_lossy().into_owned();
-        // The lock's files (`LOCK`, `LOCK.<nonce>.tmp`) may exist before the database does.
-        if name != LOCK_FILE && !(name.starts_with(&format!("{LOCK_FILE}.")) && name.ends_with(".tmp")) {
-            entries.push(name);
-        }
-    }
-    if entries.iter().any(|e| e == IDENTITY_FILE) {
-        let bytes = fs::read(dir.join(IDENTITY_FILE)).map_err(io(format!("reading {}", IDENTITY_FILE)))?;
-        check_identity(dir, &bytes)?;
-        fs::create_dir_all(dir.join(LOG_DIR)).map_err(io("creating log/".into()))?;
-        return Ok(());
-    }
-    if !entries.is_empty() {
-        return Err(not_a_database(dir, &format!("it holds {} other entries and no {IDENTITY_FILE} file", entries.len())));
-    }
-    fs::create_dir(dir.join(LOG_DIR)).map_err(io("creating log/".into()))?;
-    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-    let mut f = fs::File::create(&tmp).map_err(io("creating the identity file".into()))?;
-    f.write_all(&identity_bytes()).map_err(io("writing the identity file".into()))?;
-    f.sync_all().map_err(io("syncing the identity file".into()))?;
-    fs::rename(&tmp, dir.join(IDENTITY_FILE)).map_err(io("renaming the identity file".into()))?;
-    sync_dir(dir).map_err(io(format!("syncing {}", dir.display())))?;
-    Ok(())
-}
-
-fn check_identity(dir: &Path, bytes: &[u8]) -> Result<()> {
-    if bytes.len() != IDENTITY_BYTES {
-        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} is {} bytes, expected {IDENTITY_BYTES}", bytes.len())));
-    }
-    if bytes[..8] != IDENTITY_MAGIC {
-        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} has the wrong magic")));
-    }
-    if u32_at(bytes, 12) != crc32c(&bytes[..12]) {
-        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} checksum mismatch")));
-    }
-    let version = u32_at(bytes, 8);
-    // FORMAT.md: a bad version is not ours; only a newer one is worth an "upgrade" message.
-    if version == 0 {
-        return Err(not_a_database(dir, &format!("{IDENTITY_FILE} has format version 0, which no kestreldb writes")));
-    }
-    if version > FORMAT_VERSION {
-        return Err(Error::new(
-            Code::FormatVersion,
-            format!("{} uses on-disk format version {version}; this kestreldb reads version {FORMAT_VERSION}: upgrade kestreldb", dir.display()),
-        ));
-    }
-    Ok(())
-}
 
 /// A segment after recovery.
 #[derive(Clone, Debug)]
@@ -108,7 +35,9 @@ pub struct Recovered {
 fn corrupt(segment: &str, offset: usize, what: &str) -> Error {
     Error::new(
         Code::Corrupt,
-        format!("log segment {LOG_DIR}/{segment} is corrupt at byte {offset} ({what}); committed data past this point cannot be trusted: restore from a backup"),
+        format!(
+            "log segment {LOG_DIR}/{segment} is corrupt at byte {offset} ({what}); committed data past this point cannot be trusted: restore from a backup"
+        ),
     )
 }
 
@@ -144,14 +73,7 @@ fn is_torn_tail(bytes: &[u8], from: usize, last_good_lsn: u64) -> bool {
 /// start at most at `checkpoint_lsn + 1`.
 pub fn recover(dir: &Path, checkpoint_lsn: u64) -> Result<Recovered> {
     let log_dir = dir.join(LOG_DIR);
-    let mut names: Vec<(u64, String)> = Vec::new();
-    for entry in fs::read_dir(&log_dir).map_err(io("reading log/".into()))? {
-        let name = entry.map_err(io("reading log/".into()))?.file_name().to_string_lossy().into_owned();
-        if let Some(lsn) = parse_segment_name(&name) {
-            names.push((lsn, name));
-        }
-    }
-    names.sort();
+    let names = list_segments(&log_dir)?;
     // A segment is wholly covered by the checkpoint when the next one starts at or below
     // checkpoint_lsn + 1: the trimmer deletes those, a crash may have left some.
     let skip = (0..names.len()).take_while(|&i| i + 1 < names.len() && names[i + 1].0 <= checkpoint_lsn + 1).count();
@@ -161,7 +83,7 @@ pub fn recover(dir: &Path, checkpoint_lsn: u64) -> Result<Recovered> {
     for (i, (first_lsn, name)) in names.into_iter().enumerate() {
         let is_last = i + 1 == count;
         let path = log_dir.join(&name);
-        let bytes = fs::read(&path).map_err(io(format!("reading {LOG_DIR}/{name}")))?;
+        let bytes = read_segment(&log_dir, &name)?;
         // The first segment may start anywhere up to the record after the checkpoint; the
         // records it holds at or below the checkpoint are read (checked) but not applied.
         let chains = if i == 0 { first_lsn >= 1 && first_lsn <= checkpoint_lsn + 1 } else { first_lsn == out.last_lsn + 1 };
@@ -207,8 +129,7 @@ pub fn recover(dir: &Path, checkpoint_lsn: u64) -> Result<Recovered> {
             if frame.record_type != RECORD_COMMIT {
                 return Err(corrupt(&name, pos, &format!("unknown record type {} (written by a newer kestreldb?)", frame.record_type)));
             }
-            let commit = payload::decode(frame.payload)
-                .map_err(|e| corrupt(&name, pos, &format!("commit record {} does not parse: {e}", frame.lsn)))?;
+            let commit = payload::decode(frame.payload).map_err(|e| corrupt(&name, pos, &format!("commit record {} does not parse: {e}", frame.lsn)))?;
             if frame.lsn > checkpoint_lsn {
                 out.commits.push((frame.lsn, commit));
             }

@@ -3,11 +3,9 @@
 //! what it reads and says what is wrong as a plain message; the caller adds the page number and
 //! turns it into `KESTREL_CORRUPT`.
 
-use crate::format::{crc32c, u32_at, u64_at, FORMAT_VERSION};
-use crate::envelope::STORED_VALUE_BYTES_MAX;
-use crate::payload::KEY_BYTES_MAX;
-
-use super::Meta;
+use super::envelope::STORED_VALUE_BYTES_MAX;
+use super::payload::KEY_BYTES_MAX;
+use super::{crc32c, u32_at, u64_at, FORMAT_VERSION};
 
 pub const PAGE_BYTES: usize = 4096;
 pub const HEADER_BYTES: usize = 24;
@@ -98,13 +96,7 @@ pub fn crc_matches(page: &PageBuf) -> bool {
 }
 
 pub fn read_header(page: &PageBuf) -> Header {
-    Header {
-        kind: page[4],
-        count: u16::from_le_bytes([page[6], page[7]]),
-        seq: u64_at(page, 8),
-        page_no: u32_at(page, 16),
-        next: u32_at(page, 20),
-    }
+    Header { kind: page[4], count: u16::from_le_bytes([page[6], page[7]]), seq: u64_at(page, 8), page_no: u32_at(page, 16), next: u32_at(page, 20) }
 }
 
 /// The checks every page read gets: CRC, the zero byte, its own number, its kind, its seq not
@@ -141,6 +133,28 @@ fn check_tail_zero(page: &PageBuf, used: usize) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------------------------
 // Meta page
+
+/// A checkpoint's meta page. With no checkpoint: seq 0, checkpoint_lsn 0, catalog_root 0,
+/// page_count 2, free 0/0, records 0 (see `PageStore::meta`; `Default` is all zeros).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub seq: u64,
+    pub checkpoint_lsn: u64,
+    /// 0 = no collections.
+    pub catalog_root: u32,
+    /// Invariant: ≥ 2; the file's pages are 0 … page_count − 1.
+    pub page_count: u32,
+    /// 0 = no free list.
+    pub free_head: u32,
+    pub free_count: u32,
+    /// Live records over all collections.
+    pub records: u64,
+}
+
+impl Meta {
+    /// The state before the first checkpoint.
+    pub const NONE: Meta = Meta { seq: 0, checkpoint_lsn: 0, catalog_root: 0, page_count: META_SLOTS, free_head: 0, free_count: 0, records: 0 };
+}
 
 /// What one meta slot holds.
 #[derive(Debug, PartialEq, Eq)]
@@ -229,6 +243,10 @@ impl ValueRef<'_> {
             ValueRef::Inline(v) => v.len(),
             ValueRef::Overflow { len, .. } => *len as usize,
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -458,8 +476,13 @@ impl TreePage {
         self.header.kind == KIND_LEAF
     }
 
+    /// Entries on the page.
     pub fn len(&self) -> usize {
         self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
     }
 
     /// Key of entry i (empty for a branch's entry 0).

@@ -1,6 +1,8 @@
-//! Byte layouts of docs/FORMAT.md: identity file, segment header, record frame.
+//! Byte layouts of the log and the directory (docs/FORMAT.md): identity file, segment names and
+//! headers, record frames, BATCH_END.
 
-pub const FORMAT_VERSION: u32 = 1;
+use super::{crc32c, u32_at, u64_at, FORMAT_VERSION};
+
 pub const IDENTITY_FILE: &str = "KESTREL";
 pub const LOCK_FILE: &str = "LOCK";
 pub const IDENTITY_BYTES: usize = 16;
@@ -15,10 +17,6 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub const RECORD_COMMIT: u8 = 1;
 /// Set on the last frame of every batch write.
 pub const BATCH_END: u8 = 0x80;
-
-pub fn crc32c(bytes: &[u8]) -> u32 {
-    crc32c::crc32c(bytes)
-}
 
 pub fn identity_bytes() -> [u8; IDENTITY_BYTES] {
     let mut out = [0u8; IDENTITY_BYTES];
@@ -70,14 +68,6 @@ pub fn read_segment_header(bytes: &[u8]) -> Result<u64, String> {
     Ok(u64_at(bytes, 16))
 }
 
-pub fn u32_at(b: &[u8], pos: usize) -> u32 {
-    u32::from_le_bytes(b[pos..pos + 4].try_into().expect("4 bytes"))
-}
-
-pub fn u64_at(b: &[u8], pos: usize) -> u64 {
-    u64::from_le_bytes(b[pos..pos + 8].try_into().expect("8 bytes"))
-}
-
 /// Append one frame to `out`.
 pub fn write_frame(out: &mut Vec<u8>, lsn: u64, type_byte: u8, payload: &[u8]) {
     debug_assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
@@ -116,23 +106,12 @@ pub fn read_frame(bytes: &[u8], pos: usize) -> Option<Frame<'_>> {
         return None;
     }
     let t = bytes[pos + 16];
-    Some(Frame {
-        lsn: u64_at(bytes, pos + 8),
-        record_type: t & 0x7f,
-        batch_end: t & BATCH_END != 0,
-        payload: &bytes[pos + FRAME_HEADER_BYTES..end],
-        end,
-    })
+    Some(Frame { lsn: u64_at(bytes, pos + 8), record_type: t & 0x7f, batch_end: t & BATCH_END != 0, payload: &bytes[pos + FRAME_HEADER_BYTES..end], end })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32c_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-    }
 
     #[test]
     fn golden_identity_and_header() {

@@ -1,6 +1,6 @@
 //! The `COMMIT` payload (docs/FORMAT.md): a collection table, then PUT / DELETE ops.
 
-use crate::envelope::{self, STORED_VALUE_BYTES_MAX};
+use super::envelope::{self, STORED_VALUE_BYTES_MAX};
 
 pub const OP_PUT: u8 = 1;
 pub const OP_DELETE: u8 = 2;
@@ -222,14 +222,14 @@ mod tests {
 
     #[test]
     fn golden_payload_bytes_match_the_typescript_encoder() {
-        // The same bytes __test__/codec.test.ts expects from lib/core/payload.ts.
+        // The same bytes __test__/codec.test.ts expects from lib/format/payload.ts.
         let bytes = [2, 0, 1, 0, 0x61, 1, 0, 0x62, 2, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 2, 0, 0, 0, 9, 9, 2, 1, 0, 1, 0, 0, 0, 2];
         let c = decode(&bytes).expect("valid");
         assert_eq!(c.collections, vec!["a", "b"]);
-        assert_eq!(c.ops, vec![
-            Op { kind: OP_PUT, collection: 0, key: vec![1], value: vec![9, 9] },
-            Op { kind: OP_DELETE, collection: 1, key: vec![2], value: vec![] },
-        ]);
+        assert_eq!(
+            c.ops,
+            vec![Op { kind: OP_PUT, collection: 0, key: vec![1], value: vec![9, 9] }, Op { kind: OP_DELETE, collection: 1, key: vec![2], value: vec![] },]
+        );
         assert_eq!(encode(&c), bytes);
         assert_eq!(validate(&bytes), Ok(()));
         assert!(validate(&bytes[..bytes.len() - 1]).is_err());
