@@ -16,7 +16,9 @@ export const RECORDS = 1000
 
 /** The log segments of `dir`, in LSN order. */
 export function segments(dir: string): string[] {
-  return readdirSync(join(dir, 'log')).filter((n) => n.endsWith('.klog')).sort()
+  return readdirSync(join(dir, 'log'))
+    .filter((n) => n.endsWith('.klog'))
+    .sort()
 }
 
 /**
@@ -28,7 +30,9 @@ export async function makeBackup(engine: EngineName): Promise<{ db: string; back
   const db = await open(dir, { engine, segmentBytes: 64 * 1024, checkpointIntervalMs: 0 })
   const c = db.collection<{ i: number; pad: string }>('records')
   for (let n = 0; n < COMMITS; n++) {
-    await db.transaction((tx) => { for (let i = 0; i < RECORDS / COMMITS; i++) tx.put(c, n * 50 + i, { i: n * 50 + i, pad: 'r'.repeat(600) }) })
+    await db.transaction((tx) => {
+      for (let i = 0; i < RECORDS / COMMITS; i++) tx.put(c, n * 50 + i, { i: n * 50 + i, pad: 'r'.repeat(600) })
+    })
     if (n === 9) await db.checkpoint()
   }
   const backup = tempDir('backup')
@@ -57,7 +61,11 @@ function logBytes(dir: string): number {
 
 /** Rewrite the manifest with `edit` applied and its checksum recomputed (docs/FORMAT.md "Backups"). */
 export function rewriteManifest(dir: string, edit: (m: { commitId: string; files: Array<{ path: string; bytes: number; sha256: string }> }) => void): void {
-  const m = JSON.parse(readFileSync(join(dir, 'BACKUP_MANIFEST'), 'utf8')) as { commitId: string; files: Array<{ path: string; bytes: number; sha256: string }>; manifestSha256?: string }
+  const m = JSON.parse(readFileSync(join(dir, 'BACKUP_MANIFEST'), 'utf8')) as {
+    commitId: string
+    files: Array<{ path: string; bytes: number; sha256: string }>
+    manifestSha256?: string
+  }
   delete m.manifestSha256
   edit(m)
   const head = `${JSON.stringify(m, null, 2).slice(0, -2)},\n`

@@ -15,7 +15,11 @@ import { coreOf, ENGINES, expectCode, other, tempDir } from './helpers.js'
 
 const TX_RECORDS = 500
 
-interface Acked { writer: number; n: number; commitId: bigint }
+interface Acked {
+  writer: number
+  n: number
+  commitId: bigint
+}
 
 /** Writers commit transactions of exactly 500 records until `stop()`; returns what was acknowledged. */
 function startWriters(db: Database, writers: number): { acked: Acked[]; stop: () => Promise<void> } {
@@ -32,7 +36,13 @@ function startWriters(db: Database, writers: number): { acked: Acked[]; stop: ()
       acked.push({ writer, n, commitId: db.lastCommitId() })
     }
   })
-  return { acked, stop: async () => { running = false; await Promise.all(loops) } }
+  return {
+    acked,
+    stop: async () => {
+      running = false
+      await Promise.all(loops)
+    },
+  }
 }
 
 /** Restore `backup`, open the copy with `engine`, and check it against what was acknowledged before the backup. */
@@ -100,7 +110,10 @@ describe.each(ENGINES)('backup (%s)', (engine) => {
     const dir = tempDir()
     const db = await open(dir, { engine })
     const c = db.collection<string>('c')
-    for (let i = 0; i < 50; i++) await db.transaction((tx) => { for (let j = 0; j < 100; j++) tx.put(c, [i, j], 'v'.repeat(100)) })
+    for (let i = 0; i < 50; i++)
+      await db.transaction((tx) => {
+        for (let j = 0; j < 100; j++) tx.put(c, [i, j], 'v'.repeat(100))
+      })
     await db.checkpoint()
     await db.transaction((tx) => tx.put(c, 'after-checkpoint', 'tail'))
     const seen: number[] = []
@@ -123,7 +136,10 @@ describe.each(ENGINES)('backup (%s)', (engine) => {
     const dir = tempDir()
     const db = await open(dir, { engine })
     const c = db.collection<string>('c')
-    for (let i = 0; i < 20; i++) await db.transaction((tx) => { for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(200)) })
+    for (let i = 0; i < 20; i++)
+      await db.transaction((tx) => {
+        for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(200))
+      })
     await db.checkpoint()
     const ac = new AbortController()
     const dest = tempDir('cancelled')
@@ -146,7 +162,10 @@ describe.each(ENGINES)('backup (%s)', (engine) => {
     const db = await open(dir, { engine })
     const c = db.collection<string>('c')
     // About 2.5 MB of values, checkpointed.
-    for (let i = 0; i < 12; i++) await db.transaction((tx) => { for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(1000)) })
+    for (let i = 0; i < 12; i++)
+      await db.transaction((tx) => {
+        for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(1000))
+      })
     await db.checkpoint()
     await expectCode(() => db.backup(tempDir('bad-rate'), { bytesPerSec: -1 }), 'KESTREL_INVALID_ARGUMENT')
     const rate = 1024 * 1024
@@ -160,7 +179,13 @@ describe.each(ENGINES)('backup (%s)', (engine) => {
     const ac = new AbortController()
     const dest = tempDir('paced-cancel')
     let chunks = 0
-    const p = db.backup(dest, { bytesPerSec: rate / 4, signal: ac.signal, onProgress: () => { chunks++ } })
+    const p = db.backup(dest, {
+      bytesPerSec: rate / 4,
+      signal: ac.signal,
+      onProgress: () => {
+        chunks++
+      },
+    })
     setTimeout(() => ac.abort(), 300)
     await expect(p).rejects.toMatchObject({ name: 'AbortError' })
     expect(chunks).toBeLessThan(3)
@@ -212,7 +237,13 @@ describe.each(ENGINES)('backup manifest (%s)', (engine) => {
     const { backup } = await makeBackup(engine)
     // The manifest as docs/FORMAT.md describes it, checked by an independent reading.
     const text = readFileSync(join(backup, 'BACKUP_MANIFEST'), 'utf8')
-    const m = JSON.parse(text) as { format: string; version: number; commitId: string; files: Array<{ path: string; bytes: number; sha256: string }>; manifestSha256: string }
+    const m = JSON.parse(text) as {
+      format: string
+      version: number
+      commitId: string
+      files: Array<{ path: string; bytes: number; sha256: string }>
+      manifestSha256: string
+    }
     expect(m.format).toBe('kestreldb-backup')
     expect(m.version).toBe(1)
     expect(m.commitId).toBe(String(COMMITS))
@@ -330,7 +361,10 @@ describe.each(ENGINES)('backup and restore failures (%s)', (engine) => {
     const dir = tempDir()
     const db = await open(dir, { engine })
     const c = db.collection<string>('c')
-    for (let i = 0; i < 10; i++) await db.transaction((tx) => { for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(500)) })
+    for (let i = 0; i < 10; i++)
+      await db.transaction((tx) => {
+        for (let j = 0; j < 200; j++) tx.put(c, [i, j], 'x'.repeat(500))
+      })
     await db.checkpoint()
     const given = tempDir('given')
     mkdirSync(given)
@@ -356,24 +390,46 @@ describe.each(ENGINES)('backup and restore failures (%s)', (engine) => {
     const dir = tempDir()
     const db = await open(dir, { engine })
     const c = db.collection<string>('c')
-    for (let i = 0; i < 10; i++) await db.transaction((tx) => { for (let j = 0; j < 300; j++) tx.put(c, [i, j], 'x'.repeat(1000)) })
+    for (let i = 0; i < 10; i++)
+      await db.transaction((tx) => {
+        for (let j = 0; j < 300; j++) tx.put(c, [i, j], 'x'.repeat(1000))
+      })
     await db.checkpoint()
     const reason = new Error('shutting down')
     const landings: Array<{ name: string; run: (dest: string) => Promise<unknown>; reason?: unknown }> = [
       { name: 'before the start', run: (dest) => db.backup(dest, { signal: AbortSignal.abort() }) },
-      { name: 'between two chunks', run: (dest) => { const ac = new AbortController(); return db.backup(dest, { signal: ac.signal, onProgress: () => ac.abort() }) } },
-      { name: 'between two chunks, with a reason', run: (dest) => { const ac = new AbortController(); return db.backup(dest, { signal: ac.signal, onProgress: () => ac.abort(reason) }) }, reason },
+      {
+        name: 'between two chunks',
+        run: (dest) => {
+          const ac = new AbortController()
+          return db.backup(dest, { signal: ac.signal, onProgress: () => ac.abort() })
+        },
+      },
+      {
+        name: 'between two chunks, with a reason',
+        run: (dest) => {
+          const ac = new AbortController()
+          return db.backup(dest, { signal: ac.signal, onProgress: () => ac.abort(reason) })
+        },
+        reason,
+      },
       {
         // 1 byte per second: after the first chunk the copy pauses for its pace, and the abort
         // lands in that pause.
         name: 'in a pause of the pacing',
-        run: (dest) => { const ac = new AbortController(); return db.backup(dest, { signal: ac.signal, bytesPerSec: 1, onProgress: () => setImmediate(() => ac.abort(reason)) }) },
+        run: (dest) => {
+          const ac = new AbortController()
+          return db.backup(dest, { signal: ac.signal, bytesPerSec: 1, onProgress: () => setImmediate(() => ac.abort(reason)) })
+        },
         reason,
       },
     ]
     for (const l of landings) {
       const dest = tempDir('aborted')
-      const err = await l.run(dest).then(() => undefined, (e: unknown) => e as Error & { code?: unknown; cause?: unknown })
+      const err = await l.run(dest).then(
+        () => undefined,
+        (e: unknown) => e as Error & { code?: unknown; cause?: unknown },
+      )
       expect(err, l.name).toBeInstanceOf(Error)
       expect({ name: err!.name, code: err!.code }, l.name).toEqual({ name: 'AbortError', code: 'ABORT_ERR' })
       if (l.reason !== undefined) expect(err!.cause, l.name).toBe(l.reason)
@@ -384,7 +440,10 @@ describe.each(ENGINES)('backup and restore failures (%s)', (engine) => {
     await db.close()
     const ac = new AbortController()
     const target = tempDir('restore-aborted')
-    const err = await restore(backup, target, { signal: ac.signal, onProgress: () => ac.abort(reason) }).then(() => undefined, (e: unknown) => e as Error & { code?: unknown; cause?: unknown })
+    const err = await restore(backup, target, { signal: ac.signal, onProgress: () => ac.abort(reason) }).then(
+      () => undefined,
+      (e: unknown) => e as Error & { code?: unknown; cause?: unknown },
+    )
     expect({ name: err?.name, code: err?.code, cause: err?.cause }).toEqual({ name: 'AbortError', code: 'ABORT_ERR', cause: reason })
     expect(existsSync(target)).toBe(false)
     expect(verifyDirectory(backup).ok).toBe(true)

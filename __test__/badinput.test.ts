@@ -51,7 +51,12 @@ describe.each(ENGINES)('bad input [%s]', (engine) => {
     await expectCode(() => rolled.get(c, 'c'), 'KESTREL_TRANSACTION_DONE')
     expect(db.begin().get(c, 'c')).toBeUndefined()
     // A callback that throws rolls back and rethrows.
-    await expect(db.transaction((t) => { t.put(c, 'd', 4); throw new Error('boom') })).rejects.toThrow('boom')
+    await expect(
+      db.transaction((t) => {
+        t.put(c, 'd', 4)
+        throw new Error('boom')
+      }),
+    ).rejects.toThrow('boom')
     expect(db.begin().get(c, 'd')).toBeUndefined()
     await db.close()
   })
@@ -123,7 +128,10 @@ describe.each(ENGINES)('bad input [%s]', (engine) => {
   it('a meta page whose live-record count is wrong is KESTREL_CORRUPT, never a wrapped count', async () => {
     const dir = tempDir()
     const db = await open(dir, { engine })
-    await db.transaction((tx) => { tx.put(db.collection('items'), 'a', 1); tx.put(db.collection('items'), 'b', 2) })
+    await db.transaction((tx) => {
+      tx.put(db.collection('items'), 'a', 1)
+      tx.put(db.collection('items'), 'b', 2)
+    })
     await db.checkpoint()
     await db.close()
     // Rewrite `records` (offset 64) of every valid meta slot to 1 and re-seal its checksum.
@@ -176,7 +184,10 @@ describe('missing native binary', () => {
       env: { ...process.env, KESTREL_NATIVE_BINDING: '/nonexistent/kestrel-binding.cjs' },
       encoding: 'utf8',
     })
-    const [first, second] = r.stdout.trim().split('\n').map((l) => JSON.parse(l))
+    const [first, second] = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
     expect(first.code).toBe('KESTREL_NATIVE_UNAVAILABLE')
     expect(first.message).toMatch(/kestreldb-linux-x64-gnu|kestreldb-/)
     expect(first.message).toMatch(/npm run build:native/)

@@ -22,7 +22,10 @@ describe.each(ENGINES)('checkpoints (%s)', (engine) => {
     await db.checkpoint()
     const at = db.lastCommitId()
     for (let i = 100; i < 110; i++) await db.transaction((tx) => tx.put(c, i, i))
-    await db.transaction((tx) => { tx.delete(c, 5); tx.increment(c, 6, 10) })
+    await db.transaction((tx) => {
+      tx.delete(c, 5)
+      tx.increment(c, 6, 10)
+    })
     await simulateCrash(db) // no final checkpoint
     const again = await open(dir, { engine: other(engine) })
     const s = again.stats()
@@ -40,7 +43,10 @@ describe.each(ENGINES)('checkpoints (%s)', (engine) => {
     const dir = tempDir()
     const db = await open(dir, { engine, segmentBytes: 64 * 1024, checkpointIntervalMs: 0 })
     const c = db.collection<string>('c')
-    for (let i = 0; i < 240; i++) await db.transaction((tx) => { for (let j = 0; j < 10; j++) tx.put(c, [i, j], 'x'.repeat(100)) })
+    for (let i = 0; i < 240; i++)
+      await db.transaction((tx) => {
+        for (let j = 0; j < 10; j++) tx.put(c, [i, j], 'x'.repeat(100))
+      })
     const before = readdirSync(join(dir, 'log')).length
     expect(before).toBeGreaterThan(3)
     await db.checkpoint()
@@ -106,7 +112,9 @@ describe.each(ENGINES)('checkpoints (%s)', (engine) => {
     const c = db.collection<number>('big')
     const BATCH = 5000
     for (let i = 0; i < BIG; i += BATCH) {
-      await db.transaction((tx) => { for (let j = i; j < Math.min(BIG, i + BATCH); j++) tx.put(c, j, j * 3) })
+      await db.transaction((tx) => {
+        for (let j = i; j < Math.min(BIG, i + BATCH); j++) tx.put(c, j, j * 3)
+      })
     }
     await db.checkpoint()
     const s = db.stats()

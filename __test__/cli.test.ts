@@ -23,7 +23,10 @@ async function makeDb(engine: 'native' | 'ts'): Promise<string> {
   const dir = tempDir()
   const db = await open(dir, { engine })
   const c = db.collection<string>('things')
-  for (let i = 0; i < 30; i++) await db.transaction((tx) => { for (let j = 0; j < 50; j++) tx.put(c, [i, j], 'v'.repeat(50)) })
+  for (let i = 0; i < 30; i++)
+    await db.transaction((tx) => {
+      for (let j = 0; j < 50; j++) tx.put(c, [i, j], 'v'.repeat(50))
+    })
   await db.checkpoint()
   await db.transaction((tx) => tx.put(c, 'tail', 'after the checkpoint'))
   await db.close()
@@ -32,7 +35,15 @@ async function makeDb(engine: 'native' | 'ts'): Promise<string> {
 
 describe('kestrel CLI: usage', () => {
   it('bad arguments exit 2 with the usage text', () => {
-    for (const args of [[], ['frobnicate'], ['stat'], ['verify', 'a', 'b'], ['backup', 'only-one'], ['stat', '--bogus', 'x'], ['stat', '--engine', 'rust', 'x']]) {
+    for (const args of [
+      [],
+      ['frobnicate'],
+      ['stat'],
+      ['verify', 'a', 'b'],
+      ['backup', 'only-one'],
+      ['stat', '--bogus', 'x'],
+      ['stat', '--engine', 'rust', 'x'],
+    ]) {
       const r = kestrel(...args)
       expect(r.code, args.join(' ')).toBe(2)
       expect(r.err).toContain('usage: kestrel')

@@ -16,13 +16,25 @@ type Outcome = { ok: true } | { ok: false; code: string }
 function startCommits(db: Database, events: string[], prefix = 'k', gate?: Promise<void>): Array<Promise<Outcome>> {
   const c = db.collection<number>('c')
   return Array.from({ length: COMMITS }, (_, i) =>
-    db.transaction(async (tx) => {
-      if (gate) await gate
-      tx.put(c, prefix + i, i)
-    }, { retries: 0 }).then(
-      (): Outcome => { events.push('settled'); return { ok: true } },
-      (err: { code: string }): Outcome => { events.push('settled'); return { ok: false, code: err.code } },
-    ))
+    db
+      .transaction(
+        async (tx) => {
+          if (gate) await gate
+          tx.put(c, prefix + i, i)
+        },
+        { retries: 0 },
+      )
+      .then(
+        (): Outcome => {
+          events.push('settled')
+          return { ok: true }
+        },
+        (err: { code: string }): Outcome => {
+          events.push('settled')
+          return { ok: false, code: err.code }
+        },
+      ),
+  )
 }
 
 /** Reopen `dir` and say which of the keys `prefix + i` are there. */
@@ -73,7 +85,9 @@ describe.each(ENGINES)('close() with commits in flight [%s]', (engine) => {
     const db = await open(dir, { engine })
     const events: string[] = []
     let openGate!: () => void
-    const gate = new Promise<void>((r) => { openGate = r })
+    const gate = new Promise<void>((r) => {
+      openGate = r
+    })
     const submitted = startCommits(db, events, 'a')
     const late = startCommits(db, events, 'b', gate)
     await new Promise((r) => setImmediate(r))

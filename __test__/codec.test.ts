@@ -6,8 +6,7 @@ import { crc32c } from '../lib/format/crc32c.js'
 import { OP_DELETE, OP_PUT, decodeCommit, encodeCommit } from '../lib/format/payload.js'
 import { expectCode, rng } from './helpers.js'
 
-const typeRank = (k: Key): number =>
-  typeof k === 'number' ? 0 : typeof k === 'bigint' ? 1 : typeof k === 'string' ? 2 : k instanceof Uint8Array ? 3 : 4
+const typeRank = (k: Key): number => (typeof k === 'number' ? 0 : typeof k === 'bigint' ? 1 : typeof k === 'string' ? 2 : k instanceof Uint8Array ? 3 : 4)
 
 function codePoints(s: string): number[] {
   return [...s].map((c) => c.codePointAt(0)!)
@@ -103,7 +102,16 @@ describe('key codec', () => {
 
 describe('value codec', () => {
   it('round-trips plain data, bytes, bigints, dates, maps', () => {
-    const v = { s: 'é😀', n: 1.5, i: -7, big: 2n ** 70n, b: Uint8Array.from([0, 1, 2]), d: new Date(1e12), a: [null, true, false], nested: { x: [1, { y: 2 }] } }
+    const v = {
+      s: 'é😀',
+      n: 1.5,
+      i: -7,
+      big: 2n ** 70n,
+      b: Uint8Array.from([0, 1, 2]),
+      d: new Date(1e12),
+      a: [null, true, false],
+      nested: { x: [1, { y: 2 }] },
+    }
     const back = decodeValue<typeof v>(encodeValue(v))
     expect(back.s).toBe(v.s)
     expect(back.big).toBe(v.big)
@@ -140,13 +148,46 @@ describe('format primitives', () => {
       { kind: OP_DELETE, collection: 'b', key: Uint8Array.from([2]), value: undefined },
     ])
     expect([...payload]).toEqual([
-      2, 0, 1, 0, 0x61, 1, 0, 0x62, // 2 collections: "a", "b"
-      2, 0, 0, 0, // 2 ops
-      1, 0, 0, 1, 0, 0, 0, 1, 2, 0, 0, 0, 9, 9, // PUT a [1] = [9, 9]
-      2, 1, 0, 1, 0, 0, 0, 2, // DELETE b [2]
+      2,
+      0,
+      1,
+      0,
+      0x61,
+      1,
+      0,
+      0x62, // 2 collections: "a", "b"
+      2,
+      0,
+      0,
+      0, // 2 ops
+      1,
+      0,
+      0,
+      1,
+      0,
+      0,
+      0,
+      1,
+      2,
+      0,
+      0,
+      0,
+      9,
+      9, // PUT a [1] = [9, 9]
+      2,
+      1,
+      0,
+      1,
+      0,
+      0,
+      0,
+      2, // DELETE b [2]
     ])
     const ops = decodeCommit(payload)
-    expect(ops.map((o) => [o.collection, [...o.key], o.value && [...o.value]])).toEqual([['a', [1], [9, 9]], ['b', [2], undefined]])
+    expect(ops.map((o) => [o.collection, [...o.key], o.value && [...o.value]])).toEqual([
+      ['a', [1], [9, 9]],
+      ['b', [2], undefined],
+    ])
     expect(() => decodeCommit(payload.subarray(0, payload.length - 1))).toThrow(/truncated/)
     expect(() => decodeCommit(Uint8Array.from([...payload, 0]))).toThrow(/trailing/)
   })

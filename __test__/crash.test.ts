@@ -30,7 +30,9 @@ function runAndKill(dir: string, engine: string, workers: number, killAfterMs: n
         else if (line.startsWith('ACK ')) acked.add(Number(line.slice(4)))
       }
     })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d
+    })
     child.on('exit', (code, signal) => {
       if (timer) clearTimeout(timer)
       if (signal === 'SIGKILL') resolve(acked)
@@ -40,42 +42,49 @@ function runAndKill(dir: string, engine: string, workers: number, killAfterMs: n
 }
 
 describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
-  it(`${ROUNDS} rounds: every acknowledged commit survives, every transaction is whole`, async () => {
-    // A fresh directory every 20 rounds, so that every round of a long soak run starts from a
-    // database of about the same size (the children's small checkpoints keep the log short).
-    let dir = tempDir()
-    const everAcked = new Set<number>()
-    let ackedTotal = 0
-    let survivorsTotal = 0
-    let seed = 12345
-    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
-    for (let round = 0; round < ROUNDS; round++) {
-      if (round > 0 && round % 20 === 0) dir = tempDir()
-      const acked = await runAndKill(dir, engine, 1 + Math.floor(random() * 32), Math.floor(random() * 250))
-      for (const n of acked) everAcked.add(n)
-      ackedTotal += acked.size
-      const reopenWith = round % 2 === 0 ? engine : other(engine)
-      const db = await open(dir, { engine: reopenWith })
-      const c = db.collection('pairs')
-      const tx = db.begin()
-      const a = new Set<number>()
-      const b = new Set<number>()
-      for (const { key } of tx.scan(c, { prefix: ['a'] })) a.add((key as [string, number])[1])
-      for (const { key } of tx.scan(c, { prefix: ['b'] })) b.add((key as [string, number])[1])
-      const lost = [...everAcked].filter((n) => !a.has(n) || !b.has(n))
-      expect(lost, `round ${round}: acknowledged commits lost`).toEqual([])
-      const torn = [...a].filter((n) => !b.has(n)).concat([...b].filter((n) => !a.has(n)))
-      expect(torn, `round ${round}: half-applied transactions`).toEqual([])
-      survivorsTotal += a.size
-      // Reset the counter space for the next child: clear what is there (also exercises deletes).
-      await db.transaction((t) => {
-        for (const n of a) { t.delete(c, ['a', n]); t.delete(c, ['b', n]) }
-      })
-      await db.close()
-      everAcked.clear()
-    }
-    // The kills must land while commits flow, or the test proves nothing.
-    expect(ackedTotal).toBeGreaterThan(ROUNDS * 5)
-    expect(survivorsTotal).toBeGreaterThanOrEqual(ackedTotal)
-  }, ROUNDS * 3000)
+  it(
+    `${ROUNDS} rounds: every acknowledged commit survives, every transaction is whole`,
+    async () => {
+      // A fresh directory every 20 rounds, so that every round of a long soak run starts from a
+      // database of about the same size (the children's small checkpoints keep the log short).
+      let dir = tempDir()
+      const everAcked = new Set<number>()
+      let ackedTotal = 0
+      let survivorsTotal = 0
+      let seed = 12345
+      const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+      for (let round = 0; round < ROUNDS; round++) {
+        if (round > 0 && round % 20 === 0) dir = tempDir()
+        const acked = await runAndKill(dir, engine, 1 + Math.floor(random() * 32), Math.floor(random() * 250))
+        for (const n of acked) everAcked.add(n)
+        ackedTotal += acked.size
+        const reopenWith = round % 2 === 0 ? engine : other(engine)
+        const db = await open(dir, { engine: reopenWith })
+        const c = db.collection('pairs')
+        const tx = db.begin()
+        const a = new Set<number>()
+        const b = new Set<number>()
+        for (const { key } of tx.scan(c, { prefix: ['a'] })) a.add((key as [string, number])[1])
+        for (const { key } of tx.scan(c, { prefix: ['b'] })) b.add((key as [string, number])[1])
+        const lost = [...everAcked].filter((n) => !a.has(n) || !b.has(n))
+        expect(lost, `round ${round}: acknowledged commits lost`).toEqual([])
+        const torn = [...a].filter((n) => !b.has(n)).concat([...b].filter((n) => !a.has(n)))
+        expect(torn, `round ${round}: half-applied transactions`).toEqual([])
+        survivorsTotal += a.size
+        // Reset the counter space for the next child: clear what is there (also exercises deletes).
+        await db.transaction((t) => {
+          for (const n of a) {
+            t.delete(c, ['a', n])
+            t.delete(c, ['b', n])
+          }
+        })
+        await db.close()
+        everAcked.clear()
+      }
+      // The kills must land while commits flow, or the test proves nothing.
+      expect(ackedTotal).toBeGreaterThan(ROUNDS * 5)
+      expect(survivorsTotal).toBeGreaterThanOrEqual(ackedTotal)
+    },
+    ROUNDS * 3000,
+  )
 })

@@ -100,7 +100,11 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
   })
 
   it('power loss drops unsynced writes; a torn write keeps only whole records', async () => {
-    for (const [tear, expected] of [[0, []], [1, []], [10_000, ['k0', 'k1', 'k2', 'k3']]] as const) {
+    for (const [tear, expected] of [
+      [0, []],
+      [1, []],
+      [10_000, ['k0', 'k1', 'k2', 'k3']],
+    ] as const) {
       const dir = tempDir()
       // durability 'none' never fsyncs, so everything after the segment header is unsynced.
       const db = await openWithFaults(dir, { engine, durability: 'none', faults: {} })
@@ -129,7 +133,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
 
   it('fake-disk crash at random moments: acknowledged commits survive, transactions stay whole', async () => {
     let seed = 99
-    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
     for (let round = 0; round < 15; round++) {
       const dir = tempDir()
       const db = await openWithFaults(dir, { engine, faults: {} })

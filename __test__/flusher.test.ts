@@ -33,7 +33,9 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
     expect(held.checkpoints).toBe(0)
     // A checkpoint requested while suspended waits for the resume.
     let checkpointed = false
-    const cp = db.checkpoint().then(() => { checkpointed = true })
+    const cp = db.checkpoint().then(() => {
+      checkpointed = true
+    })
     await delay(30)
     expect(checkpointed).toBe(false)
     core.resumeFlusher()
@@ -62,7 +64,11 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
     const core = coreOf(db)
     await core.suspendFlusher()
     const appliedBefore = core.stats().flow.appliedLsn
-    for (let i = 1; i <= 100; i++) await db.transaction((tx) => { tx.put(c, 'k', i); tx.put(c, ['other', i % 7], i) })
+    for (let i = 1; i <= 100; i++)
+      await db.transaction((tx) => {
+        tx.put(c, 'k', i)
+        tx.put(c, ['other', i % 7], i)
+      })
     // Every batch is deferred or (the last one, native) still queued for the gopher; none applied.
     const flow = core.stats().flow
     expect(flow.deferredBatches + flow.queuedBatches).toBeGreaterThanOrEqual(100)
@@ -96,7 +102,9 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
     await core.suspendFlusher()
     await db.transaction((tx) => tx.put(c, 'a', 1))
     let checkpointed = false
-    const cp = db.checkpoint().then(() => { checkpointed = true })
+    const cp = db.checkpoint().then(() => {
+      checkpointed = true
+    })
     core.resumeFlusher()
     await delay(30)
     expect(core.stats().flow.suspended).toBe(1)
@@ -119,7 +127,10 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
       // Many small batches, so that the resume below has work left when the next suspend lands.
       for (let i = 0; i < 300; i++) {
         last++
-        await db.transaction((tx) => { tx.put(c, 'k', last); tx.put(c, ['each', last % 50], last) })
+        await db.transaction((tx) => {
+          tx.put(c, 'k', last)
+          tx.put(c, ['each', last % 50], last)
+        })
       }
       core.resumeFlusher()
     }
@@ -136,7 +147,7 @@ describe.each(ENGINES)('flusher (%s)', (engine) => {
     const snap = again.snapshot()
     expect(snap.get(again.collection<number>('c'), 'k')).toBe(last)
     for (let j = 0; j < 50; j++) {
-      const want = last - ((last - j) % 50 + 50) % 50
+      const want = last - ((((last - j) % 50) + 50) % 50)
       expect(snap.get(again.collection<number>('c'), ['each', j])).toBe(want)
     }
     snap.close()

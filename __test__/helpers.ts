@@ -50,7 +50,10 @@ export interface GoldenCheckpoint {
  * reads the same file, so both engines are held to the same bytes.
  */
 export function goldenPages(): { plain: GoldenCheckpoint[]; indexed: GoldenCheckpoint[] } {
-  return JSON.parse(readFileSync(new URL('../testdata/golden-pages.json', import.meta.url), 'utf8')) as { plain: GoldenCheckpoint[]; indexed: GoldenCheckpoint[] }
+  return JSON.parse(readFileSync(new URL('../testdata/golden-pages.json', import.meta.url), 'utf8')) as {
+    plain: GoldenCheckpoint[]
+    indexed: GoldenCheckpoint[]
+  }
 }
 
 /** Assert that `fn` rejects/throws a KestrelError with `code`; returns the error. */

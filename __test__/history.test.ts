@@ -106,9 +106,19 @@ describe('differential: one random stream on both engines', () => {
             const key = ['k', pick(8)]
             const op = pick(6)
             if (op === 0) tx.delete(c, key)
-            else if (op === 1) { try { tx.append(c as never, ['list', pick(2)], round) } catch (e) { log.push(`append refused ${(e as { code: string }).code}`) } }
-            else if (op === 2) { try { tx.increment(c, ['n', pick(2)], pick(5)) } catch (e) { log.push(`increment refused ${(e as { code: string }).code}`) } }
-            else tx.put(c, key, { round, i, s: 'x'.repeat(pick(20)) })
+            else if (op === 1) {
+              try {
+                tx.append(c as never, ['list', pick(2)], round)
+              } catch (e) {
+                log.push(`append refused ${(e as { code: string }).code}`)
+              }
+            } else if (op === 2) {
+              try {
+                tx.increment(c, ['n', pick(2)], pick(5))
+              } catch (e) {
+                log.push(`increment refused ${(e as { code: string }).code}`)
+              }
+            } else tx.put(c, key, { round, i, s: 'x'.repeat(pick(20)) })
             log.push(`get ${JSON.stringify(tx.get(c, key) ?? null)}`)
           }
           log.push(`scan ${JSON.stringify([...tx.scan(c, { limit: 5, reverse: pick(2) === 1 })])}`)

@@ -98,7 +98,13 @@ describe.each(ENGINES)('pinned snapshots and the horizon [%s]', (engine) => {
       return scheduled!
     }
     const failWith = (err: Error): void => {
-      Object.defineProperty(core, 'setHorizon', { value: () => { throw err }, configurable: true, writable: true })
+      Object.defineProperty(core, 'setHorizon', {
+        value: () => {
+          throw err
+        },
+        configurable: true,
+        writable: true,
+      })
     }
     try {
       failWith(new KestrelError('KESTREL_IO', 'the engine failed while pruning'))

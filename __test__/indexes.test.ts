@@ -104,7 +104,11 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
       expect(found(client3, t3, 'byF1', 'D')).toEqual([1])
       expect(found(client4, t3, 'byF1', 'A')).toEqual([1])
       expect(found(client5, t3, 'byF1', 'C')).toEqual([1])
-      for (const [view, own] of [[client3, 'D'], [client4, 'A'], [client5, 'C']] as const) {
+      for (const [view, own] of [
+        [client3, 'D'],
+        [client4, 'A'],
+        [client5, 'C'],
+      ] as const) {
         for (const x of ['-', 'A', 'B', 'C', 'D'].filter((y) => y !== own)) expect(found(view, t3, 'byF1', x), `${own} view, ${x}`).toEqual([])
       }
       const fresh = db.snapshot()
@@ -144,10 +148,16 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
       for (const l of letters) {
         const expectF1 = all.filter((e) => e.value.f1 === l && l !== 'e').map((e) => e.key)
         expect(found(view, c, 'byF1', l)).toEqual(expectF1)
-        const expectPair = all.filter((e) => e.value.f1 === l).sort((x, y) => ((x.value.n ?? 0) % 3) - ((y.value.n ?? 0) % 3) || (Number(x.key) - Number(y.key))).map((e) => e.key)
+        const expectPair = all
+          .filter((e) => e.value.f1 === l)
+          .sort((x, y) => ((x.value.n ?? 0) % 3) - ((y.value.n ?? 0) % 3) || Number(x.key) - Number(y.key))
+          .map((e) => e.key)
         expect(found(view, c, 'byPair', { prefix: [l] })).toEqual(expectPair)
       }
-      const range = all.filter((e) => e.value.f1 >= 'b' && e.value.f1 < 'd').sort((x, y) => (x.value.f1 < y.value.f1 ? -1 : x.value.f1 > y.value.f1 ? 1 : Number(x.key) - Number(y.key))).map((e) => e.key)
+      const range = all
+        .filter((e) => e.value.f1 >= 'b' && e.value.f1 < 'd')
+        .sort((x, y) => (x.value.f1 < y.value.f1 ? -1 : x.value.f1 > y.value.f1 ? 1 : Number(x.key) - Number(y.key)))
+        .map((e) => e.key)
       expect(found(view, c, 'byF1', { gte: 'b', lt: 'd' })).toEqual(range)
     }
     for (let step = 0; step < 160; step++) {
@@ -228,7 +238,14 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
       tx.put(users, 'other', { email: 'same@x' })
     })
     // Two records of one transaction with one key.
-    await expectCode(() => db.transaction((tx) => { tx.put(users, 'p', { email: 'p@x' }); tx.put(users, 'q', { email: 'p@x' }) }), 'KESTREL_UNIQUE')
+    await expectCode(
+      () =>
+        db.transaction((tx) => {
+          tx.put(users, 'p', { email: 'p@x' })
+          tx.put(users, 'q', { email: 'p@x' })
+        }),
+      'KESTREL_UNIQUE',
+    )
     // After the holder is deleted the key is free again.
     await db.transaction((tx) => tx.delete(users, 'other'))
     await db.transaction((tx) => tx.put(users, 'late', { email: 'same@x' }))
@@ -242,7 +259,9 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
     let items = db.collection<Row>('items')
     const N = 2000
     for (let b = 0; b < N; b += 250) {
-      await db.transaction((tx) => { for (let i = b; i < b + 250; i++) tx.put(items, i, { f1: `k${i % 50}`, n: i }) })
+      await db.transaction((tx) => {
+        for (let i = b; i < b + 250; i++) tx.put(items, i, { f1: `k${i % 50}`, n: i })
+      })
     }
     await db.close()
     db = await openDb(dir)
@@ -278,7 +297,10 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
   it('a new unique index over records that break it fails its build with KESTREL_UNIQUE', async () => {
     const db = await openDb()
     let c = db.collection<Row>('dups')
-    await db.transaction((tx) => { tx.put(c, 1, { f1: 'x' }); tx.put(c, 2, { f1: 'x' }) })
+    await db.transaction((tx) => {
+      tx.put(c, 1, { f1: 'x' })
+      tx.put(c, 2, { f1: 'x' })
+    })
     c = db.collection<Row>('dups', { indexes: { u: { key: (v) => v.f1, unique: true } } })
     await expectCode(() => c.ready(), 'KESTREL_UNIQUE')
     expect(found(db.snapshot(), c, 'u', 'x')).toEqual([1, 2]) // lookups stay correct (by scan)
@@ -291,7 +313,9 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
     const c = db.collection<Row>('loop', { indexes: byF1 })
     await c.ready()
     const pad = 'p'.repeat(900)
-    await db.transaction((tx) => { for (let i = 0; i < 100; i++) tx.put(c, i, { f1: `old${i % 10}`, n: i, pad }) })
+    await db.transaction((tx) => {
+      for (let i = 0; i < 100; i++) tx.put(c, i, { f1: `old${i % 10}`, n: i, pad })
+    })
     const old = db.snapshot()
     let maxBytes = 0
     const rss0 = process.memoryUsage().rss
@@ -326,7 +350,12 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
     const db = await openDb()
     const c = db.collection<{ v: unknown }>('bad', {
       indexes: {
-        throws: { key: (x) => { if (x.v === 'boom') throw new Error('no'); return 1 } },
+        throws: {
+          key: (x) => {
+            if (x.v === 'boom') throw new Error('no')
+            return 1
+          },
+        },
         weird: { key: (x) => x.v as never },
       },
     })
@@ -364,7 +393,10 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
     await c.ready()
     for (let i = 0; i < 300; i++) await db.transaction((tx) => tx.put(c, i, { f1: `v${i % 7}`, n: i }))
     await db.checkpoint()
-    await db.transaction((tx) => { tx.put(c, 0, { f1: 'moved' }); tx.delete(c, 1) })
+    await db.transaction((tx) => {
+      tx.put(c, 0, { f1: 'moved' })
+      tx.delete(c, 1)
+    })
     await db.close()
     db = await open(dir, { engine: other(engine) })
     c = db.collection<Row>('x', { indexes: byF1 })
@@ -383,14 +415,31 @@ describe.each(ENGINES)('unique index builds on populated collections [%s]', (eng
   const pad = (i: number): string => String(i).padStart(4, '0')
 
   /** A database holding `n` users u0000… with distinct emails e0000@x…, and a key-function call counter. */
-  async function populated(n: number, faults?: object): Promise<{ db: Database; calls: { n: number }; byEmail: { byEmail: { key: (u: User) => string; unique: true } } }> {
+  async function populated(
+    n: number,
+    faults?: object,
+  ): Promise<{ db: Database; calls: { n: number }; byEmail: { byEmail: { key: (u: User) => string; unique: true } } }> {
     const db = faults ? await openWithFaults(tempDir(), { engine, faults }) : await open(tempDir(), { engine })
     const users = db.collection<User>('users')
     for (let b = 0; b < n; b += 500) {
-      await db.transaction((tx) => { for (let i = b; i < Math.min(n, b + 500); i++) tx.put(users, `u${pad(i)}`, { email: `e${pad(i)}@x`, n: i }) })
+      await db.transaction((tx) => {
+        for (let i = b; i < Math.min(n, b + 500); i++) tx.put(users, `u${pad(i)}`, { email: `e${pad(i)}@x`, n: i })
+      })
     }
     const calls = { n: 0 }
-    return { db, calls, byEmail: { byEmail: { key: (u: User) => { calls.n++; return u.email }, unique: true } } }
+    return {
+      db,
+      calls,
+      byEmail: {
+        byEmail: {
+          key: (u: User) => {
+            calls.n++
+            return u.email
+          },
+          unique: true,
+        },
+      },
+    }
   }
 
   it('is built with O(records) key-function calls while writers go on, and one key never has two holders', async () => {
@@ -400,7 +449,9 @@ describe.each(ENGINES)('unique index builds on populated collections [%s]', (eng
     holdSyncs(db, true)
     const users = db.collection<User>('users', { indexes: byEmail })
     let ready = false
-    const built = users.ready().then(() => { ready = true })
+    const built = users.ready().then(() => {
+      ready = true
+    })
     const put = (key: string, u: User): Promise<unknown> => db.transaction((tx) => tx.put(users, key, u))
     // A record the build has not reached yet holds e1999@x.
     const dup = await expectCode(() => put('dup', { email: 'e1999@x' }), 'KESTREL_UNIQUE')

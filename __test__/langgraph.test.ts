@@ -64,7 +64,8 @@ describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
       b.put(root, checkpoint(2), { source: 'loop', step: 0, parents: {} }, { n: 3 }),
     ])
     const parents = new Map<string, string | undefined>()
-    for await (const t of a.list({ configurable: { thread_id: 't' } })) parents.set(t.checkpoint.id, t.parentConfig?.configurable?.checkpoint_id as string | undefined)
+    for await (const t of a.list({ configurable: { thread_id: 't' } }))
+      parents.set(t.checkpoint.id, t.parentConfig?.configurable?.checkpoint_id as string | undefined)
     expect(parents.size).toBe(3)
     const children = [...parents.values()].filter((p) => p !== undefined)
     expect(new Set(children).size).toBe(2) // two different parents: a chain root → x → y
@@ -80,7 +81,12 @@ describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
     const saver = await KestrelSaver.open(dir, { engine })
     const cfg = await saver.put({ configurable: { thread_id: 'gone', checkpoint_ns: '' } }, checkpoint(0), { source: 'input', step: -1, parents: {} }, { n: 1 })
     await saver.putWrites(cfg, [['n', 5]], 'task-1')
-    const keep = await saver.put({ configurable: { thread_id: 'kept', checkpoint_ns: '' } }, checkpoint(1), { source: 'input', step: -1, parents: {} }, { n: 2 })
+    const keep = await saver.put(
+      { configurable: { thread_id: 'kept', checkpoint_ns: '' } },
+      checkpoint(1),
+      { source: 'input', step: -1, parents: {} },
+      { n: 2 },
+    )
     const late = saver.putWrites(cfg, [['n', 6]], 'task-2')
     await saver.deleteThread('gone')
     await late
@@ -131,7 +137,16 @@ describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
     const saver = await KestrelSaver.open(tempDir(), { engine, serde: new StrictSerializer() })
     await expectCode(() => saver.put({ configurable: {} }, checkpoint(0), { source: 'input', step: -1, parents: {} }, {}), 'KESTREL_INVALID_ARGUMENT')
     await expectCode(() => saver.putWrites({ configurable: { checkpoint_id: 'x' } }, [], 't'), 'KESTREL_INVALID_ARGUMENT')
-    const err = await expectCode(() => saver.put({ configurable: { thread_id: 't' } }, { ...checkpoint(1), channel_values: { bad: 'unserializable' } }, { source: 'input', step: -1, parents: {} }, { bad: 1 }), 'KESTREL_INVALID_ARGUMENT')
+    const err = await expectCode(
+      () =>
+        saver.put(
+          { configurable: { thread_id: 't' } },
+          { ...checkpoint(1), channel_values: { bad: 'unserializable' } },
+          { source: 'input', step: -1, parents: {} },
+          { bad: 1 },
+        ),
+      'KESTREL_INVALID_ARGUMENT',
+    )
     expect(err.message).toMatch(/serializer/)
     expect(await saver.getTuple({ configurable: { thread_id: 't' } })).toBeUndefined() // nothing half-written
     expect(await saver.getTuple({ configurable: {} })).toBeUndefined()

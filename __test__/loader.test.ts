@@ -45,7 +45,10 @@ function root(layout: Layout, platform = PLATFORM): LoaderContext {
   if (layout.binary) {
     const p = join(dir, 'node_modules', `${PKG.name}-${platform}`)
     mkdirSync(p, { recursive: true })
-    writeFileSync(join(p, 'package.json'), JSON.stringify({ name: `${PKG.name}-${platform}`, version: layout.version ?? PKG.version, main: file, files: [file] }))
+    writeFileSync(
+      join(p, 'package.json'),
+      JSON.stringify({ name: `${PKG.name}-${platform}`, version: layout.version ?? PKG.version, main: file, files: [file] }),
+    )
     writeFileSync(join(p, file), layout.binary)
   }
   return { root: dir, platform }
@@ -117,7 +120,7 @@ describe('the native loader', () => {
     expect(err.message).not.toMatch(/failed to load/)
   })
 
-  it.runIf(ELF)('a binary built for another CPU → KESTREL_NATIVE_UNAVAILABLE saying so, with the dynamic loader\'s error as the cause', () => {
+  it.runIf(ELF)("a binary built for another CPU → KESTREL_NATIVE_UNAVAILABLE saying so, with the dynamic loader's error as the cause", () => {
     const err = failure(root({ binary: otherCpu() }))
     expect(err.message).toContain(`${PKG.name}-${PLATFORM}@${PKG.version} is installed but`)
     expect(err.message).toContain(`reinstall ${PKG.name}-${PLATFORM} on this machine`)
@@ -155,21 +158,25 @@ describe('the native loader', () => {
     copyFileSync(BUILT, path)
     expect(loadBinding({ ...ctx, override: path })).toMatchObject({ source: 'override', path })
     // Relative paths are the working directory's.
-    expect(loadBinding({ root: relative(process.cwd(), ctx.root), platform: PLATFORM, override: relative(process.cwd(), path) })).toMatchObject({ source: 'override', path })
+    expect(loadBinding({ root: relative(process.cwd(), ctx.root), platform: PLATFORM, override: relative(process.cwd(), path) })).toMatchObject({
+      source: 'override',
+      path,
+    })
     const err = failure({ ...ctx, override: join(ctx.root, 'missing.node') })
     expect(err.message).toContain('KESTREL_NATIVE_BINDING=')
   })
 
   it("tells the process's libc from the libraries it has mapped, not from /usr/bin/ldd", () => {
     const line = (path: string) => `7f0000000000-7f0000001000 r-xp 00000000 fe:01 1234 ${path}`
-    expect(libcOfProcess([line('/usr/bin/node'), line('/usr/lib/x86_64-linux-gnu/libc.so.6'), line('/usr/lib/x86_64-linux-gnu/libm.so.6')].join('\n'))).toBe('glibc')
+    expect(libcOfProcess([line('/usr/bin/node'), line('/usr/lib/x86_64-linux-gnu/libc.so.6'), line('/usr/lib/x86_64-linux-gnu/libm.so.6')].join('\n'))).toBe(
+      'glibc',
+    )
     expect(libcOfProcess([line('/usr/local/bin/node'), line('/lib/ld-musl-x86_64.so.1')].join('\n'))).toBe('musl')
     expect(libcOfProcess([line('/opt/node'), line('/usr/lib/libstdc++.so.6'), line('/usr/lib/x86_64-linux-musl/libc.so')].join('\n'))).toBe('musl')
     expect(libcOfProcess([line('/lib64/libc-2.17.so')].join('\n'))).toBe('glibc')
     expect(libcOfProcess(line('/usr/bin/node'))).toBeUndefined()
     if (ELF) expect(libcOfProcess()).toBe(ABI === 'musl' ? 'musl' : 'glibc')
   })
-
 })
 
 describe.runIf(ELF)('the ELF reader', () => {

@@ -13,10 +13,12 @@ import { ENGINES, expectCode, other, tempDir } from './helpers.js'
  * These tests look at the log itself, so they keep all of it: with every commit inside the
  * retention window, no checkpoint covers the log and no segment is trimmed.
  */
-const open = (dir: string, options: OpenOptions): Promise<Database> =>
-  openDatabase(dir, { retainHistory: { commits: Number.MAX_SAFE_INTEGER }, ...options })
+const open = (dir: string, options: OpenOptions): Promise<Database> => openDatabase(dir, { retainHistory: { commits: Number.MAX_SAFE_INTEGER }, ...options })
 
-const segments = (dir: string): string[] => readdirSync(join(dir, 'log')).filter((n) => n.endsWith('.klog')).sort()
+const segments = (dir: string): string[] =>
+  readdirSync(join(dir, 'log'))
+    .filter((n) => n.endsWith('.klog'))
+    .sort()
 
 /** Commit `n` single-key transactions one after another (one batch each). */
 async function commitSequential(db: Database, n: number, from = 0): Promise<bigint[]> {
@@ -74,12 +76,14 @@ describe.each(ENGINES)('serial log [%s]', (engine) => {
     const dir = tempDir()
     const db = await open(dir, { engine })
     const c = db.collection('items')
-    const ids = await Promise.all(Array.from({ length: 256 }, async (_, i) => {
-      const tx = db.begin()
-      tx.put(c, ['a', i], i)
-      tx.put(c, ['b', i], i)
-      return (await tx.commit()).commitId
-    }))
+    const ids = await Promise.all(
+      Array.from({ length: 256 }, async (_, i) => {
+        const tx = db.begin()
+        tx.put(c, ['a', i], i)
+        tx.put(c, ['b', i], i)
+        return (await tx.commit()).commitId
+      }),
+    )
     const stats = db.stats()
     expect(new Set(ids).size).toBe(256)
     expect(stats.durableLsn).toBe(256n)
@@ -109,7 +113,10 @@ describe.each(ENGINES)('serial log [%s]', (engine) => {
     expect(db.engine).toBe(other(engine))
     expect(values(db)).toEqual(Array.from({ length: 300 }, (_, i) => i))
     const c = db.collection('items')
-    await db.transaction((tx) => { tx.delete(c, 'k0000'); tx.put(c, 'k9999', { i: 9999 }) })
+    await db.transaction((tx) => {
+      tx.delete(c, 'k0000')
+      tx.put(c, 'k9999', { i: 9999 })
+    })
     await db.close()
     db = await open(dir, { engine })
     const v = values(db)

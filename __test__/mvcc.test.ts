@@ -11,7 +11,10 @@ import { ENGINES, expectCode, other, tempDir } from './helpers.js'
 async function seeded(engine: string, opts: object = {}): Promise<Database> {
   const db = await open(tempDir(), { engine: engine as 'native', ...opts })
   const t = db.collection<number>('test')
-  await db.transaction((tx) => { tx.put(t, 1, 10); tx.put(t, 2, 20) })
+  await db.transaction((tx) => {
+    tx.put(t, 1, 10)
+    tx.put(t, 2, 20)
+  })
   return db
 }
 
@@ -68,7 +71,10 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     // Read skew: a reader sees x before, then y after another commit — must see both old.
     const r = db.begin()
     expect(r.get(t, 1)).toBe(11)
-    await db.transaction((tx) => { tx.put(t, 1, 12); tx.put(t, 2, 18) })
+    await db.transaction((tx) => {
+      tx.put(t, 1, 12)
+      tx.put(t, 2, 18)
+    })
     expect(r.get(t, 2)).toBe(22)
     expect([...r.scan(t)].map((e) => e.value)).toEqual([11, 22])
     await db.close()
@@ -79,7 +85,10 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     const t = db.collection<number>('test')
     const t1 = db.begin()
     expect(t1.get(t, 1)).toBe(10)
-    await db.transaction((tx) => { tx.put(t, 1, 12); tx.put(t, 2, 18) })
+    await db.transaction((tx) => {
+      tx.put(t, 1, 12)
+      tx.put(t, 2, 18)
+    })
     t1.put(t, 2, 0)
     await conflict(t1.commit())
     // Predicate form: delete every row matching a predicate while another commit changes one.
@@ -94,7 +103,11 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
   it('retainHistory.ms keeps commits of the window readable', async () => {
     const db = await open(tempDir(), { engine, retainHistory: { ms: 60_000 } })
     const t = db.collection<number>('t')
-    const first = await db.transaction(async (tx) => { tx.put(t, 'x', 1) }).then(() => db.lastCommitId())
+    const first = await db
+      .transaction(async (tx) => {
+        tx.put(t, 'x', 1)
+      })
+      .then(() => db.lastCommitId())
     for (let i = 2; i <= 5; i++) await db.transaction((tx) => tx.put(t, 'x', i))
     await new Promise((r) => setImmediate(r))
     const v = db.at(first)
@@ -167,7 +180,9 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     held.put(t, 'other', 'x')
     const pending = held.commit()
     let settled = false
-    void pending.then(() => { settled = true })
+    void pending.then(() => {
+      settled = true
+    })
     await new Promise((r) => setTimeout(r, 50))
     expect(settled).toBe(false)
     // Readers and new transactions do not see it…
@@ -191,14 +206,32 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     const la = a.collection<number[]>('threads')
     const lb = b.collection<number[]>('threads')
     await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).transaction((tx) => tx.append(i % 2 ? la : lb, 'thread-7', i), { retries: 0 })))
-    expect(a.begin().get(la, 'thread-7')!.slice().sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i))
+    expect(
+      a
+        .begin()
+        .get(la, 'thread-7')!
+        .slice()
+        .sort((x, y) => x - y),
+    ).toEqual(Array.from({ length: 20 }, (_, i) => i))
     let conflicts = 0
-    await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).transaction(async (tx) => {
-      const c = i % 2 ? la : lb
-      const list = tx.get(c, 'rmw') ?? []
-      await new Promise((r) => setTimeout(r, 1))
-      tx.put(c, 'rmw', [...list, i])
-    }, { retries: 100 }).catch((e) => { conflicts++; throw e })))
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 ? a : b)
+          .transaction(
+            async (tx) => {
+              const c = i % 2 ? la : lb
+              const list = tx.get(c, 'rmw') ?? []
+              await new Promise((r) => setTimeout(r, 1))
+              tx.put(c, 'rmw', [...list, i])
+            },
+            { retries: 100 },
+          )
+          .catch((e) => {
+            conflicts++
+            throw e
+          }),
+      ),
+    )
     expect(conflicts).toBe(0)
     expect(b.begin().get(lb, 'rmw')!.length).toBe(20)
     await a.close()
@@ -255,7 +288,11 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
   it('a resolver that returns garbage or throws is a clear error', async () => {
     const db = await open(tempDir(), { engine })
     const bad = db.collection('bad', { resolver: () => () => 1 })
-    const boom = db.collection('boom', { resolver: () => { throw new Error('nope') } })
+    const boom = db.collection('boom', {
+      resolver: () => {
+        throw new Error('nope')
+      },
+    })
     for (const c of [bad, boom]) {
       await db.transaction((tx) => tx.put(c, 'k', 1))
       const t1 = db.begin()
@@ -339,10 +376,13 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     const t = db.collection<number>('test')
     const blocker = db.begin()
     blocker.put(t, 1, 0)
-    const p = db.transaction(async (tx) => {
-      tx.put(t, 1, tx.get(t, 1)! + 1)
-      await blocker.commit()
-    }, { retries: 0 })
+    const p = db.transaction(
+      async (tx) => {
+        tx.put(t, 1, tx.get(t, 1)! + 1)
+        await blocker.commit()
+      },
+      { retries: 0 },
+    )
     await conflict(p)
     const tx = db.begin()
     tx.put(t, 9, 9)
@@ -363,7 +403,14 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     const db = await openWithFaults(dir, { engine, faults: {} })
     const l = db.collection<number[]>('l')
     const n = db.collection<number>('n')
-    await Promise.all(Array.from({ length: 30 }, (_, i) => db.transaction((tx) => { tx.append(l, 'list', i); tx.increment(n, 'sum', i) })))
+    await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        db.transaction((tx) => {
+          tx.append(l, 'list', i)
+          tx.increment(n, 'sum', i)
+        }),
+      ),
+    )
     const list = db.begin().get(l, 'list')
     await simulateCrash(db, 0)
     const again = await open(dir, { engine: other(engine) })
@@ -401,56 +448,67 @@ describe.each(ENGINES)('a transaction commits at most once [%s]', (engine) => {
   }
 
   it('a second commit() rejects with KESTREL_TRANSACTION_DONE, in flight or after; the writes land once', async () => {
-    expect(await landed(async (db) => {
-      const tx = db.begin()
-      write(db, tx)
-      const first = tx.commit()
-      const err = await expectCode(() => tx.commit(), 'KESTREL_TRANSACTION_DONE')
-      expect(err.message).toMatch(/in flight/)
-      expect((await first).commitId).toBeGreaterThan(0n)
-      await expectCode(() => tx.commit(), 'KESTREL_TRANSACTION_DONE')
-      expect(tx.finished).toBe(true)
-    })).toEqual([ONCE, ONCE])
+    expect(
+      await landed(async (db) => {
+        const tx = db.begin()
+        write(db, tx)
+        const first = tx.commit()
+        const err = await expectCode(() => tx.commit(), 'KESTREL_TRANSACTION_DONE')
+        expect(err.message).toMatch(/in flight/)
+        expect((await first).commitId).toBeGreaterThan(0n)
+        await expectCode(() => tx.commit(), 'KESTREL_TRANSACTION_DONE')
+        expect(tx.finished).toBe(true)
+      }),
+    ).toEqual([ONCE, ONCE])
   })
 
   it('rollback() while the commit is in flight is refused and says why; the commit lands once', async () => {
-    expect(await landed(async (db) => {
-      const tx = db.begin()
-      write(db, tx)
-      const pending = tx.commit()
-      const err = await expectCode(() => tx.rollback(), 'KESTREL_TRANSACTION_DONE')
-      expect(err.message).toMatch(/in flight/)
-      await pending
-      await expectCode(() => tx.rollback(), 'KESTREL_TRANSACTION_DONE')
-      // A commit that failed left its transaction rolled back: rollback() does nothing then.
-      const loser = db.begin()
-      loser.put(db.collection('other'), 'x', 'lost')
-      await db.transaction((t) => t.put(db.collection('other'), 'x', 'winner'))
-      await conflict(loser.commit())
-      expect(() => loser.rollback()).not.toThrow()
-      await expectCode(() => loser.commit(), 'KESTREL_TRANSACTION_DONE')
-    })).toEqual([ONCE, ONCE])
+    expect(
+      await landed(async (db) => {
+        const tx = db.begin()
+        write(db, tx)
+        const pending = tx.commit()
+        const err = await expectCode(() => tx.rollback(), 'KESTREL_TRANSACTION_DONE')
+        expect(err.message).toMatch(/in flight/)
+        await pending
+        await expectCode(() => tx.rollback(), 'KESTREL_TRANSACTION_DONE')
+        // A commit that failed left its transaction rolled back: rollback() does nothing then.
+        const loser = db.begin()
+        loser.put(db.collection('other'), 'x', 'lost')
+        await db.transaction((t) => t.put(db.collection('other'), 'x', 'winner'))
+        await conflict(loser.commit())
+        expect(() => loser.rollback()).not.toThrow()
+        await expectCode(() => loser.commit(), 'KESTREL_TRANSACTION_DONE')
+      }),
+    ).toEqual([ONCE, ONCE])
   })
 
   it('db.transaction whose body commits without awaiting commits once and reports that commit', async () => {
-    expect(await landed(async (db) => {
-      const result = await db.transaction((tx) => {
-        write(db, tx)
-        void tx.commit()
-        return 'body done'
-      })
-      expect(result).toBe('body done')
-    })).toEqual([ONCE, ONCE])
+    expect(
+      await landed(async (db) => {
+        const result = await db.transaction((tx) => {
+          write(db, tx)
+          void tx.commit()
+          return 'body done'
+        })
+        expect(result).toBe('body done')
+      }),
+    ).toEqual([ONCE, ONCE])
     const db = await open(tempDir(), { engine })
     const c = db.collection<number>('c')
     // The body's commit fails: db.transaction rejects with its error (retries: 0) …
     const blocker = db.begin()
     blocker.put(c, 'x', 1)
-    await conflict(db.transaction(async (tx) => {
-      tx.put(c, 'x', 2)
-      await blocker.commit()
-      void tx.commit()
-    }, { retries: 0 }))
+    await conflict(
+      db.transaction(
+        async (tx) => {
+          tx.put(c, 'x', 2)
+          await blocker.commit()
+          void tx.commit()
+        },
+        { retries: 0 },
+      ),
+    )
     // … or, with retries, runs the body again until its commit lands (once).
     let runs = 0
     const racer = db.begin()
@@ -465,12 +523,14 @@ describe.each(ENGINES)('a transaction commits at most once [%s]', (engine) => {
     expect(db.snapshot().get(c, 'x')).toBe(30)
     // A body that commits and then throws: its error, and no second run.
     runs = 0
-    await expect(db.transaction((tx) => {
-      runs++
-      tx.put(c, 'y', 1)
-      void tx.commit()
-      throw new Error('after its commit')
-    })).rejects.toThrow('after its commit')
+    await expect(
+      db.transaction((tx) => {
+        runs++
+        tx.put(c, 'y', 1)
+        void tx.commit()
+        throw new Error('after its commit')
+      }),
+    ).rejects.toThrow('after its commit')
     expect(runs).toBe(1)
     expect(db.snapshot().get(c, 'y')).toBe(1)
     await db.close()

@@ -17,7 +17,13 @@ const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
 describe('the targets', () => {
   it('names platforms as napi-rs does', () => {
     expect(PKG.napi.targets.map(platformOfTarget)).toEqual([
-      'linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl', 'darwin-x64', 'darwin-arm64', 'win32-x64-msvc',
+      'linux-x64-gnu',
+      'linux-arm64-gnu',
+      'linux-x64-musl',
+      'linux-arm64-musl',
+      'darwin-x64',
+      'darwin-arm64',
+      'win32-x64-msvc',
     ])
     expect(PKG.napi.targets.map(platformOfTarget)).toContain(platformTriple())
   })
@@ -41,7 +47,10 @@ describe('the release workflow (.github/workflows/release.yml)', () => {
 
   it('builds the Linux targets as release:pack does (same zig toolchain, glibc 2.17)', () => {
     const pack = readFileSync(join(ROOT, 'scripts/release-pack.mjs'), 'utf8')
-    const pins = pack.match(/ZIG_PACKAGES = \[([^\]]+)\]/)![1]!.match(/'([^']+)'/g)!.map((q) => q.slice(1, -1))
+    const pins = pack
+      .match(/ZIG_PACKAGES = \[([^\]]+)\]/)![1]!
+      .match(/'([^']+)'/g)!
+      .map((q) => q.slice(1, -1))
     expect(workflow).toContain(`pip" install --quiet ${pins.join(' ')}`)
     for (const t of PKG.napi.targets.filter((t: string) => t.includes('-linux-gnu'))) expect(workflow).toContain(`--target ${t}.2.17 -x`)
   })
@@ -89,7 +98,10 @@ describe('CommonJS', () => {
   })
 
   it('on a Node.js without require(esm), require() says what to do instead', () => {
-    const out = cjs(`try { require('./dist/index.cjs') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`, '--no-experimental-require-module')
+    const out = cjs(
+      `try { require('./dist/index.cjs') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`,
+      '--no-experimental-require-module',
+    )
     expect(out.code).toBe('ERR_REQUIRE_ESM')
     expect(out.message).toContain("await import('kestreldb')")
     expect(out.message).toContain('20.19+ or 22.12+')

@@ -45,8 +45,9 @@ function modelRange(m: Map<string, Version> | undefined, lower: Bound, upper: Bo
   if (!m) return []
   const lo = lower ? k2s(lower.key) : undefined
   const hi = upper ? k2s(upper.key) : undefined
-  const keys = [...m.keys()].sort().filter((k) =>
-    (lo === undefined || (lower!.inclusive ? k >= lo : k > lo)) && (hi === undefined || (upper!.inclusive ? k <= hi : k < hi)))
+  const keys = [...m.keys()]
+    .sort()
+    .filter((k) => (lo === undefined || (lower!.inclusive ? k >= lo : k > lo)) && (hi === undefined || (upper!.inclusive ? k <= hi : k < hi)))
   if (reverse) keys.reverse()
   return keys.slice(0, max).map((k) => [k, m.get(k)!])
 }
@@ -63,7 +64,10 @@ function verify(store: PageStore, model: Model, used: Map<string, Set<string>>, 
     for (const k of keys) {
       const got = store.get(name, s2k(k))
       const want = m?.get(k)
-      if (!sameValue(got, want)) throw new Error(`get ${name} ${Buffer.from(k, 'latin1').toString('hex')}: got ${got?.commitId}/${got?.value.length}, want ${want?.commitId}/${want?.value.length}`)
+      if (!sameValue(got, want))
+        throw new Error(
+          `get ${name} ${Buffer.from(k, 'latin1').toString('hex')}: got ${got?.commitId}/${got?.value.length}, want ${want?.commitId}/${want?.value.length}`,
+        )
     }
     const pool = [...keys]
     const pick = (): Bound => {
@@ -257,10 +261,32 @@ describe('page store: model', () => {
     const v = { commitId: 6, value: bytes(1, 1) }
     await expectCode(() => store.checkpoint(4, []), 'KESTREL_INVALID_ARGUMENT')
     await expectCode(() => store.checkpoint(6, [{ name: 'b', changes: [] }]), 'KESTREL_INVALID_ARGUMENT')
-    await expectCode(() => store.checkpoint(6, [{ name: 'b', changes: [] }, { name: 'a', changes: [{ key: utf8.encode('k') }] }]), 'KESTREL_INVALID_ARGUMENT')
-    await expectCode(() => store.checkpoint(6, [{ name: 'a', changes: [{ key: utf8.encode('b'), version: v }, { key: utf8.encode('a'), version: v }] }]), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(
+      () =>
+        store.checkpoint(6, [
+          { name: 'b', changes: [] },
+          { name: 'a', changes: [{ key: utf8.encode('k') }] },
+        ]),
+      'KESTREL_INVALID_ARGUMENT',
+    )
+    await expectCode(
+      () =>
+        store.checkpoint(6, [
+          {
+            name: 'a',
+            changes: [
+              { key: utf8.encode('b'), version: v },
+              { key: utf8.encode('a'), version: v },
+            ],
+          },
+        ]),
+      'KESTREL_INVALID_ARGUMENT',
+    )
     await expectCode(() => store.checkpoint(6, [{ name: 'a', changes: [{ key: new Uint8Array(1025), version: v }] }]), 'KESTREL_INVALID_ARGUMENT')
-    await expectCode(() => store.checkpoint(6, [{ name: 'a', changes: [{ key: utf8.encode('k'), version: { commitId: 7, value: v.value } }] }]), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(
+      () => store.checkpoint(6, [{ name: 'a', changes: [{ key: utf8.encode('k'), version: { commitId: 7, value: v.value } }] }]),
+      'KESTREL_INVALID_ARGUMENT',
+    )
     expect(store.meta()).toEqual(before)
     // A checkpoint with no changes still publishes a new seq and LSN.
     await store.checkpoint(9, [])
@@ -402,7 +428,11 @@ describe('page store: crash points', () => {
     reopened.close()
   })
 
-  for (const [fault, seq] of [['losePagesBeforeMeta', 0], ['tearMeta', 0], ['failMetaSync', 1]] as const) {
+  for (const [fault, seq] of [
+    ['losePagesBeforeMeta', 0],
+    ['tearMeta', 0],
+    ['failMetaSync', 1],
+  ] as const) {
     it(`${fault} on the first checkpoint: the handle has no checkpoint; reopen finds seq ${seq}`, async () => {
       const dir = newDir(`${fault}-first`)
       const store = PageStore.open(dir, CACHE)
@@ -554,8 +584,12 @@ describe('page store: corruption and versions', () => {
       }
       expect(err?.code).toBe('KESTREL_CORRUPT')
       expect(err?.message).toBe(`pages.kdb page ${victim}: checksum mismatch; restore from a backup (kestrel restore <backup> <dir>)`)
-      await expectCode(() => store.range('one', undefined, undefined, false, Number.POSITIVE_INFINITY).length +
-        store.range('two', undefined, undefined, false, Number.POSITIVE_INFINITY).length, 'KESTREL_CORRUPT')
+      await expectCode(
+        () =>
+          store.range('one', undefined, undefined, false, Number.POSITIVE_INFINITY).length +
+          store.range('two', undefined, undefined, false, Number.POSITIVE_INFINITY).length,
+        'KESTREL_CORRUPT',
+      )
       const rep = walk(path)
       expect(rep.problems.length).toBeGreaterThan(0)
       expect(rep.problems.some((p) => p.startsWith(`page ${victim}: checksum mismatch`))).toBe(true)
@@ -583,11 +617,15 @@ describe('page store: corruption and versions', () => {
       }
     }
     // Slot 0 (seq 2) with a bad magic: open falls back to slot 1 (seq 1).
-    edit(0, (p) => { p[25] = 0 })
+    edit(0, (p) => {
+      p[25] = 0
+    })
     const s1 = PageStore.open(dir, CACHE)
     expect(s1.meta().seq).toBe(1)
     s1.close()
-    edit(0, (p) => { p.writeUInt32LE(2, 32) })
+    edit(0, (p) => {
+      p.writeUInt32LE(2, 32)
+    })
     await expectCode(() => PageStore.open(dir, CACHE), 'KESTREL_FORMAT_VERSION')
     expect(walk(path).problems[0]).toMatch(/^page 0: meta with page store format version 2/)
   })
@@ -612,7 +650,10 @@ function goldenInput(cp: number): CollectionChanges[] {
       for (let p = 0; p < value.length; p++) value[p] = (i + p) % 251
       users.push({ key: kname(i), version: { commitId: 1 + (i % 10), value } })
     }
-    return [{ name: 'big', changes: big }, { name: 'users', changes: users }]
+    return [
+      { name: 'big', changes: big },
+      { name: 'users', changes: users },
+    ]
   }
   if (cp === 2) {
     const users: Change[] = []
@@ -626,7 +667,11 @@ function goldenInput(cp: number): CollectionChanges[] {
       new DataView(value.buffer).setBigUint64(0, BigInt(i), true)
       zeta.push({ key: Uint8Array.from([i >> 8, i & 0xff]), version: { commitId: 20, value } })
     }
-    return [{ name: 'big', changes: [{ key: utf8.encode('x1') }] }, { name: 'users', changes: users }, { name: 'zeta', changes: zeta }]
+    return [
+      { name: 'big', changes: [{ key: utf8.encode('x1') }] },
+      { name: 'users', changes: users },
+      { name: 'zeta', changes: zeta },
+    ]
   }
   const users: Change[] = []
   for (let i = 0; i < 3000; i++) users.push({ key: kname(i) })
@@ -663,7 +708,10 @@ describe('page store: golden scenario', () => {
     expect(store.get('big', utf8.encode('x1'))).toBeUndefined()
     expect(store.get('big', utf8.encode('x4'))?.value.length).toBe(25000)
     expect(store.get('users', kname(2))).toBeUndefined()
-    expect(store.collections()).toEqual([{ name: 'big', records: 5 }, { name: 'zeta', records: 100 }])
+    expect(store.collections()).toEqual([
+      { name: 'big', records: 5 },
+      { name: 'zeta', records: 100 },
+    ])
     store.close()
   })
 })

@@ -19,8 +19,16 @@ function countRows(db: Database): { rows: number } {
   const counter = { rows: 0 }
   const scan = core.scan.bind(core)
   const find = core.find.bind(core)
-  core.scan = (...args: Parameters<Core['scan']>) => { const r = scan(...args); counter.rows += r.length; return r }
-  core.find = (...args: Parameters<Core['find']>) => { const r = find(...args); counter.rows += r.length; return r }
+  core.scan = (...args: Parameters<Core['scan']>) => {
+    const r = scan(...args)
+    counter.rows += r.length
+    return r
+  }
+  core.find = (...args: Parameters<Core['find']>) => {
+    const r = find(...args)
+    counter.rows += r.length
+    return r
+  }
   return counter
 }
 
@@ -29,7 +37,9 @@ describe.each(ENGINES)('reads [%s]', (engine) => {
     const db = await open(tempDir(), { engine })
     const users = db.collection<{ team: string; n: number }>('users', { indexes: { byTeam: { key: (u) => u.team } } })
     await users.ready()
-    await db.transaction((tx) => { for (let i = 0; i < 50; i++) tx.put(users, `u${String(i).padStart(2, '0')}`, { team: i % 2 ? 'odd' : 'even', n: i }) })
+    await db.transaction((tx) => {
+      for (let i = 0; i < 50; i++) tx.put(users, `u${String(i).padStart(2, '0')}`, { team: i % 2 ? 'odd' : 'even', n: i })
+    })
     expect(db.get(users, 'u07')).toEqual({ team: 'odd', n: 7 })
     expect(db.get(users, 'nobody')).toBeUndefined()
     expect(db.stats().pinnedSnapshots).toBe(0)
@@ -65,11 +75,17 @@ describe.each(ENGINES)('reads [%s]', (engine) => {
   it('a scan over 1M records that stops after 10 reads one chunk and stays flat in memory', async () => {
     const db = await open(tempDir(), { engine, durability: 'none' })
     const c = db.collection<number>('big')
-    for (let i = 0; i < 1_000_000; i += 50_000) await db.transaction((tx) => { for (let j = i; j < i + 50_000; j++) tx.put(c, j, j) })
+    for (let i = 0; i < 1_000_000; i += 50_000)
+      await db.transaction((tx) => {
+        for (let j = i; j < i + 50_000; j++) tx.put(c, j, j)
+      })
     const counter = countRows(db)
     const firstTen = (rows: Iterable<{ key: unknown }>): unknown[] => {
       const out: unknown[] = []
-      for (const e of rows) { out.push(e.key); if (out.length === 10) break }
+      for (const e of rows) {
+        out.push(e.key)
+        if (out.length === 10) break
+      }
       return out
     }
     // The first scan after the load may build the store's key order once; then measure.
@@ -118,7 +134,14 @@ describe.each(ENGINES)('reads [%s]', (engine) => {
     const tx = db.begin()
     for (let k = 0; k < 400; k++) {
       const i = Math.floor(random() * 3200)
-      if (random() < 0.25) { tx.delete(c, i); model.delete(i) } else { const v = { g: Math.floor(random() * 7), i: Math.floor(random() * 5000) }; tx.put(c, i, v); model.set(i, v) }
+      if (random() < 0.25) {
+        tx.delete(c, i)
+        model.delete(i)
+      } else {
+        const v = { g: Math.floor(random() * 7), i: Math.floor(random() * 5000) }
+        tx.put(c, i, v)
+        model.set(i, v)
+      }
     }
     const order = (a: [number, { g: number; i: number }], b: [number, { g: number; i: number }]): number =>
       compareBytes(encodeKey([a[1].g, a[1].i]), encodeKey([b[1].g, b[1].i])) || compareBytes(encodeKey(a[0]), encodeKey(b[0]))
@@ -131,7 +154,10 @@ describe.each(ENGINES)('reads [%s]', (engine) => {
       if (reverse) want = want.reverse()
       if (limit !== undefined) want = want.slice(0, limit)
       const got = [...tx.find(c, 'byG', { gte: [g, lower], lt: [g + 1], reverse, limit })]
-      expect(got.map((e) => e.key), `query ${q}`).toEqual(want.map(([k]) => k))
+      expect(
+        got.map((e) => e.key),
+        `query ${q}`,
+      ).toEqual(want.map(([k]) => k))
       expect(got.map((e) => e.value)).toEqual(want.map(([, v]) => v))
     }
     // Scans with own writes across chunks, against the model.
@@ -149,21 +175,29 @@ describe.each(ENGINES)('reads [%s]', (engine) => {
   it('a reader that ended cannot be iterated further', async () => {
     const db = await open(tempDir(), { engine })
     const c = db.collection<number>('c')
-    await db.transaction((tx) => { for (let i = 0; i < 100; i++) tx.put(c, i, i) })
+    await db.transaction((tx) => {
+      for (let i = 0; i < 100; i++) tx.put(c, i, i)
+    })
     const tx = db.begin()
     const rows = tx.scan(c)[Symbol.iterator]()
     rows.next()
     tx.rollback()
-    await expectCode(() => { for (let i = 0; i < 100; i++) rows.next() }, 'KESTREL_TRANSACTION_DONE')
+    await expectCode(() => {
+      for (let i = 0; i < 100; i++) rows.next()
+    }, 'KESTREL_TRANSACTION_DONE')
     const view = db.snapshot()
     const viewRows = view.scan(c)[Symbol.iterator]()
     viewRows.next()
     view.close()
-    await expectCode(() => { for (let i = 0; i < 100; i++) viewRows.next() }, 'KESTREL_CLOSED')
+    await expectCode(() => {
+      for (let i = 0; i < 100; i++) viewRows.next()
+    }, 'KESTREL_CLOSED')
     const oneShot = db.scan(c)[Symbol.iterator]()
     oneShot.next()
     await db.close()
-    await expectCode(() => { for (let i = 0; i < 100; i++) oneShot.next() }, 'KESTREL_CLOSED')
+    await expectCode(() => {
+      for (let i = 0; i < 100; i++) oneShot.next()
+    }, 'KESTREL_CLOSED')
   })
 
   it('a transaction or read view garbage-collected without being ended releases its snapshot and warns', () => {

@@ -20,7 +20,14 @@ describe.each(ENGINES)('ordered scans [%s]', (engine) => {
       await db.transaction((tx) => {
         for (let j = 0; j < 40; j++) {
           const k = keyOf(Math.floor(random() * 120))
-          if (random() < 0.2) { tx.delete(c, k); model.delete(id(k)) } else { const v = round * 100 + j; tx.put(c, k, v); model.set(id(k), { key: k, value: v }) }
+          if (random() < 0.2) {
+            tx.delete(c, k)
+            model.delete(id(k))
+          } else {
+            const v = round * 100 + j
+            tx.put(c, k, v)
+            model.set(id(k), { key: k, value: v })
+          }
         }
       })
     }
@@ -29,7 +36,13 @@ describe.each(ENGINES)('ordered scans [%s]', (engine) => {
     // Own writes overlaid on the snapshot.
     for (let j = 0; j < 15; j++) {
       const k = keyOf(Math.floor(random() * 120))
-      if (random() < 0.3) { tx.delete(c, k); model.delete(id(k)) } else { tx.put(c, k, -j); model.set(id(k), { key: k, value: -j }) }
+      if (random() < 0.3) {
+        tx.delete(c, k)
+        model.delete(id(k))
+      } else {
+        tx.put(c, k, -j)
+        model.set(id(k), { key: k, value: -j })
+      }
     }
     // A commit after the snapshot must not show up.
     await db.transaction((t) => t.put(c, 'zzz-late', 1))

@@ -15,8 +15,15 @@ import { createLockFile } from '../lib/lock.js'
 const WRITER = fileURLToPath(new URL('./fixtures/thread-writer.mjs', import.meta.url))
 const RECORDS = 300
 
-interface OpenResult { opened: boolean; code?: string; message?: string }
-interface Outcome { acked: string[]; failed: string[] }
+interface OpenResult {
+  opened: boolean
+  code?: string
+  message?: string
+}
+interface Outcome {
+  acked: string[]
+  failed: string[]
+}
 interface Participant {
   opened: Promise<OpenResult>
   /** Commit the records (only if it opened) and close. */
@@ -51,7 +58,10 @@ function inWorker(dir: string, engine: EngineName, prefix: string): Participant 
 function inThisThread(dir: string, engine: EngineName, prefix: string): Participant {
   let db: Database | undefined
   const opened: Promise<OpenResult> = open(dir, { engine }).then(
-    (d) => { db = d; return { opened: true } },
+    (d) => {
+      db = d
+      return { opened: true }
+    },
     (err: { code: string; message: string }) => ({ opened: false, code: err.code, message: err.message }),
   )
   return {
@@ -63,15 +73,17 @@ function inThisThread(dir: string, engine: EngineName, prefix: string): Particip
       const c = db.collection<number>('records')
       const acked: string[] = []
       const failed: string[] = []
-      await Promise.all(Array.from({ length: RECORDS }, async (_, i) => {
-        const key = `${prefix}-${i}`
-        try {
-          await db!.transaction((tx) => tx.put(c, key, i))
-          acked.push(key)
-        } catch (err) {
-          failed.push(`${key}: ${(err as { code: string }).code}`)
-        }
-      }))
+      await Promise.all(
+        Array.from({ length: RECORDS }, async (_, i) => {
+          const key = `${prefix}-${i}`
+          try {
+            await db!.transaction((tx) => tx.put(c, key, i))
+            acked.push(key)
+          } catch (err) {
+            failed.push(`${key}: ${(err as { code: string }).code}`)
+          }
+        }),
+      )
       await db.close()
       return { acked, failed }
     },
@@ -100,7 +112,12 @@ async function race(dir: string, participants: Participant[]): Promise<void> {
   }
 }
 
-const MIXES: Array<[EngineName, EngineName]> = [['native', 'ts'], ['ts', 'native'], ['native', 'native'], ['ts', 'ts']]
+const MIXES: Array<[EngineName, EngineName]> = [
+  ['native', 'ts'],
+  ['ts', 'native'],
+  ['native', 'native'],
+  ['ts', 'ts'],
+]
 
 describe('one writer per directory within a process', () => {
   for (const [a, b] of MIXES) {

@@ -57,8 +57,12 @@ function lookup(ik: Uint8Array): CoreScanOptions {
   return { gte: ik, lt: prefixEnd(ik) }
 }
 
-const put = (collection: string, key: Uint8Array, value: unknown, keys: IndexKey[] = []): WriteOp =>
-  ({ kind: OP_PUT, collection, key, value: encodeEnvelope(encodeValue(value), keys) })
+const put = (collection: string, key: Uint8Array, value: unknown, keys: IndexKey[] = []): WriteOp => ({
+  kind: OP_PUT,
+  collection,
+  key,
+  value: encodeEnvelope(encodeValue(value), keys),
+})
 const del = (collection: string, key: Uint8Array): WriteOp => ({ kind: OP_DELETE, collection, key, value: undefined })
 
 async function commit(core: TsCore, ...ops: WriteOp[]): Promise<number> {
@@ -149,16 +153,26 @@ describe('ts core: envelopes', () => {
     const n = encodeKey('n')
     const c1 = await commit(core, put('c', k, [1], [{ index: 'tag', key: encodeKey('x') }]), put('c', n, 5, [{ index: 'tag', key: encodeKey('y') }]))
     expect(decodeValue(core.get('c', k, c1)!)).toEqual([1])
-    expect(core.scan('c', {}, c1).map(([key, v]) => [hex(key), decodeValue(v)])).toEqual([[hex(k), [1]], [hex(n), 5]])
+    expect(core.scan('c', {}, c1).map(([key, v]) => [hex(key), decodeValue(v)])).toEqual([
+      [hex(k), [1]],
+      [hex(n), 5],
+    ])
     const delta = new Uint8Array(8)
     new DataView(delta.buffer).setFloat64(0, 2.5, true)
-    const c2 = await commit(core, { kind: OP_APPEND, collection: 'c', key: k, value: encodeValue([2]) }, { kind: OP_INCREMENT, collection: 'c', key: n, value: delta })
+    const c2 = await commit(
+      core,
+      { kind: OP_APPEND, collection: 'c', key: k, value: encodeValue([2]) },
+      { kind: OP_INCREMENT, collection: 'c', key: n, value: delta },
+    )
     expect(decodeValue(core.get('c', k, c2)!)).toEqual([1, 2])
     expect(decodeValue(core.get('c', n, c2)!)).toBe(7.5)
     // The merged versions are plain: no index key any more, but the old snapshot still finds them.
     expect(found(core, 'c', 'tag', lookup(encodeKey('x')), c2)).toEqual([])
     expect(found(core, 'c', 'tag', lookup(encodeKey('x')), c1)).toEqual([[hex(k), [1]]])
-    expect(found(core, 'c', 'tag', {}, c1)).toEqual([[hex(k), [1]], [hex(n), 5]])
+    expect(found(core, 'c', 'tag', {}, c1)).toEqual([
+      [hex(k), [1]],
+      [hex(n), 5],
+    ])
     await core.checkpoint()
     await core.close()
     const store = PageStore.open(dir, 1 << 20)
@@ -221,7 +235,11 @@ describe('ts core: scavenge slices', () => {
     expect(core.stats().recordBytes).toBe(20 * (per + entry))
     // Slices of 7: 7, 7, 6 (the last one says done), then a new pass.
     const steps = [0, 1, 2].map(() => core.scavenge({ retireAgeMax: -1, targetBytes: 0, visitMax: 7 }))
-    expect(steps.map((x) => [x.visited, x.done])).toEqual([[7, false], [7, false], [6, true]])
+    expect(steps.map((x) => [x.visited, x.done])).toEqual([
+      [7, false],
+      [7, false],
+      [6, true],
+    ])
     const survey = steps.flatMap((x) => x.survey)
     expect(survey).toEqual([0, 7 * per, 0, 3 * per, 1, 4 * per, 1, 6 * per])
     // Reading a0 moves it to age group 1: it is not retired with age group 0.
@@ -237,7 +255,12 @@ describe('ts core: scavenge slices', () => {
     const snap = Number(core.lastCommitId())
     for (let m = 0; m < 3; m++) {
       const got = core.find('c', 'i', lookup(encodeKey(m)), snap).map(([k, v]) => [k2s(k), decodeValue(v)])
-      const want = [...Array(10).keys()].filter((i) => i % 3 === m).flatMap((i) => [[k2s(encodeKey(`a${i}`)), i], [k2s(encodeKey(`b${i}`)), i]])
+      const want = [...Array(10).keys()]
+        .filter((i) => i % 3 === m)
+        .flatMap((i) => [
+          [k2s(encodeKey(`a${i}`)), i],
+          [k2s(encodeKey(`b${i}`)), i],
+        ])
       want.sort((x, y) => (x[0]! < y[0]! ? -1 : 1))
       expect(got).toEqual(want)
     }
@@ -271,7 +294,11 @@ describe('ts core: scavenge slices', () => {
 // ---------------------------------------------------------------------------------------------
 // Randomized: find against brute force.
 
-interface MVersion { commitId: number; value: unknown | undefined; keys: IndexKey[] }
+interface MVersion {
+  commitId: number
+  value: unknown | undefined
+  keys: IndexKey[]
+}
 /** collection → primary key (latin1) → versions, oldest first. */
 type MModel = Map<string, Map<string, MVersion[]>>
 
@@ -362,7 +389,9 @@ function checkTrees(dir: string, model: MModel, trees: Trees): void {
   }
   const rep = walk(join(dir, PAGE_FILE))
   expect(rep.problems).toEqual([])
-  expect(rep.records).toBe(COLLECTIONS.reduce((n, c) => n + [...(model.get(c)?.values() ?? [])].filter((vs) => vs[vs.length - 1]!.value !== undefined).length, 0))
+  expect(rep.records).toBe(
+    COLLECTIONS.reduce((n, c) => n + [...(model.get(c)?.values() ?? [])].filter((vs) => vs[vs.length - 1]!.value !== undefined).length, 0),
+  )
 }
 
 describe('ts core: find against brute force', () => {
@@ -401,7 +430,9 @@ describe('ts core: find against brute force', () => {
                 const got = found(core, c, index, o, s)
                 const want = bruteFind(model, c, index, o, s)
                 if (JSON.stringify(got) !== JSON.stringify(want)) {
-                  throw new Error(`find ${c}.${index} at ${s} (last ${last}) ${JSON.stringify(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v instanceof Uint8Array ? hex(v) : v])))}:\n got ${JSON.stringify(got)}\nwant ${JSON.stringify(want)}`)
+                  throw new Error(
+                    `find ${c}.${index} at ${s} (last ${last}) ${JSON.stringify(Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v instanceof Uint8Array ? hex(v) : v])))}:\n got ${JSON.stringify(got)}\nwant ${JSON.stringify(want)}`,
+                  )
                 }
               }
             }
@@ -517,7 +548,10 @@ function igValue(i: number, g: number): Uint8Array {
   const email = ascii(`e${String((i * 7) % 1000).padStart(3, '0')}`)
   if (i % 4 === 0) return igBody(i, g)
   if (i % 4 === 1) return encodeEnvelope(igBody(i, g), [{ index: 'age', key: age }])
-  return encodeEnvelope(igBody(i, g), [{ index: 'age', key: age }, { index: 'email', key: email }])
+  return encodeEnvelope(igBody(i, g), [
+    { index: 'age', key: age },
+    { index: 'email', key: email },
+  ])
 }
 
 function indexedGoldenCheckpoints(): Array<[number, CollectionChanges[]]> {
@@ -533,7 +567,11 @@ function indexedGoldenCheckpoints(): Array<[number, CollectionChanges[]]> {
   const cp3: Change[] = []
   for (let i = 0; i < 250; i += 2) cp3.push({ key: igPk(i) })
   const users = (changes: Change[]): CollectionChanges[] => [{ name: 'users', changes }]
-  return [[10, users(cp1)], [20, users(cp2)], [30, users(cp3)]]
+  return [
+    [10, users(cp1)],
+    [20, users(cp2)],
+    [30, users(cp3)],
+  ]
 }
 
 describe('ts page store: the indexed golden scenario', () => {
@@ -544,9 +582,21 @@ describe('ts page store: the indexed golden scenario', () => {
     // testdata/golden-pages.json for both engines.
     const expected = goldenPages().indexed
     const trees = [
-      [['users', 200], ['users\u0000age', 150], ['users\u0000email', 100]],
-      [['users', 210], ['users\u0000age', 146], ['users\u0000email', 97]],
-      [['users', 105], ['users\u0000age', 98], ['users\u0000email', 49]],
+      [
+        ['users', 200],
+        ['users\u0000age', 150],
+        ['users\u0000email', 100],
+      ],
+      [
+        ['users', 210],
+        ['users\u0000age', 146],
+        ['users\u0000email', 97],
+      ],
+      [
+        ['users', 105],
+        ['users\u0000age', 98],
+        ['users\u0000email', 49],
+      ],
     ]
     /** The records as the model keeps them: pk (latin1) → [commit id, stored value]. */
     const model = new Map<string, [number, Uint8Array]>()
@@ -574,8 +624,15 @@ describe('ts page store: the indexed golden scenario', () => {
       await store.checkpoint(lsn, changes)
       const meta = store.meta()
       const want = expected[n]!
-      expect({ pageCount: meta.pageCount, records: meta.records, freeCount: meta.freeCount }, `cp${n + 1}`).toEqual({ pageCount: want.pageCount, records: want.records, freeCount: want.freeCount })
-      expect(store.trees().map((t) => [t.name, t.records]), `cp${n + 1}`).toEqual(trees[n])
+      expect({ pageCount: meta.pageCount, records: meta.records, freeCount: meta.freeCount }, `cp${n + 1}`).toEqual({
+        pageCount: want.pageCount,
+        records: want.records,
+        freeCount: want.freeCount,
+      })
+      expect(
+        store.trees().map((t) => [t.name, t.records]),
+        `cp${n + 1}`,
+      ).toEqual(trees[n])
       for (const [name, t] of index) {
         const got = store.range(name, undefined, undefined, false, Number.MAX_SAFE_INTEGER).map((e) => [k2s(e.key), e.commitId, e.value.length])
         expect(got, `cp${n + 1} ${JSON.stringify(name)}`).toEqual([...t].sort((x, y) => (x[0] < y[0] ? -1 : 1)).map(([e, cid]) => [e, cid, 0]))
@@ -583,7 +640,9 @@ describe('ts page store: the indexed golden scenario', () => {
       const rep = walk(join(dir, PAGE_FILE))
       expect(rep.problems, `cp${n + 1}`).toEqual([])
       expect(rep.records).toBe(meta.records)
-      const digest = createHash('sha256').update(readFileSync(join(dir, PAGE_FILE))).digest('hex')
+      const digest = createHash('sha256')
+        .update(readFileSync(join(dir, PAGE_FILE)))
+        .digest('hex')
       expect(digest, `cp${n + 1}: the bytes differ from the Rust page store's`).toBe(want.sha256)
     }
     store.close()
@@ -591,21 +650,39 @@ describe('ts page store: the indexed golden scenario', () => {
 })
 
 describe('ts page store: envelopes with a block over many overflow pages', () => {
-  it('step 0 reads an old value\'s block across overflow pages; the checks count the entries', async () => {
+  it("step 0 reads an old value's block across overflow pages; the checks count the entries", async () => {
     const dir = newDir('big-block')
     const store = PageStore.open(dir, 1 << 20)
     const pk = ascii('k')
     const names = Array.from({ length: 40 }, (_, i) => `i${String(i).padStart(2, '0')}`)
     const ik = (n: number, g: number): Uint8Array => new Uint8Array(1000).fill(n + g)
     // A block of 40 × 1006 bytes: ten overflow pages before the MessagePack part.
-    const v1 = encodeEnvelope(encodeValue('one'), names.map((index, n) => ({ index, key: ik(n, 0) })))
-    await store.checkpoint(1, [{ name: 'c', changes: [{ key: pk, version: { commitId: 1, value: v1 } }, { key: ascii('p'), version: { commitId: 1, value: Uint8Array.of(0xc1, 0xff, 0xff, 1) } }] }])
+    const v1 = encodeEnvelope(
+      encodeValue('one'),
+      names.map((index, n) => ({ index, key: ik(n, 0) })),
+    )
+    await store.checkpoint(1, [
+      {
+        name: 'c',
+        changes: [
+          { key: pk, version: { commitId: 1, value: v1 } },
+          { key: ascii('p'), version: { commitId: 1, value: Uint8Array.of(0xc1, 0xff, 0xff, 1) } },
+        ],
+      },
+    ])
     expect(store.trees()).toEqual([{ name: 'c', records: 2 }, ...names.map((n) => ({ name: `c\u0000${n}`, records: 1 }))])
     expect(walk(join(dir, PAGE_FILE)).problems).toEqual([])
     // i00 keeps its key (and its entry's commit id), i01 changes it, the others go.
-    const v2 = encodeEnvelope(encodeValue('two'), [{ index: 'i00', key: ik(0, 0) }, { index: 'i01', key: ik(1, 1) }])
+    const v2 = encodeEnvelope(encodeValue('two'), [
+      { index: 'i00', key: ik(0, 0) },
+      { index: 'i01', key: ik(1, 1) },
+    ])
     await store.checkpoint(2, [{ name: 'c', changes: [{ key: pk, version: { commitId: 2, value: v2 } }] }])
-    expect(store.trees()).toEqual([{ name: 'c', records: 2 }, { name: 'c\u0000i00', records: 1 }, { name: 'c\u0000i01', records: 1 }])
+    expect(store.trees()).toEqual([
+      { name: 'c', records: 2 },
+      { name: 'c\u0000i00', records: 1 },
+      { name: 'c\u0000i01', records: 1 },
+    ])
     expect(store.range('c\u0000i00', undefined, undefined, false, 10).map((e) => [hex(e.key), e.commitId])).toEqual([[hex(indexEntryKey(ik(0, 0), pk)), 1]])
     expect(store.range('c\u0000i01', undefined, undefined, false, 10).map((e) => [hex(e.key), e.commitId])).toEqual([[hex(indexEntryKey(ik(1, 1), pk)), 2]])
     expect(store.meta().records).toBe(2)

@@ -40,9 +40,10 @@ function parseArgs(argv) {
 const resultFile = (w) => join(RESULTS_DIR, `${w.id.toLowerCase()}.json`)
 
 function renderResults(current) {
-  const header = current.workloads.length > 0
-    ? `Last run: ${current.date}${current.quick ? ' (\`--quick\`)' : ''}, workloads ${current.workloads.join(', ')}, ${fmt(current.tookS)} s in all.`
-    : `Rendered ${current.date} from the saved results (\`--report\`).`
+  const header =
+    current.workloads.length > 0
+      ? `Last run: ${current.date}${current.quick ? ' (\`--quick\`)' : ''}, workloads ${current.workloads.join(', ')}, ${fmt(current.tookS)} s in all.`
+      : `Rendered ${current.date} from the saved results (\`--report\`).`
   const lines = [
     '# Benchmark results',
     '',
@@ -58,7 +59,7 @@ function renderResults(current) {
     const section = w.render(raw)
     // Charts are drawn from the saved results too, so they always match the tables.
     for (const { file, svg } of w.charts?.(raw) ?? []) writeFileSync(join(BENCH_DIR, file), svg)
-    const when = `Run ${raw.date}${raw.quick ? ' (`--quick`)' : ''}: ${fmt(raw.durationMs)} ms per cell after ${fmt(raw.warmupMs)} ms warm-up, ${fmt(raw.tookS)} s for the workload${raw.date === current.date || current.workloads.length === 0 ? '' : ' — an earlier run than the header\'s'}${describeMachine(raw.machine) === describeMachine(current.machine) ? '' : `, on ${describeMachine(raw.machine)}`}.`
+    const when = `Run ${raw.date}${raw.quick ? ' (`--quick`)' : ''}: ${fmt(raw.durationMs)} ms per cell after ${fmt(raw.warmupMs)} ms warm-up, ${fmt(raw.tookS)} s for the workload${raw.date === current.date || current.workloads.length === 0 ? '' : " — an earlier run than the header's"}${describeMachine(raw.machine) === describeMachine(current.machine) ? '' : `, on ${describeMachine(raw.machine)}`}.`
     lines.push(`## ${w.title}`, '', `_${when}_`, '', ...section.lines)
     goals.push(...section.goals)
   }
@@ -68,7 +69,10 @@ function renderResults(current) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2))
-  if (opts.help) { console.log(USAGE); return }
+  if (opts.help) {
+    console.log(USAGE)
+    return
+  }
   if (opts.reportOnly) {
     renderResults({ date: new Date().toISOString(), workloads: [], machine: machine() })
     console.log('rewrote benchmark/RESULTS.md and the charts from benchmark/results/*.json')
@@ -89,7 +93,9 @@ async function main() {
   let limitBinary
   const info = machine()
   const date = new Date().toISOString()
-  console.log(`${date}: ${workloads.map((w) => w.id).join(', ')}${opts.quick ? ' (--quick)' : ''}, ${durationMs} ms per cell after ${warmupMs} ms warm-up; ${describeMachine(info)}`)
+  console.log(
+    `${date}: ${workloads.map((w) => w.id).join(', ')}${opts.quick ? ' (--quick)' : ''}, ${durationMs} ms per cell after ${warmupMs} ms warm-up; ${describeMachine(info)}`,
+  )
   mkdirSync(RESULTS_DIR, { recursive: true })
   for (const w of workloads) {
     const workloadStarted = Date.now()
@@ -99,7 +105,9 @@ async function main() {
       warmupMs,
       benchDir: BENCH_DIR,
       // Built on first use: only the durable-commit workloads need the disk limit.
-      get limitBinary() { return (limitBinary ??= ensureLimitBinary(ROOT_DIR)) },
+      get limitBinary() {
+        return (limitBinary ??= ensureLimitBinary(ROOT_DIR))
+      },
       cell(contestant, param, { timeoutMs }) {
         if (kestrelError && KESTREL.includes(contestant)) return { error: kestrelError }
         return runCell({ workload: w.id, contestant, param, durationMs, warmupMs, timeoutMs })
@@ -110,7 +118,10 @@ async function main() {
     }
     const raw = await w.run(ctx)
     const tookS = (Date.now() - workloadStarted) / 1000
-    writeFileSync(resultFile(w), JSON.stringify({ workload: w.id, date, machine: info, quick: opts.quick, durationMs, warmupMs, tookS, ...raw }, null, 2) + '\n')
+    writeFileSync(
+      resultFile(w),
+      JSON.stringify({ workload: w.id, date, machine: info, quick: opts.quick, durationMs, warmupMs, tookS, ...raw }, null, 2) + '\n',
+    )
   }
   // The single-file format of earlier versions is replaced by one file per workload.
   rmSync(join(RESULTS_DIR, 'latest.json'), { force: true })

@@ -6,7 +6,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { open } from '../dist/index.js'
 
-const counts = process.argv.slice(2).map(Number).filter((n) => n > 0)
+const counts = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0)
 const CHUNK = 1000
 
 for (const engine of ['native', 'ts']) {

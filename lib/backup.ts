@@ -14,7 +14,21 @@
  *
  * A failed or cancelled backup or restore removes what it created, and only that.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs'
 import { open as openFile, type FileHandle } from 'node:fs/promises'
 import { setTimeout as delay } from 'node:timers/promises'
 import { join, resolve, relative, isAbsolute, dirname } from 'node:path'
@@ -23,7 +37,19 @@ import { IDENTITY_FILE, LOG_DIR } from './format/log.js'
 import { PAGE_BYTES, PAGE_FILE } from './format/page_layout.js'
 import { KestrelError, toKestrelError } from './errors.js'
 import { acquireLock, releaseLock } from './lock.js'
-import { BACKUP_LABEL, BACKUP_MANIFEST, checkManifestFiles, encodeManifest, FileDigest, isBackupDirectory, MANIFEST_FORMAT, MANIFEST_VERSION, readManifest, type BackupManifest, type ManifestFile } from './manifest.js'
+import {
+  BACKUP_LABEL,
+  BACKUP_MANIFEST,
+  checkManifestFiles,
+  encodeManifest,
+  FileDigest,
+  isBackupDirectory,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  readManifest,
+  type BackupManifest,
+  type ManifestFile,
+} from './manifest.js'
 import { verifyDirectory, verifyFiles, type VerifyReport } from './verify.js'
 
 /** Progress of a backup or restore. */
@@ -98,8 +124,10 @@ function copyError(err: unknown, what: string): KestrelError {
 
 function checkOptions(options: BackupOptions): void {
   if (options === null || typeof options !== 'object') throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'backup/restore options must be an object')
-  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'backup option onProgress must be a function')
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'backup option signal must be an AbortSignal')
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function')
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'backup option onProgress must be a function')
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal))
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'backup option signal must be an AbortSignal')
   const rate = options.bytesPerSec
   if (rate !== undefined && (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0)) {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', `backup option bytesPerSec must be a number ≥ 0 (0 = unlimited), got ${String(rate)}`)
@@ -120,7 +148,8 @@ interface Created {
 function prepareTarget(dest: string, what: string, created: Created): void {
   if (existsSync(dest)) {
     if (!statSync(dest).isDirectory()) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${what} ${dest} is a file; give a new or empty directory`)
-    if (readdirSync(dest).length > 0) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${what} ${dest} is not empty; give a new or empty directory (nothing is ever overwritten)`)
+    if (readdirSync(dest).length > 0)
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${what} ${dest} is not empty; give a new or empty directory (nothing is ever overwritten)`)
   } else {
     const first = mkdirSync(dest, { recursive: true })
     if (first !== undefined) {
@@ -156,7 +185,11 @@ function isInside(child: string, parent: string): boolean {
 
 function fsyncPath(path: string): void {
   const fd = openSync(path, 'r')
-  try { fsyncSync(fd) } finally { closeSync(fd) }
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /** Create `path` (never overwriting), write `bytes`, fdatasync. */
@@ -178,7 +211,11 @@ function writeNew(created: Created, path: string, bytes: Uint8Array): void {
 }
 
 async function closeBoth(a: FileHandle, b: FileHandle): Promise<void> {
-  try { await a.close() } finally { await b.close() }
+  try {
+    await a.close()
+  } finally {
+    await b.close()
+  }
 }
 
 /**
@@ -192,7 +229,10 @@ class Copier {
   private readonly startedMs = performance.now()
   private readonly bytesPerSec: number
   /** `options` as checked by {@link checkOptions}. */
-  constructor(private readonly total: number, private readonly options: BackupOptions) {
+  constructor(
+    private readonly total: number,
+    private readonly options: BackupOptions,
+  ) {
     this.bytesPerSec = options.bytesPerSec ?? BACKUP_BYTES_PER_SEC
   }
 
@@ -218,12 +258,24 @@ class Copier {
    * Copy `length` bytes at `offset` of `from` (the file at `path`) to the same offset of `to`,
    * feeding `digest` what it copies.
    */
-  async range(phase: BackupProgress['phase'], path: string, from: FileHandle, to: FileHandle, offset: number, length: number, digest?: FileDigest): Promise<void> {
+  async range(
+    phase: BackupProgress['phase'],
+    path: string,
+    from: FileHandle,
+    to: FileHandle,
+    offset: number,
+    length: number,
+    digest?: FileDigest,
+  ): Promise<void> {
     const read = async (at: number, buffer: Buffer): Promise<number> => {
       const want = Math.min(CHUNK_BYTES, length - at)
       if (want <= 0) return 0
       const { bytesRead } = await from.read(buffer, 0, want, offset + at)
-      if (bytesRead <= 0) throw new KestrelError('KESTREL_IO', `${path} shrank while it was copied (no bytes at ${offset + at}, ${offset + length} expected); the partial copy was removed; check the file and the disk, then retry`)
+      if (bytesRead <= 0)
+        throw new KestrelError(
+          'KESTREL_IO',
+          `${path} shrank while it was copied (no bytes at ${offset + at}, ${offset + length} expected); the partial copy was removed; check the file and the disk, then retry`,
+        )
       return bytesRead
     }
     // The next chunk is read while this one is written. Its promise is marked handled at once: a
@@ -272,7 +324,8 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
   if (signal?.aborted) throw abortError(signal, 'the backup')
   const target = resolve(dest)
   const source = resolve(core.dir)
-  if (isInside(target, source)) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the backup directory ${target} is inside the database directory; choose a directory outside it`)
+  if (isInside(target, source))
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the backup directory ${target} is inside the database directory; choose a directory outside it`)
   const created: Created = { dirs: [], files: [] }
   let finished = false
   let suspended = false
@@ -295,7 +348,10 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
       const digest = new FileDigest()
       const from = await openFile(join(source, PAGE_FILE), 'r')
       created.files.push(join(target, PAGE_FILE))
-      const to = await openFile(join(target, PAGE_FILE), 'wx').catch(async (err: unknown) => { await from.close(); throw err })
+      const to = await openFile(join(target, PAGE_FILE), 'wx').catch(async (err: unknown) => {
+        await from.close()
+        throw err
+      })
       try {
         await to.truncate(size)
         // The checkpoint's meta slot; the other slot stays zero (invalid), so the copy can only
@@ -322,7 +378,10 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
       const digest = new FileDigest()
       const from = await openFile(join(source, LOG_DIR, seg.name), 'r')
       created.files.push(join(target, LOG_DIR, seg.name))
-      const to = await openFile(join(target, LOG_DIR, seg.name), 'wx').catch(async (err: unknown) => { await from.close(); throw err })
+      const to = await openFile(join(target, LOG_DIR, seg.name), 'wx').catch(async (err: unknown) => {
+        await from.close()
+        throw err
+      })
       try {
         await copier.range('log', join(source, LOG_DIR, seg.name), from, to, 0, seg.bytes, digest)
         await to.sync()
@@ -386,13 +445,19 @@ async function lockBackup(dir: string): Promise<boolean> {
 /** Check a backup as restore needs it: a whole backup with a valid manifest, or `KESTREL_CORRUPT`. */
 function checkBackup(dir: string): BackupManifest {
   if (!isBackupDirectory(dir)) {
-    throw new KestrelError('KESTREL_CORRUPT', `${dir} is not a backup: it holds no ${BACKUP_MANIFEST} (a database directory, or a backup written before backups had manifests); open it with open() to use it as it is, or copy it with db.backup() / kestrel backup (nothing was copied)`)
+    throw new KestrelError(
+      'KESTREL_CORRUPT',
+      `${dir} is not a backup: it holds no ${BACKUP_MANIFEST} (a database directory, or a backup written before backups had manifests); open it with open() to use it as it is, or copy it with db.backup() / kestrel backup (nothing was copied)`,
+    )
   }
   const report = verifyDirectory(dir)
   const read = readManifest(dir)
   if (!report.ok || 'problem' in read) {
     const more = report.problems.length > 3 ? `; and ${report.problems.length - 3} more` : ''
-    throw new KestrelError('KESTREL_CORRUPT', `the backup ${dir} is incomplete or damaged: ${report.problems.slice(0, 3).join('; ')}${more}; restore from another backup (nothing was copied; a backup directory that was opened as a database no longer matches its manifest either)`)
+    throw new KestrelError(
+      'KESTREL_CORRUPT',
+      `the backup ${dir} is incomplete or damaged: ${report.problems.slice(0, 3).join('; ')}${more}; restore from another backup (nothing was copied; a backup directory that was opened as a database no longer matches its manifest either)`,
+    )
   }
   return read.manifest
 }
@@ -424,7 +489,8 @@ export async function restore(backupDir: string, dir: string, options: BackupOpt
   }
   const from = realpathSync(given)
   const target = resolve(dir)
-  if (isInside(target, from) || isInside(from, target)) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'the backup and the restore directory must not contain each other')
+  if (isInside(target, from) || isInside(from, target))
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'the backup and the restore directory must not contain each other')
   const locked = await lockBackup(from)
   const created: Created = { dirs: [], files: [] }
   let finished = false
@@ -439,7 +505,10 @@ export async function restore(backupDir: string, dir: string, options: BackupOpt
     for (const f of files) {
       const a = await openFile(join(from, f.path), 'r')
       created.files.push(join(target, f.path))
-      const b = await openFile(join(target, f.path), 'wx').catch(async (err: unknown) => { await a.close(); throw err })
+      const b = await openFile(join(target, f.path), 'wx').catch(async (err: unknown) => {
+        await a.close()
+        throw err
+      })
       try {
         await copier.range(f.path === PAGE_FILE ? 'pages' : 'log', join(from, f.path), a, b, 0, f.bytes)
         await b.sync()
@@ -452,9 +521,14 @@ export async function restore(backupDir: string, dir: string, options: BackupOpt
     signal?.throwIfAborted()
     const after = verifyFiles(target)
     const differs = checkManifestFiles(target, manifest, true)
-    if (after.lastCommitId !== BigInt(manifest.commitId)) differs.push(`the copy holds commits up to ${after.lastCommitId}, the backup commit ${manifest.commitId}`)
+    if (after.lastCommitId !== BigInt(manifest.commitId))
+      differs.push(`the copy holds commits up to ${after.lastCommitId}, the backup commit ${manifest.commitId}`)
     after.problems.unshift(...differs)
-    if (after.problems.length > 0) throw new KestrelError('KESTREL_IO', `the restored copy in ${target} does not match the backup (${after.problems[0]}); the copy was removed; check the disk and retry`)
+    if (after.problems.length > 0)
+      throw new KestrelError(
+        'KESTREL_IO',
+        `the restored copy in ${target} does not match the backup (${after.problems[0]}); the copy was removed; check the disk and retry`,
+      )
     fsyncPath(dirname(target))
     finished = true
     return after

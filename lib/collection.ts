@@ -82,7 +82,10 @@ const CONTROL = /[\u0000-\u001f]/
 /** Check a collection name: 1 to 255 UTF-8 bytes, no control characters. */
 export function checkCollectionName(name: unknown): string {
   if (typeof name !== 'string' || name.length === 0 || utf8.encode(name).length > 255 || CONTROL.test(name)) {
-    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a collection name is a string of 1 to 255 UTF-8 bytes without control characters, got ${typeof name === 'string' ? JSON.stringify(name.slice(0, 40)) : typeof name}`)
+    throw new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      `a collection name is a string of 1 to 255 UTF-8 bytes without control characters, got ${typeof name === 'string' ? JSON.stringify(name.slice(0, 40)) : typeof name}`,
+    )
   }
   return name
 }
@@ -90,7 +93,10 @@ export function checkCollectionName(name: unknown): string {
 /** Check an index name: 1 to 255 UTF-8 bytes, no control characters. */
 export function checkIndexName(collection: string, name: string): string {
   if (name.length === 0 || utf8.encode(name).length > 255 || CONTROL.test(name)) {
-    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `index names of ${collection} are 1 to 255 UTF-8 bytes without control characters, got ${JSON.stringify(name.slice(0, 40))}`)
+    throw new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      `index names of ${collection} are 1 to 255 UTF-8 bytes without control characters, got ${JSON.stringify(name.slice(0, 40))}`,
+    )
   }
   return name
 }

@@ -34,7 +34,12 @@ type Row = [Uint8Array, Uint8Array]
  * the engine-order key of a row, after which the next chunk starts; `alive` throws when the
  * reader has ended (its snapshot is no longer pinned).
  */
-export function* chunked(fetch: (bounds: CoreScanOptions) => Row[], bounds: CoreScanOptions, cursorOf: (row: Row) => Uint8Array, alive: () => void): Generator<Row> {
+export function* chunked(
+  fetch: (bounds: CoreScanOptions) => Row[],
+  bounds: CoreScanOptions,
+  cursorOf: (row: Row) => Uint8Array,
+  alive: () => void,
+): Generator<Row> {
   let remaining = bounds.limit ?? Number.POSITIVE_INFINITY
   // A read that says how many rows it wants gets them in one chunk (up to the largest).
   let chunk = bounds.limit !== undefined ? Math.min(bounds.limit, CHUNK_ROWS_MAX) : CHUNK_ROWS_FIRST
@@ -50,7 +55,10 @@ export function* chunked(fetch: (bounds: CoreScanOptions) => Row[], bounds: Core
     // A cursor that does not move would fetch the same rows again (an index key function that
     // is not pure gives a different key for the row than the one it was stored under).
     if (last && compareBytes(cursor, last) * (b.reverse ? -1 : 1) <= 0) {
-      throw new KestrelError('KESTREL_CORRUPT', 'an ordered read did not advance: an index key function must be a pure function of the value (define a new index to change it)')
+      throw new KestrelError(
+        'KESTREL_CORRUPT',
+        'an ordered read did not advance: an index key function must be a pure function of the value (define a new index to change it)',
+      )
     }
     last = cursor
     for (const row of rows) yield row
@@ -69,14 +77,23 @@ export function* chunked(fetch: (bounds: CoreScanOptions) => Row[], bounds: Core
 
 /** A scan's rows: keys and values at `snapshot`, in chunks. */
 export function scanRows(core: Core, collection: string, bounds: CoreScanOptions, snapshot: number, alive: () => void): Generator<Row> {
-  return chunked((b) => core.scan(collection, b, snapshot), bounds, (row) => row[0], alive)
+  return chunked(
+    (b) => core.scan(collection, b, snapshot),
+    bounds,
+    (row) => row[0],
+    alive,
+  )
 }
 
 /** A lookup's rows through the engine's index entries at `snapshot`, in chunks. */
 export function findRows(core: Core, s: IndexState, plan: FindPlan, snapshot: number, alive: () => void): Generator<Row> {
   const cursorOf = ([pk, bytes]: Row): Uint8Array => {
     const ik = indexKeyOf(s, decodeValue(bytes), pk)
-    if (!ik) throw new KestrelError('KESTREL_CORRUPT', `index ${s.name} of ${s.collection} found a record whose value has no key for it: its key function must be a pure function of the value`)
+    if (!ik)
+      throw new KestrelError(
+        'KESTREL_CORRUPT',
+        `index ${s.name} of ${s.collection} found a record whose value has no key for it: its key function must be a pure function of the value`,
+      )
     return indexEntryKey(ik, pk)
   }
   return chunked((b) => core.find(s.collection, s.name, b, snapshot), plan.entries, cursorOf, alive)
@@ -131,7 +148,14 @@ export function* mergeScan<T>(rows: Iterator<Row>, own: readonly OwnRow[], rever
  * wrote are dropped (their own version counts instead), own puts whose index key lies in the
  * lookup's range (`own`: sorted in lookup order) are merged in by (index key, key).
  */
-export function* mergeFind<T>(s: IndexState, rows: Iterator<Row>, own: readonly OwnRow[], written: (pk: Uint8Array) => boolean, reverse: boolean, limit: number): Generator<Entry<T>> {
+export function* mergeFind<T>(
+  s: IndexState,
+  rows: Iterator<Row>,
+  own: readonly OwnRow[],
+  written: (pk: Uint8Array) => boolean,
+  reverse: boolean,
+  limit: number,
+): Generator<Entry<T>> {
   const dir = reverse ? -1 : 1
   let yielded = 0
   let i = 0

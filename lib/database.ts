@@ -74,10 +74,14 @@ export class Database {
       // The engine's coordinator for the handle's whole life: what was started on the handle
       // (a commit in flight, a rollback, a view's close) finishes there also after close().
       coordinator: lease.coordinator,
-      assertOpen: () => { this.live() },
+      assertOpen: () => {
+        this.live()
+      },
       id: this,
       resolverOf: (name) => this.resolvers.get(name),
-      commitStarted: () => { this.commitsInFlight++ },
+      commitStarted: () => {
+        this.commitsInFlight++
+      },
       commitSettled: () => {
         if (--this.commitsInFlight === 0) this.commitsDrained?.()
       },
@@ -107,7 +111,8 @@ export class Database {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'collection options must be an object')
     }
     if (options?.resolver !== undefined) {
-      if (typeof options.resolver !== 'function') throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'a collection resolver must be a function (ancestor, committed, mine) => merged')
+      if (typeof options.resolver !== 'function')
+        throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'a collection resolver must be a function (ancestor, committed, mine) => merged')
       this.resolvers.set(name, options.resolver as Resolver)
     }
     if (options?.indexes !== undefined) {
@@ -127,7 +132,8 @@ export class Database {
     const coordinator = this.live().coordinator
     if (loadMarker(coordinator, s)) return
     s.built = buildIndex(coordinator, () => this.begin(), s).catch((err: unknown) => {
-      s.failure = err instanceof KestrelError ? err : new KestrelError('KESTREL_IO', `building index ${s.name} of ${s.collection} failed: ${String(err)}`, { cause: err })
+      s.failure =
+        err instanceof KestrelError ? err : new KestrelError('KESTREL_IO', `building index ${s.name} of ${s.collection} failed: ${String(err)}`, { cause: err })
       throw s.failure
     })
     // Reported through collection.ready(); not an unhandled rejection meanwhile.
@@ -173,7 +179,14 @@ export class Database {
           if (!tx.finished) tx.rollback()
           // The body may have thrown with its own commit in flight: once that lands, running the
           // body again would commit twice.
-          if (tx.commitOutcome && await tx.commitOutcome.then(() => true, () => false)) throw err
+          if (
+            tx.commitOutcome &&
+            (await tx.commitOutcome.then(
+              () => true,
+              () => false,
+            ))
+          )
+            throw err
           if (!(err instanceof ConflictError) || attempt >= retries) throw err
           if (err.slot !== undefined && queued?.slot !== err.slot) {
             queued?.release()
@@ -217,7 +230,9 @@ export class Database {
     const name = this.own(collection)
     const bounds = scanBounds(options)
     const coordinator = this.live().coordinator
-    const alive = (): void => { this.live() }
+    const alive = (): void => {
+      this.live()
+    }
     return latestEntries<T>(coordinator, 'scan', (snapshot) => entriesOf<T>(scanRows(coordinator.core, name, bounds, snapshot, alive)))
   }
 
@@ -231,7 +246,9 @@ export class Database {
     const coordinator = this.live().coordinator
     const s = coordinator.indexes.get(name, index)
     const plan = findPlan(query)
-    const alive = (): void => { this.live() }
+    const alive = (): void => {
+      this.live()
+    }
     return latestEntries<T>(coordinator, 'lookup', (snapshot) => findEntries<T>(coordinator.core, s, plan, snapshot, alive)[Symbol.iterator]())
   }
 
@@ -266,7 +283,10 @@ export class Database {
     const horizon = lease.core.horizon()
     if (Number(id) < horizon) {
       view.close()
-      throw new KestrelError('KESTREL_HISTORY_GONE', `commit ${id} is older than the retained history (the oldest readable commit is ${horizon}); open the database with a larger retainHistory: { commits, ms } to travel further back`)
+      throw new KestrelError(
+        'KESTREL_HISTORY_GONE',
+        `commit ${id} is older than the retained history (the oldest readable commit is ${horizon}); open the database with a larger retainHistory: { commits, ms } to travel further back`,
+      )
     }
     return view
   }
@@ -351,7 +371,9 @@ export class Database {
   /** Keep `p` (a backup, check or scavenge) until it settles, so that close() waits for it. */
   private track<T>(p: Promise<T>): Promise<T> {
     this.running.add(p)
-    const done = (): void => { this.running.delete(p) }
+    const done = (): void => {
+      this.running.delete(p)
+    }
     p.then(done, done)
     return p
   }
@@ -369,7 +391,9 @@ export class Database {
       const closing = this.shutdown(lease)
       this.closing = closing
       // A later call after the end resolves (the handle is closed, whatever release reported).
-      const ended = (): void => { this.closing = Promise.resolve() }
+      const ended = (): void => {
+        this.closing = Promise.resolve()
+      }
       closing.then(ended, ended)
     }
     return this.closing
@@ -378,7 +402,10 @@ export class Database {
   private async shutdown(lease: Lease): Promise<void> {
     // Bounded: `closing` is set, so every later commit or backup fails at once (KESTREL_CLOSED).
     while (this.commitsInFlight + this.running.size > 0) {
-      if (this.commitsInFlight > 0) await new Promise<void>((resolve) => { this.commitsDrained = resolve })
+      if (this.commitsInFlight > 0)
+        await new Promise<void>((resolve) => {
+          this.commitsDrained = resolve
+        })
       await Promise.allSettled([...this.running])
     }
     this.commitsDrained = undefined

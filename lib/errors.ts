@@ -24,11 +24,23 @@ export type KestrelErrorCode =
   | 'KESTREL_UNIQUE'
 
 const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
-  'KESTREL_NATIVE_UNAVAILABLE', 'KESTREL_CORRUPT', 'KESTREL_IO', 'KESTREL_DISK_FULL',
-  'KESTREL_CLOSED', 'KESTREL_NOT_A_DATABASE', 'KESTREL_FORMAT_VERSION', 'KESTREL_LOCKED',
-  'KESTREL_INVALID_ARGUMENT', 'KESTREL_INVALID_KEY', 'KESTREL_KEY_TOO_LARGE',
-  'KESTREL_INVALID_VALUE', 'KESTREL_VALUE_TOO_LARGE', 'KESTREL_TRANSACTION_DONE',
-  'KESTREL_CONFLICT', 'KESTREL_HISTORY_GONE', 'KESTREL_UNIQUE',
+  'KESTREL_NATIVE_UNAVAILABLE',
+  'KESTREL_CORRUPT',
+  'KESTREL_IO',
+  'KESTREL_DISK_FULL',
+  'KESTREL_CLOSED',
+  'KESTREL_NOT_A_DATABASE',
+  'KESTREL_FORMAT_VERSION',
+  'KESTREL_LOCKED',
+  'KESTREL_INVALID_ARGUMENT',
+  'KESTREL_INVALID_KEY',
+  'KESTREL_KEY_TOO_LARGE',
+  'KESTREL_INVALID_VALUE',
+  'KESTREL_VALUE_TOO_LARGE',
+  'KESTREL_TRANSACTION_DONE',
+  'KESTREL_CONFLICT',
+  'KESTREL_HISTORY_GONE',
+  'KESTREL_UNIQUE',
 ])
 
 /** Is `code` one of the stable kestreldb error codes? */
@@ -68,7 +80,11 @@ export class ConflictError extends KestrelError {
     readonly key: unknown,
     message?: string,
   ) {
-    super('KESTREL_CONFLICT', message ?? `write conflict on ${collection} ${safeKey(key)}: another transaction committed a write to it after this transaction's snapshot; retry the transaction (db.transaction retries for you)`)
+    super(
+      'KESTREL_CONFLICT',
+      message ??
+        `write conflict on ${collection} ${safeKey(key)}: another transaction committed a write to it after this transaction's snapshot; retry the transaction (db.transaction retries for you)`,
+    )
     this.name = 'ConflictError'
   }
 }
@@ -92,7 +108,10 @@ export class UniqueError extends KestrelError {
     /** `true` when the holder is still being committed by another transaction. */
     readonly committing: boolean,
   ) {
-    super('KESTREL_UNIQUE', `unique index ${index} of ${collection}: key ${safeKey(indexKey)} of record ${safeKey(key)} is already held by ${committing ? 'a record another transaction is committing' : `record ${safeKey(holder)}`}; change or delete that record first, or give this one another key`)
+    super(
+      'KESTREL_UNIQUE',
+      `unique index ${index} of ${collection}: key ${safeKey(indexKey)} of record ${safeKey(key)} is already held by ${committing ? 'a record another transaction is committing' : `record ${safeKey(holder)}`}; change or delete that record first, or give this one another key`,
+    )
     this.name = 'UniqueError'
   }
 }

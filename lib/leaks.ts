@@ -37,7 +37,10 @@ const registry = new FinalizationRegistry<Leak>((leak) => {
   if (warned && !DEBUG) return
   warned = true
   const where = leak.stack ? `It was opened at:\n${leak.stack}` : 'Set KESTREL_DEBUG=1 to see where each one was opened.'
-  process.emitWarning(`kestreldb: a ${leak.what} was garbage-collected without being ended (commit(), rollback() or close()); its snapshot stayed pinned until now, keeping old versions in memory. ${where}`, { code: 'KESTREL_LEAK' })
+  process.emitWarning(
+    `kestreldb: a ${leak.what} was garbage-collected without being ended (commit(), rollback() or close()); its snapshot stayed pinned until now, keeping old versions in memory. ${where}`,
+    { code: 'KESTREL_LEAK' },
+  )
 })
 
 /** Readers opened in this turn, registered at its end if still open. */

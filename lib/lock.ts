@@ -73,7 +73,10 @@ async function describeOwner(dir: string): Promise<string> {
 }
 
 async function locked(dir: string): Promise<KestrelError> {
-  return new KestrelError('KESTREL_LOCKED', `${dir} is open in ${await describeOwner(dir)}; close it there first (one engine per database directory: share one open database between the threads of a process, or open it from one process only)`)
+  return new KestrelError(
+    'KESTREL_LOCKED',
+    `${dir} is open in ${await describeOwner(dir)}; close it there first (one engine per database directory: share one open database between the threads of a process, or open it from one process only)`,
+  )
 }
 
 function ownerLine(engine: string, nonce: string): string {
@@ -120,7 +123,11 @@ async function bindSocket(dir: string): Promise<Server> {
     })
   } catch (err) {
     if ((err as { code?: string }).code === 'EADDRINUSE') throw await locked(dir)
-    throw new KestrelError('KESTREL_IO', `${dir}: taking the directory lock failed (${(err as Error).message}); check that the process may create Unix sockets`, { cause: err })
+    throw new KestrelError(
+      'KESTREL_IO',
+      `${dir}: taking the directory lock failed (${(err as Error).message}); check that the process may create Unix sockets`,
+      { cause: err },
+    )
   }
   // The lock must never keep the process alive.
   server.unref()

@@ -56,7 +56,11 @@ const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8
 
 /** The bytes of `BACKUP_MANIFEST` (UTF-8 JSON; the last member is the checksum of everything before its line). */
 export function encodeManifest(m: BackupManifest): string {
-  const body = JSON.stringify({ format: MANIFEST_FORMAT, version: MANIFEST_VERSION, commitId: String(m.commitId), createdAt: m.createdAt, files: m.files }, null, 2)
+  const body = JSON.stringify(
+    { format: MANIFEST_FORMAT, version: MANIFEST_VERSION, commitId: String(m.commitId), createdAt: m.createdAt, files: m.files },
+    null,
+    2,
+  )
   // `body` ends with "\n}": the checksum becomes its last member.
   const head = `${body.slice(0, -2)},\n`
   return `${head}  "manifestSha256": "${sha256(head)}"\n}\n`
@@ -82,26 +86,39 @@ export function readManifest(dir: string): { manifest: BackupManifest } | { prob
   } catch (err) {
     return { problem: `${BACKUP_MANIFEST}: not valid JSON (${(err as Error).message}); it is damaged or was cut short` }
   }
-  if (raw === null || typeof raw !== 'object' || raw.format !== MANIFEST_FORMAT) return { problem: `${BACKUP_MANIFEST}: not a kestreldb backup manifest (format is not "${MANIFEST_FORMAT}")` }
+  if (raw === null || typeof raw !== 'object' || raw.format !== MANIFEST_FORMAT)
+    return { problem: `${BACKUP_MANIFEST}: not a kestreldb backup manifest (format is not "${MANIFEST_FORMAT}")` }
   if (raw.version !== MANIFEST_VERSION) {
-    return { problem: `${BACKUP_MANIFEST}: manifest version ${String(raw.version)}, this kestreldb reads version ${MANIFEST_VERSION}${typeof raw.version === 'number' && raw.version > MANIFEST_VERSION ? ' (written by a newer kestreldb: use that version)' : ''}` }
+    return {
+      problem: `${BACKUP_MANIFEST}: manifest version ${String(raw.version)}, this kestreldb reads version ${MANIFEST_VERSION}${typeof raw.version === 'number' && raw.version > MANIFEST_VERSION ? ' (written by a newer kestreldb: use that version)' : ''}`,
+    }
   }
   const at = text.lastIndexOf(CHECKSUM_LINE)
   const head = text.slice(0, at + 1)
-  if (at < 0 || typeof raw.manifestSha256 !== 'string' || text !== `${head}  "manifestSha256": "${raw.manifestSha256}"\n}\n` || sha256(head) !== raw.manifestSha256) {
+  if (
+    at < 0 ||
+    typeof raw.manifestSha256 !== 'string' ||
+    text !== `${head}  "manifestSha256": "${raw.manifestSha256}"\n}\n` ||
+    sha256(head) !== raw.manifestSha256
+  ) {
     return { problem: `${BACKUP_MANIFEST}: its checksum does not match its contents (the manifest was edited or damaged)` }
   }
   const commitId = typeof raw.commitId === 'string' && /^\d{1,16}$/.test(raw.commitId) ? Number(raw.commitId) : NaN
   if (!Number.isSafeInteger(commitId)) return { problem: `${BACKUP_MANIFEST}: commitId ${JSON.stringify(raw.commitId)} is not a commit id` }
   if (typeof raw.createdAt !== 'string') return { problem: `${BACKUP_MANIFEST}: createdAt is missing` }
   const list = raw.files
-  if (!Array.isArray(list) || list.length === 0 || list.length > MANIFEST_FILES_MAX) return { problem: `${BACKUP_MANIFEST}: files must list 1 to ${MANIFEST_FILES_MAX} files` }
+  if (!Array.isArray(list) || list.length === 0 || list.length > MANIFEST_FILES_MAX)
+    return { problem: `${BACKUP_MANIFEST}: files must list 1 to ${MANIFEST_FILES_MAX} files` }
   const files: ManifestFile[] = []
   const seen = new Set<string>()
   for (const f of list as Array<Record<string, unknown>>) {
     // Paths are checked, never trusted: restore copies exactly these files.
-    if (f === null || typeof f !== 'object' || !isManifestPath(f.path) || seen.has(f.path)) return { problem: `${BACKUP_MANIFEST}: file entry ${JSON.stringify(f)} is not a backup file (KESTREL, ${PAGE_FILE} or ${LOG_DIR}/<segment>), or is listed twice` }
-    if (!Number.isSafeInteger(f.bytes) || (f.bytes as number) < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) return { problem: `${BACKUP_MANIFEST}: ${f.path} needs a length in bytes and a SHA-256` }
+    if (f === null || typeof f !== 'object' || !isManifestPath(f.path) || seen.has(f.path))
+      return {
+        problem: `${BACKUP_MANIFEST}: file entry ${JSON.stringify(f)} is not a backup file (KESTREL, ${PAGE_FILE} or ${LOG_DIR}/<segment>), or is listed twice`,
+      }
+    if (!Number.isSafeInteger(f.bytes) || (f.bytes as number) < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256))
+      return { problem: `${BACKUP_MANIFEST}: ${f.path} needs a length in bytes and a SHA-256` }
     seen.add(f.path)
     files.push({ path: f.path, bytes: f.bytes as number, sha256: f.sha256 })
   }
@@ -181,18 +198,26 @@ export function checkManifestFiles(dir: string, manifest: BackupManifest, strict
     }
     const size = statSync(path).size
     if (size !== f.bytes) {
-      problems.push(`${f.path}: ${size} bytes, ${BACKUP_MANIFEST} says ${f.bytes} (${size < f.bytes ? `${f.bytes - size} bytes short` : `${size - f.bytes} bytes too many`})`)
+      problems.push(
+        `${f.path}: ${size} bytes, ${BACKUP_MANIFEST} says ${f.bytes} (${size < f.bytes ? `${f.bytes - size} bytes short` : `${size - f.bytes} bytes too many`})`,
+      )
       continue
     }
     const h = hashFile(path)
-    if (h.bytes !== f.bytes || h.sha256 !== f.sha256) problems.push(`${f.path}: its contents differ from ${BACKUP_MANIFEST} (SHA-256 ${h.sha256.slice(0, 16)}…, expected ${f.sha256.slice(0, 16)}…)`)
+    if (h.bytes !== f.bytes || h.sha256 !== f.sha256)
+      problems.push(`${f.path}: its contents differ from ${BACKUP_MANIFEST} (SHA-256 ${h.sha256.slice(0, 16)}…, expected ${f.sha256.slice(0, 16)}…)`)
   }
   if (strict) {
     const listed = new Set(manifest.files.map((f) => f.path))
     const logDir = join(dir, LOG_DIR)
     const present = [
       ...(existsSync(join(dir, PAGE_FILE)) ? [PAGE_FILE] : []),
-      ...(existsSync(logDir) ? readdirSync(logDir).filter((n) => parseSegmentName(n) !== undefined).sort().map((n) => `${LOG_DIR}/${n}`) : []),
+      ...(existsSync(logDir)
+        ? readdirSync(logDir)
+            .filter((n) => parseSegmentName(n) !== undefined)
+            .sort()
+            .map((n) => `${LOG_DIR}/${n}`)
+        : []),
     ]
     for (const p of present) if (!listed.has(p)) problems.push(`${p}: not in ${BACKUP_MANIFEST} (written after the backup finished)`)
   }

@@ -78,8 +78,16 @@ function sizeOption(name: string, value: unknown, fallback: number, min: number)
 
 /** Every option `open` knows: anything else is refused (a misspelt option must not run with its default). */
 const OPTION_NAMES: ReadonlyArray<keyof OpenOptions> = [
-  'engine', 'durability', 'segmentBytes', 'groupBytesMax', 'retainHistory', 'cacheBytes', 'checkpointBytes',
-  'checkpointIntervalMs', 'flushQueueBytes', 'deferredBytesMax',
+  'engine',
+  'durability',
+  'segmentBytes',
+  'groupBytesMax',
+  'retainHistory',
+  'cacheBytes',
+  'checkpointBytes',
+  'checkpointIntervalMs',
+  'flushQueueBytes',
+  'deferredBytesMax',
 ]
 
 /** Edit distance, for "did you mean". Bounded by the lengths of two option names. */
@@ -87,7 +95,8 @@ function distance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
   for (let i = 1; i <= a.length; i++) {
     const row = [i]
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
+    for (let j = 1; j <= b.length; j++)
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
     prev = row
   }
   return prev[b.length]!

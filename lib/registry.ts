@@ -23,7 +23,10 @@ const open = new Map<string, Entry>()
 let warnedFallback = false
 
 function notADatabase(dir: string, why: string): KestrelError {
-  return new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`)
+  return new KestrelError(
+    'KESTREL_NOT_A_DATABASE',
+    `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`,
+  )
 }
 
 /**
@@ -84,7 +87,9 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
     const core = start(dir, pickEngine(choice), options)
     entry = { core, refs: 0 }
     open.set(dir, entry)
-    core.catch(() => { if (open.get(dir) === entry) open.delete(dir) })
+    core.catch(() => {
+      if (open.get(dir) === entry) open.delete(dir)
+    })
   }
   entry.refs++
   let core: Core
@@ -96,7 +101,10 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
   }
   if (choice !== 'auto' && core.engine !== choice) {
     entry.refs--
-    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${dir} is already open in this process with the ${core.engine} engine; open it with engine: '${core.engine}' or 'auto' to share it`)
+    throw new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      `${dir} is already open in this process with the ${core.engine} engine; open it with engine: '${core.engine}' or 'auto' to share it`,
+    )
   }
   const held = entry
   // The first handle's retention window holds for the engine's life in this process.

@@ -21,7 +21,10 @@ export class ReadView {
   leakState: 0 | 1 | 2 = 0
 
   /** @internal use `db.snapshot()` or `db.at()`. */
-  constructor(private readonly host: TransactionHost, readonly commitId: bigint) {
+  constructor(
+    private readonly host: TransactionHost,
+    readonly commitId: bigint,
+  ) {
     this.snap = Number(commitId)
     host.coordinator.pin(this.snap)
     opened(this)
@@ -49,7 +52,9 @@ export class ReadView {
    */
   scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
     const name = this.check(collection)
-    const alive = (): void => { this.check(collection) }
+    const alive = (): void => {
+      this.check(collection)
+    }
     return entriesOf<T>(scanRows(this.host.coordinator.core, name, scanBounds(options), this.snap, alive))
   }
 
@@ -60,7 +65,9 @@ export class ReadView {
   find<T>(collection: Collection<T>, index: string, query: FindQuery): Iterable<Entry<T>> {
     const name = this.check(collection)
     const s = this.host.coordinator.indexes.get(name, index)
-    const alive = (): void => { this.check(collection) }
+    const alive = (): void => {
+      this.check(collection)
+    }
     return findEntries<T>(this.host.coordinator.core, s, findPlan(query), this.snap, alive)
   }
 

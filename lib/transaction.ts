@@ -15,7 +15,19 @@ import { encodeEnvelope, type IndexKey } from './format/envelope.js'
 import type { CoreScanOptions } from './core/types.js'
 import { scanBounds, type ScanOptions } from './scan.js'
 import { slotOf, uniqueSlotOf, type Coordinator } from './txn/coordinator.js'
-import { compareRows, exactPlan, findPlan, holdersWhileBuilding, inKeyBounds, indexKeysOf, noteWritten, scanFind, usable, type FindQuery, type FoundRow } from './txn/indexes.js'
+import {
+  compareRows,
+  exactPlan,
+  findPlan,
+  holdersWhileBuilding,
+  inKeyBounds,
+  indexKeysOf,
+  noteWritten,
+  scanFind,
+  usable,
+  type FindQuery,
+  type FoundRow,
+} from './txn/indexes.js'
 import { ended, opened, type Leak } from './leaks.js'
 import { entriesOf, findEntries, findRows, foundEntries, mergeFind, mergeScan, scanRows, type Entry, type OwnRow } from './cursor.js'
 
@@ -118,7 +130,10 @@ export class Transaction {
    * @internal use `db.begin()`. `managed`: `db.transaction` runs it and reports the outcome of
    * its commit, also of one the body started without awaiting it.
    */
-  constructor(private readonly host: TransactionHost, private readonly managed = false) {
+  constructor(
+    private readonly host: TransactionHost,
+    private readonly managed = false,
+  ) {
     host.assertOpen()
     this.coordinator = host.coordinator
     this.snap = Number(this.coordinator.core.lastCommitId())
@@ -146,7 +161,10 @@ export class Transaction {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'expected a collection from db.collection(name)')
     }
     if (collection.owner !== this.host.id) {
-      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `collection ${collection.name} belongs to another database handle; get it from this one with db.collection('${collection.name}')`)
+      throw new KestrelError(
+        'KESTREL_INVALID_ARGUMENT',
+        `collection ${collection.name} belongs to another database handle; get it from this one with db.collection('${collection.name}')`,
+      )
     }
     return collection.name
   }
@@ -158,7 +176,10 @@ export class Transaction {
   private doneError(): KestrelError {
     switch (this.state) {
       case 'committing':
-        return new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction\'s commit is in flight: a transaction commits once; await the promise its first commit() returned, and start a new one with db.begin() for more work')
+        return new KestrelError(
+          'KESTREL_TRANSACTION_DONE',
+          "this transaction's commit is in flight: a transaction commits once; await the promise its first commit() returned, and start a new one with db.begin() for more work",
+        )
       case 'committed':
         return new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction was already committed; start a new one with db.begin()')
       default:
@@ -175,8 +196,10 @@ export class Transaction {
   private resolveRead(w: Write | undefined, base: Uint8Array | undefined): unknown {
     if (!w) return base === undefined ? undefined : decodeValue(base)
     switch (w.kind) {
-      case OP_PUT: return decodeValue(w.value!)
-      case OP_DELETE: return undefined
+      case OP_PUT:
+        return decodeValue(w.value!)
+      case OP_DELETE:
+        return undefined
       case OP_APPEND: {
         const prev = base === undefined ? [] : decodeValue(base)
         return Array.isArray(prev) ? [...prev, ...w.items!] : [prev, ...w.items!]
@@ -226,7 +249,10 @@ export class Transaction {
   /** Merges cannot compute index keys (the merged value exists only at install). */
   private refuseMergeOnIndexes(name: string, key: Key, what: string): void {
     if (this.coordinator.indexes.of(name)) {
-      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${what} ${name} ${String(key)}: ${name} has secondary indexes, whose keys must be computed from the whole value; use tx.get and tx.put instead`)
+      throw new KestrelError(
+        'KESTREL_INVALID_ARGUMENT',
+        `cannot ${what} ${name} ${String(key)}: ${name} has secondary indexes, whose keys must be computed from the whole value; use tx.get and tx.put instead`,
+      )
     }
   }
 
@@ -253,7 +279,7 @@ export class Transaction {
     if (current !== undefined && !Array.isArray(current)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot append to ${name} ${String(key)}: it holds a ${typeof current}, not a list; put a list first`)
     }
-    if (w) return this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue([...(current as unknown[] | undefined ?? []), item]) })
+    if (w) return this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue([...((current as unknown[] | undefined) ?? []), item]) })
     this.record({ kind: OP_APPEND, collection: name, key: k, items: [item] })
   }
 
@@ -280,7 +306,10 @@ export class Transaction {
   }
 
   private mixed(collection: string, key: Key, doing: string, done: string): KestrelError {
-    return new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${doing} ${collection} ${String(key)}: this transaction already ${done} it; use one merge operator per key per transaction`)
+    return new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      `cannot ${doing} ${collection} ${String(key)}: this transaction already ${done} it; use one merge operator per key per transaction`,
+    )
   }
 
   private record(w: Write): void {
@@ -303,7 +332,8 @@ export class Transaction {
   private findSavepoint(sp: Savepoint, verb: string): number {
     this.assertActive()
     const i = this.savepoints.findIndex((s) => s.id === sp?.id)
-    if (i < 0) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${verb} this savepoint: it was released, rolled past, or belongs to another transaction`)
+    if (i < 0)
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot ${verb} this savepoint: it was released, rolled past, or belongs to another transaction`)
     return i
   }
 
@@ -328,7 +358,9 @@ export class Transaction {
   scan<T>(collection: Collection<T>, options: ScanOptions = {}): Iterable<Entry<T>> {
     const name = this.check(collection)
     const bounds: CoreScanOptions = scanBounds(options)
-    const alive = (): void => { this.check(collection) }
+    const alive = (): void => {
+      this.check(collection)
+    }
     const own = this.ownScanRows(name, bounds)
     if (own.length === 0) return entriesOf<T>(scanRows(this.coordinator.core, name, bounds, this.snap, alive))
     // Without the limit below: own deletions may remove rows.
@@ -419,7 +451,11 @@ export class Transaction {
     // with the next pass.
     for (let pass = first; ; pass++) {
       if (pass >= RESOLVE_PASSES_MAX) {
-        throw new ConflictError(writes[0]!.collection, decodeKey(writes[0]!.key), 'write conflict: the keys stayed contended while resolving; retry the transaction')
+        throw new ConflictError(
+          writes[0]!.collection,
+          decodeKey(writes[0]!.key),
+          'write conflict: the keys stayed contended while resolving; retry the transaction',
+        )
       }
       const preparing = this.preparingIndex()
       if (preparing) return preparing.then(() => this.submitFrom(writes, pass + 1, true))
@@ -453,7 +489,11 @@ export class Transaction {
    * conflict into a merged write. Returns the ops to log, or a promise to wait on (an in-flight
    * commit a resolver must see settled) before validating again. Synchronous by design.
    */
-  private validate(writes: Write[], slots: Array<{ slot: string; merge: boolean }>, opIndex: Array<readonly IndexKey[] | undefined>): WriteOp[] | Promise<void> {
+  private validate(
+    writes: Write[],
+    slots: Array<{ slot: string; merge: boolean }>,
+    opIndex: Array<readonly IndexKey[] | undefined>,
+  ): WriteOp[] | Promise<void> {
     const coordinator = this.coordinator
     const ops: WriteOp[] = []
     opIndex.length = 0
@@ -461,7 +501,10 @@ export class Transaction {
       const merge = w.kind === OP_APPEND || w.kind === OP_INCREMENT
       if (merge && coordinator.indexes.of(w.collection)) {
         // Recorded before the collection had indexes: the merged value would carry no index keys.
-        throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot commit the ${w.kind === OP_APPEND ? 'append to' : 'increment of'} ${w.collection} ${String(decodeKey(w.key))}: ${w.collection} has secondary indexes now (defined after the ${w.kind === OP_APPEND ? 'append' : 'increment'} was recorded), whose keys need the whole value; redo it with tx.get and tx.put`)
+        throw new KestrelError(
+          'KESTREL_INVALID_ARGUMENT',
+          `cannot commit the ${w.kind === OP_APPEND ? 'append to' : 'increment of'} ${w.collection} ${String(decodeKey(w.key))}: ${w.collection} has secondary indexes now (defined after the ${w.kind === OP_APPEND ? 'append' : 'increment'} was recorded), whose keys need the whole value; redo it with tx.get and tx.put`,
+        )
       }
       const slot = slotOf(w.collection, bytesToOrderedString(w.key))
       const newer = coordinator.newer(slot, this.snap)
@@ -558,7 +601,9 @@ export class Transaction {
     const s = this.coordinator.indexes.get(name, index)
     const plan = findPlan(query)
     const core = this.coordinator.core
-    const alive = (): void => { this.check(collection) }
+    const alive = (): void => {
+      this.check(collection)
+    }
     const own = this.writes.get(name)
     if (!own || own.size === 0) return findEntries<T>(core, s, plan, this.snap, alive)
     // Records this transaction wrote are taken from its writes: their puts with a key in range.
@@ -599,14 +644,20 @@ export class Transaction {
       merged = resolver(ancestor, committed, mine)
     } catch (err) {
       if (err instanceof KestrelError) throw err
-      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} threw ${(err as Error)?.message ?? String(err)}; a resolver returns the merged value or throws ConflictError`, { cause: err })
+      throw new KestrelError(
+        'KESTREL_INVALID_ARGUMENT',
+        `the resolver of ${w.collection} threw ${(err as Error)?.message ?? String(err)}; a resolver returns the merged value or throws ConflictError`,
+        { cause: err },
+      )
     }
     if (merged === undefined) return [{ kind: OP_DELETE, collection: w.collection, key: w.key, value: undefined }, undefined]
     let value: Uint8Array
     try {
       value = encodeValue(merged)
     } catch (err) {
-      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} returned a value that cannot be stored (${(err as Error).message})`, { cause: err })
+      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the resolver of ${w.collection} returned a value that cannot be stored (${(err as Error).message})`, {
+        cause: err,
+      })
     }
     const states = this.coordinator.indexes.of(w.collection)
     const keys = states ? indexKeysOf(states, merged, w.key) : undefined
@@ -620,7 +671,10 @@ export class Transaction {
    */
   rollback(): void {
     if (this.state === 'committing') {
-      throw new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction\'s commit is in flight: rollback() cannot stop it; await the promise commit() returned for its outcome')
+      throw new KestrelError(
+        'KESTREL_TRANSACTION_DONE',
+        "this transaction's commit is in flight: rollback() cannot stop it; await the promise commit() returned for its outcome",
+      )
     }
     if (this.state === 'committed') {
       throw new KestrelError('KESTREL_TRANSACTION_DONE', 'this transaction was already committed; rollback() is only for transactions not committed yet')

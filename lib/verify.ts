@@ -64,14 +64,21 @@ export interface VerifyReport {
  * the next LSN and parses. `segments` limits the check to a prefix of each file (a live database:
  * what is durable); without it every segment is read whole and a torn tail is a note.
  */
-export function checkLog(dir: string, checkpointLsn: number, segments?: Array<{ name: string; bytes: number }>): { problems: string[]; notes: string[]; firstLsn: number; lastLsn: number; records: number; bytes: number; segments: number } {
+export function checkLog(
+  dir: string,
+  checkpointLsn: number,
+  segments?: Array<{ name: string; bytes: number }>,
+): { problems: string[]; notes: string[]; firstLsn: number; lastLsn: number; records: number; bytes: number; segments: number } {
   const problems: string[] = []
   const notes: string[] = []
   const logDir = join(dir, LOG_DIR)
   let list = segments
   if (!list) {
     if (!existsSync(logDir)) return { problems: [`${LOG_DIR}/ is missing`], notes, firstLsn: 0, lastLsn: checkpointLsn, records: 0, bytes: 0, segments: 0 }
-    list = readdirSync(logDir).filter((n) => parseSegmentName(n) !== undefined).sort().map((name) => ({ name, bytes: statSync(join(logDir, name)).size }))
+    list = readdirSync(logDir)
+      .filter((n) => parseSegmentName(n) !== undefined)
+      .sort()
+      .map((name) => ({ name, bytes: statSync(join(logDir, name)).size }))
   }
   // Segments wholly covered by the checkpoint may be left over from an interrupted trim.
   let skip = 0
@@ -93,7 +100,10 @@ export function checkLog(dir: string, checkpointLsn: number, segments?: Array<{ 
       break
     }
     if (i === 0) {
-      if (first > checkpointLsn + 1) problems.push(`${LOG_DIR}/${name}: records ${checkpointLsn + 1}..${first - 1} are missing (the log must continue the checkpoint at LSN ${checkpointLsn})`)
+      if (first > checkpointLsn + 1)
+        problems.push(
+          `${LOG_DIR}/${name}: records ${checkpointLsn + 1}..${first - 1} are missing (the log must continue the checkpoint at LSN ${checkpointLsn})`,
+        )
       last = first - 1
       firstLsn = first
     } else if (first !== last + 1) {
@@ -105,11 +115,15 @@ export function checkLog(dir: string, checkpointLsn: number, segments?: Array<{ 
       const frame = readFrame(bytes, pos)
       if (!frame || frame.lsn !== last + 1) {
         const what = !frame ? 'a torn, zeroed or checksum-failing record' : `record LSN ${frame.lsn}, expected ${last + 1}`
-        if (isLast && segments === undefined && !wholeFrameAfter(bytes, pos, last)) notes.push(`${LOG_DIR}/${name}: ${what} at byte ${pos}: a torn tail the next open cuts off`)
+        if (isLast && segments === undefined && !wholeFrameAfter(bytes, pos, last))
+          notes.push(`${LOG_DIR}/${name}: ${what} at byte ${pos}: a torn tail the next open cuts off`)
         else problems.push(`${LOG_DIR}/${name}: ${what} at byte ${pos}`)
         break
       }
-      if (frame.type !== RECORD_COMMIT) { problems.push(`${LOG_DIR}/${name}: unknown record type ${frame.type} at byte ${pos}`); break }
+      if (frame.type !== RECORD_COMMIT) {
+        problems.push(`${LOG_DIR}/${name}: unknown record type ${frame.type} at byte ${pos}`)
+        break
+      }
       try {
         decodeCommit(frame.payload)
       } catch (err) {

@@ -18,7 +18,19 @@
 // the installed binary against the clone's own build.
 //   npm run test:install [-- --keep]     (--keep leaves the temp projects for inspection)
 import { spawnSync } from 'node:child_process'
-import { accessSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  accessSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { delimiter, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -216,7 +228,9 @@ for (let i = 0; i < 3; i++) {
   if (i === 0) app = p.dir
   else rmSync(p.dir, { recursive: true, force: true })
 }
-ok(`npm install of the two tarballs, --ignore-scripts, no compiler: ${installs.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')} (npm cache warm; warm-up with LangGraph ${(warm.ms / 1000).toFixed(1)} s)`)
+ok(
+  `npm install of the two tarballs, --ignore-scripts, no compiler: ${installs.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')} (npm cache warm; warm-up with LangGraph ${(warm.ms / 1000).toFixed(1)} s)`,
+)
 rmSync(warm.dir, { recursive: true, force: true })
 const lg = sh(join(BIN, 'npm'), ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', ...langchain], app)
 if (lg.status !== 0) fail('npm install of the LangGraph packages', lg.stdout + lg.stderr)
@@ -230,7 +244,11 @@ check(lifecycle.length === 0, `${pkg.name} has no install or prepare script`, li
 // npm's own defaults (no --ignore-scripts): npm 11 lists dependencies' install scripts awaiting
 // approval; kestreldb and its platform package must not be among them.
 const plain = project('plain', [mainTgz, platformTgz], 'with npm defaults', [])
-check(!/install-scripts.*\bkestreldb(-[\w-]+)?@/.test(plain.log), 'a plain `npm install` (npm defaults) lists no kestreldb package among those with install scripts', plain.log)
+check(
+  !/install-scripts.*\bkestreldb(-[\w-]+)?@/.test(plain.log),
+  'a plain `npm install` (npm defaults) lists no kestreldb package among those with install scripts',
+  plain.log,
+)
 rmSync(plain.dir, { recursive: true, force: true })
 
 // ---- the native engine from the platform package ----------------------------------------------
@@ -239,26 +257,47 @@ let r = node(app, 'native.mjs', [db1])
 check(r.json?.engine === 'native', "open(dir, { engine: 'native' }) → db.engine === 'native'", r.stdout + r.stderr)
 check(r.json.reread?.n === 1, 'a commit survives close and reopen')
 const binary = r.json.binaries.find((p) => p.includes('kestrel.'))
-check(binary?.startsWith(realpathSync(installedPlatform)), `the binary loaded is the platform package's (${binary?.replace(TMP, '$TMP')})`, JSON.stringify(r.json.binaries))
+check(
+  binary?.startsWith(realpathSync(installedPlatform)),
+  `the binary loaded is the platform package's (${binary?.replace(TMP, '$TMP')})`,
+  JSON.stringify(r.json.binaries),
+)
 r = sh(join(BIN, 'npx'), ['kestrel', 'verify', db1], app)
 check(r.status === 0 && /ok|no problem/i.test(r.stdout + r.stderr), '`npx kestrel verify` on it exits 0', r.stdout + r.stderr)
 r = node(app, 'langgraph.mjs', [join(app, 'lg')])
 check(r.json?.id === '1ef-install-test', "import { KestrelSaver } from 'kestreldb/langgraph' (put + getTuple on the native engine)", r.stdout + r.stderr)
 r = node(app, 'cjs.cjs', [join(app, 'cjs')])
-check(r.json?.engine === 'native' && r.json.sameModule && r.json.instance && r.json.saver === 'function', "require('kestreldb') and require('kestreldb/langgraph') work and are the ESM modules' instance", r.stdout + r.stderr)
+check(
+  r.json?.engine === 'native' && r.json.sameModule && r.json.instance && r.json.saver === 'function',
+  "require('kestreldb') and require('kestreldb/langgraph') work and are the ESM modules' instance",
+  r.stdout + r.stderr,
+)
 r = node(app, 'cjs-old-node.cjs', [], ['--no-experimental-require-module'])
-check(r.json?.code === 'ERR_REQUIRE_ESM' && /await import\('kestreldb'\)/.test(r.json.message) && /20\.19/.test(r.json.message),
-  "require('kestreldb') on a Node without require(esm) fails with a message saying what to do", r.stdout + r.stderr)
+check(
+  r.json?.code === 'ERR_REQUIRE_ESM' && /await import\('kestreldb'\)/.test(r.json.message) && /20\.19/.test(r.json.message),
+  "require('kestreldb') on a Node without require(esm) fails with a message saying what to do",
+  r.stdout + r.stderr,
+)
 
 // ---- bad input: doctored platform package directories -----------------------------------------
 const manifestPath = join(installedPlatform, 'package.json')
 const original = readFileSync(manifestPath, 'utf8')
 writeFileSync(manifestPath, JSON.stringify({ ...JSON.parse(original), version: '0.0.1-other' }, null, 2))
 r = node(app, 'native.mjs', [join(app, 'db-version')])
-check(r.json?.code === 'KESTREL_NATIVE_UNAVAILABLE' && r.json.message.includes('0.0.1-other') && r.json.message.includes(pkg.version) && r.json.message.includes(platformPkg),
-  `${platformPkg} of another version → KESTREL_NATIVE_UNAVAILABLE naming both versions`, r.stdout + r.stderr)
+check(
+  r.json?.code === 'KESTREL_NATIVE_UNAVAILABLE' &&
+    r.json.message.includes('0.0.1-other') &&
+    r.json.message.includes(pkg.version) &&
+    r.json.message.includes(platformPkg),
+  `${platformPkg} of another version → KESTREL_NATIVE_UNAVAILABLE naming both versions`,
+  r.stdout + r.stderr,
+)
 r = node(app, 'auto.mjs', [join(app, 'db-version-auto')])
-check(r.json?.engines?.[0] === 'ts' && r.json.warnings.length === 1 && r.json.warnings[0].message.includes('0.0.1-other'), "…and engine 'auto' falls back to ts with one warning naming both versions", r.stdout + r.stderr)
+check(
+  r.json?.engines?.[0] === 'ts' && r.json.warnings.length === 1 && r.json.warnings[0].message.includes('0.0.1-other'),
+  "…and engine 'auto' falls back to ts with one warning naming both versions",
+  r.stdout + r.stderr,
+)
 writeFileSync(manifestPath, original)
 
 const binaryPath = join(installedPlatform, JSON.parse(original).main)
@@ -297,12 +336,18 @@ function foreign(kind) {
   writeFileSync(out, b)
   return { path: out, what: `a copy whose needed libc is ${abi === 'gnu' ? 'libc.so (musl)' : 'libc.so.6 (glibc)'}` }
 }
-for (const [kind, expect] of [['cpu', /built for (arm64|x64)/], ['libc', /built for (musl libc|glibc)/]]) {
+for (const [kind, expect] of [
+  ['cpu', /built for (arm64|x64)/],
+  ['libc', /built for (musl libc|glibc)/],
+]) {
   const f = foreign(kind)
   copyFileSync(f.path, binaryPath)
   r = node(app, 'native.mjs', [join(app, `db-${kind}`)])
-  check(r.json?.code === 'KESTREL_NATIVE_UNAVAILABLE' && expect.test(r.json.message) && r.json.message.includes(platformPkg),
-    `a binary for another ${kind === 'cpu' ? 'CPU' : 'libc'} (${f.what}) → KESTREL_NATIVE_UNAVAILABLE: ${r.json?.message?.match(expect)?.[0]}`, r.stdout + r.stderr)
+  check(
+    r.json?.code === 'KESTREL_NATIVE_UNAVAILABLE' && expect.test(r.json.message) && r.json.message.includes(platformPkg),
+    `a binary for another ${kind === 'cpu' ? 'CPU' : 'libc'} (${f.what}) → KESTREL_NATIVE_UNAVAILABLE: ${r.json?.message?.match(expect)?.[0]}`,
+    r.stdout + r.stderr,
+  )
 }
 copyFileSync(saved, binaryPath)
 r = node(app, 'native.mjs', [join(app, 'db-restored')])
@@ -311,11 +356,22 @@ check(r.json?.engine === 'native', 'the restored package loads again')
 // ---- without the platform package: the auto fallback --------------------------------------------
 const bare = project('bare', [mainTgz], 'the main tarball alone')
 writeScripts(bare.dir)
-check(!existsSync(join(bare.dir, 'node_modules', platformPkg)), `without its tarball, ${platformPkg} is not installed (the install still succeeds: it is optional)`)
+check(
+  !existsSync(join(bare.dir, 'node_modules', platformPkg)),
+  `without its tarball, ${platformPkg} is not installed (the install still succeeds: it is optional)`,
+)
 r = node(bare.dir, 'auto.mjs', [join(bare.dir, 'db')])
-check(r.json?.native?.code === 'KESTREL_NATIVE_UNAVAILABLE' && r.json.native.message.includes(`${platformPkg} is not installed`), `engine 'native' → KESTREL_NATIVE_UNAVAILABLE naming ${platformPkg}`, r.stdout + r.stderr)
+check(
+  r.json?.native?.code === 'KESTREL_NATIVE_UNAVAILABLE' && r.json.native.message.includes(`${platformPkg} is not installed`),
+  `engine 'native' → KESTREL_NATIVE_UNAVAILABLE naming ${platformPkg}`,
+  r.stdout + r.stderr,
+)
 check(r.json.engines.join() === 'ts,ts' && r.json.reread === 42, "engine 'auto' → the ts engine, which commits and reopens")
-check(r.json.warnings.length === 1 && r.json.warnings[0].message.includes(platformPkg), `one KESTREL_NATIVE_FALLBACK warning for two opens, naming ${platformPkg}`, JSON.stringify(r.json.warnings))
+check(
+  r.json.warnings.length === 1 && r.json.warnings[0].message.includes(platformPkg),
+  `one KESTREL_NATIVE_FALLBACK warning for two opens, naming ${platformPkg}`,
+  JSON.stringify(r.json.warnings),
+)
 r = sh(join(BIN, 'npx'), ['kestrel', 'verify', join(bare.dir, 'db', 'a')], bare.dir)
 check(r.status === 0, '`npx kestrel verify` works without the native engine', r.stdout + r.stderr)
 
@@ -350,7 +406,9 @@ for (const which of ['installed', 'clone']) {
   timing[which] = { import: median(runs.map((x) => x.tImport)), first: median(runs.map((x) => x.tFirst)), second: median(runs.map((x) => x.tSecond)) }
 }
 const fmt = (t) => `import ${t.import.toFixed(1)} ms, first open() ${t.first.toFixed(1)} ms (loads the binary), next open() ${t.second.toFixed(1)} ms`
-console.log(`# open() of a fresh database, median of 7 processes:\n#   installed (${platformPkg}): ${fmt(timing.installed)}\n#   clone (native/):            ${fmt(timing.clone)}`)
+console.log(
+  `# open() of a fresh database, median of 7 processes:\n#   installed (${platformPkg}): ${fmt(timing.installed)}\n#   clone (native/):            ${fmt(timing.clone)}`,
+)
 
 if (!KEEP) rmSync(TMP, { recursive: true, force: true })
 console.log(`# test:install passed in ${((Date.now() - started) / 1000).toFixed(1)} s`)

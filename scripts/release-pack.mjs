@@ -54,7 +54,13 @@ const option = (name) => {
 const HOST_ONLY = flag('--host')
 const INSTALL = !flag('--no-install')
 if (flag('--help') || flag('-h')) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'))
+  console.log(
+    readFileSync(fileURLToPath(import.meta.url), 'utf8')
+      .split('\n')
+      .slice(1, 14)
+      .map((l) => l.replace(/^\/\/ ?/, ''))
+      .join('\n'),
+  )
   process.exit(0)
 }
 
@@ -97,8 +103,13 @@ if (HOST_ONLY) {
   wanted = allTargets.filter((t) => t.platform === hostPlatform)
   if (wanted.length === 0) fail(`this machine (${hostPlatform}) is not one of package.json's napi.targets`)
 } else if (listed) {
-  const names = listed.split(',').map((s) => s.trim()).filter(Boolean)
-  for (const n of names) if (!allTargets.some((t) => t.platform === n || t.triple === n)) fail(`--targets: ${n} is not in package.json's napi.targets (${allTargets.map((t) => t.platform).join(', ')})`)
+  const names = listed
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+  for (const n of names)
+    if (!allTargets.some((t) => t.platform === n || t.triple === n))
+      fail(`--targets: ${n} is not in package.json's napi.targets (${allTargets.map((t) => t.platform).join(', ')})`)
   wanted = allTargets.filter((t) => names.includes(t.platform) || names.includes(t.triple))
 }
 
@@ -108,7 +119,11 @@ for (const t of wanted) {
   if (HOST_ONLY) plan.push({ ...t, how: 'clone' })
   else if (process.platform === 'linux' && t.triple.includes('-linux-')) plan.push({ ...t, how: 'zig' })
   else if (t.platform === hostPlatform) plan.push({ ...t, how: 'host' })
-  else skipped.push({ ...t, why: `built by .github/workflows/release.yml on a ${t.triple.includes('darwin') ? 'macOS' : t.triple.includes('windows') ? 'Windows' : 'Linux'} runner (this ${process.platform} host has no linker for it)` })
+  else
+    skipped.push({
+      ...t,
+      why: `built by .github/workflows/release.yml on a ${t.triple.includes('darwin') ? 'macOS' : t.triple.includes('windows') ? 'Windows' : 'Linux'} runner (this ${process.platform} host has no linker for it)`,
+    })
 }
 
 // ---- toolchains -------------------------------------------------------------------------------
@@ -117,9 +132,11 @@ const toolsBin = join(TOOLS, 'bin')
 const zigEnv = { PATH: `${toolsBin}:${process.env.PATH}` }
 
 function haveZig() {
-  return output('cargo-zigbuild', ['--version'], { env: { ...process.env, ...zigEnv } }) !== undefined &&
+  return (
+    output('cargo-zigbuild', ['--version'], { env: { ...process.env, ...zigEnv } }) !== undefined &&
     (output('zig', ['version'], { env: { ...process.env, ...zigEnv } }) !== undefined ||
       output(join(toolsBin, 'python3'), ['-m', 'ziglang', 'version']) !== undefined)
+  )
 }
 
 function ensureZig() {
@@ -156,7 +173,10 @@ for (const p of plan) {
 }
 
 console.log(`\n== release:pack ${pkg.name}@${pkg.version}`)
-for (const p of build) console.log(`   build  ${p.platform.padEnd(16)} ${p.how === 'zig' ? `napi build -x (zig)${p.triple.endsWith('-gnu') ? ', glibc 2.17' : ''}` : p.how === 'clone' ? "the clone's release build (native/)" : 'napi build (host toolchain)'}`)
+for (const p of build)
+  console.log(
+    `   build  ${p.platform.padEnd(16)} ${p.how === 'zig' ? `napi build -x (zig)${p.triple.endsWith('-gnu') ? ', glibc 2.17' : ''}` : p.how === 'clone' ? "the clone's release build (native/)" : 'napi build (host toolchain)'}`,
+  )
 for (const s of skipped) console.log(`   skip   ${s.platform.padEnd(16)} ${s.why}`)
 if (build.length === 0) fail('nothing to build here')
 // Only now that there is something to build: the previous tarballs and binaries go.
@@ -176,7 +196,24 @@ for (const p of build) {
     cpSync(join(ROOT, 'native', file), join(ARTIFACTS, file))
   } else {
     const target = p.how === 'zig' && p.triple.endsWith('-linux-gnu') ? `${p.triple}.2.17` : p.triple
-    napi(['build', '--platform', '--release', '--strip', ...manifest, '--output-dir', 'artifacts', '--no-js', '--dts', '.napi-types.d.ts', '--target', target, ...(p.how === 'zig' ? ['-x'] : [])], { env: p.how === 'zig' ? zigEnv : {} })
+    napi(
+      [
+        'build',
+        '--platform',
+        '--release',
+        '--strip',
+        ...manifest,
+        '--output-dir',
+        'artifacts',
+        '--no-js',
+        '--dts',
+        '.napi-types.d.ts',
+        '--target',
+        target,
+        ...(p.how === 'zig' ? ['-x'] : []),
+      ],
+      { env: p.how === 'zig' ? zigEnv : {} },
+    )
     rmSync(join(ARTIFACTS, '.napi-types.d.ts'), { force: true })
   }
   timings[p.platform] = (Date.now() - started) / 1000
@@ -200,7 +237,9 @@ for (const p of build) {
     if (extra.length) problems.push(`needs libraries a ${libc} system may not have: ${extra.join(', ')}`)
     if (p.how === 'zig' && libc === 'glibc' && (!info.glibc || compareVersions(info.glibc, '2.17') > 0)) problems.push(`needs glibc ${info.glibc}, not 2.17`)
   }
-  console.log(`   ${p.platform.padEnd(16)} ${kb(statSync(path).size).padStart(10)}  ${info ? describeBinary(info) : 'unreadable'}${problems.length ? `  ✗ ${problems.join('; ')}` : '  ✓'}  (${timings[p.platform].toFixed(0)} s)`)
+  console.log(
+    `   ${p.platform.padEnd(16)} ${kb(statSync(path).size).padStart(10)}  ${info ? describeBinary(info) : 'unreadable'}${problems.length ? `  ✗ ${problems.join('; ')}` : '  ✓'}  (${timings[p.platform].toFixed(0)} s)`,
+  )
   if (problems.length) bad = true
 }
 if (bad) fail('an artifact is not what its platform package promises (see ✗ above)')
@@ -252,7 +291,18 @@ for (const p of build) results.push({ kind: 'platform', platform: p.platform, ..
 
 // What must and must not be in the main package.
 const mainFiles = new Set(main.files.map((f) => f.path))
-const required = ['package.json', 'README.md', 'dist/index.js', 'dist/index.cjs', 'dist/index.d.ts', 'dist/core/loader.js', 'dist/core/elf.js', 'dist/cli/kestrel.js', 'dist/langgraph/index.js', 'dist/langgraph/index.cjs']
+const required = [
+  'package.json',
+  'README.md',
+  'dist/index.js',
+  'dist/index.cjs',
+  'dist/index.d.ts',
+  'dist/core/loader.js',
+  'dist/core/elf.js',
+  'dist/cli/kestrel.js',
+  'dist/langgraph/index.js',
+  'dist/langgraph/index.cjs',
+]
 const missing = required.filter((f) => !mainFiles.has(f))
 const unwanted = [...mainFiles].filter((f) => /^(__test__|benchmark|crates|target|native|lib|npm|docs|scripts)\/|\.map$|\.node$|^dist\/cli\/demo\./.test(f))
 if (missing.length) fail(`the main tarball misses ${missing.join(', ')}`)
@@ -261,17 +311,26 @@ if (unwanted.length) fail(`the main tarball holds files only the repository need
 for (const r of results) {
   const budget = r.kind === 'main' ? BUDGET.main : r.platform === 'linux-x64-gnu' ? BUDGET.platform : undefined
   const over = budget !== undefined && r.size >= budget
-  console.log(`   ${r.filename.padEnd(36)} ${kb(r.size).padStart(10)} packed, ${kb(r.unpackedSize).padStart(10)} unpacked, ${String(r.entryCount).padStart(3)} files${budget ? `  (budget ${kb(budget)}${over ? ' ✗ OVER' : ' ✓'})` : ''}`)
+  console.log(
+    `   ${r.filename.padEnd(36)} ${kb(r.size).padStart(10)} packed, ${kb(r.unpackedSize).padStart(10)} unpacked, ${String(r.entryCount).padStart(3)} files${budget ? `  (budget ${kb(budget)}${over ? ' ✗ OVER' : ' ✓'})` : ''}`,
+  )
   if (over) bad = true
 }
 console.log(`   optionalDependencies of ${main.filename}: ${Object.keys(expectedDeps).join(', ')}`)
 if (subset) console.log(`   (only the platform packages built here; the release workflow publishes all ${allTargets.length})`)
 for (const s of skipped) console.log(`   not built here: ${s.platform} — ${s.why}`)
-writeFileSync(join(RELEASE, 'manifest.json'), JSON.stringify({
-  version: pkg.version,
-  main: main.filename,
-  platforms: Object.fromEntries(results.filter((r) => r.kind === 'platform').map((r) => [r.platform, r.filename])),
-  skipped: Object.fromEntries(skipped.map((s) => [s.platform, s.why])),
-}, null, 2) + '\n')
+writeFileSync(
+  join(RELEASE, 'manifest.json'),
+  JSON.stringify(
+    {
+      version: pkg.version,
+      main: main.filename,
+      platforms: Object.fromEntries(results.filter((r) => r.kind === 'platform').map((r) => [r.platform, r.filename])),
+      skipped: Object.fromEntries(skipped.map((s) => [s.platform, s.why])),
+    },
+    null,
+    2,
+  ) + '\n',
+)
 rmSync(STAGE, { recursive: true, force: true })
 if (bad) fail('a tarball is over its size budget')

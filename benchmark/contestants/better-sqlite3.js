@@ -23,7 +23,7 @@ export async function open(dir, { index, pageCacheBytes } = {}) {
     db.exec('CREATE TABLE IF NOT EXISTS items (k TEXT PRIMARY KEY, x, v BLOB) WITHOUT ROWID')
     db.exec(`CREATE ${index.unique ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS items_x ON items (x)`)
     put = db.prepare('INSERT OR REPLACE INTO items (k, x, v) VALUES (?, ?, ?)')
-    write = (k, v) => put.run(k, v instanceof Uint8Array ? null : v?.[index.field] ?? null, enc(v))
+    write = (k, v) => put.run(k, v instanceof Uint8Array ? null : (v?.[index.field] ?? null), enc(v))
     find = db.prepare('SELECT k, v FROM items WHERE x = ?')
   } else {
     db.exec('CREATE TABLE IF NOT EXISTS items (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID')
@@ -45,7 +45,9 @@ export async function open(dir, { index, pageCacheBytes } = {}) {
       write(key, value)
     },
     async load(entries, { batch = 10_000 } = {}) {
-      const insert = db.transaction((from, to) => { for (let j = from; j < to; j++) write(entries[j][0], entries[j][1]) })
+      const insert = db.transaction((from, to) => {
+        for (let j = from; j < to; j++) write(entries[j][0], entries[j][1])
+      })
       for (let i = 0; i < entries.length; i += batch) insert(i, Math.min(entries.length, i + batch))
     },
     // The SQLite online backup API: 100 pages per step between event-loop turns; writes made
@@ -64,7 +66,10 @@ export async function open(dir, { index, pageCacheBytes } = {}) {
         get: (k) => dec(get.get(k)),
         scan100(start) {
           let n = 0
-          for (const row of range.iterate(start)) { dec(row.v); n++ }
+          for (const row of range.iterate(start)) {
+            dec(row.v)
+            n++
+          }
           return n
         },
         // W6: the records whose indexed field equals `x`, decoded.

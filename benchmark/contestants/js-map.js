@@ -31,9 +31,16 @@ export async function open(dir, { index, scans = true } = {}) {
           if (!scans) throw new Error('opened with scans: false')
           let lo = 0
           let hi = sorted.length
-          while (lo < hi) { const mid = (lo + hi) >>> 1; if (sorted[mid] < start) lo = mid + 1; else hi = mid }
+          while (lo < hi) {
+            const mid = (lo + hi) >>> 1
+            if (sorted[mid] < start) lo = mid + 1
+            else hi = mid
+          }
           let n = 0
-          for (let i = lo; i < Math.min(sorted.length, lo + 100); i++) { map.get(sorted[i]); n++ }
+          for (let i = lo; i < Math.min(sorted.length, lo + 100); i++) {
+            map.get(sorted[i])
+            n++
+          }
           return n
         },
         // W6: the records whose indexed field equals `x`.

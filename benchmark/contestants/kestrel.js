@@ -19,7 +19,9 @@ export async function open(dir, { engine, durability = 'sync', index, pageCacheB
     },
     async load(entries, { batch = 10_000 } = {}) {
       for (let i = 0; i < entries.length; i += batch) {
-        await db.transaction((tx) => { for (let j = i; j < Math.min(entries.length, i + batch); j++) tx.put(items, entries[j][0], entries[j][1]) })
+        await db.transaction((tx) => {
+          for (let j = i; j < Math.min(entries.length, i + batch); j++) tx.put(items, entries[j][0], entries[j][1])
+        })
       }
     },
     checkpoint: () => db.checkpoint(),
@@ -42,13 +44,16 @@ export async function open(dir, { engine, durability = 'sync', index, pageCacheB
     },
     attempts: 0,
     async rmw(k1, k2) {
-      await db.transaction((tx) => {
-        this.attempts++
-        const a = tx.get(items, k1)?.n ?? 0
-        const b = tx.get(items, k2)?.n ?? 0
-        tx.put(items, k1, { n: a + 1 })
-        tx.put(items, k2, { n: b + 1 })
-      }, { retries: 1000 })
+      await db.transaction(
+        (tx) => {
+          this.attempts++
+          const a = tx.get(items, k1)?.n ?? 0
+          const b = tx.get(items, k2)?.n ?? 0
+          tx.put(items, k1, { n: a + 1 })
+          tx.put(items, k2, { n: b + 1 })
+        },
+        { retries: 1000 },
+      )
     },
     close: () => db.close(),
   }

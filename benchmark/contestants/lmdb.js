@@ -13,7 +13,9 @@ export async function open(dir) {
     commitOne: (key, value) => db.put(key, value),
     async load(entries, { batch = 10_000 } = {}) {
       for (let i = 0; i < entries.length; i += batch) {
-        await db.transaction(() => { for (let j = i; j < Math.min(entries.length, i + batch); j++) db.put(entries[j][0], entries[j][1]) })
+        await db.transaction(() => {
+          for (let j = i; j < Math.min(entries.length, i + batch); j++) db.put(entries[j][0], entries[j][1])
+        })
       }
     },
     // mdb_env_copy2 from a read transaction (writers go on), off the main thread. The store is

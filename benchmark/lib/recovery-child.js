@@ -45,13 +45,18 @@ async function write() {
   if (store === 'better-sqlite3') {
     const db = openSqlite()
     const put = db.prepare('INSERT INTO items (k, v) VALUES (?, ?)')
-    const insert = db.transaction((from) => { for (let i = from; i < from + BATCH; i++) put.run(key(i), value(i)) })
+    const insert = db.transaction((from) => {
+      for (let i = from; i < from + BATCH; i++) put.run(key(i), value(i))
+    })
     commitBatch = async (from) => insert(from)
   } else {
     const { open } = await import('../../dist/index.js')
     const db = await open(path, KESTREL_OPTIONS)
     const items = db.collection('items')
-    commitBatch = (from) => db.transaction((tx) => { for (let i = from; i < from + BATCH; i++) tx.put(items, key(i), value(i)) })
+    commitBatch = (from) =>
+      db.transaction((tx) => {
+        for (let i = from; i < from + BATCH; i++) tx.put(items, key(i), value(i))
+      })
   }
   let ready = false
   // Bounded by the parent's SIGKILL; the cap is a safety net for a parent that never kills.
@@ -105,7 +110,16 @@ async function openAndCount() {
   const c0 = performance.now()
   await db.close()
   const closeMs = performance.now() - c0
-  return { openMs, importMs, records: s.keys, logBytesAtOpen, logFileBytesAtOpen, checkpointMs, closeMs, stats: { checkpointLsn: s.checkpointLsn, durableLsn: s.durableLsn, segments: s.segments, pageCount: s.pageCount, recordBytes: s.recordBytes } }
+  return {
+    openMs,
+    importMs,
+    records: s.keys,
+    logBytesAtOpen,
+    logFileBytesAtOpen,
+    checkpointMs,
+    closeMs,
+    stats: { checkpointLsn: s.checkpointLsn, durableLsn: s.durableLsn, segments: s.segments, pageCount: s.pageCount, recordBytes: s.recordBytes },
+  }
 }
 
 if (mode === 'write') await write()

@@ -21,7 +21,9 @@ export const verdict = (value, threshold) => (Number.isFinite(value) ? (value >=
 
 function cpuModel() {
   try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'))
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('model name'))
     if (line) return line.split(':').slice(1).join(':').trim()
   } catch {}
   return cpus()[0]?.model ?? 'unknown cpu'

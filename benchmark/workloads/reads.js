@@ -18,7 +18,7 @@ export async function loadRecords(store, records) {
 /** A deterministic pseudo-random record index in 0 … records − 1 per call. */
 export function randomIndexes(records) {
   let x = 12345
-  return () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) % records)
+  return () => (x = (x * 1103515245 + 12345) & 0x7fffffff) % records
 }
 
 /** Child side; `param` is the record count. */
@@ -32,16 +32,24 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
   const readsPerSec = throughput(() => {
     if (reader.get(key(rand())) === undefined) throw new Error('missing record')
   }, durationMs)
-  const scansPerSec = throughput(() => {
-    if (reader.scan100(key(rand() % (records - 100))) !== 100) throw new Error('short scan')
-  }, durationMs, 50)
+  const scansPerSec = throughput(
+    () => {
+      if (reader.scan100(key(rand() % (records - 100))) !== 100) throw new Error('short scan')
+    },
+    durationMs,
+    50,
+  )
   reader.close()
   await store.close()
   return { readsPerSec, scansPerSec }
 }
 
 export async function run(ctx) {
-  return cellsByRecordCount(ctx, CONTESTANTS, (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  ${fmt(x.scansPerSec).padStart(8)} scans/s  RSS ${mib(x.peakRssBytes)} MiB`)
+  return cellsByRecordCount(
+    ctx,
+    CONTESTANTS,
+    (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  ${fmt(x.scansPerSec).padStart(8)} scans/s  RSS ${mib(x.peakRssBytes)} MiB`,
+  )
 }
 
 export function render(raw) {

@@ -33,14 +33,16 @@ async function phase(concurrency, durationMs, op) {
   const latenciesMs = []
   const t0 = performance.now()
   const stopAt = t0 + durationMs
-  await Promise.all(Array.from({ length: concurrency }, async (_, client) => {
-    // Bounded by the deadline.
-    for (let i = 0; performance.now() < stopAt; i++) {
-      const start = performance.now()
-      await op(client, i)
-      latenciesMs.push(performance.now() - start)
-    }
-  }))
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, client) => {
+      // Bounded by the deadline.
+      for (let i = 0; performance.now() < stopAt; i++) {
+        const start = performance.now()
+        await op(client, i)
+        latenciesMs.push(performance.now() - start)
+      }
+    }),
+  )
   return summarize(latenciesMs, performance.now() - t0)
 }
 
@@ -51,10 +53,22 @@ export async function cell({ contestant, dir, param: concurrency, durationMs }) 
   const heads = []
   const put = await phase(concurrency, durationMs, async (client, i) => {
     const thread_id = `thread-${client}`
-    const cp = { ...emptyCheckpoint(), id: uuid6(client), channel_values: { messages: CHANNEL_VALUE, step: i }, channel_versions: { messages: i + 1, step: i + 1 } }
+    const cp = {
+      ...emptyCheckpoint(),
+      id: uuid6(client),
+      channel_values: { messages: CHANNEL_VALUE, step: i },
+      channel_versions: { messages: i + 1, step: i + 1 },
+    }
     const config = heads[client] ?? { configurable: { thread_id, checkpoint_ns: '' } }
     heads[client] = await saver.put(config, cp, { source: 'loop', step: i, parents: {} }, { messages: i + 1, step: i + 1 })
-    await saver.putWrites(heads[client], [['messages', 'next'], ['step', i + 1]], `task-${i}`)
+    await saver.putWrites(
+      heads[client],
+      [
+        ['messages', 'next'],
+        ['step', i + 1],
+      ],
+      `task-${i}`,
+    )
   })
   const get = await phase(concurrency, durationMs, async (client) => {
     const t = await saver.getTuple({ configurable: { thread_id: `thread-${client}`, checkpoint_ns: '' } })
@@ -75,7 +89,13 @@ export async function run(ctx) {
   for (const name of CONTESTANTS) {
     const r = ctx.cell(name, CONCURRENCY, { timeoutMs: 3 * ctx.durationMs + 90_000 })
     results[name] = r
-    ctx.log('', name, r, (x) => `put ${fmt(x.put.opsPerSec)}/s p99 ${fmt(x.put.p99Ms, 2)} ms  getTuple ${fmt(x.get.opsPerSec)}/s p99 ${fmt(x.get.p99Ms, 2)} ms  list ${fmt(x.list.opsPerSec)}/s p99 ${fmt(x.list.p99Ms, 2)} ms`)
+    ctx.log(
+      '',
+      name,
+      r,
+      (x) =>
+        `put ${fmt(x.put.opsPerSec)}/s p99 ${fmt(x.put.p99Ms, 2)} ms  getTuple ${fmt(x.get.opsPerSec)}/s p99 ${fmt(x.get.p99Ms, 2)} ms  list ${fmt(x.list.opsPerSec)}/s p99 ${fmt(x.list.p99Ms, 2)} ms`,
+    )
   }
   return { concurrency: CONCURRENCY, contestants: CONTESTANTS, results }
 }

@@ -54,15 +54,23 @@ export async function run(ctx) {
     chunks: runLimit(ctx.limitBinary, 'chunks', 1 << 20, ctx.durationMs),
   }
   const l = limit.records
-  console.log(l.error ? `fdatasync limit: not available: ${l.error}`
-    : `fdatasync limit: ${fmt(l.opsPerSec)} appends/s of ${l.recordBytes} B (p50 ${fmt(l.p50Us / 1000, 3)} ms), pre-zeroed file ${fmt(limit.prezeroed.opsPerSec)}/s, 1 MiB chunks ${fmt(limit.chunks.mbPerSec)} MB/s`)
+  console.log(
+    l.error
+      ? `fdatasync limit: not available: ${l.error}`
+      : `fdatasync limit: ${fmt(l.opsPerSec)} appends/s of ${l.recordBytes} B (p50 ${fmt(l.p50Us / 1000, 3)} ms), pre-zeroed file ${fmt(limit.prezeroed.opsPerSec)}/s, 1 MiB chunks ${fmt(limit.chunks.mbPerSec)} MB/s`,
+  )
   const results = {}
   for (const c of CONCURRENCY) {
     results[c] = {}
     for (const name of CONTESTANTS) {
       const r = ctx.cell(name, c, { timeoutMs: ctx.warmupMs + ctx.durationMs + 60_000 })
       results[c][name] = r
-      ctx.log(`C=${c}`, name, r, (x) => `${fmt(x.commitsPerSec).padStart(8)} commits/s  p50 ${fmt(x.p50Ms, 2)} ms  p99 ${fmt(x.p99Ms, 2)} ms  RSS ${mib(x.peakRssBytes)} MiB`)
+      ctx.log(
+        `C=${c}`,
+        name,
+        r,
+        (x) => `${fmt(x.commitsPerSec).padStart(8)} commits/s  p50 ${fmt(x.p50Ms, 2)} ms  p99 ${fmt(x.p99Ms, 2)} ms  RSS ${mib(x.peakRssBytes)} MiB`,
+      )
     }
   }
   return { valueBytes: VALUE_BYTES, concurrency: CONCURRENCY, contestants: CONTESTANTS, limit, results }
@@ -73,14 +81,19 @@ const ops = (raw, c, name) => raw.results[c]?.[name]?.commitsPerSec ?? NaN
 /** The chart RESULTS.md embeds: throughput by concurrency, the disk's limit as a dashed line. */
 export function charts(raw) {
   const l = raw.limit.records
-  return [{ file: 'w1.svg', svg: barChart({
-    title: 'W1: durable single-record commits per second, by concurrent clients',
-    groups: raw.concurrency.map((c) => `C = ${c}`),
-    series: raw.contestants,
-    value: (g, s) => ops(raw, Number(g.slice(4)), s),
-    unit: 'commits/s',
-    references: l.error ? [] : [{ label: `disk limit: ${l.recordBytes} B append + fdatasync`, value: l.opsPerSec }],
-  }) }]
+  return [
+    {
+      file: 'w1.svg',
+      svg: barChart({
+        title: 'W1: durable single-record commits per second, by concurrent clients',
+        groups: raw.concurrency.map((c) => `C = ${c}`),
+        series: raw.contestants,
+        value: (g, s) => ops(raw, Number(g.slice(4)), s),
+        unit: 'commits/s',
+        references: l.error ? [] : [{ label: `disk limit: ${l.recordBytes} B append + fdatasync`, value: l.opsPerSec }],
+      }),
+    },
+  ]
 }
 
 function bestPeer(raw, c) {
@@ -99,9 +112,12 @@ export function render(raw) {
   ]
   if (l.error) lines.push(`Disk limit: not available: ${l.error}`, '')
   else {
-    lines.push(`Disk limit in the same run (\`benchmark/limits\`, Rust, std only): a plain ${l.recordBytes}-byte append + \`fdatasync\` loop — the size of one kestreldb commit record — does **${fmt(l.opsPerSec)}/s** (p50 ${fmt(l.p50Us / 1000, 3)} ms, p99 ${fmt(l.p99Us / 1000, 3)} ms)` +
-      `${limit.prezeroed.error ? '' : `; over a pre-zeroed file (no size change for fdatasync to journal, which is what kestreldb's log preallocation gets) **${fmt(limit.prezeroed.opsPerSec)}/s**`}` +
-      `${limit.chunks.error ? '' : `; 1 MiB appends + fdatasync: **${fmt(limit.chunks.mbPerSec)} MB/s**`}.`, '')
+    lines.push(
+      `Disk limit in the same run (\`benchmark/limits\`, Rust, std only): a plain ${l.recordBytes}-byte append + \`fdatasync\` loop — the size of one kestreldb commit record — does **${fmt(l.opsPerSec)}/s** (p50 ${fmt(l.p50Us / 1000, 3)} ms, p99 ${fmt(l.p99Us / 1000, 3)} ms)` +
+        `${limit.prezeroed.error ? '' : `; over a pre-zeroed file (no size change for fdatasync to journal, which is what kestreldb's log preallocation gets) **${fmt(limit.prezeroed.opsPerSec)}/s**`}` +
+        `${limit.chunks.error ? '' : `; 1 MiB appends + fdatasync: **${fmt(limit.chunks.mbPerSec)} MB/s**`}.`,
+      '',
+    )
   }
   lines.push('![W1 chart](w1.svg)', '')
   const headers = ['contestant', 'commits/s', 'p50 ms', 'p99 ms', 'peak RSS MiB', 'vs lmdb', 'vs fdatasync limit']
@@ -109,17 +125,51 @@ export function render(raw) {
     const rows = []
     for (const name of raw.contestants) {
       const r = raw.results[c][name]
-      if (r.error) { rows.push(unavailableRow(name, r.error, headers.length)); continue }
-      rows.push([name, fmt(r.commitsPerSec), fmt(r.p50Ms, 2), fmt(r.p99Ms, 2), mib(r.peakRssBytes), ratio(r.commitsPerSec, ops(raw, c, 'lmdb')), ratio(r.commitsPerSec, limitOps)])
+      if (r.error) {
+        rows.push(unavailableRow(name, r.error, headers.length))
+        continue
+      }
+      rows.push([
+        name,
+        fmt(r.commitsPerSec),
+        fmt(r.p50Ms, 2),
+        fmt(r.p99Ms, 2),
+        mib(r.peakRssBytes),
+        ratio(r.commitsPerSec, ops(raw, c, 'lmdb')),
+        ratio(r.commitsPerSec, limitOps),
+      ])
     }
     // The limit is one writer syncing each record: it is the reference line at C = 1.
     if (c === 1 && !l.error) {
-      rows.push([`*fdatasync limit (${l.recordBytes} B append)*`, fmt(l.opsPerSec), fmt(l.p50Us / 1000, 2), fmt(l.p99Us / 1000, 2), '—', ratio(l.opsPerSec, ops(raw, c, 'lmdb')), '1.00×'])
-      if (!limit.prezeroed.error) rows.push(['*fdatasync limit, pre-zeroed file*', fmt(limit.prezeroed.opsPerSec), fmt(limit.prezeroed.p50Us / 1000, 2), fmt(limit.prezeroed.p99Us / 1000, 2), '—', ratio(limit.prezeroed.opsPerSec, ops(raw, c, 'lmdb')), ratio(limit.prezeroed.opsPerSec, limitOps)])
+      rows.push([
+        `*fdatasync limit (${l.recordBytes} B append)*`,
+        fmt(l.opsPerSec),
+        fmt(l.p50Us / 1000, 2),
+        fmt(l.p99Us / 1000, 2),
+        '—',
+        ratio(l.opsPerSec, ops(raw, c, 'lmdb')),
+        '1.00×',
+      ])
+      if (!limit.prezeroed.error)
+        rows.push([
+          '*fdatasync limit, pre-zeroed file*',
+          fmt(limit.prezeroed.opsPerSec),
+          fmt(limit.prezeroed.p50Us / 1000, 2),
+          fmt(limit.prezeroed.p99Us / 1000, 2),
+          '—',
+          ratio(limit.prezeroed.opsPerSec, ops(raw, c, 'lmdb')),
+          ratio(limit.prezeroed.opsPerSec, limitOps),
+        ])
     }
     const best = bestPeer(raw, c)
-    lines.push(`### C = ${c}`, '', ...table(headers, 'lrrrrrr', rows), '',
-      `native / ts: **${ratio(ops(raw, c, 'kestrel-native'), ops(raw, c, 'kestrel-ts'))}** · native / fdatasync limit: **${ratio(ops(raw, c, 'kestrel-native'), limitOps)}** · best peer: ${best ? `${best} (native / ${best}: **${ratio(ops(raw, c, 'kestrel-native'), ops(raw, c, best))}**)` : '—'}`, '')
+    lines.push(
+      `### C = ${c}`,
+      '',
+      ...table(headers, 'lrrrrrr', rows),
+      '',
+      `native / ts: **${ratio(ops(raw, c, 'kestrel-native'), ops(raw, c, 'kestrel-ts'))}** · native / fdatasync limit: **${ratio(ops(raw, c, 'kestrel-native'), limitOps)}** · best peer: ${best ? `${best} (native / ${best}: **${ratio(ops(raw, c, 'kestrel-native'), ops(raw, c, best))}**)` : '—'}`,
+      '',
+    )
   }
   const native = (c) => ops(raw, c, 'kestrel-native')
   const vsLmdb = (c) => native(c) / ops(raw, c, 'lmdb')
@@ -129,7 +179,10 @@ export function render(raw) {
     `- W1 C = 1: native ≈ the disk's fdatasync rate (one fdatasync per commit, not two; counted as met at ≥ ${ONE_SYNC_THRESHOLD}× of the plain append loop) — this run: ${ratio(native(1), limitOps)} of the append loop, ${ratio(native(1), limit.prezeroed.opsPerSec)} of the pre-zeroed loop → ${verdict(native(1) / limitOps, ONE_SYNC_THRESHOLD)}`,
     // At C = 1 both engines wait on the same fdatasync, so the 3× goal is judged where group
     // commit lets the engine's own cost show (C ≥ 64); C = 1 is shown for reference.
-    `- W1 C ≥ 64: native ≥ 3× ts — this run: ${raw.concurrency.filter((c) => c >= 64).map((c) => `C = ${c} ${ratio(native(c), ops(raw, c, 'kestrel-ts'))} → ${verdict(vsTs(c), 3)}`).join('; ')} (C = 1: ${ratio(native(1), ops(raw, 1, 'kestrel-ts'))})`,
+    `- W1 C ≥ 64: native ≥ 3× ts — this run: ${raw.concurrency
+      .filter((c) => c >= 64)
+      .map((c) => `C = ${c} ${ratio(native(c), ops(raw, c, 'kestrel-ts'))} → ${verdict(vsTs(c), 3)}`)
+      .join('; ')} (C = 1: ${ratio(native(1), ops(raw, 1, 'kestrel-ts'))})`,
   ]
   return { lines, goals }
 }

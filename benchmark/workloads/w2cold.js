@@ -44,17 +44,38 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
 }
 
 export async function run(ctx) {
-  const out = cellsByRecordCount(ctx, CONTESTANTS, (x) => `${fmt(x.readsPerSec).padStart(10)} reads/s  (first ${fmt(FIRST_READS)}: ${fmt(x.firstReadsPerSec)}/s, reopen ${fmt(x.reopenMs, 1)} ms)${x.stats ? `  records in memory ${mib(x.stats.recordBytes)} MiB` : ''}  RSS ${mib(x.peakRssBytes)} MiB`)
+  const out = cellsByRecordCount(
+    ctx,
+    CONTESTANTS,
+    (x) =>
+      `${fmt(x.readsPerSec).padStart(10)} reads/s  (first ${fmt(FIRST_READS)}: ${fmt(x.firstReadsPerSec)}/s, reopen ${fmt(x.reopenMs, 1)} ms)${x.stats ? `  records in memory ${mib(x.stats.recordBytes)} MiB` : ''}  RSS ${mib(x.peakRssBytes)} MiB`,
+  )
   return { ...out, cacheBytes: CACHE_BYTES, firstReads: FIRST_READS }
 }
 
 export function render(raw) {
   const l = raw.results.lmdb ?? {}
-  const headers = ['contestant', 'reads/s', `first ${fmt(raw.firstReads)} reads/s`, 'reopen ms', 'records in memory MiB (stats.recordBytes)', 'peak RSS MiB', 'vs lmdb']
+  const headers = [
+    'contestant',
+    'reads/s',
+    `first ${fmt(raw.firstReads)} reads/s`,
+    'reopen ms',
+    'records in memory MiB (stats.recordBytes)',
+    'peak RSS MiB',
+    'vs lmdb',
+  ]
   const rows = raw.contestants.map((name) => {
     const r = raw.results[name]
     if (r.error) return unavailableRow(name, r.error, headers.length)
-    return [name, fmt(r.readsPerSec), fmt(r.firstReadsPerSec), fmt(r.reopenMs, 1), r.stats ? mib(r.stats.recordBytes) : '—', mib(r.peakRssBytes), ratio(r.readsPerSec, l.readsPerSec)]
+    return [
+      name,
+      fmt(r.readsPerSec),
+      fmt(r.firstReadsPerSec),
+      fmt(r.reopenMs, 1),
+      r.stats ? mib(r.stats.recordBytes) : '—',
+      mib(r.peakRssBytes),
+      ratio(r.readsPerSec, l.readsPerSec),
+    ]
   })
   const n = raw.results['kestrel-native'] ?? {}
   const t = raw.results['kestrel-ts'] ?? {}

@@ -12,7 +12,7 @@ const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3']
 /** A zipfian sampler over [0, n) (Gray et al.'s method), deterministic. */
 function zipf(n, theta, seed) {
   let x = seed
-  const rand = () => ((x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x80000000)
+  const rand = () => (x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x80000000
   let zetan = 0
   for (let i = 1; i <= n; i++) zetan += 1 / i ** theta
   const zeta2 = 1 + 1 / 2 ** theta
@@ -69,7 +69,12 @@ export async function run(ctx) {
     for (const name of CONTESTANTS) {
       const r = ctx.cell(name, c, { timeoutMs: ctx.warmupMs + ctx.durationMs + 90_000 })
       results[c][name] = r
-      ctx.log(`C=${c}`, name, r, (x) => `${fmt(x.commitsPerSec).padStart(8)} commits/s  p50 ${fmt(x.p50Ms, 2)} ms  p99 ${fmt(x.p99Ms, 2)} ms  retries/commit ${fmt(x.retryRate, 2)}`)
+      ctx.log(
+        `C=${c}`,
+        name,
+        r,
+        (x) => `${fmt(x.commitsPerSec).padStart(8)} commits/s  p50 ${fmt(x.p50Ms, 2)} ms  p99 ${fmt(x.p99Ms, 2)} ms  retries/commit ${fmt(x.retryRate, 2)}`,
+      )
     }
   }
   return { keys: KEYS, theta: THETA, concurrency: CONCURRENCY, contestants: CONTESTANTS, results }

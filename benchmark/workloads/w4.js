@@ -51,7 +51,18 @@ export async function cell({ contestant, dir, param: records }) {
     allocatedBytes: disk.allocatedBytes,
     files: disk.files,
     ...parts,
-    ...(s ? { stats: { checkpointLsn: s.checkpointLsn, pageCount: s.pageCount, segments: s.segments, recordBytes: s.recordBytes, retired: s.retired, checkpoints: s.flow?.checkpoints } } : {}),
+    ...(s
+      ? {
+          stats: {
+            checkpointLsn: s.checkpointLsn,
+            pageCount: s.pageCount,
+            segments: s.segments,
+            recordBytes: s.recordBytes,
+            retired: s.retired,
+            checkpoints: s.flow?.checkpoints,
+          },
+        }
+      : {}),
   }
 }
 
@@ -61,7 +72,13 @@ export async function run(ctx) {
   for (const name of CONTESTANTS) {
     const r = ctx.cell(name, records, { timeoutMs: ctx.quick ? 180_000 : 900_000 })
     results[name] = r
-    ctx.log('', name, r, (x) => `${fmt(x.recordsPerSec).padStart(9)} records/s  (${fmt(x.elapsedMs / 1000, 2)} s${x.checkpointMs ? `, checkpoint ${fmt(x.checkpointMs / 1000, 2)} s` : ''}; close ${fmt(x.closeMs / 1000, 2)} s)  on disk ${mib(x.diskBytes)} MiB  RSS ${mib(x.peakRssBytes)} MiB`)
+    ctx.log(
+      '',
+      name,
+      r,
+      (x) =>
+        `${fmt(x.recordsPerSec).padStart(9)} records/s  (${fmt(x.elapsedMs / 1000, 2)} s${x.checkpointMs ? `, checkpoint ${fmt(x.checkpointMs / 1000, 2)} s` : ''}; close ${fmt(x.closeMs / 1000, 2)} s)  on disk ${mib(x.diskBytes)} MiB  RSS ${mib(x.peakRssBytes)} MiB`,
+    )
   }
   return { records, valueBytes: VALUE_BYTES, batch: BATCH, contestants: CONTESTANTS, results }
 }
@@ -73,16 +90,34 @@ export function render(raw) {
   const rows = raw.contestants.map((name) => {
     const r = raw.results[name]
     if (r.error) return unavailableRow(name, r.error, headers.length)
-    return [name, fmt(r.recordsPerSec), fmt(r.elapsedMs / 1000, 2), KESTREL.includes(name) ? fmt(r.checkpointMs / 1000, 2) : '—', fmt(r.closeMs / 1000, 2), mib(r.diskBytes), fmt(r.diskBytes / r.records), mib(r.peakRssBytes), ratio(native, r.recordsPerSec)]
+    return [
+      name,
+      fmt(r.recordsPerSec),
+      fmt(r.elapsedMs / 1000, 2),
+      KESTREL.includes(name) ? fmt(r.checkpointMs / 1000, 2) : '—',
+      fmt(r.closeMs / 1000, 2),
+      mib(r.diskBytes),
+      fmt(r.diskBytes / r.records),
+      mib(r.peakRssBytes),
+      ratio(native, r.recordsPerSec),
+    ]
   })
   const lines = [
     `${fmt(raw.records)} records (keys \`k0000000\`…, ${raw.valueBytes}-byte random values, so LevelDB's compression gains nothing) into an empty store, in durable transactions of ${fmt(raw.batch)} records each (kestreldb \`durability: 'sync'\`, lmdb \`transaction()\`, better-sqlite3 one \`BEGIN…COMMIT\` with \`synchronous=FULL\`, classic-level one \`batch(…, { sync: true })\`), each awaited before the next. **For kestreldb the time includes a final \`await db.checkpoint()\`** (the page store written and the log trimmed) — the peers' figures stop at their last commit. Close is timed apart (better-sqlite3 checkpoints its WAL there; kestreldb has nothing left to checkpoint). On disk: the apparent size of every file the store left after close.`,
     '',
     ...table(headers, 'lrrrrrrrr', rows),
     '',
-    ...raw.contestants.filter((n) => KESTREL.includes(n) && raw.results[n].pagesBytes !== undefined).map((n) => `${n} on disk: page store ${mib(raw.results[n].pagesBytes)} MiB, log ${mib(raw.results[n].logBytes)} MiB (the segment being written stays whole after a checkpoint, with its preallocated zeros).`),
+    ...raw.contestants
+      .filter((n) => KESTREL.includes(n) && raw.results[n].pagesBytes !== undefined)
+      .map(
+        (n) =>
+          `${n} on disk: page store ${mib(raw.results[n].pagesBytes)} MiB, log ${mib(raw.results[n].logBytes)} MiB (the segment being written stays whole after a checkpoint, with its preallocated zeros).`,
+      ),
     '',
-    `native / ts: **${ratio(native, rate('kestrel-ts'))}** · ${raw.contestants.filter((n) => !KESTREL.includes(n)).map((n) => `native / ${n}: **${ratio(native, rate(n))}**`).join(' · ')}`,
+    `native / ts: **${ratio(native, rate('kestrel-ts'))}** · ${raw.contestants
+      .filter((n) => !KESTREL.includes(n))
+      .map((n) => `native / ${n}: **${ratio(native, rate(n))}**`)
+      .join(' · ')}`,
     '',
   ]
   const goals = [`- W4: native ≥ 3× ts — this run: ${ratio(native, rate('kestrel-ts'))} → ${verdict(native / rate('kestrel-ts'), 3)}`]

@@ -13,7 +13,9 @@ import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.j
 import { key, randomIndexes } from './reads.js'
 
 const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'better-sqlite3', 'js-map']
-const NOT_COMPARABLE = { lmdb: 'not comparable: lmdb has no secondary indexes (an index would be a second DBI kept by the benchmark itself, i.e. a different workload)' }
+const NOT_COMPARABLE = {
+  lmdb: 'not comparable: lmdb has no secondary indexes (an index would be a second DBI kept by the benchmark itself, i.e. a different workload)',
+}
 const BATCH = 10_000
 const INDEX = { field: 'email', unique: true }
 // kestreldb keeps every record and index entry in memory (a hot store, as W2 is meant to be).
@@ -82,12 +84,19 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
     latencySamples: sorted.length,
     loadMs,
     checkpointMs,
-    ...(s ? { stats: { keys: s.keys, versions: s.versions, indexEntries: s.indexEntries, recordBytes: s.recordBytes, retired: s.retired, pageCount: s.pageCount } } : {}),
+    ...(s
+      ? { stats: { keys: s.keys, versions: s.versions, indexEntries: s.indexEntries, recordBytes: s.recordBytes, retired: s.retired, pageCount: s.pageCount } }
+      : {}),
   }
 }
 
 export async function run(ctx) {
-  const out = cellsByRecordCount(ctx, CONTESTANTS, (x) => `${fmt(x.lookupsPerSec).padStart(10)} lookups/s  p50 ${fmt(x.p50Us, 1)} µs  p99 ${fmt(x.p99Us, 1)} µs  (load ${fmt(x.loadMs / 1000, 1)} s${x.checkpointMs ? `, checkpoint ${fmt(x.checkpointMs / 1000, 1)} s` : ''})  RSS ${mib(x.peakRssBytes)} MiB`)
+  const out = cellsByRecordCount(
+    ctx,
+    CONTESTANTS,
+    (x) =>
+      `${fmt(x.lookupsPerSec).padStart(10)} lookups/s  p50 ${fmt(x.p50Us, 1)} µs  p99 ${fmt(x.p99Us, 1)} µs  (load ${fmt(x.loadMs / 1000, 1)} s${x.checkpointMs ? `, checkpoint ${fmt(x.checkpointMs / 1000, 1)} s` : ''})  RSS ${mib(x.peakRssBytes)} MiB`,
+  )
   for (const [name, why] of Object.entries(NOT_COMPARABLE)) ctx.log('', name, { error: why }, () => '')
   return { ...out, batch: BATCH, index: INDEX, cacheBytes: CACHE_BYTES, notComparable: NOT_COMPARABLE }
 }
@@ -111,10 +120,12 @@ export function render(raw) {
     '',
     `native / better-sqlite3: **${ratio(native, sqlite)}** · native / ts: **${ratio(native, rate('kestrel-ts'))}**`,
     '',
-    ...raw.contestants.filter((n) => KESTREL.includes(n) && raw.results[n].stats).map((n) => {
-      const st = raw.results[n].stats
-      return `${n} after the lookups: ${fmt(st.keys)} keys, ${fmt(st.indexEntries)} index entries, records in memory ${mib(st.recordBytes)} MiB (${fmt(st.recordBytes / raw.records)} bytes/record), ${fmt(st.retired)} retired.`
-    }),
+    ...raw.contestants
+      .filter((n) => KESTREL.includes(n) && raw.results[n].stats)
+      .map((n) => {
+        const st = raw.results[n].stats
+        return `${n} after the lookups: ${fmt(st.keys)} keys, ${fmt(st.indexEntries)} index entries, records in memory ${mib(st.recordBytes)} MiB (${fmt(st.recordBytes / raw.records)} bytes/record), ${fmt(st.retired)} retired.`
+      }),
     '',
   ]
   const goals = [

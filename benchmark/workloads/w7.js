@@ -84,7 +84,11 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
     const backupFrom = performance.now()
     // kestreldb reports its phases: the page store first, then the log.
     let logPhaseFrom = 0
-    result = await store.backup(`${dir}-backup`, { onProgress: ({ phase }) => { if (phase === 'log' && !logPhaseFrom) logPhaseFrom = performance.now() } })
+    result = await store.backup(`${dir}-backup`, {
+      onProgress: ({ phase }) => {
+        if (phase === 'log' && !logPhaseFrom) logPhaseFrom = performance.now()
+      },
+    })
     const backupTo = performance.now()
     stop = true
     await Promise.all(clients)
@@ -104,7 +108,18 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
       before,
       during,
       duringVsBefore: during.commitsPerSec / before.commitsPerSec,
-      ...(s ? { stats: { checkpointLsn: s.checkpointLsn, pageCount: s.pageCount, segments: s.segments, recordBytes: s.recordBytes, retired: s.retired, checkpoints: s.flow?.checkpoints } } : {}),
+      ...(s
+        ? {
+            stats: {
+              checkpointLsn: s.checkpointLsn,
+              pageCount: s.pageCount,
+              segments: s.segments,
+              recordBytes: s.recordBytes,
+              retired: s.retired,
+              checkpoints: s.flow?.checkpoints,
+            },
+          }
+        : {}),
     }
   } finally {
     stop = true
@@ -117,33 +132,68 @@ export async function run(ctx) {
   for (const name of CONTESTANTS) {
     const r = NO_BACKUP_API[name] ? { error: NO_BACKUP_API[name], noBackupApi: true } : ctx.cell(name, records, { timeoutMs: ctx.quick ? 300_000 : 1_200_000 })
     results[name] = r
-    ctx.log('', name, r, (x) => `backup ${mib(x.backupBytes)} MiB in ${fmt(x.backupMs / 1000, 2)} s = ${fmt(x.backupMBPerSec)} MB/s; writers ${fmt(x.before.commitsPerSec)} → ${fmt(x.during.commitsPerSec)} commits/s (${fmt(x.duringVsBefore * 100)}%), p99 ${fmt(x.before.p99Ms, 1)} → ${fmt(x.during.p99Ms, 1)} ms, longest gap ${fmt(x.during.maxGapMs)} ms  RSS ${mib(x.peakRssBytes)} MiB`)
+    ctx.log(
+      '',
+      name,
+      r,
+      (x) =>
+        `backup ${mib(x.backupBytes)} MiB in ${fmt(x.backupMs / 1000, 2)} s = ${fmt(x.backupMBPerSec)} MB/s; writers ${fmt(x.before.commitsPerSec)} → ${fmt(x.during.commitsPerSec)} commits/s (${fmt(x.duringVsBefore * 100)}%), p99 ${fmt(x.before.p99Ms, 1)} → ${fmt(x.during.p99Ms, 1)} ms, longest gap ${fmt(x.during.maxGapMs)} ms  RSS ${mib(x.peakRssBytes)} MiB`,
+    )
   }
   return { records, loadValueBytes: LOAD_VALUE_BYTES, clients: CLIENTS, valueBytes: VALUE_BYTES, contestants: CONTESTANTS, results }
 }
 
 export function render(raw) {
-  const headers = ['contestant', 'backup MiB', 'backup s', 'backup MB/s', 'commits/s before', 'commits/s during', 'during / before', 'p99 ms before → during', 'longest stall ms during', 'peak RSS MiB']
+  const headers = [
+    'contestant',
+    'backup MiB',
+    'backup s',
+    'backup MB/s',
+    'commits/s before',
+    'commits/s during',
+    'during / before',
+    'p99 ms before → during',
+    'longest stall ms during',
+    'peak RSS MiB',
+  ]
   const rows = raw.contestants.map((name) => {
     const r = raw.results[name]
     if (r.noBackupApi) return [name, r.error, ...Array(headers.length - 2).fill('')]
     if (r.error) return unavailableRow(name, r.error, headers.length)
-    return [name, mib(r.backupBytes), fmt(r.backupMs / 1000, 2), fmt(r.backupMBPerSec), fmt(r.before.commitsPerSec), fmt(r.during.commitsPerSec), `**${fmt(r.duringVsBefore * 100)}%**`, `${fmt(r.before.p99Ms, 1)} → ${fmt(r.during.p99Ms, 1)}`, fmt(r.during.maxGapMs), mib(r.peakRssBytes)]
+    return [
+      name,
+      mib(r.backupBytes),
+      fmt(r.backupMs / 1000, 2),
+      fmt(r.backupMBPerSec),
+      fmt(r.before.commitsPerSec),
+      fmt(r.during.commitsPerSec),
+      `**${fmt(r.duringVsBefore * 100)}%**`,
+      `${fmt(r.before.p99Ms, 1)} → ${fmt(r.during.p99Ms, 1)}`,
+      fmt(r.during.maxGapMs),
+      mib(r.peakRssBytes),
+    ]
   })
   const n = raw.results['kestrel-native'] ?? {}
   const t = raw.results['kestrel-ts'] ?? {}
   const lines = [
-    `The store is filled with ${fmt(raw.records)} records of ${fmt(raw.loadValueBytes)} bytes (${fmt(raw.records * raw.loadValueBytes / MB)} MB of values; random bytes, in durable transactions of 1 MB, untimed; kestreldb then \`await db.checkpoint()\`), then W1-style writers start: C = ${raw.clients} async clients, each looping one durable single-record commit of a ${raw.valueBytes}-byte value to new keys. After a warm-up and a baseline of twice the cell duration, the store's online backup runs while the writers go on: kestreldb \`db.backup(dir)\` (with its defaults: the checkpoint's pages plus the log, asynchronous 1 MiB reads and writes paced at 48 MiB/s and synced every 2 MiB; the flusher is suspended meanwhile), lmdb \`backup(path)\` (\`mdb_env_copy2\` from a read transaction, off the main thread), better-sqlite3 \`backup(file)\` (SQLite's online backup API, 100 pages per event-loop turn; its synchronous writers yield a turn after each commit here, so its baseline is below its W1 figure). "Before" is the baseline window, "during" the backup itself; the longest stall is the longest time without any commit completing during the backup. Backup MB/s = bytes written / backup seconds (MB = 10⁶ bytes).`,
+    `The store is filled with ${fmt(raw.records)} records of ${fmt(raw.loadValueBytes)} bytes (${fmt((raw.records * raw.loadValueBytes) / MB)} MB of values; random bytes, in durable transactions of 1 MB, untimed; kestreldb then \`await db.checkpoint()\`), then W1-style writers start: C = ${raw.clients} async clients, each looping one durable single-record commit of a ${raw.valueBytes}-byte value to new keys. After a warm-up and a baseline of twice the cell duration, the store's online backup runs while the writers go on: kestreldb \`db.backup(dir)\` (with its defaults: the checkpoint's pages plus the log, asynchronous 1 MiB reads and writes paced at 48 MiB/s and synced every 2 MiB; the flusher is suspended meanwhile), lmdb \`backup(path)\` (\`mdb_env_copy2\` from a read transaction, off the main thread), better-sqlite3 \`backup(file)\` (SQLite's online backup API, 100 pages per event-loop turn; its synchronous writers yield a turn after each commit here, so its baseline is below its W1 figure). "Before" is the baseline window, "during" the backup itself; the longest stall is the longest time without any commit completing during the backup. Backup MB/s = bytes written / backup seconds (MB = 10⁶ bytes).`,
     '',
     ...table(headers, 'lrrrrrrrrr', rows),
     '',
-    ...raw.contestants.filter((name) => raw.results[name].pagesPhaseMs !== undefined).map((name) => { const r = raw.results[name]; return `${name}: pages copied in ${fmt(r.pagesPhaseMs / 1000, 2)} s, then the log in ${fmt(r.logPhaseMs / 1000, 2)} s; store before the backup ${mib(r.dbBytes)} MiB on disk.` }),
+    ...raw.contestants
+      .filter((name) => raw.results[name].pagesPhaseMs !== undefined)
+      .map((name) => {
+        const r = raw.results[name]
+        return `${name}: pages copied in ${fmt(r.pagesPhaseMs / 1000, 2)} s, then the log in ${fmt(r.logPhaseMs / 1000, 2)} s; store before the backup ${mib(r.dbBytes)} MiB on disk.`
+      }),
     '',
     `native / ts backup MB/s: **${ratio(n.backupMBPerSec, t.backupMBPerSec)}** · native / lmdb backup MB/s: **${ratio(n.backupMBPerSec, raw.results.lmdb?.backupMBPerSec)}** · native / ts commits/s during the backup: **${ratio(n.during?.commitsPerSec, t.during?.commitsPerSec)}**`,
     '',
   ]
   const pct = (r) => (r?.duringVsBefore ? `${fmt(r.duringVsBefore * 100)}%` : '—')
-  const goals = [`- W7: writers keep ≥ ${GOAL * 100}% of their throughput while a backup runs — this run: native ${pct(n)} → ${verdict(n.duringVsBefore, GOAL)}; ts ${pct(t)} → ${verdict(t.duringVsBefore, GOAL)}`]
+  const goals = [
+    `- W7: writers keep ≥ ${GOAL * 100}% of their throughput while a backup runs — this run: native ${pct(n)} → ${verdict(n.duringVsBefore, GOAL)}; ts ${pct(t)} → ${verdict(t.duringVsBefore, GOAL)}`,
+  ]
   return { lines, goals }
 }
 

@@ -34,11 +34,18 @@ function writeAndKill(store, path, targetBytes, timeoutMs) {
         }
       }
     })
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d })
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d
+    })
     child.on('exit', (code, signal) => {
       clearTimeout(timer)
       if (ready && signal === 'SIGKILL') resolve({ acked })
-      else reject(new Error(`writer ${ready ? 'was not killed' : signal ? `killed (${signal}) before READY` : `exited (code ${code})`}: ${stderr.trim().split('\n').pop() ?? ''}`))
+      else
+        reject(
+          new Error(
+            `writer ${ready ? 'was not killed' : signal ? `killed (${signal}) before READY` : `exited (code ${code})`}: ${stderr.trim().split('\n').pop() ?? ''}`,
+          ),
+        )
     })
   })
 }
@@ -88,18 +95,44 @@ export async function run(ctx) {
   for (const name of CONTESTANTS) {
     const r = ctx.cell(name, targetBytes, { timeoutMs: 1_200_000 })
     results[name] = r
-    ctx.log('', name, r, (x) => `log ${mib(x.logBytes)} MiB, ${fmt(x.records)} records: open after SIGKILL ${fmt(x.recoveryOpenMs / 1000, 3)} s (${fmt(x.replayMBPerSec)} MB/s), open after checkpoint ${fmt(x.checkpointedOpenMs / 1000, 3)} s`)
+    ctx.log(
+      '',
+      name,
+      r,
+      (x) =>
+        `log ${mib(x.logBytes)} MiB, ${fmt(x.records)} records: open after SIGKILL ${fmt(x.recoveryOpenMs / 1000, 3)} s (${fmt(x.replayMBPerSec)} MB/s), open after checkpoint ${fmt(x.checkpointedOpenMs / 1000, 3)} s`,
+    )
   }
   return { targetBytes, contestants: CONTESTANTS, results }
 }
 
 export function render(raw) {
   const open = (name) => raw.results[name]?.recoveryOpenMs ?? NaN
-  const headers = ['contestant', 'log MiB at kill', 'records', 'open after SIGKILL s', 'log MB/s read at open', 'then checkpoint s', 'then close s', 'open after checkpoint s', 'recovery open: this / native']
+  const headers = [
+    'contestant',
+    'log MiB at kill',
+    'records',
+    'open after SIGKILL s',
+    'log MB/s read at open',
+    'then checkpoint s',
+    'then close s',
+    'open after checkpoint s',
+    'recovery open: this / native',
+  ]
   const rows = raw.contestants.map((name) => {
     const r = raw.results[name]
     if (r.error) return unavailableRow(name, r.error, headers.length)
-    return [name, mib(r.logBytes), fmt(r.records), `**${fmt(r.recoveryOpenMs / 1000, 3)}**`, fmt(r.replayMBPerSec), name === 'better-sqlite3' ? '—' : fmt(r.checkpointMs / 1000, 3), fmt(r.closeMs / 1000, 3), fmt(r.checkpointedOpenMs / 1000, 3), ratio(r.recoveryOpenMs, open('kestrel-native'))]
+    return [
+      name,
+      mib(r.logBytes),
+      fmt(r.records),
+      `**${fmt(r.recoveryOpenMs / 1000, 3)}**`,
+      fmt(r.replayMBPerSec),
+      name === 'better-sqlite3' ? '—' : fmt(r.checkpointMs / 1000, 3),
+      fmt(r.closeMs / 1000, 3),
+      fmt(r.checkpointedOpenMs / 1000, 3),
+      ratio(r.recoveryOpenMs, open('kestrel-native')),
+    ]
   })
   const lines = [
     `A child process commits batches of 1000 × 256-byte records (durable) with checkpoints disabled — kestreldb \`checkpointBytes: 1 GiB, checkpointIntervalMs: 0\`; better-sqlite3 WAL with \`synchronous=FULL\` and \`wal_autocheckpoint=0\` — until the log (kestreldb \`log/\` up to its last non-zero byte, i.e. without the zeros it preallocates ahead; SQLite's \`-wal\`) holds ~${fmt(raw.targetBytes / MB)} MB, and is **SIGKILLed** mid-stream. A fresh process then times \`open()\` up to the first read (kestreldb: the log scanned and replayed into memory; SQLite: the WAL index rebuilt from the whole WAL on first access), checks that every acknowledged record is there, then checkpoints (kestreldb \`await db.checkpoint()\`; SQLite's close checkpoints the WAL) and closes; a second fresh process times \`open()\` of the checkpointed database for contrast. Module loading is not timed. The OS page cache holds the files.`,

@@ -25,7 +25,9 @@ const PAD_BYTES = 180 // 240 base64 characters
 function valueOf(i, buf) {
   let x = (i * 2654435761) >>> 0 || 1
   for (let j = 0; j < buf.length; j++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
     buf[j] = x & 0xff
   }
   return { i, pad: buf.toString('base64') }
@@ -108,16 +110,39 @@ export async function cell({ contestant, dir, param: records }) {
     externalBytesPerRecord: delta('external') / records,
     before: { rss: before.rss, heapTotal: before.heapTotal, heapUsed: before.heapUsed, external: before.external, arrayBuffers: before.arrayBuffers },
     after: { rss: after.rss, heapTotal: after.heapTotal, heapUsed: after.heapUsed, external: after.external, arrayBuffers: after.arrayBuffers },
-    gc: { count: pauses.length, ...kinds, p50Ms: percentile(sorted, 0.5), p99Ms: percentile(sorted, 0.99), maxMs: sorted[sorted.length - 1] ?? NaN, totalMs: pauses.reduce((a, b) => a + b, 0) },
+    gc: {
+      count: pauses.length,
+      ...kinds,
+      p50Ms: percentile(sorted, 0.5),
+      p99Ms: percentile(sorted, 0.99),
+      maxMs: sorted[sorted.length - 1] ?? NaN,
+      totalMs: pauses.reduce((a, b) => a + b, 0),
+    },
     loadMs,
     checkpointMs,
     readMs,
-    ...(s ? { stats: { keys: s.keys, versions: s.versions, recordBytes: s.recordBytes, retired: s.retired, scavengerRetired: s.scavenger?.retired, scavengerCycles: s.scavenger?.cycles } } : {}),
+    ...(s
+      ? {
+          stats: {
+            keys: s.keys,
+            versions: s.versions,
+            recordBytes: s.recordBytes,
+            retired: s.retired,
+            scavengerRetired: s.scavenger?.retired,
+            scavengerCycles: s.scavenger?.cycles,
+          },
+        }
+      : {}),
   }
 }
 
 export async function run(ctx) {
-  const out = cellsByRecordCount(ctx, CONTESTANTS, (x) => `RSS ${fmt(x.rssBytesPerRecord).padStart(5)} B/record  heap ${fmt(x.heapBytesPerRecord).padStart(5)}  external ${fmt(x.externalBytesPerRecord).padStart(5)}  GC p99 ${fmt(x.gc.p99Ms, 1)} ms (${x.gc.count} pauses, max ${fmt(x.gc.maxMs, 1)})  (load ${fmt(x.loadMs / 1000, 1)} s, read ${fmt(x.readMs / 1000, 1)} s)  peak RSS ${mib(x.peakRssBytes)} MiB`)
+  const out = cellsByRecordCount(
+    ctx,
+    CONTESTANTS,
+    (x) =>
+      `RSS ${fmt(x.rssBytesPerRecord).padStart(5)} B/record  heap ${fmt(x.heapBytesPerRecord).padStart(5)}  external ${fmt(x.externalBytesPerRecord).padStart(5)}  GC p99 ${fmt(x.gc.p99Ms, 1)} ms (${x.gc.count} pauses, max ${fmt(x.gc.maxMs, 1)})  (load ${fmt(x.loadMs / 1000, 1)} s, read ${fmt(x.readMs / 1000, 1)} s)  peak RSS ${mib(x.peakRssBytes)} MiB`,
+  )
   return { ...out, batch: BATCH, cacheBytes: CACHE_BYTES }
 }
 
@@ -125,13 +150,43 @@ export function render(raw) {
   const per = (name) => raw.results[name]?.rssBytesPerRecord ?? NaN
   const native = per('kestrel-native')
   const ts = per('kestrel-ts')
-  const headers = ['contestant', 'RSS bytes/record', 'V8 heap bytes/record', 'external bytes/record', 'store\'s own count bytes/record', 'GC pauses', 'GC p50 ms', 'GC p99 ms', 'GC max ms', 'GC total ms', 'load s', 'read s', 'peak RSS MiB', 'this / native']
+  const headers = [
+    'contestant',
+    'RSS bytes/record',
+    'V8 heap bytes/record',
+    'external bytes/record',
+    "store's own count bytes/record",
+    'GC pauses',
+    'GC p50 ms',
+    'GC p99 ms',
+    'GC max ms',
+    'GC total ms',
+    'load s',
+    'read s',
+    'peak RSS MiB',
+    'this / native',
+  ]
   const rows = raw.contestants.map((name) => {
     const r = raw.results[name]
     if (r.error) return unavailableRow(name, r.error, headers.length)
     const own = r.stats ? fmt(r.stats.recordBytes / r.records) : '—'
     const load = `${fmt(r.loadMs / 1000, 1)}${r.checkpointMs ? ` + ${fmt(r.checkpointMs / 1000, 1)}` : ''}`
-    return [name, fmt(r.rssBytesPerRecord), fmt(r.heapBytesPerRecord), fmt(r.externalBytesPerRecord), own, fmt(r.gc.count), fmt(r.gc.p50Ms, 2), fmt(r.gc.p99Ms, 1), fmt(r.gc.maxMs, 1), fmt(r.gc.totalMs), load, fmt(r.readMs / 1000, 1), mib(r.peakRssBytes), ratio(r.rssBytesPerRecord, native)]
+    return [
+      name,
+      fmt(r.rssBytesPerRecord),
+      fmt(r.heapBytesPerRecord),
+      fmt(r.externalBytesPerRecord),
+      own,
+      fmt(r.gc.count),
+      fmt(r.gc.p50Ms, 2),
+      fmt(r.gc.p99Ms, 1),
+      fmt(r.gc.maxMs, 1),
+      fmt(r.gc.totalMs),
+      load,
+      fmt(r.readMs / 1000, 1),
+      mib(r.peakRssBytes),
+      ratio(r.rssBytesPerRecord, native),
+    ]
   })
   const lines = [
     `${fmt(raw.records)} records (keys \`k0000000\`…, values \`{ i, pad }\` with a distinct 240-character pad each, about 256 bytes encoded) loaded in transactions of ${fmt(raw.batch)} into a store that keeps them all in memory — kestreldb \`cacheBytes: ${mib(raw.cacheBytes)} MiB\`, \`durability: 'sync'\`, then \`await db.checkpoint()\` (so the records are clean cached records, no longer pending changes) and \`await db.scavenge()\` before measuring; better-sqlite3 \`PRAGMA cache_size\` of ${mib(raw.cacheBytes)} MiB (its page cache) — then every record read once through one read view, so page caches hold them all. js-map holds the decoded values in a \`Map\`: the floor for keeping them as JavaScript objects. **Bytes per record = (RSS after − RSS before) / records**, both taken after forced full GCs (\`gc()\` ×3), \"before\" with the store open and empty, in the same process; the V8 heap (\`heapUsed\`) and external (\`external\`: Buffers and other memory V8 objects own outside the heap) deltas show where the bytes live. \"Store's own count\": kestreldb's \`stats().recordBytes\` / records. GC pauses: every \`gc\` performance entry (minor and major) during the load, checkpoint and read pass. Load s: load + checkpoint.`,
@@ -140,18 +195,22 @@ export function render(raw) {
     '',
     `ts / native bytes per record: **${ratio(ts, native)}** · better-sqlite3 / native: **${ratio(per('better-sqlite3'), native)}** · js-map / native: **${ratio(per('js-map'), native)}**`,
     '',
-    'Where the RSS growth is (MiB, after − before): V8 heap committed (`heapTotal`: the objects in use plus the free space V8 keeps after collecting the load\'s garbage), external, and the rest — memory outside V8 (SQLite\'s page cache, the native engine\'s records, allocator slack):',
+    "Where the RSS growth is (MiB, after − before): V8 heap committed (`heapTotal`: the objects in use plus the free space V8 keeps after collecting the load's garbage), external, and the rest — memory outside V8 (SQLite's page cache, the native engine's records, allocator slack):",
     '',
-    ...raw.contestants.filter((n) => !raw.results[n].error && raw.results[n].after?.heapTotal !== undefined).map((n) => {
-      const r = raw.results[n]
-      const d = (k) => r.after[k] - r.before[k]
-      return `- ${n}: RSS +${mib(d('rss'))} = heap committed +${mib(d('heapTotal'))} (of which in use +${mib(d('heapUsed'))}) + external +${mib(d('external'))} + outside V8 ${mib(d('rss') - d('heapTotal') - d('external'))}`
-    }),
+    ...raw.contestants
+      .filter((n) => !raw.results[n].error && raw.results[n].after?.heapTotal !== undefined)
+      .map((n) => {
+        const r = raw.results[n]
+        const d = (k) => r.after[k] - r.before[k]
+        return `- ${n}: RSS +${mib(d('rss'))} = heap committed +${mib(d('heapTotal'))} (of which in use +${mib(d('heapUsed'))}) + external +${mib(d('external'))} + outside V8 ${mib(d('rss') - d('heapTotal') - d('external'))}`
+      }),
     '',
-    ...raw.contestants.filter((n) => KESTREL.includes(n) && raw.results[n].stats).map((n) => {
-      const st = raw.results[n].stats
-      return `${n}: ${fmt(st.keys)} keys, ${fmt(st.versions)} versions, ${fmt(st.retired)} records retired from memory (must be 0: every record cached), scavenger cycles ${fmt(st.scavengerCycles)}.`
-    }),
+    ...raw.contestants
+      .filter((n) => KESTREL.includes(n) && raw.results[n].stats)
+      .map((n) => {
+        const st = raw.results[n].stats
+        return `${n}: ${fmt(st.keys)} keys, ${fmt(st.versions)} versions, ${fmt(st.retired)} records retired from memory (must be 0: every record cached), scavenger cycles ${fmt(st.scavengerCycles)}.`
+      }),
     '',
   ]
   const goals = [`- W9: native uses ≥ 2× less memory per cached record than ts (RSS) — this run: ts / native ${ratio(ts, native)} → ${verdict(ts / native, 2)}`]

@@ -23,18 +23,20 @@ async function workload(db: Database): Promise<{ commits: number; ms: number; p5
   const visits = db.collection<Visit>('visits')
   const latencies: number[] = []
   const t0 = performance.now()
-  await Promise.all(Array.from({ length: CLIENTS }, async (_, client) => {
-    for (let i = 0; i < COMMITS_PER_CLIENT; i++) {
-      const start = performance.now()
-      await db.transaction((tx) => {
-        const key = ['user', client]
-        const prev = tx.get(visits, key)
-        tx.put(visits, key, { user: `u${client}`, visits: (prev?.visits ?? 0) + 1, lastSeen: Date.now() })
-        tx.put(db.collection<number>('log'), ['event', client, i], client * 1000 + i)
-      })
-      latencies.push(performance.now() - start)
-    }
-  }))
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, client) => {
+      for (let i = 0; i < COMMITS_PER_CLIENT; i++) {
+        const start = performance.now()
+        await db.transaction((tx) => {
+          const key = ['user', client]
+          const prev = tx.get(visits, key)
+          tx.put(visits, key, { user: `u${client}`, visits: (prev?.visits ?? 0) + 1, lastSeen: Date.now() })
+          tx.put(db.collection<number>('log'), ['event', client, i], client * 1000 + i)
+        })
+        latencies.push(performance.now() - start)
+      }
+    }),
+  )
   const ms = performance.now() - t0
   latencies.sort((a, b) => a - b)
   const at = (q: number): number => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!
@@ -52,9 +54,13 @@ async function main(): Promise<void> {
 
   const r = await workload(db)
   const stats = db.stats()
-  console.log(`  ${fmt(r.commits)} durable transactions from ${CLIENTS} concurrent clients in ${fmt(r.ms)} ms: ` +
-    `${fmt(r.commits / (r.ms / 1000))} commits/s, ack latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`)
-  console.log(`  group commit: ${fmt(stats.syncs)} fdatasyncs for ${fmt(r.commits)} commits (${(r.commits / Math.max(1, stats.syncs)).toFixed(1)} commits per fsync)`)
+  console.log(
+    `  ${fmt(r.commits)} durable transactions from ${CLIENTS} concurrent clients in ${fmt(r.ms)} ms: ` +
+      `${fmt(r.commits / (r.ms / 1000))} commits/s, ack latency p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`,
+  )
+  console.log(
+    `  group commit: ${fmt(stats.syncs)} fdatasyncs for ${fmt(r.commits)} commits (${(r.commits / Math.max(1, stats.syncs)).toFixed(1)} commits per fsync)`,
+  )
 
   const visits = db.collection<Visit>('visits')
   const events = db.collection<number>('log')
@@ -74,7 +80,9 @@ async function main(): Promise<void> {
   const ok = db.lastCommitId() === lastId && reread === totalVisits
   const { checkpointLsn } = db.stats()
   const replayed = Number(db.lastCommitId() - checkpointLsn)
-  console.log(`  reopened in ${reopenMs.toFixed(1)} ms (close wrote a checkpoint at commit ${checkpointLsn}; ${fmt(replayed)} commits replayed from the log): last commit ${db.lastCommitId()}, ${fmt(reread)} visits — ${ok ? 'everything acknowledged is there' : 'MISMATCH'}`)
+  console.log(
+    `  reopened in ${reopenMs.toFixed(1)} ms (close wrote a checkpoint at commit ${checkpointLsn}; ${fmt(replayed)} commits replayed from the log): last commit ${db.lastCommitId()}, ${fmt(reread)} visits — ${ok ? 'everything acknowledged is there' : 'MISMATCH'}`,
+  )
   await db.close()
   if (!ok) process.exitCode = 1
   console.log(`  run again to add to it, or pass --fresh to start over; data lives in ${dir}`)

@@ -96,7 +96,9 @@ function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; d
     const width = 30
     const frac = p.bytesTotal > 0 ? Math.min(1, p.bytesCopied / p.bytesTotal) : 1
     const fill = Math.round(frac * width)
-    process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${mib(p.bytesCopied)} / ${mib(p.bytesTotal)} (${p.phase})   `)
+    process.stderr.write(
+      `\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% ${mib(p.bytesCopied)} / ${mib(p.bytesTotal)} (${p.phase})   `,
+    )
     drawn = true
   }
   return {
@@ -121,12 +123,19 @@ function printReport(r: VerifyReport, json: boolean): void {
   }
   const lines = [
     `${r.ok ? 'ok' : 'PROBLEMS FOUND'}: checkpoint at commit ${r.checkpointLsn}, log up to commit ${r.lastCommitId}`,
-    ...(r.backup ? [`backup of commit ${r.backup.commitId} finished ${r.backup.createdAt}: ${r.backup.files} files in its manifest${r.ok ? ', all present and intact' : ''}`] : []),
+    ...(r.backup
+      ? [
+          `backup of commit ${r.backup.commitId} finished ${r.backup.createdAt}: ${r.backup.files} files in its manifest${r.ok ? ', all present and intact' : ''}`,
+        ]
+      : []),
     `pages: ${r.pages.total} in the file, ${r.pages.reachable} reachable, ${r.pages.free} free; ${r.pages.records} records; leaves ${r.pages.leafFillPercent.toFixed(1)}% full`,
     ...r.pages.collections.map((c) => {
       // An index tree is named collection ‖ 0x00 ‖ index (docs/FORMAT.md "Index trees").
       const cut = c.name.indexOf('\u0000')
-      const what = cut > 0 ? `index ${JSON.stringify(c.name.slice(cut + 1))} of ${JSON.stringify(c.name.slice(0, cut))}: ${c.records} entries` : `collection ${JSON.stringify(c.name)}: ${c.records} records`
+      const what =
+        cut > 0
+          ? `index ${JSON.stringify(c.name.slice(cut + 1))} of ${JSON.stringify(c.name.slice(0, cut))}: ${c.records} entries`
+          : `collection ${JSON.stringify(c.name)}: ${c.records} records`
       return `  ${what}, depth ${c.depth}, ${c.leaves} leaves`
     }),
     `log: ${r.log.segments} segment(s), ${r.log.records} records from commit ${r.log.firstLsn}, ${mib(r.log.bytes)}`,
@@ -163,15 +172,17 @@ export async function main(argv: string[]): Promise<number> {
           const s = db.stats()
           if (p.json) process.stdout.write(toJson(s, 2) + '\n')
           else {
-            process.stdout.write([
-              `engine: ${s.engine}`,
-              `last commit: ${s.durableLsn}`,
-              `checkpoint: commit ${s.checkpointLsn}${s.checkpointLsn === 0n ? ' (none yet)' : ''}`,
-              `records: ${s.keys}`,
-              `log: ${s.segments} segment(s)`,
-              `pages: ${s.pageCount} (${mib(s.pageCount * 4096)})`,
-              `memory: ${mib(s.recordBytes)} of records, ${s.versions} versions`,
-            ].join('\n') + '\n')
+            process.stdout.write(
+              [
+                `engine: ${s.engine}`,
+                `last commit: ${s.durableLsn}`,
+                `checkpoint: commit ${s.checkpointLsn}${s.checkpointLsn === 0n ? ' (none yet)' : ''}`,
+                `records: ${s.keys}`,
+                `log: ${s.segments} segment(s)`,
+                `pages: ${s.pageCount} (${mib(s.pageCount * 4096)})`,
+                `memory: ${mib(s.recordBytes)} of records, ${s.versions} versions`,
+              ].join('\n') + '\n',
+            )
           }
         } finally {
           await db.close()
@@ -185,7 +196,8 @@ export async function main(argv: string[]): Promise<number> {
         // so a backup or a damaged directory can be checked too). The lock keeps a database
         // that another process has open from changing underneath.
         const dir = p.args[0]!
-        if (!existsSync(join(dir, 'KESTREL')) && !isBackupDirectory(dir)) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
+        if (!existsSync(join(dir, 'KESTREL')) && !isBackupDirectory(dir))
+          throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
         await acquireLock(dir, 'tool')
         let report: VerifyReport
         try {
@@ -205,7 +217,11 @@ export async function main(argv: string[]): Promise<number> {
           // The command holds the database's lock: no committer shares the disk, so no pacing.
           const r = await db.backup(p.args[1]!, { onProgress: bar.update, bytesPerSec: 0 })
           bar.done()
-          process.stdout.write(p.json ? JSON.stringify({ commitId: Number(r.commitId), bytes: r.bytes, path: r.path }) + '\n' : `backed up commit ${r.commitId} (${mib(r.bytes)}) to ${r.path}\n`)
+          process.stdout.write(
+            p.json
+              ? JSON.stringify({ commitId: Number(r.commitId), bytes: r.bytes, path: r.path }) + '\n'
+              : `backed up commit ${r.commitId} (${mib(r.bytes)}) to ${r.path}\n`,
+          )
         } finally {
           await db.close()
         }
@@ -246,8 +262,13 @@ export async function main(argv: string[]): Promise<number> {
 // Run when executed as a script (not when imported by tests).
 const invoked = process.argv[1] ?? ''
 if (invoked.endsWith('kestrel.js') || invoked.endsWith('/kestrel')) {
-  main(process.argv.slice(2)).then((code) => { process.exitCode = code }, (err: unknown) => {
-    process.stderr.write(`kestrel: ${String(err)}\n`)
-    process.exitCode = EXIT.failed
-  })
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code
+    },
+    (err: unknown) => {
+      process.stderr.write(`kestrel: ${String(err)}\n`)
+      process.exitCode = EXIT.failed
+    },
+  )
 }

@@ -173,8 +173,7 @@ export function encodeKeyPrefix(prefix: Key): Uint8Array {
 /** Decode one element starting at `pos`; returns the key and the position after it. */
 function decodeAt(bytes: Uint8Array, pos: number, depth: number): [Key, number] {
   const tag = bytes[pos]
-  const corrupt = (): KestrelError =>
-    new KestrelError('KESTREL_CORRUPT', `corrupt key encoding at byte ${pos}; run verify and restore from a backup`)
+  const corrupt = (): KestrelError => new KestrelError('KESTREL_CORRUPT', `corrupt key encoding at byte ${pos}; run verify and restore from a backup`)
   switch (tag) {
     case TAG_NUMBER: {
       if (pos + 9 > bytes.length) throw corrupt()
@@ -207,10 +206,21 @@ function decodeAt(bytes: Uint8Array, pos: number, depth: number): [Key, number] 
       for (;;) {
         if (i >= bytes.length) throw corrupt()
         const b = bytes[i]!
-        if (b !== 0) { raw.push(b); i++; continue }
+        if (b !== 0) {
+          raw.push(b)
+          i++
+          continue
+        }
         const next = bytes[i + 1]
-        if (next === 0xff) { raw.push(0); i += 2; continue }
-        if (next === 0) { i += 2; break }
+        if (next === 0xff) {
+          raw.push(0)
+          i += 2
+          continue
+        }
+        if (next === 0) {
+          i += 2
+          break
+        }
         throw corrupt()
       }
       const u8 = Uint8Array.from(raw)

@@ -13,15 +13,17 @@ const packr = new Packr({ useRecords: false, moreTypes: false, int64AsType: 'big
 function findUnencodable(value: unknown, depth: number, seen: Set<object>): string | undefined {
   if (depth > 256) return 'it nests deeper than 256 levels'
   switch (typeof value) {
-    case 'function': return 'it contains a function'
-    case 'symbol': return 'it contains a symbol'
-    case 'undefined': return depth === 0 ? 'it is undefined (use delete to remove a key)' : undefined
+    case 'function':
+      return 'it contains a function'
+    case 'symbol':
+      return 'it contains a symbol'
+    case 'undefined':
+      return depth === 0 ? 'it is undefined (use delete to remove a key)' : undefined
     case 'object': {
       if (value === null || value instanceof Uint8Array || value instanceof Date) return undefined
       if (seen.has(value)) return 'it contains a cycle'
       seen.add(value)
-      const children = value instanceof Map ? [...value.keys(), ...value.values()]
-        : value instanceof Set ? [...value] : Object.values(value)
+      const children = value instanceof Map ? [...value.keys(), ...value.values()] : value instanceof Set ? [...value] : Object.values(value)
       for (const child of children) {
         const why = findUnencodable(child, depth + 1, seen)
         if (why) return why
@@ -29,7 +31,8 @@ function findUnencodable(value: unknown, depth: number, seen: Set<object>): stri
       seen.delete(value)
       return undefined
     }
-    default: return undefined
+    default:
+      return undefined
   }
 }
 
@@ -39,7 +42,10 @@ export function encodeValue(value: unknown): Uint8Array {
   // nothing is stored that would read back differently.
   const why = findUnencodable(value, 0, new Set())
   if (why) {
-    throw new KestrelError('KESTREL_INVALID_VALUE', `cannot store this value: ${why}; store plain data (objects, arrays, strings, numbers, bigints, booleans, null, Date, Uint8Array)`)
+    throw new KestrelError(
+      'KESTREL_INVALID_VALUE',
+      `cannot store this value: ${why}; store plain data (objects, arrays, strings, numbers, bigints, booleans, null, Date, Uint8Array)`,
+    )
   }
   let bytes: Uint8Array
   try {
@@ -48,7 +54,10 @@ export function encodeValue(value: unknown): Uint8Array {
     throw new KestrelError('KESTREL_INVALID_VALUE', `cannot store this value: ${(err as Error).message}; store plain data`, { cause: err })
   }
   if (bytes.length > VALUE_BYTES_MAX) {
-    throw new KestrelError('KESTREL_VALUE_TOO_LARGE', `value too large: ${bytes.length} bytes encoded, the limit is ${VALUE_BYTES_MAX}; split it over several keys`)
+    throw new KestrelError(
+      'KESTREL_VALUE_TOO_LARGE',
+      `value too large: ${bytes.length} bytes encoded, the limit is ${VALUE_BYTES_MAX}; split it over several keys`,
+    )
   }
   // msgpackr reuses its output buffer: copy so the bytes we keep are ours (a plain Uint8Array:
   // Buffer.prototype.slice would allocate through Buffer's slower pooled path).
@@ -60,6 +69,8 @@ export function decodeValue<T = unknown>(bytes: Uint8Array): T {
   try {
     return packr.unpack(bytes) as T
   } catch (err) {
-    throw new KestrelError('KESTREL_CORRUPT', `a stored value cannot be decoded (${(err as Error).message}); run verify and restore from a backup`, { cause: err })
+    throw new KestrelError('KESTREL_CORRUPT', `a stored value cannot be decoded (${(err as Error).message}); run verify and restore from a backup`, {
+      cause: err,
+    })
   }
 }

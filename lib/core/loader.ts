@@ -228,11 +228,12 @@ export function loadBinding(given: LoaderContext): LoadedBinding {
 
 function unavailable(why: string, causes: unknown[], pkg: string, version: string, ctx: LoaderContext, mismatch?: string, broken = false): KestrelError {
   const main = pkg.slice(0, -ctx.platform.length - 1)
-  const fix = mismatch !== undefined
-    ? `reinstall so that both are ${version} (\`npm install ${main}@${version}\` brings ${pkg}@${version} as its optional dependency; remove any direct dependency on ${pkg}@${mismatch})`
-    : broken
-      ? `reinstall ${pkg} on this machine (\`rm -rf node_modules/${pkg} && npm install\`; a node_modules copied from another machine holds that machine's binary)`
-      : `install ${pkg}@${version} (\`npm install ${main}\` brings it as an optional dependency unless optional dependencies are omitted)`
+  const fix =
+    mismatch !== undefined
+      ? `reinstall so that both are ${version} (\`npm install ${main}@${version}\` brings ${pkg}@${version} as its optional dependency; remove any direct dependency on ${pkg}@${mismatch})`
+      : broken
+        ? `reinstall ${pkg} on this machine (\`rm -rf node_modules/${pkg} && npm install\`; a node_modules copied from another machine holds that machine's binary)`
+        : `install ${pkg}@${version} (\`npm install ${main}\` brings it as an optional dependency unless optional dependencies are omitted)`
   return new KestrelError(
     'KESTREL_NATIVE_UNAVAILABLE',
     `the native engine is not available for ${ctx.platform}: ${why}. To fix: ${fix}, ` +

@@ -74,10 +74,22 @@ function putBound(b: Uint8Array, pos: number, bytes: Uint8Array): number {
 function putBounds(b: Uint8Array, o: CoreScanOptions): void {
   let mask = 0
   let pos = 1
-  if (o.gte) { mask |= 1; pos = putBound(b, pos, o.gte) }
-  if (o.gt) { mask |= 2; pos = putBound(b, pos, o.gt) }
-  if (o.lte) { mask |= 4; pos = putBound(b, pos, o.lte) }
-  if (o.lt) { mask |= 8; putBound(b, pos, o.lt) }
+  if (o.gte) {
+    mask |= 1
+    pos = putBound(b, pos, o.gte)
+  }
+  if (o.gt) {
+    mask |= 2
+    pos = putBound(b, pos, o.gt)
+  }
+  if (o.lte) {
+    mask |= 4
+    pos = putBound(b, pos, o.lte)
+  }
+  if (o.lt) {
+    mask |= 8
+    putBound(b, pos, o.lt)
+  }
   b[0] = mask
 }
 
@@ -106,23 +118,30 @@ export class NativeCore implements Core {
    */
   private visible = 0
 
-  private constructor(private handle: NativeEngineHandle | undefined, readonly dir: string) {}
+  private constructor(
+    private handle: NativeEngineHandle | undefined,
+    readonly dir: string,
+  ) {}
 
   static async open(dir: string, options: CoreOpenOptions): Promise<NativeCore> {
     const core = new NativeCore(undefined, dir)
     try {
-      core.handle = binding().NativeEngine.open(dir, {
-        durability: options.durability,
-        segmentBytes: options.segmentBytes,
-        groupBytesMax: options.groupBytesMax,
-        retainCommits: options.retainCommits,
-        cacheBytes: options.cacheBytes,
-        checkpointBytes: options.checkpointBytes,
-        checkpointIntervalMs: options.checkpointIntervalMs,
-        flushQueueBytes: options.flushQueueBytes,
-        deferredBytesMax: options.deferredBytesMax,
-        ...(options.faults ? { faults: { ...options.faults } } : {}),
-      }, (lsn, code, message) => core.onDurable(lsn, code, message))
+      core.handle = binding().NativeEngine.open(
+        dir,
+        {
+          durability: options.durability,
+          segmentBytes: options.segmentBytes,
+          groupBytesMax: options.groupBytesMax,
+          retainCommits: options.retainCommits,
+          cacheBytes: options.cacheBytes,
+          checkpointBytes: options.checkpointBytes,
+          checkpointIntervalMs: options.checkpointIntervalMs,
+          flushQueueBytes: options.flushQueueBytes,
+          deferredBytesMax: options.deferredBytesMax,
+          ...(options.faults ? { faults: { ...options.faults } } : {}),
+        },
+        (lsn, code, message) => core.onDurable(lsn, code, message),
+      )
     } catch (err) {
       throw toKestrelError(err, `opening ${dir}`)
     }
@@ -150,7 +169,10 @@ export class NativeCore implements Core {
     } else {
       const err = toKestrelError({ code, message: message ?? code }, 'writing the log')
       while (this.head < this.pending.length && this.pending[this.head]!.lsn <= lsn) this.pending[this.head++]!.reject(err)
-      const stopped = new KestrelError('KESTREL_IO', `an earlier log write failed (${err.code}); nothing more is acknowledged: reopen the database to recover the last durable state`)
+      const stopped = new KestrelError(
+        'KESTREL_IO',
+        `an earlier log write failed (${err.code}); nothing more is acknowledged: reopen the database to recover the last durable state`,
+      )
       while (this.head < this.pending.length) this.pending[this.head++]!.reject(stopped)
     }
     this.compact()
@@ -299,7 +321,14 @@ export class NativeCore implements Core {
   scavenge(options: CoreScavengeOptions): CoreScavengeStep {
     try {
       const s = this.live().scavenge({ retireAgeMax: options.retireAgeMax, targetBytes: options.targetBytes, visitMax: options.visitMax })
-      return { visited: s.visited, prunedVersions: s.prunedVersions, indexEntriesRemoved: s.indexEntriesRemoved, retired: s.retired, done: s.done, survey: s.survey }
+      return {
+        visited: s.visited,
+        prunedVersions: s.prunedVersions,
+        indexEntriesRemoved: s.indexEntriesRemoved,
+        retired: s.retired,
+        done: s.done,
+        survey: s.survey,
+      }
     } catch (err) {
       throw toKestrelError(err, 'scavenging')
     }
@@ -357,7 +386,13 @@ export class NativeCore implements Core {
     } catch (err) {
       throw toKestrelError(err, 'planning a backup')
     }
-    return { commitId: p.commitId, seq: p.seq, pages: p.pages, pageCount: p.pageCount, segments: p.segmentNames.map((name, i) => ({ name, bytes: p.segmentBytes[i]! })) }
+    return {
+      commitId: p.commitId,
+      seq: p.seq,
+      pages: p.pages,
+      pageCount: p.pageCount,
+      segments: p.segmentNames.map((name, i) => ({ name, bytes: p.segmentBytes[i]! })),
+    }
   }
 
   setPageFault(fault: PageFault): void {

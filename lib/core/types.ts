@@ -61,7 +61,6 @@ export interface BackupPlan {
   segments: Array<{ name: string; bytes: number }>
 }
 
-
 /** Bounds of an ordered scan over encoded keys (all optional). */
 export interface CoreScanOptions {
   gte?: Uint8Array

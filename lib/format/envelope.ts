@@ -59,10 +59,12 @@ export function encodeEnvelope(value: Uint8Array, keys: readonly IndexKey[]): Ui
   for (const k of keys) {
     const name = nameOf(k.index)
     out[pos++] = name.length
-    out.set(name, pos); pos += name.length
+    out.set(name, pos)
+    pos += name.length
     out[pos++] = k.key.length & 0xff
     out[pos++] = k.key.length >>> 8
-    out.set(k.key, pos); pos += k.key.length
+    out.set(k.key, pos)
+    pos += k.key.length
   }
   out.set(value, pos)
   return out
@@ -96,16 +98,23 @@ export function envelopeKeys(stored: Uint8Array, primaryKeyBytes: number): Index
   while (pos < end) {
     const m = stored[pos++]!
     if (m === 0 || pos + m > end) return `index name length ${m} out of range`
-    const nameRaw = stored.subarray(pos, pos + m); pos += m
+    const nameRaw = stored.subarray(pos, pos + m)
+    pos += m
     if (nameRaw.includes(0)) return 'index name contains a 0x00 byte'
     let index: string
-    try { index = utf8Decoder.decode(nameRaw) } catch { return 'index name is not UTF-8' }
+    try {
+      index = utf8Decoder.decode(nameRaw)
+    } catch {
+      return 'index name is not UTF-8'
+    }
     if (pos + 2 > end) return 'index envelope truncated at a key length'
-    const k = stored[pos]! | (stored[pos + 1]! << 8); pos += 2
+    const k = stored[pos]! | (stored[pos + 1]! << 8)
+    pos += 2
     if (k === 0 || k > KEY_BYTES_MAX || pos + k > end) return `index key length ${k} out of range`
     if (k + primaryKeyBytes + 2 > KEY_BYTES_MAX) return `index key of ${k} bytes with a ${primaryKeyBytes}-byte primary key exceeds ${KEY_BYTES_MAX - 2} bytes`
     if (out.some((e) => e.index === index)) return `index ${index} appears twice in one envelope`
-    out.push({ index, key: stored.subarray(pos, pos + k) }); pos += k
+    out.push({ index, key: stored.subarray(pos, pos + k) })
+    pos += k
   }
   if (stored.length - end > VALUE_BYTES_MAX) return `value length ${stored.length - end} out of range inside an index envelope`
   return out

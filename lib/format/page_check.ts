@@ -6,10 +6,28 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import {
-  BODY_BYTES, FREE_NUMBERS_PER_PAGE, HEADER_BYTES, KIND_BRANCH, KIND_FREE, KIND_LEAF, KIND_OVERFLOW,
-  PAGE_BYTES, PAGE_FORMAT_VERSION, PageDefect, compareBytes, crcMatches, decodeBranch,
-  decodeCatalogValue, decodeFree, decodeLeaf, decodeMeta, kindName, readHeader,
-  type LeafEntry, type PageHeader, type PageMeta,
+  BODY_BYTES,
+  FREE_NUMBERS_PER_PAGE,
+  HEADER_BYTES,
+  KIND_BRANCH,
+  KIND_FREE,
+  KIND_LEAF,
+  KIND_OVERFLOW,
+  PAGE_BYTES,
+  PAGE_FORMAT_VERSION,
+  PageDefect,
+  compareBytes,
+  crcMatches,
+  decodeBranch,
+  decodeCatalogValue,
+  decodeFree,
+  decodeLeaf,
+  decodeMeta,
+  kindName,
+  readHeader,
+  type LeafEntry,
+  type PageHeader,
+  type PageMeta,
 } from './page_layout.js'
 import { ENVELOPE_TAG } from './envelope.js'
 import { indexKeys } from './stored.js'
@@ -75,7 +93,10 @@ class Walker {
   private state = new Uint8Array(0)
   private dropped = 0
 
-  constructor(private readonly fd: number, private readonly report: CheckReport) {}
+  constructor(
+    private readonly fd: number,
+    private readonly report: CheckReport,
+  ) {}
 
   private problem(message: string): void {
     if (this.report.problems.length < PROBLEMS_MAX) this.report.problems.push(message)
@@ -142,13 +163,16 @@ class Walker {
     for (const c of collections) {
       const sep = c.name.indexOf('\u0000')
       const isIndex = sep >= 0
-      const what = isIndex ? `index ${JSON.stringify(c.name.slice(sep + 1))} of collection ${JSON.stringify(c.name.slice(0, sep))}` : `collection ${JSON.stringify(c.name)}`
+      const what = isIndex
+        ? `index ${JSON.stringify(c.name.slice(sep + 1))} of collection ${JSON.stringify(c.name.slice(0, sep))}`
+        : `collection ${JSON.stringify(c.name)}`
       let counts: Map<string, number> | undefined
       if (!isIndex) keyed.set(c.name, (counts = new Map()))
       const t = this.tree(c.root, what, (e, leaf, head) => {
         if (isIndex) {
           const n = e.key.length >= 2 ? (e.key[e.key.length - 2]! << 8) | e.key[e.key.length - 1]! : 0
-          if (n === 0 || n + 2 >= e.key.length) this.problem(`page ${leaf}: ${what} has an entry whose primary-key length ${n} does not fit its ${e.key.length}-byte key`)
+          if (n === 0 || n + 2 >= e.key.length)
+            this.problem(`page ${leaf}: ${what} has an entry whose primary-key length ${n} does not fit its ${e.key.length}-byte key`)
           if (e.length !== 0) this.problem(`page ${leaf}: ${what} has an entry with a ${e.length}-byte value (index entries are empty)`)
           return
         }
@@ -159,7 +183,8 @@ class Walker {
       if (t.entries !== c.records) this.problem(`page ${c.leaf}: catalog says ${what} holds ${c.records} records, its tree holds ${t.entries}`)
       if (isIndex) {
         const want = keyed.get(c.name.slice(0, sep))?.get(c.name.slice(sep + 1)) ?? 0
-        if (want !== t.entries) this.problem(`page ${c.leaf}: ${what} holds ${t.entries} entries, but ${want} records of the collection have a key of that index`)
+        if (want !== t.entries)
+          this.problem(`page ${c.leaf}: ${what} holds ${t.entries} entries, but ${want} records of the collection have a key of that index`)
         keyed.get(c.name.slice(0, sep))?.delete(c.name.slice(sep + 1))
       } else {
         records += t.entries
@@ -170,7 +195,10 @@ class Walker {
       this.report.collections.push({ name: c.name, records: t.entries, depth: t.depth, leaves: t.leaves })
     }
     for (const [name, counts] of keyed) {
-      for (const [index, n] of counts) this.problem(`page ${this.meta.catalogRoot}: ${n} records of collection ${JSON.stringify(name)} have a key of index ${JSON.stringify(index)}, which has no index tree`)
+      for (const [index, n] of counts)
+        this.problem(
+          `page ${this.meta.catalogRoot}: ${n} records of collection ${JSON.stringify(name)} have a key of index ${JSON.stringify(index)}, which has no index tree`,
+        )
     }
     if (catalogRecords !== meta.records) this.problem(`page ${slot}: the meta counts ${meta.records} records, the catalog ${catalogRecords}`)
     this.report.records = records
@@ -228,7 +256,8 @@ class Walker {
     }
     if (!(header.seq <= this.meta.seq)) this.problem(`page ${page}: written by checkpoint ${header.seq}, after the meta's ${this.meta.seq}`)
     if (header.reserved !== 0) this.problem(`page ${page}: header byte 5 is ${header.reserved}, expected 0`)
-    if ((header.kind === KIND_LEAF || header.kind === KIND_BRANCH) && header.next !== 0) this.problem(`page ${page}: ${kindName(header.kind)} page with next ${header.next}`)
+    if ((header.kind === KIND_LEAF || header.kind === KIND_BRANCH) && header.next !== 0)
+      this.problem(`page ${page}: ${kindName(header.kind)} page with next ${header.next}`)
     return good ? { header, bytes } : undefined
   }
 
@@ -246,7 +275,11 @@ class Walker {
    * Walk one tree: keys in order within their parents' bounds, all leaves at one depth, no empty
    * page but an empty root, overflow chains as long as their values.
    */
-  private tree(root: number, what: string, onEntry: (e: LeafEntry, leaf: number, head: Uint8Array | undefined) => void): { entries: number; depth: number; leaves: number; fill: number } {
+  private tree(
+    root: number,
+    what: string,
+    onEntry: (e: LeafEntry, leaf: number, head: Uint8Array | undefined) => void,
+  ): { entries: number; depth: number; leaves: number; fill: number } {
     const out = { entries: 0, depth: 0, leaves: 0, fill: 0 }
     const depths = new Set<number>()
     const visit = (page: number, lo: Uint8Array | undefined, hi: Uint8Array | undefined, level: number, from: string): void => {
@@ -273,7 +306,8 @@ class Walker {
         if (entries.length === 0 && level !== 1) this.problem(`page ${page}: empty leaf that is not a root (${what})`)
         const first = entries[0]
         const last = entries[entries.length - 1]
-        if (first && last && (!inBounds(first.key) || !inBounds(last.key))) this.problem(`page ${page}: leaf keys outside the bounds its parents give (${what})`)
+        if (first && last && (!inBounds(first.key) || !inBounds(last.key)))
+          this.problem(`page ${page}: leaf keys outside the bounds its parents give (${what})`)
         depths.add(level)
         out.leaves++
         out.fill += end - HEADER_BYTES
@@ -332,7 +366,10 @@ class Walker {
         if (head.length === 1) return head[0]
         const out = new Uint8Array(headBytes)
         let at = 0
-        for (const p of head) { out.set(p, at); at += p.length }
+        for (const p of head) {
+          out.set(p, at)
+          at += p.length
+        }
         return out
       }
       if (page === 0) {
@@ -375,7 +412,9 @@ class Walker {
         break
       }
       if (got.header.next !== 0 && got.header.count < FREE_NUMBERS_PER_PAGE) {
-        this.problem(`page ${page}: free-list page lists ${got.header.count} pages but is not the last of its chain (every page but the last holds ${FREE_NUMBERS_PER_PAGE})`)
+        this.problem(
+          `page ${page}: free-list page lists ${got.header.count} pages but is not the last of its chain (every page but the last holds ${FREE_NUMBERS_PER_PAGE})`,
+        )
       }
       const pages = decodeFree(got.bytes, page, got.header.count)
       this.zeroTail(page, got.bytes, HEADER_BYTES + 4 * pages.length)
@@ -386,7 +425,8 @@ class Walker {
       prev = page
       page = got.header.next
     }
-    if (listed.length !== meta.freeCount) this.problem(`page ${meta.seq % 2}: the meta counts ${meta.freeCount} free pages, the free list holds ${listed.length}`)
+    if (listed.length !== meta.freeCount)
+      this.problem(`page ${meta.seq % 2}: the meta counts ${meta.freeCount} free pages, the free list holds ${listed.length}`)
     for (const p of listed) {
       if (p < 2 || p >= this.limit) this.problem(`page ${p}: listed free but outside pages 2..${this.limit - 1}`)
       else if (this.state[p] === REACHED) this.problem(`page ${p}: listed free but reachable`)

@@ -76,7 +76,10 @@ export interface PageHeader {
  * parse. Readers turn it into KESTREL_CORRUPT ({@link corruptPage}); the checker lists it.
  */
 export class PageDefect extends Error {
-  constructor(readonly page: number, readonly what: string) {
+  constructor(
+    readonly page: number,
+    readonly what: string,
+  ) {
     super(`page ${page}: ${what}`)
     this.name = 'PageDefect'
   }
@@ -140,12 +143,18 @@ export function checkHeader(page: Uint8Array, pageNo: number, kinds: readonly nu
 /** Human name of a page kind, for messages. */
 export function kindName(kind: number): string {
   switch (kind) {
-    case KIND_META: return 'meta'
-    case KIND_LEAF: return 'leaf'
-    case KIND_BRANCH: return 'branch'
-    case KIND_OVERFLOW: return 'overflow'
-    case KIND_FREE: return 'free-list'
-    default: return `unknown(${kind})`
+    case KIND_META:
+      return 'meta'
+    case KIND_LEAF:
+      return 'leaf'
+    case KIND_BRANCH:
+      return 'branch'
+    case KIND_OVERFLOW:
+      return 'overflow'
+    case KIND_FREE:
+      return 'free-list'
+    default:
+      return `unknown(${kind})`
   }
 }
 
@@ -219,7 +228,10 @@ export function chooseMeta(slots: readonly Slot[], path: string): PageMeta | und
   let best: PageMeta | undefined
   for (const s of slots) {
     if (s.state === 'newer') {
-      throw new KestrelError('KESTREL_FORMAT_VERSION', `${path} uses page store format version ${s.version}; this kestreldb reads version ${PAGE_FORMAT_VERSION}: upgrade kestreldb`)
+      throw new KestrelError(
+        'KESTREL_FORMAT_VERSION',
+        `${path} uses page store format version ${s.version}; this kestreldb reads version ${PAGE_FORMAT_VERSION}: upgrade kestreldb`,
+      )
     }
     if (s.state === 'valid' && (best === undefined || s.meta.seq > best.seq)) best = s.meta
   }
@@ -410,7 +422,8 @@ export function encodeCatalogValue(root: number, records: number): Uint8Array {
 
 /** Decode a catalog value; throws PageDefect (naming the catalog leaf) when malformed. */
 export function decodeCatalogValue(e: LeafEntry, leafPage: number): { root: number; records: number } {
-  if (e.inline === undefined || e.length !== CATALOG_VALUE_BYTES) throw new PageDefect(leafPage, `catalog entry value is not ${CATALOG_VALUE_BYTES} inline bytes`)
+  if (e.inline === undefined || e.length !== CATALOG_VALUE_BYTES)
+    throw new PageDefect(leafPage, `catalog entry value is not ${CATALOG_VALUE_BYTES} inline bytes`)
   const v = view(e.inline)
   const root = v.getUint32(0, true)
   const records = u64(v, 8)

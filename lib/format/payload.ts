@@ -92,12 +92,21 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
   }
   const out = new Uint8Array(size)
   let pos = 0
-  const u16 = (v: number): void => { out[pos++] = v & 0xff; out[pos++] = v >>> 8 }
-  const u32 = (v: number): void => { out[pos++] = v & 0xff; out[pos++] = (v >>> 8) & 0xff; out[pos++] = (v >>> 16) & 0xff; out[pos++] = v >>> 24 }
+  const u16 = (v: number): void => {
+    out[pos++] = v & 0xff
+    out[pos++] = v >>> 8
+  }
+  const u32 = (v: number): void => {
+    out[pos++] = v & 0xff
+    out[pos++] = (v >>> 8) & 0xff
+    out[pos++] = (v >>> 16) & 0xff
+    out[pos++] = v >>> 24
+  }
   u16(nameBytes.length)
   for (const b of nameBytes) {
     u16(b.length)
-    out.set(b, pos); pos += b.length
+    out.set(b, pos)
+    pos += b.length
   }
   u32(ops.length)
   for (let i = 0; i < ops.length; i++) {
@@ -105,10 +114,12 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
     out[pos++] = op.kind
     u16(indexes[i]!)
     u32(op.key.length)
-    out.set(op.key, pos); pos += op.key.length
+    out.set(op.key, pos)
+    pos += op.key.length
     if (op.value) {
       u32(op.value.length)
-      out.set(op.value, pos); pos += op.value.length
+      out.set(op.value, pos)
+      pos += op.value.length
     }
   }
   if (pos !== size) throw new Error(`encodeCommit: wrote ${pos} of ${size} bytes`) // assertion
@@ -126,39 +137,49 @@ export function decodeCommit(payload: Uint8Array): WriteOp[] {
     if (pos + n > payload.length) throw new Error(`commit payload truncated reading ${what} at byte ${pos}`)
   }
   need(2, 'collection count')
-  const count = view.getUint16(pos, true); pos += 2
+  const count = view.getUint16(pos, true)
+  pos += 2
   if (count === 0) throw new Error('commit payload has no collections')
   const names: string[] = []
   for (let i = 0; i < count; i++) {
     need(2, 'collection name length')
-    const len = view.getUint16(pos, true); pos += 2
+    const len = view.getUint16(pos, true)
+    pos += 2
     if (len === 0 || len > COLLECTION_NAME_BYTES_MAX) throw new Error(`collection name length ${len} out of range`)
     need(len, 'collection name')
-    names.push(utf8Decoder.decode(payload.subarray(pos, pos + len))); pos += len
+    names.push(utf8Decoder.decode(payload.subarray(pos, pos + len)))
+    pos += len
   }
   need(4, 'op count')
-  const opCount = view.getUint32(pos, true); pos += 4
+  const opCount = view.getUint32(pos, true)
+  pos += 4
   if (opCount === 0 || opCount > COMMIT_OPS_MAX) throw new Error(`op count ${opCount} out of range`)
   const ops: WriteOp[] = []
   for (let i = 0; i < opCount; i++) {
     need(7, 'op header')
-    const kind = payload[pos]! as OpKind; pos += 1
-    const ci = view.getUint16(pos, true); pos += 2
-    const keyLen = view.getUint32(pos, true); pos += 4
+    const kind = payload[pos]! as OpKind
+    pos += 1
+    const ci = view.getUint16(pos, true)
+    pos += 2
+    const keyLen = view.getUint32(pos, true)
+    pos += 4
     if (kind < OP_PUT || kind > OP_INCREMENT) throw new Error(`unknown op ${kind}`)
     const collection = names[ci]
     if (collection === undefined) throw new Error(`collection index ${ci} out of range`)
     if (keyLen === 0 || keyLen > KEY_BYTES_MAX) throw new Error(`key length ${keyLen} out of range`)
     need(keyLen, 'key')
-    const key = payload.subarray(pos, pos + keyLen); pos += keyLen
+    const key = payload.subarray(pos, pos + keyLen)
+    pos += keyLen
     let value: Uint8Array | undefined
     if (kind !== OP_DELETE) {
       need(4, 'value length')
-      const valueLen = view.getUint32(pos, true); pos += 4
+      const valueLen = view.getUint32(pos, true)
+      pos += 4
       const bad = checkOp(kind, valueLen)
       if (bad) throw new Error(bad)
       need(valueLen, 'value')
-      value = payload.subarray(pos, pos + valueLen); pos += valueLen
+      value = payload.subarray(pos, pos + valueLen)
+      pos += valueLen
     }
     ops.push({ kind, collection, key, value })
   }

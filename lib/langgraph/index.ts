@@ -101,7 +101,11 @@ export class KestrelSaver extends BaseCheckpointSaver {
   private closed = false
 
   /** Use an open database (the saver does not close it). */
-  constructor(readonly db: Database, serde?: SerializerProtocol, private readonly ownsDb = false) {
+  constructor(
+    readonly db: Database,
+    serde?: SerializerProtocol,
+    private readonly ownsDb = false,
+  ) {
     super(serde)
     this.checkpoints = db.collection('lg:checkpoints')
     this.blobs = db.collection('lg:blobs')
@@ -262,19 +266,26 @@ export class KestrelSaver extends BaseCheckpointSaver {
     // Whether the caller appended at the namespace's head as it was on the first attempt: if a
     // racing put moved the head meanwhile, the retry links to the new head (a chain, not a fork).
     let appendingAtHead: boolean | undefined
-    await this.db.transaction((tx) => {
-      const head = tx.get(this.heads, [thread, ns])
-      appendingAtHead ??= intendedParent !== undefined && intendedParent === head
-      const parent = appendingAtHead ? head : intendedParent
-      for (const [k, blob] of blobs) {
-        const [channel, version] = k.split('\u0000') as [string, string]
-        tx.put(this.blobs, [thread, ns, channel, version], blob)
-      }
-      tx.put(this.checkpoints, [thread, ns, checkpoint.id], parent === undefined || parent === checkpoint.id ? { checkpoint: cpBlob, metadata: mdBlob } : { checkpoint: cpBlob, metadata: mdBlob, parent })
-      // Always written, even when unchanged: two puts racing on one namespace must conflict.
-      tx.put(this.heads, [thread, ns], head === undefined || checkpoint.id > head ? checkpoint.id : head)
-      tx.increment(this.threads, [thread], 1)
-    }, { retries: RETRIES })
+    await this.db.transaction(
+      (tx) => {
+        const head = tx.get(this.heads, [thread, ns])
+        appendingAtHead ??= intendedParent !== undefined && intendedParent === head
+        const parent = appendingAtHead ? head : intendedParent
+        for (const [k, blob] of blobs) {
+          const [channel, version] = k.split('\u0000') as [string, string]
+          tx.put(this.blobs, [thread, ns, channel, version], blob)
+        }
+        tx.put(
+          this.checkpoints,
+          [thread, ns, checkpoint.id],
+          parent === undefined || parent === checkpoint.id ? { checkpoint: cpBlob, metadata: mdBlob } : { checkpoint: cpBlob, metadata: mdBlob, parent },
+        )
+        // Always written, even when unchanged: two puts racing on one namespace must conflict.
+        tx.put(this.heads, [thread, ns], head === undefined || checkpoint.id > head ? checkpoint.id : head)
+        tx.increment(this.threads, [thread], 1)
+      },
+      { retries: RETRIES },
+    )
     return { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: checkpoint.id } }
   }
 
@@ -285,33 +296,41 @@ export class KestrelSaver extends BaseCheckpointSaver {
     const id = config.configurable?.checkpoint_id as string | undefined
     if (!id) throw invalid('putWrites: config.configurable.checkpoint_id is missing')
     if (typeof taskId !== 'string') throw invalid('putWrites: taskId must be a string')
-    const rows = await Promise.all(writes.map(async ([channel, value], i) => ({
-      idx: (WRITES_IDX_MAP as Record<string, number>)[channel] ?? i,
-      record: { channel, value: await this.dump(value), taskPath: taskPath ?? '' } satisfies WriteRecord,
-    })))
-    await this.db.transaction((tx) => {
-      // A write for a checkpoint that is gone (its thread was deleted) is dropped: it must not
-      // bring the thread back. The merge below conflicts with a concurrent deleteThread.
-      if (tx.get(this.checkpoints, [thread, ns, id]) === undefined) return
-      for (const { idx, record } of rows) {
-        const key = [thread, ns, id, taskId, idx]
-        // Regular writes are idempotent per (task, index); special writes (idx < 0) replace.
-        if (idx >= 0 && tx.get(this.writes, key) !== undefined) continue
-        tx.put(this.writes, key, record)
-      }
-      tx.increment(this.threads, [thread], 1)
-    }, { retries: RETRIES })
+    const rows = await Promise.all(
+      writes.map(async ([channel, value], i) => ({
+        idx: (WRITES_IDX_MAP as Record<string, number>)[channel] ?? i,
+        record: { channel, value: await this.dump(value), taskPath: taskPath ?? '' } satisfies WriteRecord,
+      })),
+    )
+    await this.db.transaction(
+      (tx) => {
+        // A write for a checkpoint that is gone (its thread was deleted) is dropped: it must not
+        // bring the thread back. The merge below conflicts with a concurrent deleteThread.
+        if (tx.get(this.checkpoints, [thread, ns, id]) === undefined) return
+        for (const { idx, record } of rows) {
+          const key = [thread, ns, id, taskId, idx]
+          // Regular writes are idempotent per (task, index); special writes (idx < 0) replace.
+          if (idx >= 0 && tx.get(this.writes, key) !== undefined) continue
+          tx.put(this.writes, key, record)
+        }
+        tx.increment(this.threads, [thread], 1)
+      },
+      { retries: RETRIES },
+    )
   }
 
   async deleteThread(threadId: string): Promise<void> {
     this.live()
     if (typeof threadId !== 'string' || threadId.length === 0) throw invalid('deleteThread needs a thread id string')
-    await this.db.transaction((tx) => {
-      for (const c of [this.checkpoints, this.blobs, this.writes, this.heads] as Array<Collection<unknown>>) {
-        for (const { key } of tx.scan(c, { prefix: [threadId, ''] })) tx.delete(c, key)
-      }
-      tx.delete(this.threads, [threadId])
-    }, { retries: RETRIES })
+    await this.db.transaction(
+      (tx) => {
+        for (const c of [this.checkpoints, this.blobs, this.writes, this.heads] as Array<Collection<unknown>>) {
+          for (const { key } of tx.scan(c, { prefix: [threadId, ''] })) tx.delete(c, key)
+        }
+        tx.delete(this.threads, [threadId])
+      },
+      { retries: RETRIES },
+    )
   }
 
   /** Close the saver (and its database when it opened it). Idempotent. */

@@ -85,10 +85,24 @@ export class Scavenger {
   private reliefFailedAt = -1
   private readonly s: ScavengerStats
 
-  constructor(private readonly core: Core, private readonly o: ScavengerOptions, private readonly moveHorizon: () => void) {
+  constructor(
+    private readonly core: Core,
+    private readonly o: ScavengerOptions,
+    private readonly moveHorizon: () => void,
+  ) {
     this.s = {
-      cycles: 0, ageGroup: 0, ageGroupBytes: this.groupBytes, thresholdBytes: this.thresholdBytes, floorBytes: this.floorBytes,
-      ageGroups: [], prunedVersions: 0, indexEntriesRemoved: 0, retired: 0, checkpointsRequested: 0, lastCycleMs: 0, running: false,
+      cycles: 0,
+      ageGroup: 0,
+      ageGroupBytes: this.groupBytes,
+      thresholdBytes: this.thresholdBytes,
+      floorBytes: this.floorBytes,
+      ageGroups: [],
+      prunedVersions: 0,
+      indexEntriesRemoved: 0,
+      retired: 0,
+      checkpointsRequested: 0,
+      lastCycleMs: 0,
+      running: false,
     }
     if (o.intervalMs > 0) {
       this.timer = setInterval(() => this.tick(), o.intervalMs)
@@ -101,11 +115,11 @@ export class Scavenger {
   }
 
   private get thresholdBytes(): number {
-    return Math.floor(this.o.budgetBytes * this.o.thresholdPercent / 100)
+    return Math.floor((this.o.budgetBytes * this.o.thresholdPercent) / 100)
   }
 
   private get floorBytes(): number {
-    return Math.floor(this.o.budgetBytes * this.o.floorPercent / 100)
+    return Math.floor((this.o.budgetBytes * this.o.floorPercent) / 100)
   }
 
   /** A commit of `bytes` was published: advance the age groups; check the memory once per group. */
@@ -139,7 +153,9 @@ export class Scavenger {
   admission(): Promise<void> | undefined {
     if (this.stopped || this.measuredBytes + this.sinceMeasured <= this.o.budgetBytes || this.reliefFailedAt === this.ageGroup) return undefined
     return this.run().then(
-      () => { if (this.measuredBytes > this.o.budgetBytes) this.reliefFailedAt = this.ageGroup },
+      () => {
+        if (this.measuredBytes > this.o.budgetBytes) this.reliefFailedAt = this.ageGroup
+      },
       () => undefined,
     )
   }

@@ -116,7 +116,14 @@ export async function buildIndex(coordinator: Coordinator, begin: () => Transact
   if (s.unique) {
     // Set before any commit can be validated with this index: until the map is complete, a
     // unique check could only scan the collection.
-    const preparing = prepared.then(() => undefined, () => undefined).then(() => { s.preparing = undefined })
+    const preparing = prepared
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .then(() => {
+        s.preparing = undefined
+      })
     s.preparing = preparing
   }
   // Snapshots before `since` may see versions without the key: the index is usable from then on.

@@ -20,7 +20,9 @@ class InFlight {
   get settled(): Promise<void> {
     if (!this.waiting) {
       let resolve!: () => void
-      const promise = new Promise<void>((r) => { resolve = r })
+      const promise = new Promise<void>((r) => {
+        resolve = r
+      })
       this.waiting = { promise, resolve }
     }
     return this.waiting.promise
@@ -66,7 +68,11 @@ export class Coordinator {
   /** Keeps the record memory within the cache budget. */
   readonly scavenger: Scavenger
 
-  constructor(readonly core: Core, readonly retain: Retention, cacheBytes = 256 << 20) {
+  constructor(
+    readonly core: Core,
+    readonly retain: Retention,
+    cacheBytes = 256 << 20,
+  ) {
     this.scavenger = new Scavenger(core, { ...SCAVENGER_DEFAULTS, budgetBytes: cacheBytes }, () => this.moveHorizonNow())
   }
 
@@ -149,7 +155,10 @@ export class Coordinator {
         }
       }
     }
-    done.then((id) => release(Number(id)), () => release(undefined))
+    done.then(
+      (id) => release(Number(id)),
+      () => release(undefined),
+    )
   }
 
   /**
@@ -176,7 +185,9 @@ export class Coordinator {
   async queueForSlot(slot: string): Promise<() => void> {
     const previous = this.retryQueues.get(slot) ?? Promise.resolve()
     let release!: () => void
-    const mine = new Promise<void>((r) => { release = r })
+    const mine = new Promise<void>((r) => {
+      release = r
+    })
     const tail = previous.then(() => mine)
     this.retryQueues.set(slot, tail)
     await previous

@@ -66,7 +66,10 @@ export class IndexRegistry {
     const found = typeof index === 'string' ? list?.find((s) => s.name === index) : undefined
     if (!found) {
       const names = list?.map((s) => s.name).join(', ')
-      throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${collection} has no index ${typeof index === 'string' ? JSON.stringify(index) : `named by a ${typeof index}`}; ${names ? `its indexes are ${names}` : 'it has no indexes'} (define them with db.collection(name, { indexes }))`)
+      throw new KestrelError(
+        'KESTREL_INVALID_ARGUMENT',
+        `${collection} has no index ${typeof index === 'string' ? JSON.stringify(index) : `named by a ${typeof index}`}; ${names ? `its indexes are ${names}` : 'it has no indexes'} (define them with db.collection(name, { indexes }))`,
+      )
     }
     return found
   }
@@ -99,7 +102,17 @@ export class IndexRegistry {
         known.unique = def.unique === true
         continue
       }
-      const state: IndexState = { collection, name, key: def.key, unique: def.unique === true, readyAt: undefined, built: Promise.resolve(), failure: undefined, candidates: undefined, preparing: undefined }
+      const state: IndexState = {
+        collection,
+        name,
+        key: def.key,
+        unique: def.unique === true,
+        readyAt: undefined,
+        built: Promise.resolve(),
+        failure: undefined,
+        candidates: undefined,
+        preparing: undefined,
+      }
       list.push(state)
       added.push(state)
     }
@@ -117,7 +130,11 @@ export function indexKeyOf(s: IndexState, value: unknown, primaryKey: Uint8Array
   try {
     k = s.key(value)
   } catch (err) {
-    throw new KestrelError('KESTREL_INVALID_ARGUMENT', `the key function of index ${s.name} of ${s.collection} threw: ${(err as Error)?.message ?? String(err)}; it must return a key or undefined for every value written`, { cause: err })
+    throw new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      `the key function of index ${s.name} of ${s.collection} threw: ${(err as Error)?.message ?? String(err)}; it must return a key or undefined for every value written`,
+      { cause: err },
+    )
   }
   if (k === undefined) return undefined
   let bytes: Uint8Array
@@ -125,10 +142,17 @@ export function indexKeyOf(s: IndexState, value: unknown, primaryKey: Uint8Array
     bytes = encodeKey(k)
   } catch (err) {
     const e = err as KestrelError
-    throw new KestrelError(e.code ?? 'KESTREL_INVALID_KEY', `the key function of index ${s.name} of ${s.collection} returned something that is not a key: ${e.message}`, { cause: err })
+    throw new KestrelError(
+      e.code ?? 'KESTREL_INVALID_KEY',
+      `the key function of index ${s.name} of ${s.collection} returned something that is not a key: ${e.message}`,
+      { cause: err },
+    )
   }
   if (bytes.length + primaryKey.length + 2 > KEY_BYTES_MAX) {
-    throw new KestrelError('KESTREL_KEY_TOO_LARGE', `index ${s.name} of ${s.collection}: the index key (${bytes.length} bytes) and the record's key (${primaryKey.length} bytes) together exceed ${KEY_BYTES_MAX - 2} bytes; use a shorter index key`)
+    throw new KestrelError(
+      'KESTREL_KEY_TOO_LARGE',
+      `index ${s.name} of ${s.collection}: the index key (${bytes.length} bytes) and the record's key (${primaryKey.length} bytes) together exceed ${KEY_BYTES_MAX - 2} bytes; use a shorter index key`,
+    )
   }
   return bytes
 }
@@ -141,7 +165,10 @@ export function indexKeysOf(states: readonly IndexState[], value: unknown, prima
     if (key) out.push({ index: s.name, key })
   }
   if (out.length > 0 && envelopeBlockBytes(out) > ENVELOPE_BLOCK_BYTES_MAX) {
-    throw new KestrelError('KESTREL_KEY_TOO_LARGE', `the index keys of one record of ${states[0]!.collection} take more than ${ENVELOPE_BLOCK_BYTES_MAX} bytes together; use shorter index keys`)
+    throw new KestrelError(
+      'KESTREL_KEY_TOO_LARGE',
+      `the index keys of one record of ${states[0]!.collection} take more than ${ENVELOPE_BLOCK_BYTES_MAX} bytes together; use shorter index keys`,
+    )
   }
   return out
 }

@@ -37,11 +37,19 @@ export function orderedMapResolver(ancestor: unknown, committed: unknown, mine: 
     const theirChange = inBase !== inTheirs || (inTheirs && !same(base[k], theirs[k]))
     if (!ourChange) continue
     if (theirChange) {
-      throw new ConflictError('?', k, `write conflict on entry ${JSON.stringify(k)}: both transactions ${!inBase && inOurs && inTheirs ? 'inserted' : !inOurs && !inTheirs ? 'deleted' : 'changed'} it`)
+      throw new ConflictError(
+        '?',
+        k,
+        `write conflict on entry ${JSON.stringify(k)}: both transactions ${!inBase && inOurs && inTheirs ? 'inserted' : !inOurs && !inTheirs ? 'deleted' : 'changed'} it`,
+      )
     }
     if (inOurs) merged[k] = ours[k]
     else delete merged[k]
   }
   // Keep the ordered-map property: entries in key order.
-  return Object.fromEntries(Object.keys(merged).sort().map((k) => [k, merged[k]]))
+  return Object.fromEntries(
+    Object.keys(merged)
+      .sort()
+      .map((k) => [k, merged[k]]),
+  )
 }

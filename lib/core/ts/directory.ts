@@ -9,9 +9,11 @@ import { FORMAT_VERSION, IDENTITY_BYTES, IDENTITY_FILE, IDENTITY_MAGIC, LOG_DIR,
 import { syncDir } from './fsutil.js'
 import { isLockFile } from '../../lock.js'
 
-
 function notADatabase(dir: string, why: string): KestrelError {
-  return new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`)
+  return new KestrelError(
+    'KESTREL_NOT_A_DATABASE',
+    `${dir} is not a kestreldb database (${why}); pass an empty or new directory, or the directory of an existing database`,
+  )
 }
 
 /** Make sure `dir` is a kestreldb directory, creating it when missing or empty. */
@@ -41,7 +43,11 @@ export async function prepareDirectory(dir: string): Promise<void> {
   const tmp = join(dir, `${IDENTITY_FILE}.tmp`)
   await writeFile(tmp, identityBytes())
   const fh = await fsOpen(tmp, 'r+')
-  try { await fh.sync() } finally { await fh.close() }
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
   await rename(tmp, join(dir, IDENTITY_FILE))
   await syncDir(dir)
 }
@@ -56,6 +62,9 @@ function checkIdentity(dir: string, bytes: Uint8Array): void {
   const version = view.getUint32(8, true)
   if (version === 0) throw notADatabase(dir, `${IDENTITY_FILE} has format version 0`)
   if (version !== FORMAT_VERSION) {
-    throw new KestrelError('KESTREL_FORMAT_VERSION', `${dir} uses on-disk format version ${version}; this kestreldb reads version ${FORMAT_VERSION}: upgrade kestreldb`)
+    throw new KestrelError(
+      'KESTREL_FORMAT_VERSION',
+      `${dir} uses on-disk format version ${version}; this kestreldb reads version ${FORMAT_VERSION}: upgrade kestreldb`,
+    )
   }
 }

@@ -54,7 +54,10 @@ export class Queue {
   refusal(): KestrelError | undefined {
     if (this.state === 'closed') return new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
     if (this.state === 'failed') {
-      return new KestrelError('KESTREL_IO', `an earlier log write failed (${this.failure?.message ?? 'I/O error'}); nothing more is acknowledged: reopen the database to recover the last durable state`)
+      return new KestrelError(
+        'KESTREL_IO',
+        `an earlier log write failed (${this.failure?.message ?? 'I/O error'}); nothing more is acknowledged: reopen the database to recover the last durable state`,
+      )
     }
     return undefined
   }
@@ -72,7 +75,8 @@ export class Queue {
   /** Reject every queued commit (the engine failed, closed or crashed) and release the waiters. */
   failQueued(): void {
     const err = this.refusal() ?? new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
-    for (const p of this.items.splice(0)) p.reject(this.crashed ? new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged') : err)
+    for (const p of this.items.splice(0))
+      p.reject(this.crashed ? new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged') : err)
     this.bytes = 0
     for (const w of this.roomWaiters.splice(0)) w()
   }
@@ -107,7 +111,9 @@ export class TsCore implements Core {
       const store = new Store(pages, meta.checkpointLsn, meta.records)
       let segmentCount = recovered.segments.length
       const logDir = join(dir, LOG_DIR)
-      const flow = new Flow(pages, store, options, logDir, meta.checkpointLsn, (n) => { writer.segments -= n })
+      const flow = new Flow(pages, store, options, logDir, meta.checkpointLsn, (n) => {
+        writer.segments -= n
+      })
       // The replayed tail is not in the page store yet: it is dirty.
       for (const c of recovered.commits) flow.admit(makeBatch(c.lsn, store.apply(c.lsn, c.ops)))
       // Replay installed every version; keep only what the retention window asks for.
@@ -204,9 +210,19 @@ export class TsCore implements Core {
   stats(): CoreStats {
     const meta = this.pages.meta()
     return {
-      engine: 'ts', durableLsn: this.writer.visibleLsn, batches: this.writer.batches, syncs: this.writer.syncs, segments: this.writer.segments,
-      keys: this.store.liveKeys, versions: this.store.versions, recordBytes: this.store.recordBytes, retired: this.store.retired,
-      checkpointLsn: meta.checkpointLsn, pageCount: meta.pageCount, indexEntries: this.store.indexEntries, ageGroup: this.store.ageGroup,
+      engine: 'ts',
+      durableLsn: this.writer.visibleLsn,
+      batches: this.writer.batches,
+      syncs: this.writer.syncs,
+      segments: this.writer.segments,
+      keys: this.store.liveKeys,
+      versions: this.store.versions,
+      recordBytes: this.store.recordBytes,
+      retired: this.store.retired,
+      checkpointLsn: meta.checkpointLsn,
+      pageCount: meta.pageCount,
+      indexEntries: this.store.indexEntries,
+      ageGroup: this.store.ageGroup,
       flow: this.flow.stats(),
     }
   }
@@ -233,7 +249,9 @@ export class TsCore implements Core {
     const { segment, length, lsn } = this.writer.durableAt
     const meta = this.pages.meta()
     const logDir = join(this.dir, LOG_DIR)
-    const names = readdirSync(logDir).filter((n) => parseSegmentName(n) !== undefined && n <= segment).sort()
+    const names = readdirSync(logDir)
+      .filter((n) => parseSegmentName(n) !== undefined && n <= segment)
+      .sort()
     // Sealed segments' lengths are final (the trimmer is the flusher, which is suspended).
     const segments = names.map((name) => ({ name, bytes: name === segment ? length : statSync(join(logDir, name)).size }))
     return { commitId: lsn, seq: meta.seq, pages: this.pages.pagesInUse(), pageCount: meta.pageCount, segments }
@@ -255,16 +273,25 @@ export class TsCore implements Core {
     try {
       // A failure leaves a zeroed tail, which recovery cuts, but commits that 'relaxed'/'none'
       // acknowledged since the last sync may not be durable: report it.
-      if (wasOpen) await this.writer.seal().catch((err: unknown) => { sealError = err })
+      if (wasOpen)
+        await this.writer.seal().catch((err: unknown) => {
+          sealError = err
+        })
       // The final checkpoint (not after a failed log write: the reopen recovers from the log).
-      await this.flow.stop(wasOpen && sealError === undefined).catch((err: unknown) => { flushError = err })
+      await this.flow.stop(wasOpen && sealError === undefined).catch((err: unknown) => {
+        flushError = err
+      })
     } finally {
       await this.writer.closeActive()
       this.pages.close()
     }
     if (flushError !== undefined) throw flushError
     if (sealError !== undefined) {
-      throw new KestrelError('KESTREL_IO', `closing: the final fdatasync of the log failed (${(sealError as Error).message}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure`, { cause: sealError })
+      throw new KestrelError(
+        'KESTREL_IO',
+        `closing: the final fdatasync of the log failed (${(sealError as Error).message}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure`,
+        { cause: sealError },
+      )
     }
   }
 
@@ -300,6 +327,9 @@ function checkRecordCount(pages: PageStore, metaRecords: number): void {
   let counted = 0
   for (const c of pages.collections()) counted += c.records
   if (counted !== metaRecords) {
-    throw new KestrelError('KESTREL_CORRUPT', `${PAGE_FILE}: the meta page counts ${metaRecords} live records but the catalog's collections hold ${counted}; run \`kestrel verify\` and restore from a backup`)
+    throw new KestrelError(
+      'KESTREL_CORRUPT',
+      `${PAGE_FILE}: the meta page counts ${metaRecords} live records but the catalog's collections hold ${counted}; run \`kestrel verify\` and restore from a backup`,
+    )
   }
 }

@@ -46,12 +46,19 @@ export function makeBatch(lastLsn: number, writes: Written[]): Batch {
 }
 
 /** Options of the flow (validated by lib/options.ts); `retainCommits`: a checkpoint never covers them. */
-export type FlowOptions = Pick<CoreOpenOptions, 'retainCommits' | 'cacheBytes' | 'checkpointBytes' | 'checkpointIntervalMs' | 'flushQueueBytes' | 'deferredBytesMax'>
+export type FlowOptions = Pick<
+  CoreOpenOptions,
+  'retainCommits' | 'cacheBytes' | 'checkpointBytes' | 'checkpointIntervalMs' | 'flushQueueBytes' | 'deferredBytesMax'
+>
 
 /** Counters of the flow, reported by stats(). */
 export type FlowStats = CoreStats['flow']
 
-interface DirtyEntry { commitId: number; value: Uint8Array | undefined; bytes: number }
+interface DirtyEntry {
+  commitId: number
+  value: Uint8Array | undefined
+  bytes: number
+}
 
 export class Flow {
   private readonly queue: Batch[] = []
@@ -89,7 +96,15 @@ export class Flow {
   private timer: NodeJS.Timeout | undefined
   /** Test-only: where the next checkpoint crashes. */
   fault: PageFault = 'none'
-  private readonly counters = { checkpoints: 0, checkpointFailures: 0, writerWaits: 0, batchesDeferred: 0, segmentsDeleted: 0, pagesWritten: 0, lastCheckpointMs: 0 }
+  private readonly counters = {
+    checkpoints: 0,
+    checkpointFailures: 0,
+    writerWaits: 0,
+    batchesDeferred: 0,
+    segmentsDeleted: 0,
+    pagesWritten: 0,
+    lastCheckpointMs: 0,
+  }
 
   constructor(
     private readonly pages: PageStore,
@@ -134,7 +149,10 @@ export class Flow {
   private applyNow(batch: Batch): void {
     for (const w of batch.writes) {
       let m = this.dirty.get(w.collection)
-      if (!m) { m = new Map(); this.dirty.set(w.collection, m) }
+      if (!m) {
+        m = new Map()
+        this.dirty.set(w.collection, m)
+      }
       const k = bytesToOrderedString(w.key)
       const bytes = writtenBytes(w)
       const old = m.get(k)
@@ -311,7 +329,7 @@ export class Flow {
         }
         const report = await this.pages.checkpoint(lsn, changes, fault)
         this.store.setCheckpointed(lsn)
-        this.store.retire(Math.floor(this.options.cacheBytes * 3 / 4))
+        this.store.retire(Math.floor((this.options.cacheBytes * 3) / 4))
         const deleted = await trimLog(this.logDir, lsn)
         this.onSegmentsDeleted(deleted)
         this.counters.checkpoints++
@@ -327,9 +345,16 @@ export class Flow {
       // Nothing is lost: the changes go back under any newer ones, for the next try.
       for (const [name, m] of dirty) {
         let cur = this.dirty.get(name)
-        if (!cur) { cur = new Map(); this.dirty.set(name, cur) }
+        if (!cur) {
+          cur = new Map()
+          this.dirty.set(name, cur)
+        }
         for (const [k, e] of m) {
-          if (!cur.has(k)) { cur.set(k, e); this.dirtyBytes += e.bytes; this.dirtyKeys++ }
+          if (!cur.has(k)) {
+            cur.set(k, e)
+            this.dirtyBytes += e.bytes
+            this.dirtyKeys++
+          }
         }
       }
       this.dirtySinceMs = since ?? this.dirtySinceMs
@@ -351,7 +376,10 @@ export class Flow {
     this.stopping = true
     // Nothing may wait for room any more.
     for (const w of this.roomWaiters.splice(0)) w()
-    if (!checkpoint) { this.wakeTickets(); return }
+    if (!checkpoint) {
+      this.wakeTickets()
+      return
+    }
     this.drainDeferred()
     for (const b of this.queue.splice(0)) this.admit(b)
     this.queueBytes = 0
@@ -359,7 +387,11 @@ export class Flow {
       if (this.dirtyKeys > 0 || this.appliedLsn > this.checkpointedLsn) await this.runCheckpoint()
     } catch (err) {
       const e = err as KestrelError
-      throw new KestrelError(e.code, `the final checkpoint at close failed (${e.message}); nothing is lost: the log still holds every commit, and the next open replays it`, { cause: err })
+      throw new KestrelError(
+        e.code,
+        `the final checkpoint at close failed (${e.message}); nothing is lost: the log still holds every commit, and the next open replays it`,
+        { cause: err },
+      )
     } finally {
       this.wakeTickets()
     }
@@ -402,7 +434,12 @@ async function trimLog(logDir: string, lsn: number): Promise<number> {
   let deleted = 0
   for (let i = 0; i + 1 < names.length; i++) {
     if (names[i + 1]!.first <= lsn + 1) {
-      try { await unlink(`${logDir}/${names[i]!.name}`); deleted++ } catch { /* best effort: recovery skips it */ }
+      try {
+        await unlink(`${logDir}/${names[i]!.name}`)
+        deleted++
+      } catch {
+        /* best effort: recovery skips it */
+      }
     }
   }
   if (deleted > 0) await syncDir(logDir).catch(() => undefined)

@@ -25,7 +25,10 @@ function arrayHeaderBytes(n: number): Uint8Array {
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0))
   let pos = 0
-  for (const p of parts) { out.set(p, pos); pos += p.length }
+  for (const p of parts) {
+    out.set(p, pos)
+    pos += p.length
+  }
   return out
 }
 
@@ -52,17 +55,28 @@ export function msgpackNumber(bytes: Uint8Array): number | undefined {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const need = (n: number): boolean => bytes.length >= 1 + n
   switch (b) {
-    case 0xcc: return need(1) ? view.getUint8(1) : undefined
-    case 0xcd: return need(2) ? view.getUint16(1) : undefined
-    case 0xce: return need(4) ? view.getUint32(1) : undefined
-    case 0xcf: return need(8) ? Number(view.getBigUint64(1)) : undefined
-    case 0xd0: return need(1) ? view.getInt8(1) : undefined
-    case 0xd1: return need(2) ? view.getInt16(1) : undefined
-    case 0xd2: return need(4) ? view.getInt32(1) : undefined
-    case 0xd3: return need(8) ? Number(view.getBigInt64(1)) : undefined
-    case 0xca: return need(4) ? view.getFloat32(1) : undefined
-    case 0xcb: return need(8) ? view.getFloat64(1) : undefined
-    default: return undefined
+    case 0xcc:
+      return need(1) ? view.getUint8(1) : undefined
+    case 0xcd:
+      return need(2) ? view.getUint16(1) : undefined
+    case 0xce:
+      return need(4) ? view.getUint32(1) : undefined
+    case 0xcf:
+      return need(8) ? Number(view.getBigUint64(1)) : undefined
+    case 0xd0:
+      return need(1) ? view.getInt8(1) : undefined
+    case 0xd1:
+      return need(2) ? view.getInt16(1) : undefined
+    case 0xd2:
+      return need(4) ? view.getInt32(1) : undefined
+    case 0xd3:
+      return need(8) ? Number(view.getBigInt64(1)) : undefined
+    case 0xca:
+      return need(4) ? view.getFloat32(1) : undefined
+    case 0xcb:
+      return need(8) ? view.getFloat64(1) : undefined
+    default:
+      return undefined
   }
 }
 

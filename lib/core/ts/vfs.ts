@@ -53,7 +53,11 @@ class RealFile implements LogFile {
   /** Invariant: length <= allocated. */
   allocated: number
 
-  constructor(readonly path: string, readonly fh: FileHandle, public length: number) {
+  constructor(
+    readonly path: string,
+    readonly fh: FileHandle,
+    public length: number,
+  ) {
     this.allocated = length
   }
 
@@ -104,13 +108,22 @@ class FaultyFile implements LogFile {
   /** Write position at the last successful sync: the records before it are durable. */
   syncedLength: number
 
-  constructor(private readonly inner: RealFile, private readonly vfs: FaultyVfs) {
+  constructor(
+    private readonly inner: RealFile,
+    private readonly vfs: FaultyVfs,
+  ) {
     this.syncedLength = inner.length
   }
 
-  get path(): string { return this.inner.path }
-  get length(): number { return this.inner.length }
-  get allocated(): number { return this.inner.allocated }
+  get path(): string {
+    return this.inner.path
+  }
+  get length(): number {
+    return this.inner.length
+  }
+  get allocated(): number {
+    return this.inner.allocated
+  }
 
   preallocate(size: number): Promise<void> {
     return this.inner.preallocate(size)
@@ -171,7 +184,9 @@ export class FaultyVfs implements Vfs {
   holdSyncs(hold: boolean): void {
     if (hold && !this.gate) {
       let open!: () => void
-      const promise = new Promise<void>((r) => { open = r })
+      const promise = new Promise<void>((r) => {
+        open = r
+      })
       this.gate = { promise, open }
     } else if (!hold && this.gate) {
       const g = this.gate
@@ -180,7 +195,10 @@ export class FaultyVfs implements Vfs {
     }
   }
 
-  constructor(readonly options: FaultOptions, private readonly real: RealVfs = new RealVfs()) {
+  constructor(
+    readonly options: FaultOptions,
+    private readonly real: RealVfs = new RealVfs(),
+  ) {
     this.errno = options.errno ?? 'EIO'
   }
 

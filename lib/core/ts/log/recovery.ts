@@ -47,9 +47,12 @@ function isTornTail(bytes: Uint8Array, from: number, lastGoodLsn: number): boole
   let sawBatchEnd = false
   // Bounded by the segment length: one step per byte or per whole frame.
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  for (let pos = from + 1; pos + FRAME_HEADER_BYTES <= bytes.length;) {
+  for (let pos = from + 1; pos + FRAME_HEADER_BYTES <= bytes.length; ) {
     // LSN 0 is never written: skip zeroed (preallocated) space without checksumming it.
-    if (view.getUint32(pos + 8, true) === 0 && view.getUint32(pos + 12, true) === 0) { pos++; continue }
+    if (view.getUint32(pos + 8, true) === 0 && view.getUint32(pos + 12, true) === 0) {
+      pos++
+      continue
+    }
     const frame = readFrame(bytes, pos)
     if (frame && frame.lsn > lastGoodLsn) {
       if (sawBatchEnd) return false
@@ -92,9 +95,10 @@ export async function recover(dir: string, checkpointLsn = 0): Promise<Recovered
       throw corrupt(name, 0, 'error' in header ? header.error : `header says first LSN ${header.firstLsn}`)
     }
     if (!chains) {
-      const missing = firstLsn > result.lastLsn + 1
-        ? `records ${result.lastLsn + 1}..${firstLsn - 1} are missing (a segment file was deleted)`
-        : `segment starts at LSN ${firstLsn}, overlapping LSN ${result.lastLsn}`
+      const missing =
+        firstLsn > result.lastLsn + 1
+          ? `records ${result.lastLsn + 1}..${firstLsn - 1} are missing (a segment file was deleted)`
+          : `segment starts at LSN ${firstLsn}, overlapping LSN ${result.lastLsn}`
       throw corrupt(name, 0, missing)
     }
     if (i === 0) result.lastLsn = firstLsn - 1
@@ -104,8 +108,14 @@ export async function recover(dir: string, checkpointLsn = 0): Promise<Recovered
     // Bounded: each iteration consumes one whole frame.
     while (pos < bytes.length) {
       const frame: Frame | undefined = readFrame(bytes, pos)
-      if (!frame) { damage = 'torn, zeroed or checksum-failing record'; break }
-      if (frame.lsn !== result.lastLsn + 1) { damage = `record LSN ${frame.lsn}, expected ${result.lastLsn + 1}`; break }
+      if (!frame) {
+        damage = 'torn, zeroed or checksum-failing record'
+        break
+      }
+      if (frame.lsn !== result.lastLsn + 1) {
+        damage = `record LSN ${frame.lsn}, expected ${result.lastLsn + 1}`
+        break
+      }
       if (frame.type !== RECORD_COMMIT) {
         throw corrupt(name, pos, `unknown record type ${frame.type} (written by a newer kestreldb?)`)
       }

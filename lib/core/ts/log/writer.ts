@@ -79,11 +79,13 @@ export class Writer {
     if (this.flushing) return
     // Start on a microtask so that commits issued in the same tick share the first batch;
     // nothing ever sleeps waiting for company.
-    this.flushing = Promise.resolve().then(() => this.run()).finally(() => {
-      this.flushing = undefined
-      if (this.queue.items.length > 0) this.kick()
-      else this.armQuietSync()
-    })
+    this.flushing = Promise.resolve()
+      .then(() => this.run())
+      .finally(() => {
+        this.flushing = undefined
+        if (this.queue.items.length > 0) this.kick()
+        else this.armQuietSync()
+      })
   }
 
   /** `relaxed`: sync written batches once the interval has passed, if no batch does first. */
@@ -115,7 +117,11 @@ export class Writer {
       await this.active.sync('batch')
     } catch (err) {
       const cause = toKestrelError(err, 'syncing the log')
-      this.queue.failure = new KestrelError('KESTREL_IO', `the log's periodic fdatasync failed (${cause.message}); commits acknowledged in the last ${RELAXED_SYNC_INTERVAL_MS} ms (durability 'relaxed') may be lost on a power failure: reopen the database to recover the last durable state`, { cause: err })
+      this.queue.failure = new KestrelError(
+        'KESTREL_IO',
+        `the log's periodic fdatasync failed (${cause.message}); commits acknowledged in the last ${RELAXED_SYNC_INTERVAL_MS} ms (durability 'relaxed') may be lost on a power failure: reopen the database to recover the last durable state`,
+        { cause: err },
+      )
       this.queue.state = 'failed'
       this.queue.failQueued()
       return
@@ -228,12 +234,20 @@ export class Writer {
   private async fail(err: unknown, batch: Queued[], lengthBefore: number): Promise<void> {
     const cause = toKestrelError(err, 'writing the log')
     const code = cause.code === 'KESTREL_DISK_FULL' ? 'KESTREL_DISK_FULL' : 'KESTREL_IO'
-    this.queue.failure = new KestrelError(code, code === 'KESTREL_DISK_FULL'
-      ? `the disk is full: this commit was not acknowledged (${cause.message}); free disk space and reopen the database`
-      : `a log write failed: this commit was not acknowledged (${cause.message}); reopen the database to recover the last durable state`, { cause: err })
+    this.queue.failure = new KestrelError(
+      code,
+      code === 'KESTREL_DISK_FULL'
+        ? `the disk is full: this commit was not acknowledged (${cause.message}); free disk space and reopen the database`
+        : `a log write failed: this commit was not acknowledged (${cause.message}); reopen the database to recover the last durable state`,
+      { cause: err },
+    )
     this.queue.state = 'failed'
     // Best effort: cut the failed batch off, so that it cannot reappear after a reopen.
-    try { await this.active.truncate(lengthBefore) } catch { /* the reopen's recovery decides */ }
+    try {
+      await this.active.truncate(lengthBefore)
+    } catch {
+      /* the reopen's recovery decides */
+    }
     for (const p of batch) p.reject(this.queue.failure)
     this.queue.failQueued()
   }

@@ -15,7 +15,10 @@ export class Allocator {
   readonly freed: number[] = []
 
   /** `reusable`: the published free list, ascending; `next`: the published page count. */
-  constructor(private readonly reusable: readonly number[], public next: number) {}
+  constructor(
+    private readonly reusable: readonly number[],
+    public next: number,
+  ) {}
 
   /** The smallest reusable page, or else a new one at the end of the file. */
   alloc(): number {

@@ -54,7 +54,10 @@ export function readEnvelopePrefix(src: PageSource, e: LeafEntry): Uint8Array {
   if (parts.length === 1) return parts[0]!
   const out = new Uint8Array(have)
   let at = 0
-  for (const p of parts) { out.set(p, at); at += p.length }
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
   return out
 }
 

@@ -17,8 +17,23 @@ import { dirname, join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../../errors.js'
 import { STORED_VALUE_BYTES_MAX } from '../../../format/envelope.js'
 import {
-  KEY_BYTES_MAX, KIND_BRANCH, KIND_LEAF, PAGE_BYTES, PAGE_FILE, PageDefect, checkHeader, chooseMeta, compareBytes,
-  corruptPage, decodeBranch, decodeLeaf, decodeMeta, emptyMeta, encodeMeta, type LeafEntry, type PageHeader,
+  KEY_BYTES_MAX,
+  KIND_BRANCH,
+  KIND_LEAF,
+  PAGE_BYTES,
+  PAGE_FILE,
+  PageDefect,
+  checkHeader,
+  chooseMeta,
+  compareBytes,
+  corruptPage,
+  decodeBranch,
+  decodeLeaf,
+  decodeMeta,
+  emptyMeta,
+  encodeMeta,
+  type LeafEntry,
+  type PageHeader,
   type PageMeta,
 } from '../../../format/page_layout.js'
 import { syncDir } from '../fsutil.js'
@@ -27,18 +42,26 @@ import { catalogGet, listCatalog, lookup, range, reachablePages, readValue } fro
 import { buildCheckpoint, runSlices } from './tree_write.js'
 
 /** One record as a range scan returns it. */
-export interface PageEntry { key: Uint8Array; commitId: number; value: Uint8Array }
+export interface PageEntry {
+  key: Uint8Array
+  commitId: number
+  value: Uint8Array
+}
 /** value undefined = deleted; else the version visible at the checkpoint LSN. */
-export interface Change { key: Uint8Array; version?: { commitId: number; value: Uint8Array } }
+export interface Change {
+  key: Uint8Array
+  version?: { commitId: number; value: Uint8Array }
+}
 /** One collection's changes: sorted by key bytewise, no duplicates, non-empty. */
-export interface CollectionChanges { name: string; changes: Change[] }
+export interface CollectionChanges {
+  name: string
+  changes: Change[]
+}
 /** A range bound; undefined = unbounded on that side. */
 export type Bound = { key: Uint8Array; inclusive: boolean } | undefined
 
 /** A decoded, checked tree page. */
-export type TreeNode =
-  | { kind: 2; page: number; entries: LeafEntry[] }
-  | { kind: 3; page: number; keys: Uint8Array[]; children: number[] }
+export type TreeNode = { kind: 2; page: number; entries: LeafEntry[] } | { kind: 3; page: number; keys: Uint8Array[]; children: number[] }
 
 /** Where the tree code gets pages from (the store's cache); every method throws KESTREL_CORRUPT. */
 export interface PageSource {
@@ -85,17 +108,21 @@ function validateChanges(lsn: number, changes: readonly CollectionChanges[]): Ui
     const col = changes[c]!
     const name = utf8.encode(col.name)
     if (name.length > KEY_BYTES_MAX) throw invalid(`collection name ${JSON.stringify(col.name)} is ${name.length} bytes > ${KEY_BYTES_MAX}`)
-    if (name.includes(0)) throw invalid(`collection name ${JSON.stringify(col.name)} contains a 0x00 byte (index trees are derived by the checkpoint, never given)`)
+    if (name.includes(0))
+      throw invalid(`collection name ${JSON.stringify(col.name)} contains a 0x00 byte (index trees are derived by the checkpoint, never given)`)
     if (c > 0 && compareBytes(names[c - 1]!, name) >= 0) throw invalid(`collections not sorted by name bytewise at ${JSON.stringify(col.name)}`)
     if (col.changes.length === 0) throw invalid(`collection ${JSON.stringify(col.name)} has no changes`)
     for (let i = 0; i < col.changes.length; i++) {
       const ch = col.changes[i]!
       if (ch.key.length > KEY_BYTES_MAX) throw invalid(`a key of ${ch.key.length} bytes > ${KEY_BYTES_MAX} in ${JSON.stringify(col.name)}`)
-      if (i > 0 && compareBytes(col.changes[i - 1]!.key, ch.key) >= 0) throw invalid(`changes of ${JSON.stringify(col.name)} not sorted by key or with a duplicate at index ${i}`)
+      if (i > 0 && compareBytes(col.changes[i - 1]!.key, ch.key) >= 0)
+        throw invalid(`changes of ${JSON.stringify(col.name)} not sorted by key or with a duplicate at index ${i}`)
       const v = ch.version
       if (v) {
-        if (!Number.isSafeInteger(v.commitId) || v.commitId < 0 || v.commitId > lsn) throw invalid(`commit id ${v.commitId} outside 0..${lsn} in ${JSON.stringify(col.name)}`)
-        if (v.value.length > STORED_VALUE_BYTES_MAX) throw invalid(`a value of ${v.value.length} bytes > ${STORED_VALUE_BYTES_MAX} in ${JSON.stringify(col.name)}`)
+        if (!Number.isSafeInteger(v.commitId) || v.commitId < 0 || v.commitId > lsn)
+          throw invalid(`commit id ${v.commitId} outside 0..${lsn} in ${JSON.stringify(col.name)}`)
+        if (v.value.length > STORED_VALUE_BYTES_MAX)
+          throw invalid(`a value of ${v.value.length} bytes > ${STORED_VALUE_BYTES_MAX} in ${JSON.stringify(col.name)}`)
       }
     }
     names.push(name)
@@ -344,7 +371,10 @@ export class PageStore implements PageSource {
     let f = 0
     // Bounded by the page count; the free list is ascending (readFreeList checks it).
     for (let p = 2; p < count; p++) {
-      if (f < free.list.length && free.list[f] === p) { f++; continue }
+      if (f < free.list.length && free.list[f] === p) {
+        f++
+        continue
+      }
       out[n++] = p
     }
     return n === out.length ? out : out.subarray(0, n)
@@ -372,9 +402,10 @@ export class PageStore implements PageSource {
     let node: TreeNode
     try {
       const h = checkHeader(bytes, page, [KIND_LEAF, KIND_BRANCH])
-      node = h.kind === KIND_LEAF
-        ? { kind: KIND_LEAF, page, entries: decodeLeaf(bytes, page, h.count).entries }
-        : { kind: KIND_BRANCH, page, ...decodeBranch(bytes, page, h.count) }
+      node =
+        h.kind === KIND_LEAF
+          ? { kind: KIND_LEAF, page, entries: decodeLeaf(bytes, page, h.count).entries }
+          : { kind: KIND_BRANCH, page, ...decodeBranch(bytes, page, h.count) }
     } catch (err) {
       rethrow(err)
     }

@@ -4,8 +4,15 @@
  */
 import type { KestrelError } from '../../../errors.js'
 import {
-  BODY_BYTES, KIND_LEAF, KIND_OVERFLOW, PageDefect, compareBytes, corruptPage, decodeCatalogValue,
-  type LeafEntry, type PageMeta,
+  BODY_BYTES,
+  KIND_LEAF,
+  KIND_OVERFLOW,
+  PageDefect,
+  compareBytes,
+  corruptPage,
+  decodeCatalogValue,
+  type LeafEntry,
+  type PageMeta,
 } from '../../../format/page_layout.js'
 import { readFreeList } from './allocator.js'
 import type { Bound, PageSource } from './index.js'
@@ -104,10 +111,7 @@ export function readValue(src: PageSource, e: LeafEntry): Uint8Array {
  * Visit the entries of the tree at `root` within [lower, upper] in key order (or reverse), at
  * most `max` of them. Branches are pruned by their keys: child i holds keys in [key_i, key_i+1).
  */
-export function range(
-  src: PageSource, root: number, lower: Bound, upper: Bound, reverse: boolean, max: number,
-  visit: (e: LeafEntry) => void,
-): void {
+export function range(src: PageSource, root: number, lower: Bound, upper: Bound, reverse: boolean, max: number, visit: (e: LeafEntry) => void): void {
   if (root === 0 || !(max > 0)) return
   let seen = 0
   const beyondUpper = (key: Uint8Array): boolean => {
@@ -180,7 +184,11 @@ function catalogValue(e: LeafEntry, page: number): { root: number; records: numb
 }
 
 /** A catalog entry: a collection's root page and live records. */
-export interface CatalogEntry { name: string; root: number; records: number }
+export interface CatalogEntry {
+  name: string
+  root: number
+  records: number
+}
 
 /** Look a collection up in the catalog. */
 export function catalogGet(src: PageSource, catalogRoot: number, name: Uint8Array): { root: number; records: number } | undefined {

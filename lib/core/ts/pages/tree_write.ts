@@ -5,9 +5,22 @@
  * (`pages/tree_write.rs`) must produce an identical file from the same input.
  */
 import {
-  BODY_BYTES, FREE_NUMBERS_PER_PAGE, INLINE_VALUE_BYTES_MAX, KIND_LEAF, branchEntryBytes, compareBytes,
-  corruptPage, encodeBranch, encodeCatalogValue, encodeFree, encodeLeaf, encodeOverflow, leafEntryBytes, pack,
-  type LeafEntry, type PageMeta,
+  BODY_BYTES,
+  FREE_NUMBERS_PER_PAGE,
+  INLINE_VALUE_BYTES_MAX,
+  KIND_LEAF,
+  branchEntryBytes,
+  compareBytes,
+  corruptPage,
+  encodeBranch,
+  encodeCatalogValue,
+  encodeFree,
+  encodeLeaf,
+  encodeOverflow,
+  leafEntryBytes,
+  pack,
+  type LeafEntry,
+  type PageMeta,
 } from '../../../format/page_layout.js'
 import { Allocator } from './allocator.js'
 import { deriveIndexChanges } from './derive.js'
@@ -38,13 +51,18 @@ export interface Built {
 }
 
 /** A (first key, page) pair: one entry of a branch's entry list. */
-interface Child { key: Uint8Array; page: number }
+interface Child {
+  key: Uint8Array
+  page: number
+}
 
 /** A checkpoint build pauses (lets the event loop run, see `runSlices`) every this many pages. */
 const PAGES_PER_PAUSE = 64
 
 /** A leaf entry on its way into a new page; `fresh` = a new overflow value still to be written. */
-interface Pending extends LeafEntry { fresh: Uint8Array | undefined }
+interface Pending extends LeafEntry {
+  fresh: Uint8Array | undefined
+}
 
 /**
  * Steps 2–4 of the spec: the deterministic copy-on-write apply of one checkpoint's changes, tree
@@ -55,7 +73,11 @@ class TreeWriter {
   /** Live-record change of the collection being applied. */
   delta = 0
 
-  constructor(readonly src: PageSource, readonly alloc: Allocator, readonly seq: number) {}
+  constructor(
+    readonly src: PageSource,
+    readonly alloc: Allocator,
+    readonly seq: number,
+  ) {}
 
   emit(page: number, bytes: Uint8Array): void {
     this.pages.set(page, bytes)
@@ -86,7 +108,14 @@ class TreeWriter {
     const add = (op: Change): void => {
       const v = op.version!
       const inline = v.value.length <= INLINE_VALUE_BYTES_MAX
-      out.push({ key: op.key, commitId: v.commitId, length: v.value.length, inline: inline ? v.value : undefined, overflow: 0, fresh: inline ? undefined : v.value })
+      out.push({
+        key: op.key,
+        commitId: v.commitId,
+        length: v.value.length,
+        inline: inline ? v.value : undefined,
+        overflow: 0,
+        fresh: inline ? undefined : v.value,
+      })
     }
     // Merge; bounded: every iteration advances i or j.
     while (i < old.length || j < ops.length) {
@@ -97,7 +126,10 @@ class TreeWriter {
         out.push({ ...e!, fresh: undefined })
         i++
       } else if (c > 0) {
-        if (op!.version) { add(op!); this.delta++ }
+        if (op!.version) {
+          add(op!)
+          this.delta++
+        }
         j++
       } else {
         dropped.push(e!)
@@ -130,7 +162,12 @@ class TreeWriter {
    * apply() on a branch up to (not including) packing: the new entry list. `low` is the branch's
    * own smallest key, the key of its entry 0 (passed down from the parent; empty at the root).
    */
-  *branchEntries(node: { page: number; keys: readonly Uint8Array[]; children: readonly number[] }, ops: readonly Change[], low: Uint8Array, depth: number): Generator<void, Child[]> {
+  *branchEntries(
+    node: { page: number; keys: readonly Uint8Array[]; children: readonly number[] },
+    ops: readonly Change[],
+    low: Uint8Array,
+    depth: number,
+  ): Generator<void, Child[]> {
     if (depth >= DEPTH_MAX) throw tooDeep(node.page)
     const list: Child[] = []
     let j = 0
@@ -164,7 +201,15 @@ class TreeWriter {
     const groups = pack(list, (c, first) => branchEntryBytes(first ? 0 : c.key.length))
     return groups.map((g) => {
       const page = this.alloc.alloc()
-      this.emit(page, encodeBranch(g.map((c) => c.key), g.map((c) => c.page), this.seq, page))
+      this.emit(
+        page,
+        encodeBranch(
+          g.map((c) => c.key),
+          g.map((c) => c.page),
+          this.seq,
+          page,
+        ),
+      )
       return { key: g[0]!.key, page }
     })
   }
@@ -240,7 +285,10 @@ export function* buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, 
     const root = yield* b.applyRoot(current.root, changes[c]!.changes)
     const count = current.records + b.delta
     if ((root === 0) !== (count === 0) || count < 0) {
-      throw corruptPage(current.root || meta.catalogRoot, `collection ${JSON.stringify(changes[c]!.name)} holds a different number of records than its catalog entry says (${current.records})`)
+      throw corruptPage(
+        current.root || meta.catalogRoot,
+        `collection ${JSON.stringify(changes[c]!.name)} holds a different number of records than its catalog entry says (${current.records})`,
+      )
     }
     // The meta counts the records of collections, not the entries of index trees.
     if (!name.includes(0)) records += b.delta

@@ -74,9 +74,17 @@ export class SortedMap<V> {
         const a = this.sorted[i]
         const b = fresh[j]
         let next: string
-        if (b === undefined || (a !== undefined && a < b)) { next = a!; i++ }
-        else if (a === undefined || b < a) { next = b; j++ }
-        else { next = a; i++; j++ }
+        if (b === undefined || (a !== undefined && a < b)) {
+          next = a!
+          i++
+        } else if (a === undefined || b < a) {
+          next = b
+          j++
+        } else {
+          next = a
+          i++
+          j++
+        }
         if (this.map.has(next) && merged[merged.length - 1] !== next) merged.push(next)
       }
       this.sorted = merged

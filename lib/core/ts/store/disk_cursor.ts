@@ -37,7 +37,13 @@ export class DiskCursor {
     if (this.at < this.buffered.length) return this.buffered[this.at]
     if (this.done) return undefined
     const cursor: Bound = this.last === undefined ? undefined : { key: this.last, inclusive: false }
-    this.buffered = this.pages.range(this.tree, this.reverse ? this.lower : (cursor ?? this.lower), this.reverse ? (cursor ?? this.upper) : this.upper, this.reverse, this.chunk)
+    this.buffered = this.pages.range(
+      this.tree,
+      this.reverse ? this.lower : (cursor ?? this.lower),
+      this.reverse ? (cursor ?? this.upper) : this.upper,
+      this.reverse,
+      this.chunk,
+    )
     this.at = 0
     this.done = this.buffered.length < this.chunk
     this.chunk = Math.min(SCAN_CHUNK_ENTRIES_MAX, this.chunk * SCAN_CHUNK_GROWTH)

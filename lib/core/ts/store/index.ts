@@ -69,7 +69,11 @@ export class Store {
   scavengeCursor: ScavengeCursor | undefined
 
   /** @param pages the page store under the chains (read by read.ts too) */
-  constructor(readonly pages: PageStore, checkpointLsn = 0, records = 0) {
+  constructor(
+    readonly pages: PageStore,
+    checkpointLsn = 0,
+    records = 0,
+  ) {
     this.checkpointedLsn = checkpointLsn
     this.keep = new Keep(checkpointLsn)
     this.liveKeys = records
@@ -105,7 +109,10 @@ export class Store {
     const keys = storedKeys(value, keyBytes)
     if (typeof keys === 'string') {
       // Commits are checked before they are installed, so only a page-store value gets here.
-      throw new KestrelError(fromPages ? 'KESTREL_CORRUPT' : 'KESTREL_INVALID_ARGUMENT', `a stored value of key ${Buffer.from(orderedStringToBytes(k)).toString('hex')} is a malformed index envelope (${keys})${fromPages ? '; restore from a backup (kestrel restore <backup> <dir>)' : ''}`)
+      throw new KestrelError(
+        fromPages ? 'KESTREL_CORRUPT' : 'KESTREL_INVALID_ARGUMENT',
+        `a stored value of key ${Buffer.from(orderedStringToBytes(k)).toString('hex')} is a malformed index envelope (${keys})${fromPages ? '; restore from a backup (kestrel restore <backup> <dir>)' : ''}`,
+      )
     }
     const suffix = k + lengthSuffix(keyBytes)
     return { commitId, value, refs: keys.map((e) => ({ index: e.index, entry: bytesToOrderedString(e.key) + suffix })) }
@@ -154,10 +161,17 @@ export class Store {
       const base = chain.versions[chain.versions.length - 1]?.value
       let value: Uint8Array | undefined
       switch (op.kind) {
-        case OP_DELETE: value = undefined; break
-        case OP_APPEND: value = mergeAppend(base, op.value!); break
-        case OP_INCREMENT: value = mergeIncrement(base, op.value!); break
-        default: value = op.value!.slice()
+        case OP_DELETE:
+          value = undefined
+          break
+        case OP_APPEND:
+          value = mergeAppend(base, op.value!)
+          break
+        case OP_INCREMENT:
+          value = mergeIncrement(base, op.value!)
+          break
+        default:
+          value = op.value!.slice()
       }
       const v = this.version(commitId, value, k, op.key.length, false)
       chain.versions.push(v)
@@ -169,7 +183,10 @@ export class Store {
       // it cannot go below zero unless that count was wrong.
       this.liveKeys += (value !== undefined ? 1 : 0) - (base !== undefined ? 1 : 0)
       if (this.liveKeys < 0) {
-        throw new KestrelError('KESTREL_CORRUPT', `${op.collection}: more live records were deleted than the checkpoint counts (${PAGE_FILE} meta page); run \`kestrel verify\` and restore from a backup`)
+        throw new KestrelError(
+          'KESTREL_CORRUPT',
+          `${op.collection}: more live records were deleted than the checkpoint counts (${PAGE_FILE} meta page); run \`kestrel verify\` and restore from a backup`,
+        )
       }
       out.push({ collection: op.collection, key: op.key, commitId, value })
     }

@@ -68,7 +68,11 @@ export interface Released {
 export function prune(vs: Version[], keep: Keep, collection: string, overlay: Overlay): Released {
   const above = keep.above
   let atHorizon = -1
-  for (let i = vs.length - 1; i >= 0; i--) if (vs[i]!.commitId <= above) { atHorizon = i; break }
+  for (let i = vs.length - 1; i >= 0; i--)
+    if (vs[i]!.commitId <= above) {
+      atHorizon = i
+      break
+    }
   if (atHorizon <= 0) return { versions: 0, bytes: 0 }
   // Versions 0 … atHorizon-1 leave unless a pinned snapshot reads one of them. Bounded by the
   // chain and by the pins (both short; pins are deduplicated and below the horizon).

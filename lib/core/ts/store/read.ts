@@ -16,7 +16,10 @@ import type { Store } from './index.js'
 import { splitEntry } from './overlay.js'
 
 /** Bounds in latin1-string form: `incl` = the bound itself is in range. */
-interface StrBound { k: string; incl: boolean }
+interface StrBound {
+  k: string
+  incl: boolean
+}
 
 /**
  * Walk the keys of `mem` (in memory) merged with the page-store tree `tree` within the bounds,
@@ -25,7 +28,10 @@ interface StrBound { k: string; incl: boolean }
  * returns false to stop.
  */
 function walkMerged(
-  store: Store, mem: SortedMap<unknown> | undefined, tree: string, o: CoreScanOptions,
+  store: Store,
+  mem: SortedMap<unknown> | undefined,
+  tree: string,
+  o: CoreScanOptions,
   visit: (key: string, inMemory: boolean, disk: PageEntry | undefined) => boolean,
 ): void {
   const lower: StrBound | undefined = o.gte ? { k: bytesToOrderedString(o.gte), incl: true } : o.gt ? { k: bytesToOrderedString(o.gt), incl: false } : undefined
@@ -65,7 +71,10 @@ function walkMerged(
     else takeMem = o.reverse ? mk >= dk! : mk <= dk!
     let go: boolean
     if (takeMem) {
-      if (d !== undefined && dk === mk) { disk.pop(); dk = undefined } // memory answers for a key it holds
+      if (d !== undefined && dk === mk) {
+        disk.pop()
+        dk = undefined
+      } // memory answers for a key it holds
       i += step
       go = visit(mk!, true, undefined)
     } else {
@@ -112,7 +121,10 @@ export function find(store: Store, collection: string, index: string, o: CoreSca
     const split = splitEntry(entry)
     if (!split) {
       // Memory only holds entries it made: this one comes from the page store.
-      throw new KestrelError('KESTREL_CORRUPT', `an entry of index ${JSON.stringify(index)} of collection ${JSON.stringify(collection)} (${entry.length} bytes) has a primary-key length that does not fit; restore from a backup (kestrel restore <backup> <dir>)`)
+      throw new KestrelError(
+        'KESTREL_CORRUPT',
+        `an entry of index ${JSON.stringify(index)} of collection ${JSON.stringify(collection)} (${entry.length} bytes) has a primary-key length that does not fit; restore from a backup (kestrel restore <backup> <dir>)`,
+      )
     }
     const { ik, pk } = split
     const chain = c?.map.get(pk)
@@ -128,7 +140,10 @@ export function find(store: Store, collection: string, index: string, o: CoreSca
       if (onDisk && onDisk.commitId <= snapshot && onDisk.value[0] === ENVELOPE_TAG) {
         const keys = storedKeys(onDisk.value, pkBytes.length)
         if (typeof keys === 'string') {
-          throw new KestrelError('KESTREL_CORRUPT', `a stored value of key ${Buffer.from(pkBytes).toString('hex')} in collection ${JSON.stringify(collection)} is a malformed index envelope (${keys}); restore from a backup (kestrel restore <backup> <dir>)`)
+          throw new KestrelError(
+            'KESTREL_CORRUPT',
+            `a stored value of key ${Buffer.from(pkBytes).toString('hex')} in collection ${JSON.stringify(collection)} is a malformed index envelope (${keys}); restore from a backup (kestrel restore <backup> <dir>)`,
+          )
         }
         if (keys.some((e) => e.index === index && bytesToOrderedString(e.key) === ik)) out.push([pkBytes, envelopeValue(onDisk.value)])
       }

@@ -80,7 +80,10 @@ export function scavenge(store: Store, o: CoreScavengeOptions): CoreScavengeStep
   // Bounded by visitMax (and the pass's end).
   while (visited < visitMax) {
     const next = nextChain(store)
-    if (!next) { done = true; break }
+    if (!next) {
+      done = true
+      break
+    }
     const [name, chains, key, chain] = next
     visited++
     prunedVersions += store.prune(name, chain)
