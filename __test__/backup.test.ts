@@ -226,7 +226,7 @@ describe.each(ENGINES)('backup (%s)', (engine) => {
     const seg = readdirSync(join(dest, 'log'))[0]!
     const path = join(dest, 'log', seg)
     const bytes = readFileSync(path)
-    bytes[32 + 20] ^= 0xff
+    bytes[32 + 20] = bytes[32 + 20]! ^ 0xff
     writeFileSync(path, bytes)
     await expectCode(() => restore(dest, tempDir('t3')), 'KESTREL_CORRUPT')
   })

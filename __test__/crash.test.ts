@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open } from '../lib/index.js'
-import { ENGINES, other, tempDir } from './helpers.js'
+import { ENGINES, other, rng, tempDir } from './helpers.js'
 
 const CHILD = fileURLToPath(new URL('./fixtures/crash-child.mjs', import.meta.url))
 const ROUNDS = process.env.KESTREL_SOAK ? 200 : 20
@@ -51,8 +51,7 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
       const everAcked = new Set<number>()
       let ackedTotal = 0
       let survivorsTotal = 0
-      let seed = 12345
-      const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+      const random = rng(12345)
       for (let round = 0; round < ROUNDS; round++) {
         if (round > 0 && round % 20 === 0) dir = tempDir()
         const acked = await runAndKill(dir, engine, 1 + Math.floor(random() * 32), Math.floor(random() * 250))

@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { open, type Database } from '../lib/index.js'
 import { holdSyncs, openWithFaults, simulateCrash } from '../lib/testing.js'
-import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+import { ENGINES, expectCode, other, rng, tempDir } from './helpers.js'
 
 async function put(db: Database, key: string, value: unknown): Promise<bigint> {
   const tx = db.begin()
@@ -132,8 +132,7 @@ describe.each(ENGINES)('fault injection [%s]', (engine) => {
   })
 
   it('fake-disk crash at random moments: acknowledged commits survive, transactions stay whole', async () => {
-    let seed = 99
-    const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+    const random = rng(99)
     for (let round = 0; round < 15; round++) {
       const dir = tempDir()
       const db = await openWithFaults(dir, { engine, faults: {} })

@@ -143,7 +143,7 @@ describe('differential: one random stream on both engines', () => {
     expect(native.log.some((l) => l.startsWith('commit failed KESTREL_CONFLICT'))).toBe(true)
     expect(ts.log).toEqual(native.log)
     expect(ts.bytes.length).toBe(native.bytes.length)
-    ts.bytes.forEach((b, i) => expect(b.equals(native.bytes[i]!), `segment ${i} bytes`).toBe(true))
+    for (const [i, b] of ts.bytes.entries()) expect(b.equals(native.bytes[i]!), `segment ${i} bytes`).toBe(true)
     expect(native.pages.length).toBeGreaterThan(3 * 4096)
     expect(ts.pages.equals(native.pages), 'pages.kdb bytes').toBe(true)
   })

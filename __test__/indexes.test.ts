@@ -92,7 +92,7 @@ describe.each(ENGINES)('secondary indexes [%s]', (engine) => {
     const client5 = db.snapshot() // sees 'C'
     expect(found(client5, t3, 'byF1', 'C')).toEqual([1])
     await set('-')
-    ;['-', 'A', 'B', 'C'].forEach((f1, i) => expect(found(early[i]!, t3, 'byF1', f1)).toEqual([1]))
+    for (const [i, f1] of ['-', 'A', 'B', 'C'].entries()) expect(found(early[i]!, t3, 'byF1', f1)).toEqual([1])
     for (const v of early.slice(0, 4)) v.close()
     // The forced scavenge: the first four versions leave (the fifth is client3's); then again after a
     // checkpoint, so that the page store's index trees are involved too.

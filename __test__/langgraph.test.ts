@@ -71,7 +71,7 @@ describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
     expect(new Set(children).size).toBe(2) // two different parents: a chain root → x → y
     // An explicit fork from an older checkpoint keeps the parent it names.
     const fork = await a.put(root, checkpoint(3), { source: 'fork', step: 1, parents: {} }, { n: 4 })
-    expect((await a.getTuple(fork))?.parentConfig?.configurable?.checkpoint_id).toBe(root.configurable.checkpoint_id)
+    expect((await a.getTuple(fork))?.parentConfig?.configurable?.checkpoint_id).toBe(root.configurable!.checkpoint_id)
     await a.close()
     await b.close()
   })
@@ -100,7 +100,7 @@ describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
     for (const name of ['lg:checkpoints', 'lg:blobs', 'lg:writes', 'lg:heads', 'lg:threads']) {
       expect([...db.begin().scan(db.collection(name), { prefix: ['gone', ''] })], name).toEqual([])
     }
-    expect((await saver.getTuple(keep))?.checkpoint.id).toBe(keep.configurable.checkpoint_id)
+    expect((await saver.getTuple(keep))?.checkpoint.id).toBe(keep.configurable!.checkpoint_id)
     await saver.close()
   })
 

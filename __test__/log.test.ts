@@ -162,7 +162,7 @@ describe.each(ENGINES)('serial log [%s]', (engine) => {
 
   it('a flipped byte in the middle of the log is KESTREL_CORRUPT naming segment and offset', async () => {
     const dir = tempDir()
-    let db = await open(dir, { engine })
+    const db = await open(dir, { engine })
     await commitSequential(db, 10)
     await db.close()
     const name = segments(dir)[0]!

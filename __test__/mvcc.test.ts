@@ -245,7 +245,7 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
     const db = await open(tempDir(), { engine })
     const c = db.collection<number>('counters')
     const txs = Array.from({ length: 10 }, () => db.begin())
-    txs.forEach((tx, i) => tx.increment(c, 'hits', i + 1))
+    for (const [i, tx] of txs.entries()) tx.increment(c, 'hits', i + 1)
     await Promise.all(txs.map((tx) => tx.commit()))
     expect(db.begin().get(c, 'hits')).toBe(55)
     const merge = db.begin()
@@ -287,8 +287,8 @@ describe.each(ENGINES)('snapshot isolation [%s]', (engine) => {
 
   it('a resolver that returns garbage or throws is a clear error', async () => {
     const db = await open(tempDir(), { engine })
-    const bad = db.collection('bad', { resolver: () => () => 1 })
-    const boom = db.collection('boom', {
+    const bad = db.collection<unknown>('bad', { resolver: () => () => 1 })
+    const boom = db.collection<unknown>('boom', {
       resolver: () => {
         throw new Error('nope')
       },

@@ -32,7 +32,10 @@ function bytes(length: number, seed: number): Uint8Array {
 function applyModel(model: Model, changes: CollectionChanges[]): void {
   for (const c of changes) {
     let m = model.get(c.name)
-    if (!m) model.set(c.name, (m = new Map()))
+    if (!m) {
+      m = new Map()
+      model.set(c.name, m)
+    }
     for (const ch of c.changes) {
       if (ch.version) m.set(k2s(ch.key), { commitId: ch.version.commitId, value: ch.version.value })
       else m.delete(k2s(ch.key))
@@ -135,7 +138,10 @@ function randomChanges(s: Scenario, names: string[], keyMin: number, keyMax: num
   const victim = mode !== 'plain' ? chosen[Math.floor(r() * chosen.length)] : undefined
   for (const name of chosen.sort(nameOrder)) {
     let pool = used.get(name)
-    if (!pool) used.set(name, (pool = new Set()))
+    if (!pool) {
+      pool = new Set()
+      used.set(name, pool)
+    }
     const byKey = new Map<string, Change>()
     if (name === victim) {
       const live = [...(model.get(name)?.keys() ?? [])].sort()
@@ -634,7 +640,7 @@ describe('page store: corruption and versions', () => {
 // ---------------------------------------------------------------------------------------------
 // Golden scenario: the Rust twin runs the same input; the digests must match.
 
-const kname = (i: number): Uint8Array => utf8.encode('k' + String(i).padStart(5, '0'))
+const kname = (i: number): Uint8Array => utf8.encode(`k${String(i).padStart(5, '0')}`)
 
 function goldenInput(cp: number): CollectionChanges[] {
   if (cp === 1) {
@@ -642,7 +648,7 @@ function goldenInput(cp: number): CollectionChanges[] {
     for (let j = 0; j < 5; j++) {
       const value = new Uint8Array(5000 * (j + 1))
       for (let p = 0; p < value.length; p++) value[p] = (j * 7 + p) % 256
-      big.push({ key: utf8.encode('x' + j), version: { commitId: 10, value } })
+      big.push({ key: utf8.encode(`x${j}`), version: { commitId: 10, value } })
     }
     const users: Change[] = []
     for (let i = 0; i < 3000; i++) {

@@ -347,7 +347,10 @@ function expectedTrees(model: MModel, prev: Trees): Trees {
         const name = `${c}\u0000${k.index}`
         const e = k2s(indexEntryKey(k.key, s2k(pk)))
         let t = out.get(name)
-        if (!t) out.set(name, (t = new Map()))
+        if (!t) {
+          t = new Map()
+          out.set(name, t)
+        }
         t.set(e, prev.get(name)?.get(e) ?? v.commitId)
       }
     }
@@ -514,7 +517,7 @@ describe('ts core: find against brute force', () => {
       trees = expectedTrees(model, trees)
       core.setHorizon(Number(core.lastCommitId()), false)
       core.setAgeGroup(core.stats().ageGroup + 1)
-      let st
+      let st: ReturnType<typeof core.scavenge>
       // Bounded: one full pass.
       do st = core.scavenge({ retireAgeMax: core.stats().ageGroup, targetBytes: 0, visitMax: 7 })
       while (!st.done)
@@ -616,7 +619,10 @@ describe('ts page store: the indexed golden scenario', () => {
           const name = `users\u0000${k.index}`
           const e = k2s(indexEntryKey(k.key, s2k(pk)))
           let t = next.get(name)
-          if (!t) next.set(name, (t = new Map()))
+          if (!t) {
+            t = new Map()
+            next.set(name, t)
+          }
           t.set(e, index.get(name)?.get(e) ?? cid)
         }
       }

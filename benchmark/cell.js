@@ -16,4 +16,4 @@ try {
 }
 // Exit explicitly: a store that leaves a handle open must not keep the cell alive until the
 // parent's timeout.
-process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0))
+process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0))

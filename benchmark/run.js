@@ -42,7 +42,7 @@ const resultFile = (w) => join(RESULTS_DIR, `${w.id.toLowerCase()}.json`)
 function renderResults(current) {
   const header =
     current.workloads.length > 0
-      ? `Last run: ${current.date}${current.quick ? ' (\`--quick\`)' : ''}, workloads ${current.workloads.join(', ')}, ${fmt(current.tookS)} s in all.`
+      ? `Last run: ${current.date}${current.quick ? ' (`--quick`)' : ''}, workloads ${current.workloads.join(', ')}, ${fmt(current.tookS)} s in all.`
       : `Rendered ${current.date} from the saved results (\`--report\`).`
   const lines = [
     '# Benchmark results',
@@ -106,7 +106,8 @@ async function main() {
       benchDir: BENCH_DIR,
       // Built on first use: only the durable-commit workloads need the disk limit.
       get limitBinary() {
-        return (limitBinary ??= ensureLimitBinary(ROOT_DIR))
+        limitBinary ??= ensureLimitBinary(ROOT_DIR)
+        return limitBinary
       },
       cell(contestant, param, { timeoutMs }) {
         if (kestrelError && KESTREL.includes(contestant)) return { error: kestrelError }
@@ -120,7 +121,7 @@ async function main() {
     const tookS = (Date.now() - workloadStarted) / 1000
     writeFileSync(
       resultFile(w),
-      JSON.stringify({ workload: w.id, date, machine: info, quick: opts.quick, durationMs, warmupMs, tookS, ...raw }, null, 2) + '\n',
+      `${JSON.stringify({ workload: w.id, date, machine: info, quick: opts.quick, durationMs, warmupMs, tookS, ...raw }, null, 2)}\n`,
     )
   }
   // The single-file format of earlier versions is replaced by one file per workload.

@@ -76,7 +76,7 @@ export class Collection<T = unknown> {
 
 // Control characters are reserved: 0x00 separates a collection from its index names in the page
 // store, and 0x01 starts the engine's own collections.
-// eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: it finds the control characters a name may not contain
 const CONTROL = /[\u0000-\u001f]/
 
 /** Check a collection name: 1 to 255 UTF-8 bytes, no control characters. */

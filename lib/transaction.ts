@@ -234,7 +234,10 @@ export class Transaction {
     const bytes = encodeValue(value)
     const registry = this.coordinator.indexes
     const states = registry.of(name)
-    if (!states) return this.record({ kind: OP_PUT, collection: name, key: k, value: bytes })
+    if (!states) {
+      this.record({ kind: OP_PUT, collection: name, key: k, value: bytes })
+      return
+    }
     this.record({ kind: OP_PUT, collection: name, key: k, value: bytes, index: indexKeysOf(states, value, k), gen: registry.generation })
   }
 
@@ -273,13 +276,19 @@ export class Transaction {
     const k = encodeKey(key)
     encodeValue([item]) // refuse what cannot be stored now, not at commit
     const w = this.own(name, k)
-    if (w?.kind === OP_APPEND) return this.record({ ...w, items: [...w.items!, item] })
+    if (w?.kind === OP_APPEND) {
+      this.record({ ...w, items: [...w.items!, item] })
+      return
+    }
     if (w?.kind === OP_INCREMENT) throw this.mixed(name, key, 'append to', 'incremented')
     const current = w ? this.resolveRead(w, undefined) : this.resolveRead(undefined, this.base(name, k))
     if (current !== undefined && !Array.isArray(current)) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot append to ${name} ${String(key)}: it holds a ${typeof current}, not a list; put a list first`)
     }
-    if (w) return this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue([...((current as unknown[] | undefined) ?? []), item]) })
+    if (w) {
+      this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue([...((current as unknown[] | undefined) ?? []), item]) })
+      return
+    }
     this.record({ kind: OP_APPEND, collection: name, key: k, items: [item] })
   }
 
@@ -295,13 +304,19 @@ export class Transaction {
     }
     const k = encodeKey(key)
     const w = this.own(name, k)
-    if (w?.kind === OP_INCREMENT) return this.record({ ...w, delta: w.delta! + delta })
+    if (w?.kind === OP_INCREMENT) {
+      this.record({ ...w, delta: w.delta! + delta })
+      return
+    }
     if (w?.kind === OP_APPEND) throw this.mixed(name, key, 'increment', 'appended to')
     const current = w ? this.resolveRead(w, undefined) : this.resolveRead(undefined, this.base(name, k))
     if (current !== undefined && typeof current !== 'number') {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot increment ${name} ${String(key)}: it holds a ${typeof current}, not a number`)
     }
-    if (w) return this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue(((current as number | undefined) ?? 0) + delta) })
+    if (w) {
+      this.record({ kind: OP_PUT, collection: name, key: k, value: encodeValue(((current as number | undefined) ?? 0) + delta) })
+      return
+    }
     this.record({ kind: OP_INCREMENT, collection: name, key: k, delta })
   }
 
@@ -444,33 +459,29 @@ export class Transaction {
   }
 
   /** Validation passes from `first` on; `waited`: the handle may have closed meanwhile. */
-  private submitFrom(writes: Write[], first: number, waited: boolean): Submitted | Promise<Submitted> {
+  private submitFrom(writes: Write[], pass: number, waited: boolean): Submitted | Promise<Submitted> {
     if (waited) this.host.assertOpen()
-    const coordinator = this.coordinator
-    // Bounded: each pass either submits, throws, or waits for something to settle and goes on
-    // with the next pass.
-    for (let pass = first; ; pass++) {
-      if (pass >= RESOLVE_PASSES_MAX) {
-        throw new ConflictError(
-          writes[0]!.collection,
-          decodeKey(writes[0]!.key),
-          'write conflict: the keys stayed contended while resolving; retry the transaction',
-        )
-      }
-      const preparing = this.preparingIndex()
-      if (preparing) return preparing.then(() => this.submitFrom(writes, pass + 1, true))
-      const slots: Array<{ slot: string; merge: boolean }> = []
-      const opIndex: Array<readonly IndexKey[] | undefined> = []
-      const ops = this.validate(writes, slots, opIndex)
-      if (!Array.isArray(ops)) return ops.then(() => this.submitFrom(writes, pass + 1, true))
-      this.checkUnique(ops, opIndex, slots)
-      // Validation and submission happen in one synchronous step: no other commit of this
-      // process can slip in between (I1/I3 rely on it).
-      const payload = encodeCommit(ops)
-      const done = coordinator.core.commit(payload)
-      coordinator.track(slots, done)
-      return { done, bytes: payload.length }
+    // Bounded: every wait below comes back here with the next pass.
+    if (pass >= RESOLVE_PASSES_MAX) {
+      throw new ConflictError(
+        writes[0]!.collection,
+        decodeKey(writes[0]!.key),
+        'write conflict: the keys stayed contended while resolving; retry the transaction',
+      )
     }
+    const preparing = this.preparingIndex()
+    if (preparing) return preparing.then(() => this.submitFrom(writes, pass + 1, true))
+    const slots: Array<{ slot: string; merge: boolean }> = []
+    const opIndex: Array<readonly IndexKey[] | undefined> = []
+    const ops = this.validate(writes, slots, opIndex)
+    if (!Array.isArray(ops)) return ops.then(() => this.submitFrom(writes, pass + 1, true))
+    this.checkUnique(ops, opIndex, slots)
+    // Validation and submission happen in one synchronous step: no other commit of this
+    // process can slip in between (I1/I3 rely on it).
+    const payload = encodeCommit(ops)
+    const done = this.coordinator.core.commit(payload)
+    this.coordinator.track(slots, done)
+    return { done, bytes: payload.length }
   }
 
   /** A unique index of a collection this transaction writes that is getting ready for its build, if any. */

@@ -321,7 +321,7 @@ if (subset) console.log(`   (only the platform packages built here; the release 
 for (const s of skipped) console.log(`   not built here: ${s.platform} — ${s.why}`)
 writeFileSync(
   join(RELEASE, 'manifest.json'),
-  JSON.stringify(
+  `${JSON.stringify(
     {
       version: pkg.version,
       main: main.filename,
@@ -330,7 +330,7 @@ writeFileSync(
     },
     null,
     2,
-  ) + '\n',
+  )}\n`,
 )
 rmSync(STAGE, { recursive: true, force: true })
 if (bad) fail('a tarball is over its size budget')

@@ -1,7 +1,7 @@
 // The in-memory limit for reads: a plain Map plus a sorted key array for scans. Options:
 //   index: { field }   W6: a second Map from value[field] to the keys holding it
 //   scans: false       W9: no sorted key array (scan100 is then unavailable), the Map alone
-export async function open(dir, { index, scans = true } = {}) {
+export async function open(_dir, { index, scans = true } = {}) {
   const map = new Map()
   const byField = new Map()
   let sorted = []

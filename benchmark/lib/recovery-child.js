@@ -123,5 +123,5 @@ async function openAndCount() {
 }
 
 if (mode === 'write') await write()
-else if (mode === 'open') process.stdout.write(JSON.stringify(await openAndCount()) + '\n')
+else if (mode === 'open') process.stdout.write(`${JSON.stringify(await openAndCount())}\n`)
 else throw new Error(`unknown mode ${mode}`)

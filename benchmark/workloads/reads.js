@@ -18,7 +18,10 @@ export async function loadRecords(store, records) {
 /** A deterministic pseudo-random record index in 0 … records − 1 per call. */
 export function randomIndexes(records) {
   let x = 12345
-  return () => (x = (x * 1103515245 + 12345) & 0x7fffffff) % records
+  return () => {
+    x = (x * 1103515245 + 12345) & 0x7fffffff
+    return x % records
+  }
 }
 
 /** Child side; `param` is the record count. */

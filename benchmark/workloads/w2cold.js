@@ -28,7 +28,7 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
     if (reader.get(key(i))?.i !== i) throw new Error(`record ${i} missing or wrong after reopen`)
   }
   // No warm-up: the first reads after the reopen are the cold ones, shown apart.
-  let t0 = performance.now()
+  const t0 = performance.now()
   for (let i = 0; i < FIRST_READS; i++) read()
   const firstReadsPerSec = FIRST_READS / ((performance.now() - t0) / 1000)
   const readsPerSec = throughput(read, durationMs)

@@ -12,7 +12,10 @@ const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3']
 /** A zipfian sampler over [0, n) (Gray et al.'s method), deterministic. */
 function zipf(n, theta, seed) {
   let x = seed
-  const rand = () => (x = (x * 1103515245 + 12345) & 0x7fffffff) / 0x80000000
+  const rand = () => {
+    x = (x * 1103515245 + 12345) & 0x7fffffff
+    return x / 0x80000000
+  }
   let zetan = 0
   for (let i = 1; i <= n; i++) zetan += 1 / i ** theta
   const zeta2 = 1 + 1 / 2 ** theta

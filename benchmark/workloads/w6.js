@@ -58,7 +58,7 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
       throw new Error(`lookup of record ${i} by email found ${found.length} records${found.length ? ` (first: ${JSON.stringify(found[0].key)})` : ''}`)
     }
   }
-  let t0 = performance.now()
+  const t0 = performance.now()
   while (performance.now() < t0 + warmupMs) for (let i = 0; i < 100; i++) lookup()
   // Throughput, without a clock read per lookup.
   const lookupsPerSec = throughput(lookup, durationMs)

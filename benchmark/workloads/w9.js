@@ -22,7 +22,7 @@ const CACHE_BYTES = 2 ** 31
 const PAD_BYTES = 180 // 240 base64 characters
 
 /** A fresh value per record: distinct, incompressible-looking strings (no sharing between records). */
-function valueOf(i, buf) {
+function recordValue(i, buf) {
   let x = (i * 2654435761) >>> 0 || 1
   for (let j = 0; j < buf.length; j++) {
     x ^= x << 13
@@ -74,7 +74,7 @@ export async function cell({ contestant, dir, param: records }) {
   for (let from = 0; from < records; from += BATCH) {
     const n = Math.min(BATCH, records - from)
     const entries = new Array(n)
-    for (let j = 0; j < n; j++) entries[j] = [key(from + j), valueOf(from + j, buf)]
+    for (let j = 0; j < n; j++) entries[j] = [key(from + j), recordValue(from + j, buf)]
     await store.load(entries, { batch: BATCH })
     // better-sqlite3 and js-map never yield: let the GC entries be delivered as they come.
     await turn()
@@ -189,7 +189,7 @@ export function render(raw) {
     ]
   })
   const lines = [
-    `${fmt(raw.records)} records (keys \`k0000000\`…, values \`{ i, pad }\` with a distinct 240-character pad each, about 256 bytes encoded) loaded in transactions of ${fmt(raw.batch)} into a store that keeps them all in memory — kestreldb \`cacheBytes: ${mib(raw.cacheBytes)} MiB\`, \`durability: 'sync'\`, then \`await db.checkpoint()\` (so the records are clean cached records, no longer pending changes) and \`await db.scavenge()\` before measuring; better-sqlite3 \`PRAGMA cache_size\` of ${mib(raw.cacheBytes)} MiB (its page cache) — then every record read once through one read view, so page caches hold them all. js-map holds the decoded values in a \`Map\`: the floor for keeping them as JavaScript objects. **Bytes per record = (RSS after − RSS before) / records**, both taken after forced full GCs (\`gc()\` ×3), \"before\" with the store open and empty, in the same process; the V8 heap (\`heapUsed\`) and external (\`external\`: Buffers and other memory V8 objects own outside the heap) deltas show where the bytes live. \"Store's own count\": kestreldb's \`stats().recordBytes\` / records. GC pauses: every \`gc\` performance entry (minor and major) during the load, checkpoint and read pass. Load s: load + checkpoint.`,
+    `${fmt(raw.records)} records (keys \`k0000000\`…, values \`{ i, pad }\` with a distinct 240-character pad each, about 256 bytes encoded) loaded in transactions of ${fmt(raw.batch)} into a store that keeps them all in memory — kestreldb \`cacheBytes: ${mib(raw.cacheBytes)} MiB\`, \`durability: 'sync'\`, then \`await db.checkpoint()\` (so the records are clean cached records, no longer pending changes) and \`await db.scavenge()\` before measuring; better-sqlite3 \`PRAGMA cache_size\` of ${mib(raw.cacheBytes)} MiB (its page cache) — then every record read once through one read view, so page caches hold them all. js-map holds the decoded values in a \`Map\`: the floor for keeping them as JavaScript objects. **Bytes per record = (RSS after − RSS before) / records**, both taken after forced full GCs (\`gc()\` ×3), "before" with the store open and empty, in the same process; the V8 heap (\`heapUsed\`) and external (\`external\`: Buffers and other memory V8 objects own outside the heap) deltas show where the bytes live. "Store's own count": kestreldb's \`stats().recordBytes\` / records. GC pauses: every \`gc\` performance entry (minor and major) during the load, checkpoint and read pass. Load s: load + checkpoint.`,
     '',
     ...table(headers, 'lrrrrrrrrrrrrr', rows),
     '',

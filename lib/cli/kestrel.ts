@@ -118,7 +118,7 @@ function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; d
 
 function printReport(r: VerifyReport, json: boolean): void {
   if (json) {
-    process.stdout.write(toJson(r, 2) + '\n')
+    process.stdout.write(`${toJson(r, 2)}\n`)
     return
   }
   const lines = [
@@ -142,7 +142,7 @@ function printReport(r: VerifyReport, json: boolean): void {
     ...r.notes.map((n) => `note: ${n}`),
     ...r.problems.map((p) => `problem: ${p}`),
   ]
-  process.stdout.write(lines.join('\n') + '\n')
+  process.stdout.write(`${lines.join('\n')}\n`)
 }
 
 function requireDir(dir: string): void {
@@ -162,7 +162,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (p.command) {
       case 'help':
-        process.stdout.write(USAGE + '\n')
+        process.stdout.write(`${USAGE}\n`)
         return EXIT.ok
       case 'stat': {
         need(p, ['dir'])
@@ -170,10 +170,10 @@ export async function main(argv: string[]): Promise<number> {
         const db = await open(p.args[0]!, { engine: p.engine })
         try {
           const s = db.stats()
-          if (p.json) process.stdout.write(toJson(s, 2) + '\n')
+          if (p.json) process.stdout.write(`${toJson(s, 2)}\n`)
           else {
             process.stdout.write(
-              [
+              `${[
                 `engine: ${s.engine}`,
                 `last commit: ${s.durableLsn}`,
                 `checkpoint: commit ${s.checkpointLsn}${s.checkpointLsn === 0n ? ' (none yet)' : ''}`,
@@ -181,7 +181,7 @@ export async function main(argv: string[]): Promise<number> {
                 `log: ${s.segments} segment(s)`,
                 `pages: ${s.pageCount} (${mib(s.pageCount * 4096)})`,
                 `memory: ${mib(s.recordBytes)} of records, ${s.versions} versions`,
-              ].join('\n') + '\n',
+              ].join('\n')}\n`,
             )
           }
         } finally {
@@ -219,7 +219,7 @@ export async function main(argv: string[]): Promise<number> {
           bar.done()
           process.stdout.write(
             p.json
-              ? JSON.stringify({ commitId: Number(r.commitId), bytes: r.bytes, path: r.path }) + '\n'
+              ? `${JSON.stringify({ commitId: Number(r.commitId), bytes: r.bytes, path: r.path })}\n`
               : `backed up commit ${r.commitId} (${mib(r.bytes)}) to ${r.path}\n`,
           )
         } finally {
@@ -239,7 +239,7 @@ export async function main(argv: string[]): Promise<number> {
         } finally {
           bar.done()
         }
-        process.stdout.write(p.json ? toJson(r) + '\n' : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
+        process.stdout.write(p.json ? `${toJson(r)}\n` : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
         return EXIT.ok
       }
       default:

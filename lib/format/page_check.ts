@@ -167,7 +167,10 @@ class Walker {
         ? `index ${JSON.stringify(c.name.slice(sep + 1))} of collection ${JSON.stringify(c.name.slice(0, sep))}`
         : `collection ${JSON.stringify(c.name)}`
       let counts: Map<string, number> | undefined
-      if (!isIndex) keyed.set(c.name, (counts = new Map()))
+      if (!isIndex) {
+        counts = new Map()
+        keyed.set(c.name, counts)
+      }
       const t = this.tree(c.root, what, (e, leaf, head) => {
         if (isIndex) {
           const n = e.key.length >= 2 ? (e.key[e.key.length - 2]! << 8) | e.key[e.key.length - 1]! : 0

@@ -20,7 +20,7 @@ function same(a: unknown, b: unknown): boolean {
  * other side changed, changing one entry on both sides, or deleting one entry on both sides
  * conflict. Use as `db.collection(name, { resolver: orderedMapResolver })`.
  */
-export function orderedMapResolver(ancestor: unknown, committed: unknown, mine: unknown): unknown {
+export function orderedMapResolver<T extends object>(ancestor: T | undefined, committed: T | undefined, mine: T | undefined): T | undefined {
   const base = ancestor ?? {}
   const theirs = committed ?? {}
   const ours = mine ?? {}
@@ -46,10 +46,10 @@ export function orderedMapResolver(ancestor: unknown, committed: unknown, mine: 
     if (inOurs) merged[k] = ours[k]
     else delete merged[k]
   }
-  // Keep the ordered-map property: entries in key order.
+  // Keep the ordered-map property: entries in key order. (A merge of plain objects of T's shape.)
   return Object.fromEntries(
     Object.keys(merged)
       .sort()
       .map((k) => [k, merged[k]]),
-  )
+  ) as T
 }

@@ -86,7 +86,10 @@ export function* deriveIndexChanges(src: PageSource, catalogRoot: number, change
     const trees = new Map<string, Change[]>()
     const change = (index: string, entry: Change): void => {
       let list = trees.get(index)
-      if (!list) trees.set(index, (list = []))
+      if (!list) {
+        list = []
+        trees.set(index, list)
+      }
       list.push(entry)
     }
     for (const ch of col.changes) {

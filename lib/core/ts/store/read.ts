@@ -41,7 +41,7 @@ function walkMerged(
   let start = lower ? lowerBound(keys, lower.k) : 0
   if (lower && !lower.incl && keys[start] === lower.k) start++
   let end = upper ? lowerBound(keys, upper.k) : keys.length
-  if (upper && upper.incl && keys[end] === upper.k) end++
+  if (upper?.incl && keys[end] === upper.k) end++
   const step = o.reverse ? -1 : 1
   let i = o.reverse ? end - 1 : start
   // Memory side: the next key (still in the map) within range, or undefined.
