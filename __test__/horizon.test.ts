@@ -13,7 +13,7 @@ import type { Coordinator } from '../lib/txn/coordinator.js'
 import { ENGINES, coreOf, tempDir } from './helpers.js'
 
 describe.each(ENGINES)('pinned snapshots and the horizon [%s]', (engine) => {
-  // PINNED_MAX is the ts store's constant; the Rust store's has the same value (store.rs).
+  // PINNED_MAX is the ts store's constant; the Rust store's has the same value (store/keep.rs).
   it('past PINNED_MAX pinned snapshots every one still reads its version; at the bound the rest is pruned', async () => {
     // The retention window keeps the coordinator's own horizon at 0 (its scavenger may run
     // meanwhile): only the calls below move the engine's.
