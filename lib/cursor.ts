@@ -30,27 +30,34 @@ export const CHUNK_ROWS_MAX = 1024
 type Row = [Uint8Array, Uint8Array]
 
 /**
- * The rows `fetch` returns within `bounds` (and its `limit`), chunk by chunk. `cursorOf` gives
- * the engine-order key of a row, after which the next chunk starts; `alive` throws when the
+ * The rows `fetch` returns within `bounds` (and its `limit`), chunk by chunk, each passed through
+ * `map` (one generator per read: the common lookup of one record pays for no more). `cursorOf`
+ * gives the engine-order key of a row, after which the next chunk starts; `alive` throws when the
  * reader has ended (its snapshot is no longer pinned).
  */
-export function* chunked(
+export function* chunked<R>(
   fetch: (bounds: CoreScanOptions) => Row[],
   bounds: CoreScanOptions,
   cursorOf: (row: Row) => Uint8Array,
   alive: () => void,
-): Generator<Row> {
+  map: (row: Row) => R,
+): Generator<R> {
   let remaining = bounds.limit ?? Number.POSITIVE_INFINITY
   // A read that says how many rows it wants gets them in one chunk (up to the largest).
   let chunk = bounds.limit !== undefined ? Math.min(bounds.limit, CHUNK_ROWS_MAX) : CHUNK_ROWS_FIRST
-  const b: CoreScanOptions = { ...bounds }
+  // One object for every chunk's bounds: its lower (or upper) bound moves, its limit changes.
+  const b: CoreScanOptions = { gte: bounds.gte, gt: bounds.gt, lte: bounds.lte, lt: bounds.lt, reverse: bounds.reverse, limit: 0 }
   let last: Uint8Array | undefined
   // Bounded: every round yields `want` rows and moves the cursor past them, or ends.
   while (remaining > 0) {
     alive()
     const want = Math.min(chunk, remaining)
-    const rows = fetch({ ...b, limit: want })
-    if (rows.length === 0) return
+    b.limit = want
+    const rows = fetch(b)
+    for (const row of rows) yield map(row)
+    remaining -= rows.length
+    // A short chunk is the last; most reads end here, without computing a cursor.
+    if (rows.length < want || remaining <= 0) return
     const cursor = cursorOf(rows[rows.length - 1]!)
     // A cursor that does not move would fetch the same rows again (an index key function that
     // is not pure gives a different key for the row than the one it was stored under).
@@ -61,19 +68,19 @@ export function* chunked(
       )
     }
     last = cursor
-    for (const row of rows) yield row
-    remaining -= rows.length
-    if (rows.length < want) return
     if (b.reverse) {
-      delete b.lte
+      b.lte = undefined
       b.lt = cursor
     } else {
-      delete b.gte
+      b.gte = undefined
       b.gt = cursor
     }
     chunk = Math.min(chunk * CHUNK_GROWTH, CHUNK_ROWS_MAX)
   }
 }
+
+const asRow = (row: Row): Row => row
+const asEntry = ([k, v]: Row): Entry<never> => ({ key: decodeKey(k), value: decodeValue(v) as never })
 
 /** A scan's rows: keys and values at `snapshot`, in chunks. */
 export function scanRows(core: Core, collection: string, bounds: CoreScanOptions, snapshot: number, alive: () => void): Generator<Row> {
@@ -82,12 +89,24 @@ export function scanRows(core: Core, collection: string, bounds: CoreScanOptions
     bounds,
     (row) => row[0],
     alive,
+    asRow,
   )
 }
 
-/** A lookup's rows through the engine's index entries at `snapshot`, in chunks. */
-export function findRows(core: Core, s: IndexState, plan: FindPlan, snapshot: number, alive: () => void): Generator<Row> {
-  const cursorOf = ([pk, bytes]: Row): Uint8Array => {
+/** A scan's entries, decoded, at `snapshot`, in chunks. */
+export function scanEntries<T>(core: Core, collection: string, bounds: CoreScanOptions, snapshot: number, alive: () => void): Generator<Entry<T>> {
+  return chunked(
+    (b) => core.scan(collection, b, snapshot),
+    bounds,
+    (row) => row[0],
+    alive,
+    asEntry as (row: Row) => Entry<T>,
+  )
+}
+
+/** The entry key (index key, primary key) of a lookup row, to continue after it. */
+function entryCursor(s: IndexState): (row: Row) => Uint8Array {
+  return ([pk, bytes]) => {
     const ik = indexKeyOf(s, decodeValue(bytes), pk)
     if (!ik)
       throw new KestrelError(
@@ -96,12 +115,11 @@ export function findRows(core: Core, s: IndexState, plan: FindPlan, snapshot: nu
       )
     return indexEntryKey(ik, pk)
   }
-  return chunked((b) => core.find(s.collection, s.name, b, snapshot), plan.entries, cursorOf, alive)
 }
 
-/** Entries of engine rows, decoded as they are iterated. */
-export function* entriesOf<T>(rows: Iterable<Row>): Generator<Entry<T>> {
-  for (const [k, v] of rows) yield { key: decodeKey(k), value: decodeValue(v) as T }
+/** A lookup's rows through the engine's index entries at `snapshot`, in chunks. */
+export function findRows(core: Core, s: IndexState, plan: FindPlan, snapshot: number, alive: () => void): Generator<Row> {
+  return chunked((b) => core.find(s.collection, s.name, b, snapshot), plan.entries, entryCursor(s), alive, asRow)
 }
 
 /** A transaction's own write of one key, as a read sees it: `value` undefined = deleted. */
@@ -198,7 +216,8 @@ export function* foundEntries<T>(rows: readonly FoundRow[]): Generator<Entry<T>>
  * complete there; else by reading and keying every record now.
  */
 export function findEntries<T>(core: Core, s: IndexState, plan: FindPlan, snapshot: number, alive: () => void): Iterable<Entry<T>> {
-  if (usable(s, snapshot)) return entriesOf<T>(findRows(core, s, plan, snapshot, alive))
+  if (usable(s, snapshot))
+    return chunked((b) => core.find(s.collection, s.name, b, snapshot), plan.entries, entryCursor(s), alive, asEntry as (row: Row) => Entry<T>)
   return foundEntries<T>(scanFind(core, s, plan, snapshot))
 }
 

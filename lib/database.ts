@@ -5,7 +5,7 @@ import { ConflictError, KestrelError } from './errors.js'
 import { resolveOptions, type OpenOptions } from './options.js'
 import { acquire, forget, type Lease } from './registry.js'
 import { ReadView } from './snapshot.js'
-import { entriesOf, findEntries, latestEntries, scanRows, type Entry } from './cursor.js'
+import { findEntries, latestEntries, scanEntries, type Entry } from './cursor.js'
 import { encodeKey, type Key } from './codec/key.js'
 import { decodeValue } from './codec/value.js'
 import { scanBounds, type ScanOptions } from './scan.js'
@@ -233,7 +233,7 @@ export class Database {
     const alive = (): void => {
       this.live()
     }
-    return latestEntries<T>(coordinator, 'scan', (snapshot) => entriesOf<T>(scanRows(coordinator.core, name, bounds, snapshot, alive)))
+    return latestEntries<T>(coordinator, 'scan', (snapshot) => scanEntries<T>(coordinator.core, name, bounds, snapshot, alive))
   }
 
   /**

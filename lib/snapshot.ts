@@ -2,7 +2,7 @@
 import { encodeKey, type Key } from './codec/key.js'
 import { decodeValue } from './codec/value.js'
 import { Collection } from './collection.js'
-import { entriesOf, findEntries, scanRows, type Entry } from './cursor.js'
+import { findEntries, scanEntries, type Entry } from './cursor.js'
 import { KestrelError } from './errors.js'
 import { ended, opened, type Leak } from './leaks.js'
 import { scanBounds, type ScanOptions } from './scan.js'
@@ -55,7 +55,7 @@ export class ReadView {
     const alive = (): void => {
       this.check(collection)
     }
-    return entriesOf<T>(scanRows(this.host.coordinator.core, name, scanBounds(options), this.snap, alive))
+    return scanEntries<T>(this.host.coordinator.core, name, scanBounds(options), this.snap, alive)
   }
 
   /**

@@ -29,7 +29,7 @@ import {
   type FoundRow,
 } from './txn/indexes.js'
 import { ended, opened, type Leak } from './leaks.js'
-import { entriesOf, findEntries, findRows, foundEntries, mergeFind, mergeScan, scanRows, type Entry, type OwnRow } from './cursor.js'
+import { findEntries, findRows, foundEntries, mergeFind, mergeScan, scanEntries, scanRows, type Entry, type OwnRow } from './cursor.js'
 
 /** What `commit()` resolves with. */
 export interface CommitInfo {
@@ -377,7 +377,7 @@ export class Transaction {
       this.check(collection)
     }
     const own = this.ownScanRows(name, bounds)
-    if (own.length === 0) return entriesOf<T>(scanRows(this.coordinator.core, name, bounds, this.snap, alive))
+    if (own.length === 0) return scanEntries<T>(this.coordinator.core, name, bounds, this.snap, alive)
     // Without the limit below: own deletions may remove rows.
     const rows = scanRows(this.coordinator.core, name, { ...bounds, limit: undefined }, this.snap, alive)
     return mergeScan<T>(rows, own, bounds.reverse === true, bounds.limit ?? Number.POSITIVE_INFINITY)

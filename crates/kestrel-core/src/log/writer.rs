@@ -261,15 +261,8 @@ impl Writer {
                     Code::Io,
                     format!("the log's periodic fdatasync failed ({e}); commits acknowledged in the last {} ms (durability 'relaxed') may be lost on a power failure: reopen the database to recover the last durable state", RELAXED_SYNC_INTERVAL.as_millis()),
                 );
-                {
-                    let mut q = self.shared.queue.lock().expect("queue lock");
-                    q.state = State::Failed(err.clone());
-                    q.items.clear();
-                    q.bytes = 0;
-                }
-                self.shared.room.notify_all();
                 // Every commit up to the visible LSN was acknowledged: only later ones fail.
-                (self.notify)(self.shared.visible_lsn.load(Ordering::Acquire), Some(err));
+                self.stop_acknowledging(err, self.shared.visible_lsn.load(Ordering::Acquire));
                 false
             }
         }
@@ -308,6 +301,12 @@ impl Writer {
         let err = Error::new(code, message);
         // Best effort: cut the failed batch off so that it cannot reappear after a reopen.
         let _ = self.active.truncate(len_before);
+        self.stop_acknowledging(err, batch_last_lsn);
+    }
+
+    /// After a failed write or fdatasync: refuse every queued and later commit with `err`, and
+    /// report the commits after the last acknowledged one up to `last_lsn` as failed with it.
+    fn stop_acknowledging(&mut self, err: Error, last_lsn: u64) {
         {
             let mut q = self.shared.queue.lock().expect("queue lock");
             q.state = State::Failed(err.clone());
@@ -315,6 +314,6 @@ impl Writer {
             q.bytes = 0;
         }
         self.shared.room.notify_all();
-        (self.notify)(batch_last_lsn, Some(err));
+        (self.notify)(last_lsn, Some(err));
     }
 }
