@@ -16,4 +16,5 @@ try {
 }
 // Exit explicitly: a store that leaves a handle open must not keep the cell alive until the
 // parent's timeout.
-process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0))
+// Commit ids are bigints in kestreldb's API: numbers in the JSON line.
+process.stdout.write(`${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? Number(v) : v))}\n`, () => process.exit(0))

@@ -13,3 +13,15 @@ export function summarize(latenciesMs, elapsedMs) {
     p99Ms: percentile(sorted, 0.99),
   }
 }
+
+/** What W4 and W7 keep of kestreldb's db.stats() (commit ids are bigints there; JSON wants numbers). */
+export function storeStats(s) {
+  return {
+    checkpointLsn: Number(s.checkpointLsn),
+    pageCount: s.pageCount,
+    segments: s.segments,
+    recordBytes: s.recordBytes,
+    retired: s.retired,
+    checkpoints: s.flow?.checkpoints,
+  }
+}

@@ -6,6 +6,7 @@
 import { dirname, join } from 'node:path'
 import { KESTREL, openStore } from '../contestants/index.js'
 import { diskUsage, valueSource } from '../lib/disk.js'
+import { storeStats } from '../lib/stats.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
 
 const VALUE_BYTES = 256
@@ -51,18 +52,7 @@ export async function cell({ contestant, dir, param: records }) {
     allocatedBytes: disk.allocatedBytes,
     files: disk.files,
     ...parts,
-    ...(s
-      ? {
-          stats: {
-            checkpointLsn: s.checkpointLsn,
-            pageCount: s.pageCount,
-            segments: s.segments,
-            recordBytes: s.recordBytes,
-            retired: s.retired,
-            checkpoints: s.flow?.checkpoints,
-          },
-        }
-      : {}),
+    ...(s ? { stats: storeStats(s) } : {}),
   }
 }
 

@@ -8,6 +8,7 @@ import { dirname } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openStore } from '../contestants/index.js'
 import { diskUsage, MB, valueSource } from '../lib/disk.js'
+import { storeStats } from '../lib/stats.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
 
 const CLIENTS = 64
@@ -108,18 +109,7 @@ export async function cell({ contestant, dir, param: records, durationMs, warmup
       before,
       during,
       duringVsBefore: during.commitsPerSec / before.commitsPerSec,
-      ...(s
-        ? {
-            stats: {
-              checkpointLsn: s.checkpointLsn,
-              pageCount: s.pageCount,
-              segments: s.segments,
-              recordBytes: s.recordBytes,
-              retired: s.retired,
-              checkpoints: s.flow?.checkpoints,
-            },
-          }
-        : {}),
+      ...(s ? { stats: storeStats(s) } : {}),
     }
   } finally {
     stop = true
