@@ -118,7 +118,13 @@ async function openAndCount() {
     logFileBytesAtOpen,
     checkpointMs,
     closeMs,
-    stats: { checkpointLsn: Number(s.checkpointLsn), durableLsn: Number(s.durableLsn), segments: s.segments, pageCount: s.pageCount, recordBytes: s.recordBytes },
+    stats: {
+      checkpointLsn: Number(s.checkpointLsn),
+      durableLsn: Number(s.durableLsn),
+      segments: s.segments,
+      pageCount: s.pageCount,
+      recordBytes: s.recordBytes,
+    },
   }
 }
 

@@ -39,7 +39,9 @@ export async function cell({ contestant, dir, param: records, durationMs }) {
     readsPerSec,
     firstReadsPerSec,
     reopenMs,
-    ...(s ? { stats: { recordBytes: s.recordBytes, retired: s.retired, versions: s.versions, pageCount: s.pageCount, checkpointLsn: Number(s.checkpointLsn) } } : {}),
+    ...(s
+      ? { stats: { recordBytes: s.recordBytes, retired: s.retired, versions: s.versions, pageCount: s.pageCount, checkpointLsn: Number(s.checkpointLsn) } }
+      : {}),
   }
 }
 

@@ -25,3 +25,15 @@ export function orderedStringToBytes(s: string): Uint8Array {
   const b = Buffer.from(s, 'latin1')
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
 }
+
+/** `parts` joined into one array of `total` bytes (their summed length); a lone part as it is. */
+export function concatBytes(parts: readonly Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0]!
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}

@@ -5,6 +5,7 @@
  * first, and never throws for a bad file.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { concatBytes } from '../codec/bytes.js'
 import {
   BODY_BYTES,
   FREE_NUMBERS_PER_PAGE,
@@ -366,14 +367,7 @@ class Walker {
     for (;;) {
       if (left === 0) {
         if (page !== 0) this.problem(`page ${prev}: overflow chain continues past its value (next ${page}; value in leaf ${leaf})`)
-        if (head.length === 1) return head[0]
-        const out = new Uint8Array(headBytes)
-        let at = 0
-        for (const p of head) {
-          out.set(p, at)
-          at += p.length
-        }
-        return out
+        return concatBytes(head, headBytes)
       }
       if (page === 0) {
         this.problem(`page ${prev}: overflow chain ends ${left} bytes before its value (value in leaf ${leaf})`)

@@ -2,6 +2,7 @@
  * Step 0 of a checkpoint (docs/FORMAT.md "Deriving index changes"): the index trees' changes,
  * derived from the old and new stored values of the changed records. Twin of `pages/derive.rs`.
  */
+import { concatBytes } from '../../../codec/bytes.js'
 import { ENVELOPE_TAG, indexEntryKey, type IndexKey } from '../../../format/envelope.js'
 import { BODY_BYTES, KIND_OVERFLOW, compareBytes, corruptPage, type LeafEntry } from '../../../format/page_layout.js'
 import { indexKeys } from '../../../format/stored.js'
@@ -51,14 +52,7 @@ export function readEnvelopePrefix(src: PageSource, e: LeafEntry): Uint8Array {
     }
     page = header.next
   }
-  if (parts.length === 1) return parts[0]!
-  const out = new Uint8Array(have)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
+  return concatBytes(parts, have)
 }
 
 /** The (index, key) pairs of `a` not in `b`. */
