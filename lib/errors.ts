@@ -22,6 +22,7 @@ export type KestrelErrorCode =
   | 'KESTREL_CONFLICT'
   | 'KESTREL_HISTORY_GONE'
   | 'KESTREL_UNIQUE'
+  | 'KESTREL_BEHIND'
 
 const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
   'KESTREL_NATIVE_UNAVAILABLE',
@@ -41,6 +42,7 @@ const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
   'KESTREL_CONFLICT',
   'KESTREL_HISTORY_GONE',
   'KESTREL_UNIQUE',
+  'KESTREL_BEHIND',
 ])
 
 /** Is `code` one of the stable kestreldb error codes? */

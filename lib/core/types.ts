@@ -43,6 +43,51 @@ export interface CoreOpenOptions {
   flushQueueBytes: number
   /** Bytes of batches deferred while the flusher is suspended before committers are throttled. */
   deferredBytesMax: number
+  /**
+   * Open as one of several participants sharing the directory (docs/FORMAT.md "Sharing"): the
+   * caller holds the locks, so the engine takes none; automatic checkpoints are off (the caller
+   * asks for them with `checkpoint(options)` under its checkpoint lock) and `close()` writes no
+   * final checkpoint. Absent: the engine is the directory's only user, as before.
+   */
+  sharing?: CoreSharing
+}
+
+/** Where the log ends: the next frame goes to `segment` at byte `offset`; the frame before it has LSN `lsn`. */
+export interface LogTail {
+  /** LSN of the last record before the tail (0: none). */
+  lsn: number
+  /** File name of the segment the next frame goes to, e.g. `00000000000000000001.klog`. */
+  segment: string
+  /** Byte offset in `segment` where the next frame starts (≥ the 32-byte header). */
+  offset: number
+}
+
+/** See {@link CoreOpenOptions.sharing}. */
+export interface CoreSharing {
+  /**
+   * Other participants are live: replay the log only up to this published tail, never cut or
+   * read past it, and continue writing there. Absent: recover the whole log as a sole owner does
+   * (cutting a torn tail), then continue after it.
+   */
+  tail?: LogTail
+}
+
+/** A published checkpoint: its sequence number (0: none yet) and the LSN it covers. */
+export interface CheckpointRef {
+  seq: number
+  lsn: number
+}
+
+/** How a shared participant's checkpoint may treat pages and log (see Core.checkpoint). */
+export interface CoreCheckpointOptions {
+  /**
+   * May pages of the published free list be reused? False while another participant may still
+   * read an older checkpoint: new pages then go at the end of the file, and the whole published
+   * free list is carried into the new one. Default true.
+   */
+  reuseFreePages?: boolean
+  /** Delete only log segments whose every record is below this LSN (and at or below the checkpoint). Default: no extra bound. */
+  trimBelowLsn?: number
 }
 
 /** Test-only crash points inside a checkpoint (see docs/ARCHITECTURE.md). */
@@ -197,9 +242,35 @@ export interface Core {
   stats(): CoreStats
   /**
    * Write a checkpoint of every commit visible now (waits while the flusher is suspended);
-   * resolves once it is published.
+   * resolves once it is published. Sharing: it is written on top of the newest checkpoint on
+   * disk (adopted first, see adoptCheckpoint; rejects with `KESTREL_BEHIND` when that one covers
+   * commits this engine has not applied yet — catch up and retry).
    */
-  checkpoint(): Promise<void>
+  checkpoint(options?: CoreCheckpointOptions): Promise<void>
+  /** The checkpoint this engine reads retired records from. */
+  checkpointRef(): CheckpointRef
+  /**
+   * Sharing: switch to the newest checkpoint on disk when it is newer than this engine's and
+   * covers no commit it has not applied (≤ lastCommitId): reads of retired records go to it,
+   * changes it covers stop being dirty, and the page cache is emptied (another participant may
+   * have rewritten freed pages). False when nothing changed (none newer, too new, or a
+   * checkpoint is being written).
+   */
+  adoptCheckpoint(): boolean
+  /**
+   * Where the log ends after the last acknowledged commit. Meaningful only while no commit is
+   * queued or being written.
+   */
+  logTail(): LogTail
+  /**
+   * Sharing: apply the records other participants appended, from this engine's log end up to
+   * `tail` (they are durable: visible at once), and continue writing at `tail`. With `adopt`,
+   * also take the whole frames past `tail` that a dead writer left (as crash recovery would:
+   * up to the last whole BATCH_END), make them durable (fdatasync) and apply them, and cut the
+   * rest off. Returns the payloads applied, in LSN order (the first has LSN lastCommitId()+1 as
+   * it was before the call). Only while no commit of this engine is queued or being written.
+   */
+  catchUp(tail: LogTail, adopt: boolean): Uint8Array[]
   /**
    * Suspend the flusher (reference-counted): later batches are deferred in order and no page is
    * written. Resolves once no checkpoint is being written, so the page file is stable.
