@@ -12,6 +12,7 @@ import { TsCore } from './core/ts/engine.js'
 import type { Core, CoreOpenOptions, EngineName } from './core/types.js'
 import type { EngineChoice, Retention } from './options.js'
 import { Coordinator } from './txn/coordinator.js'
+import { SharedCore } from './shared/core.js'
 
 interface Entry {
   core: Promise<Core>
@@ -59,7 +60,15 @@ function pickEngine(choice: EngineChoice): EngineName {
   }
 }
 
+/** Directories are shared between processes and threads where the named locks exist (Linux). */
+export const SHARING = process.platform === 'linux'
+
+function openEngine(dir: string, engine: EngineName, options: CoreOpenOptions): Promise<Core> {
+  return engine === 'native' ? NativeCore.open(dir, options) : TsCore.open(dir, options)
+}
+
 async function start(dir: string, engine: EngineName, options: CoreOpenOptions): Promise<Core> {
+  if (SHARING) return SharedCore.open(dir, engine, options, (o) => openEngine(dir, engine, o))
   // The native engine takes the lock itself where it can, and holds it until its threads stop.
   const lockHere = engine === 'ts' || !NATIVE_TAKES_LOCK
   if (lockHere) await acquireLock(dir, engine)
@@ -108,7 +117,11 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
   }
   const held = entry
   // The first handle's retention window holds for the engine's life in this process.
-  held.coordinator ??= new Coordinator(core, retain, options.cacheBytes)
+  if (!held.coordinator) {
+    const coordinator = new Coordinator(core, retain, options.cacheBytes)
+    if (core instanceof SharedCore) core.onForeign = (first, payloads) => coordinator.noteForeign(first, payloads)
+    held.coordinator = coordinator
+  }
   let released = false
   return {
     core,
@@ -123,7 +136,7 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
       try {
         await core.close()
       } finally {
-        await releaseLock(dir)
+        if (!SHARING) await releaseLock(dir)
       }
     },
   }

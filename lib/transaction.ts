@@ -471,17 +471,46 @@ export class Transaction {
     }
     const preparing = this.preparingIndex()
     if (preparing) return preparing.then(() => this.submitFrom(writes, pass + 1, true))
-    const slots: Array<{ slot: string; merge: boolean }> = []
+    const slots: Array<{ slot: string; merge: boolean; since?: number }> = []
     const opIndex: Array<readonly IndexKey[] | undefined> = []
     const ops = this.validate(writes, slots, opIndex)
     if (!Array.isArray(ops)) return ops.then(() => this.submitFrom(writes, pass + 1, true))
-    this.checkUnique(ops, opIndex, slots)
+    const writeSlots = slots.length
+    this.checkUnique(ops, opIndex, slots, false)
     // Validation and submission happen in one synchronous step: no other commit of this
-    // process can slip in between (I1/I3 rely on it).
+    // process can slip in between (I1/I3 rely on it). Commits of other processes that arrive
+    // before the record is written are checked for under the write lock.
     const payload = encodeCommit(ops)
-    const done = this.coordinator.core.commit(payload)
+    const done = this.coordinator.core.commit(payload, () => this.recheck(ops, opIndex, slots.slice(0, writeSlots)))
     this.coordinator.track(slots, done)
     return { done, bytes: payload.length }
+  }
+
+  /**
+   * Shared directories: the same rules as validate and checkUnique, against writes of other
+   * processes that became visible after validation (own ones were in flight then, and counted).
+   */
+  private recheck(
+    ops: readonly WriteOp[],
+    opIndex: ReadonlyArray<readonly IndexKey[] | undefined>,
+    slots: ReadonlyArray<{ slot: string; merge: boolean; since?: number }>,
+  ): Error | undefined {
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i]!
+      const newer = this.coordinator.newer(s.slot, s.since ?? this.snap)
+      if (s.merge ? newer === 2 : newer !== 0) {
+        const op = ops[i]!
+        const err = new ConflictError(op.collection, decodeKey(op.key))
+        err.slot = s.slot
+        return err
+      }
+    }
+    try {
+      this.checkUnique(ops, opIndex, [], true)
+    } catch (err) {
+      return err as Error
+    }
+    return undefined
   }
 
   /** A unique index of a collection this transaction writes that is getting ready for its build, if any. */
@@ -502,7 +531,7 @@ export class Transaction {
    */
   private validate(
     writes: Write[],
-    slots: Array<{ slot: string; merge: boolean }>,
+    slots: Array<{ slot: string; merge: boolean; since?: number }>,
     opIndex: Array<readonly IndexKey[] | undefined>,
   ): WriteOp[] | Promise<void> {
     const coordinator = this.coordinator
@@ -536,8 +565,9 @@ export class Transaction {
       }
       ops.push(op)
       opIndex.push(keys)
-      // The slot of the op actually submitted: a resolver may turn a merge into a plain write.
-      slots.push({ slot, merge: isMerge(op.kind) })
+      // The slot of the op actually submitted: a resolver may turn a merge into a plain write
+      // (checked again only against what came after the value it merged with).
+      slots.push(conflict ? { slot, merge: isMerge(op.kind), since: Number(coordinator.core.lastCommitId()) } : { slot, merge: isMerge(op.kind) })
     }
     return ops
   }
@@ -557,7 +587,12 @@ export class Transaction {
    * by a commit still in flight. Adds the claimed keys to `slots`, so that commits validated
    * after this one see them in flight. Synchronous, like validation.
    */
-  private checkUnique(ops: readonly WriteOp[], opIndex: ReadonlyArray<readonly IndexKey[] | undefined>, slots: Array<{ slot: string; merge: boolean }>): void {
+  private checkUnique(
+    ops: readonly WriteOp[],
+    opIndex: ReadonlyArray<readonly IndexKey[] | undefined>,
+    slots: Array<{ slot: string; merge: boolean }>,
+    recheck: boolean,
+  ): void {
     const coordinator = this.coordinator
     const registry = coordinator.indexes
     let written: Set<string> | undefined
@@ -575,7 +610,7 @@ export class Transaction {
         const other = claimed.get(slot)
         if (other) throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), decodeKey(other), false)
         claimed.set(slot, op.key)
-        if (coordinator.inFlight(slot)) throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), undefined, true)
+        if (!recheck && coordinator.inFlight(slot)) throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), undefined, true)
         latest ??= Number(coordinator.core.lastCommitId())
         if (!written) {
           written = new Set()
@@ -592,6 +627,7 @@ export class Transaction {
           if (written.has(slotOf(op.collection, bytesToOrderedString(pk)))) continue
           throw new UniqueError(op.collection, s.name, decodeKey(ik.key), decodeKey(op.key), decodeKey(pk), false)
         }
+        if (recheck) continue
         noteWritten(s, ik.key, op.key)
         slots.push({ slot, merge: false })
       }

@@ -21,6 +21,7 @@ import { verifyDirectory, type VerifyReport } from '../verify.js'
 import { isBackupDirectory } from '../manifest.js'
 import type { EngineChoice } from '../options.js'
 import { acquireLock, releaseLock } from '../lock.js'
+import { liveParticipants } from '../shared/core.js'
 
 /** Exit codes of the command (see the module comment). */
 /** JSON with commit ids (bigints) as plain numbers. */
@@ -199,11 +200,20 @@ export async function main(argv: string[]): Promise<number> {
         if (!existsSync(join(dir, 'KESTREL')) && !isBackupDirectory(dir))
           throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
         await acquireLock(dir, 'tool')
-        let report: VerifyReport
+        let report: VerifyReport | undefined
         try {
-          report = verifyDirectory(dir)
+          // Processes have it open: check it as one of them (the files change meanwhile).
+          if (liveParticipants(dir) === 0) report = verifyDirectory(dir)
         } finally {
           await releaseLock(dir)
+        }
+        if (!report) {
+          const db = await open(dir, { engine: p.engine })
+          try {
+            report = await db.verify()
+          } finally {
+            await db.close()
+          }
         }
         printReport(report, p.json)
         return report.ok ? EXIT.ok : EXIT.problems

@@ -4,6 +4,9 @@
  * `COMMIT` payload (docs/FORMAT.md) built by `lib/format/payload.ts`.
  */
 
+/** A re-check of a commit against commits of other processes that arrived after its validation. */
+export type CommitCheck = () => Error | undefined
+
 /** Which engine implementation runs. */
 export type EngineName = 'native' | 'ts'
 
@@ -202,8 +205,10 @@ export interface Core {
    * is acknowledged per the durability mode AND its writes are visible to `get`/`scan`; rejects
    * with a `KestrelError` (`KESTREL_IO`, `KESTREL_DISK_FULL`, `KESTREL_CLOSED`, …) otherwise.
    * After any log I/O failure every later commit rejects with `KESTREL_IO` until reopened.
+   * `check` (shared directories): run just before the record is written if commits of other
+   * processes arrived after the caller validated; an error it returns rejects the commit unwritten.
    */
-  commit(payload: Uint8Array): Promise<bigint>
+  commit(payload: Uint8Array, check?: CommitCheck): Promise<bigint>
   /**
    * The value bytes of a key at `snapshot` (a commit id), or `undefined`. The bytes are valid
    * only until the next call on this core (the native engine reuses one read buffer): decode

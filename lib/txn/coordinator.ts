@@ -3,7 +3,9 @@
  * it knows which snapshots are pinned, which keys are being committed right now, and from those
  * and the retention window it moves the engine's pruning horizon.
  */
+import { bytesToOrderedString } from '../codec/bytes.js'
 import type { Core } from '../core/types.js'
+import { decodeCommit, isMerge } from '../format/payload.js'
 import { KestrelError } from '../errors.js'
 import type { Retention } from '../options.js'
 import { IndexRegistry } from './indexes.js'
@@ -197,6 +199,28 @@ export class Coordinator {
       released = true
       release()
       if (this.retryQueues.get(slot) === tail) this.retryQueues.delete(slot)
+    }
+  }
+
+  /**
+   * Commits of other processes became visible (shared directories): remember their writes as if
+   * committed here, so that validation sees them (first committer wins across processes).
+   */
+  noteForeign(firstLsn: number, payloads: readonly Uint8Array[]): void {
+    for (let i = 0; i < payloads.length; i++) {
+      const lsn = firstLsn + i
+      const payload = payloads[i]!
+      for (const op of decodeCommit(payload)) {
+        const slot = slotOf(op.collection, bytesToOrderedString(op.key))
+        let r = this.recentWrites.get(slot)
+        if (!r) {
+          r = { plain: 0, merge: 0 }
+          this.recentWrites.set(slot, r)
+        }
+        if (isMerge(op.kind)) r.merge = Math.max(r.merge, lsn)
+        else r.plain = Math.max(r.plain, lsn)
+      }
+      this.published(lsn, payload.length)
     }
   }
 

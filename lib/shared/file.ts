@@ -1,0 +1,202 @@
+/**
+ * The `SHARED` file beside the log (docs/FORMAT.md "Sharing"): what participants of one
+ * directory publish to each other. Transient — never fsync'd; an opener that finds no live
+ * participant rewrites it after full recovery.
+ *
+ * Layout (little-endian):
+ * - bytes 0..128: the log block (written only by the holder of the `write` lock), twice;
+ * - bytes 128..256: the checkpoint block (written only by the holder of the `ckpt` lock), twice;
+ * - bytes 4096..: SLOTS_MAX slots of 64 bytes, each written only by the participant that holds
+ *   its slot lock.
+ * Every 64-byte copy ends with the CRC32C of its first 60 bytes; a reader takes the first copy
+ * whose CRC holds (a writer that dies between the copies leaves one whole).
+ */
+import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { crc32c } from '../format/crc32c.js'
+import { parseSegmentName, segmentName } from '../format/log.js'
+import type { LogTail } from '../core/types.js'
+import { KestrelError } from '../errors.js'
+
+export const SHARED_FILE = 'SHARED'
+const MAGIC = 0x5248534b // "KSHR"
+const VERSION = 1
+const COPY_BYTES = 64
+const LOG_BLOCK_AT = 0
+const CKPT_BLOCK_AT = 128
+const SLOTS_AT = 4096
+/** Participants one directory can have at once (processes and Workers each take one). */
+export const SLOTS_MAX = 128
+const SLOT_BYTES = 64
+export const SHARED_BYTES = SLOTS_AT + SLOTS_MAX * SLOT_BYTES
+
+/** The log block: the published (durable) tail every participant may catch up to. */
+export interface LogBlock {
+  tail: LogTail
+  /** The bytes past `tail` belong to a batch whose write or sync failed: never adopt them. */
+  abandoned: boolean
+}
+
+/** The checkpoint block: the newest published checkpoint. */
+export interface CkptBlock {
+  seq: number
+  lsn: number
+}
+
+/** One participant's slot (nonce 0: free). */
+export interface Slot {
+  nonce: bigint
+  pid: number
+  /** 1 native, 2 ts. */
+  engine: number
+  /** Inode of the participant's network namespace (`/proc/self/ns/net`). */
+  netns: number
+  /** The checkpoint it reads retired records from: pages that one reaches are not reused. */
+  pinnedSeq: number
+  /** The last LSN it applied. */
+  appliedLsn: number
+  /** Log below this LSN may be trimmed as far as it is concerned. */
+  needLsn: number
+  /** When it last wrote its slot (ms since the epoch). */
+  heartbeatMs: number
+}
+
+function sealed(buf: Buffer, at: number): void {
+  buf.writeUInt32LE(crc32c(buf, 0, at, at + 60), at + 60)
+}
+
+function whole(buf: Buffer, at: number): boolean {
+  return buf.readUInt32LE(at + 60) === crc32c(buf, 0, at, at + 60)
+}
+
+export class SharedFile {
+  private readonly fd: number
+  private readonly buf = Buffer.alloc(2 * COPY_BYTES)
+  private readonly slotBuf = Buffer.alloc(SLOTS_MAX * SLOT_BYTES)
+
+  constructor(dir: string) {
+    this.fd = openSync(join(dir, SHARED_FILE), constants.O_RDWR | constants.O_CREAT, 0o644)
+  }
+
+  close(): void {
+    closeSync(this.fd)
+  }
+
+  private readBlock(at: number): Buffer | undefined {
+    const n = readSync(this.fd, this.buf, 0, 2 * COPY_BYTES, at)
+    for (const copy of [0, COPY_BYTES]) {
+      if (n < copy + COPY_BYTES) break
+      if (this.buf.readUInt32LE(copy) === MAGIC && this.buf.readUInt32LE(copy + 4) === VERSION && whole(this.buf, copy)) {
+        return this.buf.subarray(copy, copy + COPY_BYTES)
+      }
+    }
+    return undefined
+  }
+
+  private writeBlock(at: number, fill: (b: Buffer) => void): void {
+    const b = Buffer.alloc(COPY_BYTES)
+    b.writeUInt32LE(MAGIC, 0)
+    b.writeUInt32LE(VERSION, 4)
+    fill(b)
+    sealed(b, 0)
+    // One copy after the other: a reader always finds one whole.
+    writeSync(this.fd, b, 0, COPY_BYTES, at)
+    writeSync(this.fd, b, 0, COPY_BYTES, at + COPY_BYTES)
+  }
+
+  /** The published log tail, or undefined when the file holds none (not initialised). */
+  readLog(): LogBlock | undefined {
+    const b = this.readBlock(LOG_BLOCK_AT)
+    if (!b) return undefined
+    return {
+      tail: { lsn: Number(b.readBigUInt64LE(8)), segment: segmentName(Number(b.readBigUInt64LE(16))), offset: Number(b.readBigUInt64LE(24)) },
+      abandoned: (b.readUInt32LE(32) & 1) !== 0,
+    }
+  }
+
+  writeLog(block: LogBlock): void {
+    const first = parseSegmentName(block.tail.segment)
+    if (first === undefined) throw new KestrelError('KESTREL_CORRUPT', `not a log segment name: ${block.tail.segment}`)
+    this.writeBlock(LOG_BLOCK_AT, (b) => {
+      b.writeBigUInt64LE(BigInt(block.tail.lsn), 8)
+      b.writeBigUInt64LE(BigInt(first), 16)
+      b.writeBigUInt64LE(BigInt(block.tail.offset), 24)
+      b.writeUInt32LE(block.abandoned ? 1 : 0, 32)
+    })
+  }
+
+  readCkpt(): CkptBlock | undefined {
+    const b = this.readBlock(CKPT_BLOCK_AT)
+    if (!b) return undefined
+    return { seq: Number(b.readBigUInt64LE(8)), lsn: Number(b.readBigUInt64LE(16)) }
+  }
+
+  writeCkpt(block: CkptBlock): void {
+    this.writeBlock(CKPT_BLOCK_AT, (b) => {
+      b.writeBigUInt64LE(BigInt(block.seq), 8)
+      b.writeBigUInt64LE(BigInt(block.lsn), 16)
+    })
+  }
+
+  /**
+   * Every slot as last written (undefined: free, or torn while its owner rewrote it — read
+   * again). A slot torn twice in a row is reported as free only to callers that check the
+   * slot's lock before trusting that.
+   */
+  readSlots(): Array<Slot | undefined> {
+    const n = readSync(this.fd, this.slotBuf, 0, this.slotBuf.length, SLOTS_AT)
+    const out: Array<Slot | undefined> = []
+    for (let i = 0; i < SLOTS_MAX; i++) {
+      const at = i * SLOT_BYTES
+      if (at + SLOT_BYTES > n) {
+        out.push(undefined)
+        continue
+      }
+      out.push(this.decodeSlot(this.slotBuf, at) ?? this.readSlotAgain(i))
+    }
+    return out
+  }
+
+  private readSlotAgain(i: number): Slot | undefined {
+    const b = Buffer.alloc(SLOT_BYTES)
+    readSync(this.fd, b, 0, SLOT_BYTES, SLOTS_AT + i * SLOT_BYTES)
+    return this.decodeSlot(b, 0)
+  }
+
+  private decodeSlot(b: Buffer, at: number): Slot | undefined {
+    const nonce = b.readBigUInt64LE(at)
+    if (nonce === 0n || !whole(b, at)) return undefined
+    return {
+      nonce,
+      pid: b.readUInt32LE(at + 8),
+      engine: b.readUInt8(at + 12),
+      netns: Number(b.readBigUInt64LE(at + 16)),
+      pinnedSeq: Number(b.readBigUInt64LE(at + 24)),
+      appliedLsn: Number(b.readBigUInt64LE(at + 32)),
+      needLsn: Number(b.readBigUInt64LE(at + 40)),
+      heartbeatMs: Number(b.readBigUInt64LE(at + 48)),
+    }
+  }
+
+  /** Write slot `i` (only its owner does), or free it with `undefined`. */
+  writeSlot(i: number, slot: Slot | undefined): void {
+    const b = Buffer.alloc(SLOT_BYTES)
+    if (slot) {
+      b.writeBigUInt64LE(slot.nonce, 0)
+      b.writeUInt32LE(slot.pid, 8)
+      b.writeUInt8(slot.engine, 12)
+      b.writeBigUInt64LE(BigInt(slot.netns), 16)
+      b.writeBigUInt64LE(BigInt(slot.pinnedSeq), 24)
+      b.writeBigUInt64LE(BigInt(slot.appliedLsn), 32)
+      b.writeBigUInt64LE(BigInt(slot.needLsn), 40)
+      b.writeBigUInt64LE(BigInt(slot.heartbeatMs), 48)
+      sealed(b, 0)
+    }
+    writeSync(this.fd, b, 0, SLOT_BYTES, SLOTS_AT + i * SLOT_BYTES)
+  }
+
+  /** Zero the whole file's blocks (an opener that found no live participant, before recovery). */
+  reset(): void {
+    writeSync(this.fd, Buffer.alloc(SHARED_BYTES), 0, SHARED_BYTES, 0)
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The named locks of a shared directory (docs/FORMAT.md "Sharing"): abstract Unix sockets bound
+ * to `kestreldb/<device>/<inode>[/<lock>]`, released by the kernel when the socket closes or its
+ * process dies. Binding happens synchronously inside `listen()`, so a try costs one syscall and
+ * no event-loop turn; `exclusive` keeps cluster workers from sharing the primary's socket.
+ */
+import { statSync } from 'node:fs'
+import { createServer, type Server } from 'node:net'
+import { KestrelError } from '../errors.js'
+
+/** Abstract names are padded with NULs to the whole `sun_path` (as Node binds them). */
+const SUN_PATH_BYTES = 107
+
+export interface LockNames {
+  /** Held while opening (deciding whether anyone is live, recovering, claiming a slot). */
+  init: string
+  /** Held while appending to the log. */
+  write: string
+  /** Held while writing a checkpoint or copying a backup. */
+  ckpt: string
+  /** Held for a participant's life: its slot in SHARED. */
+  slot(i: number): string
+}
+
+export function lockNames(dir: string): LockNames {
+  const st = statSync(dir, { bigint: true })
+  const base = `kestreldb/${st.dev.toString(16)}/${st.ino.toString(16)}`
+  return { init: base, write: `${base}/w`, ckpt: `${base}/c`, slot: (i) => `${base}/s${i}` }
+}
+
+/** A lock this participant holds. */
+export class NamedLock {
+  private server: Server | undefined
+
+  constructor(
+    readonly name: string,
+    server: Server,
+  ) {
+    this.server = server
+  }
+
+  get held(): boolean {
+    return this.server !== undefined
+  }
+
+  release(): void {
+    this.server?.close()
+    this.server = undefined
+  }
+}
+
+/** Take `name` now, or undefined when someone holds it. */
+export function tryLock(name: string): NamedLock | undefined {
+  const server = createServer()
+  // A refused bind is also reported as an event: it is expected here.
+  server.on('error', () => {})
+  server.listen({ path: `\0${name}${'\0'.repeat(SUN_PATH_BYTES - name.length)}`, exclusive: true })
+  if (!server.listening) return undefined
+  server.unref()
+  return new NamedLock(name, server)
+}
+
+/** First retries without a timer (a hand-off between processes takes microseconds), then 1 ms apart. */
+const SPINS = 4
+
+/**
+ * Take `name`, waiting up to `waitMs`; then KESTREL_LOCKED with `why()`. Bounded: at most
+ * SPINS turns plus one try per millisecond.
+ */
+export async function waitLock(name: string, waitMs: number, why: () => string): Promise<NamedLock> {
+  const deadline = Date.now() + waitMs
+  for (let attempt = 0; ; attempt++) {
+    const lock = tryLock(name)
+    if (lock) return lock
+    if (Date.now() >= deadline) throw new KestrelError('KESTREL_LOCKED', why())
+    if (attempt < SPINS) await new Promise<void>((r) => setImmediate(r))
+    else await new Promise<void>((r) => setTimeout(r, 1))
+  }
+}
+
+/** Inode of this thread's network namespace (abstract socket names are per namespace), 0 if unknown. */
+export function netnsId(): number {
+  try {
+    return Number(statSync('/proc/self/ns/net').ino)
+  } catch {
+    return 0
+  }
+}
