@@ -49,6 +49,21 @@ const HOUSEKEEPING_MS = 50
 const FOREIGN_NS_STALE_MS = 10_000
 /** Keep the write lock this long after the last batch while no other participant is live. */
 const IDLE_RELEASE_MS = 2
+/**
+ * Test-only (multi-process crash tests): `<point>:<n>` SIGKILLs this process at the n-th batch's
+ * `locked` (write lock held, caught up, nothing written) or `synced` (written and durable, tail
+ * not yet published) point.
+ */
+const KILL_AT = parseKillAt(process.env.KESTREL_TEST_KILL_AT)
+function parseKillAt(v: string | undefined): { point: string; batch: number } | undefined {
+  const m = v?.match(/^(locked|synced):(\d+)$/)
+  return m ? { point: m[1]!, batch: Number(m[2]) } : undefined
+}
+let batchesWritten = 0
+function killPoint(point: string): void {
+  if (KILL_AT?.point === point && batchesWritten === KILL_AT.batch) process.kill(process.pid, 'SIGKILL')
+}
+
 /** Most commits in one batch (the engine splits by bytes itself). */
 const BATCH_COMMITS_MAX = 4096
 /** The largest torn tail zeroed after an abandoned batch. */
@@ -424,9 +439,12 @@ export class SharedCore implements Core {
       go.push(p)
     }
     if (go.length === 0) return
+    batchesWritten++
+    if (KILL_AT) killPoint('locked')
     this.inFlight = true
     const results = await Promise.allSettled(go.map((p) => this.inner.commit(p.payload)))
     this.inFlight = false
+    if (KILL_AT) killPoint('synced')
     const failed = results.some((r) => r.status === 'rejected')
     try {
       // Durable before visible to others: the tail moves only past what the engine acknowledged.
