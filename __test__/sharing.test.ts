@@ -1,0 +1,170 @@
+/**
+ * Sharing a directory, with two participants in this process: `lib/` and `dist/` are two copies
+ * of the package, each with its own registry, so each opens the directory as its own participant
+ * (exactly what two processes do, without process start-up). Checkpoints while another
+ * participant reads an older one, backups under another participant's writes, an fdatasync
+ * failure never resurrected, a dead slot reclaimed, freshness, engines mixed.
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { open, restore, type Database, type EngineName } from '../lib/index.js'
+import { SharedFile, SHARED_FILE } from '../lib/shared/file.js'
+import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+
+type Lib = typeof import('../lib/index.js')
+const dist = (): Promise<Lib> => import(new URL('../dist/index.js', import.meta.url).href) as Promise<Lib>
+
+const value = (i: number, round: number): { i: number; round: number; pad: string } => ({ i, round, pad: 'p'.repeat(200 + (i % 50)) })
+
+async function writeAll(db: Database, n: number, round: number): Promise<void> {
+  const c = db.collection<ReturnType<typeof value>>('items')
+  for (let i = 0; i < n; i += 500) {
+    await db.transaction((tx) => {
+      for (let j = i; j < Math.min(n, i + 500); j++) tx.put(c, j, value(j, round))
+    })
+  }
+}
+
+describe.each(ENGINES)('two participants in one process [%s first]', (engine) => {
+  const second = ENGINES.length > 1 ? other(engine) : engine
+
+  it("a commit resolved in one participant is seen by the other's next transaction, and both commit in one order", async () => {
+    const dir = tempDir()
+    const a = await open(dir, { engine })
+    const b = await (await dist()).open(dir, { engine: second })
+    const ca = a.collection<number>('n')
+    const cb = b.collection<number>('n')
+    const ids: bigint[] = []
+    for (let i = 0; i < 20; i++) {
+      const [x, y, o, oc] = i % 2 ? [a, ca, b, cb] : [b, cb, a, ca]
+      const tx = x.begin()
+      tx.put(y, i, i)
+      ids.push((await tx.commit()).commitId)
+      // The other sees it at once (freshness), in its next transaction.
+      expect(o.begin().get(oc, i)).toBe(i)
+    }
+    // One gap-free order of commit ids, whoever committed.
+    expect(ids).toEqual(ids.map((_, i) => ids[0]! + BigInt(i)))
+    await b.close()
+    await a.close()
+  })
+
+  it('a reader pinned at an old checkpoint keeps reading right while the other participant checkpoints twice', async () => {
+    const dir = tempDir()
+    const N = 3000
+    const a = await open(dir, { engine, checkpointIntervalMs: 0, cacheBytes: 1 << 20 })
+    await writeAll(a, N, 1)
+    await a.checkpoint()
+    await a.scavenge() // retire what it can: those records are read from a's checkpoint's pages
+    const view = a.snapshot()
+    const b = await (await dist()).open(dir, { engine: second, checkpointIntervalMs: 0 })
+    for (const round of [2, 3]) {
+      await writeAll(b, N, round)
+      await b.checkpoint()
+    }
+    const items = a.collection<ReturnType<typeof value>>('items')
+    for (let i = 0; i < N; i += 7) expect(view.get(items, i), `old view, record ${i}`).toEqual(value(i, 1))
+    view.close()
+    const now = a.begin()
+    for (let i = 0; i < N; i += 7) expect(now.get(items, i), `newest, record ${i}`).toEqual(value(i, 3))
+    expect((await a.verify()).problems).toEqual([])
+    expect((await b.verify()).problems).toEqual([])
+    await b.close()
+    await a.close()
+    const again = await open(dir, { engine: second })
+    expect([...again.scan(again.collection('items'))]).toHaveLength(N)
+    await again.close()
+  })
+
+  it('a backup from one participant while the other writes and checkpoints holds exactly its commits', async () => {
+    const dir = tempDir()
+    const a = await open(dir, { engine })
+    const b = await (await dist()).open(dir, { engine: second, checkpointBytes: 64 << 10, checkpointIntervalMs: 20 })
+    await writeAll(a, 2000, 1)
+    const cb = b.collection<number>('bg')
+    let stop = false
+    let written = 0
+    const writer = (async () => {
+      while (!stop) {
+        await b.transaction((tx) => tx.put(cb, written, written))
+        written++
+      }
+    })()
+    const dest = tempDir('backup')
+    const r = await a.backup(dest)
+    stop = true
+    await writer
+    const restored = tempDir('restored')
+    const report = await restore(dest, restored)
+    expect(report.ok).toBe(true)
+    const copy = await open(restored, { engine: second })
+    expect(copy.lastCommitId()).toBe(r.commitId)
+    expect([...copy.scan(copy.collection('items'))]).toHaveLength(2000)
+    const bg = [...copy.scan(copy.collection<number>('bg'))].map((e) => e.value)
+    // A prefix of what b committed: those before the backup's commit id, all of them.
+    expect(bg).toEqual(bg.map((_, i) => i))
+    await copy.close()
+    await b.close()
+    await a.close()
+  })
+
+  it('an fdatasync failure in one participant is never resurrected by the other', async () => {
+    const dir = tempDir()
+    const ok = await open(dir, { engine })
+    const c = ok.collection<string>('k')
+    await ok.transaction((tx) => tx.put(c, 'before', 'x'))
+    const faulty = await ((await import(new URL('../dist/testing.js', import.meta.url).href)) as typeof import('../lib/testing.js')).openWithFaults(dir, {
+      engine: second,
+      faults: { failFsyncAt: 1 },
+    })
+    const fc = faulty.collection<string>('k')
+    await expectCode(() => faulty.transaction((tx) => tx.put(fc, 'failed', 'x')), 'KESTREL_IO')
+    // The other participant writes on: the failed batch is not adopted.
+    await ok.transaction((tx) => tx.put(c, 'after', 'y'))
+    expect(ok.begin().get(c, 'failed')).toBeUndefined()
+    await faulty.close().catch(() => {})
+    await ok.close()
+    const again = await open(dir, { engine: second })
+    const ac = again.collection<string>('k')
+    expect(again.begin().get(ac, 'failed')).toBeUndefined()
+    expect(again.begin().get(ac, 'before')).toBe('x')
+    expect(again.begin().get(ac, 'after')).toBe('y')
+    await again.close()
+  })
+})
+
+describe('slots', () => {
+  it("a dead participant's slot is reclaimed, also when its pid now belongs to a live process", async () => {
+    const dir = tempDir()
+    const engine: EngineName = ENGINES[0]!
+    const db = await open(dir, { engine })
+    const file = new SharedFile(dir)
+    // A slot as a process that died left it — with the pid of a process that is very much alive
+    // (this one): liveness is the slot's lock, never the pid.
+    const mine = file.readSlots().find((s) => s !== undefined)!
+    file.writeSlot(17, { ...mine, nonce: 99n, pid: process.pid, pinnedSeq: 0, appliedLsn: 0, needLsn: 0 })
+    const b = await (await dist()).open(dir, { engine: ENGINES[ENGINES.length - 1]! })
+    // Reclaimed by the opener: it no longer holds back trimming or page reuse.
+    expect(file.readSlots()[17]).toBeUndefined()
+    expect(file.readSlots().filter((s) => s !== undefined)).toHaveLength(2)
+    await b.close()
+    await db.close()
+    file.close()
+    expect(readFileSync(join(dir, SHARED_FILE)).length).toBeGreaterThan(0)
+  })
+
+  it('an opener of another network namespace is refused while a fresh slot of it is there', async () => {
+    const dir = tempDir()
+    const db = await open(dir, { engine: ENGINES[0]! })
+    const file = new SharedFile(dir)
+    const mine = file.readSlots().find((s) => s !== undefined)!
+    // A participant of another namespace: its lock is invisible from here, only its heartbeat shows.
+    file.writeSlot(3, { ...mine, nonce: 7n, netns: mine.netns + 1, heartbeatMs: Date.now() })
+    const err = await expectCode(async () => (await dist()).open(dir, { engine: ENGINES[0]! }), 'KESTREL_LOCKED')
+    expect(err.message).toContain('network namespace')
+    file.writeSlot(3, undefined)
+    file.close()
+    await db.close()
+  })
+})
