@@ -6,6 +6,9 @@
 //   reader()              → { get(key), scan100(startKey), find(x), close() }   synchronous reads
 //                                       (W2, W5); find(x) (W6): the records { key, value } whose
 //                                       indexed field equals x, when opened with `index`
+//   get(key)              → value     the newest committed value, outside any read view: a
+//                                       fresh read each call, other processes' commits included
+//                                       (WP's tailing reader)
 //   rmw(k1, k2)           → Promise   one durable transaction reading two keys, writing both (W3)
 //   attempts                          transaction bodies run so far (W3's retry rate)
 //   checkpoint()          → Promise   kestreldb only: write a checkpoint, trim the log (W4, W7)

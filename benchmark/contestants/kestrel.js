@@ -24,6 +24,9 @@ export async function open(dir, { engine, durability = 'sync', index, pageCacheB
         })
       }
     },
+    // The newest committed value, outside any snapshot: each call sees commits made since,
+    // other processes' included (WP's tailing reader).
+    get: (key) => db.get(items, key),
     checkpoint: () => db.checkpoint(),
     backup: (dest, options) => db.backup(dest, options),
     stats: () => db.stats(),

@@ -11,6 +11,9 @@ export async function open(dir) {
   const db = openDb({ path: dir })
   return {
     commitOne: (key, value) => db.put(key, value),
+    // The newest committed value, other processes' included: lmdb-js renews its read
+    // transaction on a setTimeout(0) after first use, so a read is at most a timer tick stale.
+    get: (key) => db.get(key),
     async load(entries, { batch = 10_000 } = {}) {
       for (let i = 0; i < entries.length; i += batch) {
         await db.transaction(() => {

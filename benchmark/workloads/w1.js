@@ -7,8 +7,8 @@ import { COMMIT_RECORD_BYTES, runLimit } from '../lib/limit.js'
 import { fmt, mib, ratio, table, unavailableRow, verdict } from '../lib/report.js'
 import { barChart } from '../lib/svg.js'
 
-const VALUE_BYTES = 256
-const KEYS = 1_000_000
+export const VALUE_BYTES = 256
+export const KEYS = 1_000_000
 const CONCURRENCY = [1, 64, 256]
 const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3', 'classic-level']
 // "≈ the disk's fdatasync rate": a commit path that syncs twice per commit shows ≈ 0.5×.

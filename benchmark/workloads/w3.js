@@ -4,13 +4,13 @@ import { openStore } from '../contestants/index.js'
 import { summarize } from '../lib/stats.js'
 import { fmt, ratio, table, unavailableRow, verdict } from '../lib/report.js'
 
-const KEYS = 10_000
-const THETA = 0.99
+export const KEYS = 10_000
+export const THETA = 0.99
 const CONCURRENCY = [16, 64]
 const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb', 'better-sqlite3']
 
 /** A zipfian sampler over [0, n) (Gray et al.'s method), deterministic. */
-function zipf(n, theta, seed) {
+export function zipf(n, theta, seed) {
   let x = seed
   const rand = () => {
     x = (x * 1103515245 + 12345) & 0x7fffffff
