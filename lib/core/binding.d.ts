@@ -52,6 +52,22 @@ export declare class NativeEngine {
   scan(collection: string, gte: Uint8Array | undefined | null, gt: Uint8Array | undefined | null, lte: Uint8Array | undefined | null, lt: Uint8Array | undefined | null, reverse: boolean, limit: number, snapshot: number): Array<Buffer>
   /** Ask for a checkpoint of everything visible now; poll `checkpointStatus(ticket)`. */
   requestCheckpoint(): number
+  /**
+   * `requestCheckpoint` with options. Sharing: adopts the newest checkpoint on disk first
+   * (throws KESTREL_BEHIND when it covers commits not applied here).
+   */
+  requestCheckpointWith(options: NativeCheckpointOptions): number
+  /** The checkpoint reads of retired records go to (seq 0: none). */
+  checkpointRef(): NativeCheckpointRef
+  /** Sharing: switch to a newer checkpoint on disk; false when nothing changed. */
+  adoptCheckpoint(): boolean
+  /** Where the log ends after the last acknowledged commit. */
+  logTail(): NativeLogTail
+  /**
+   * Sharing: apply what other participants appended up to `tail` (and, with `adopt`, what a
+   * dead writer left past it); returns the payloads applied, in LSN order.
+   */
+  catchUp(tail: NativeLogTail, adopt: boolean): Array<Buffer>
   /** True once the checkpoint of `ticket` is published; throws if it failed. */
   checkpointStatus(ticket: number): boolean
   /** Suspend the flusher (reference-counted); returns whether a checkpoint is still being written. */
@@ -85,6 +101,18 @@ export interface NativeBackupPlan {
   segmentBytes: Array<number>
 }
 
+/** `CoreCheckpointOptions`. */
+export interface NativeCheckpointOptions {
+  reuseFreePages?: boolean
+  trimBelowLsn?: number
+}
+
+/** `CheckpointRef`. */
+export interface NativeCheckpointRef {
+  seq: number
+  lsn: number
+}
+
 /** Fault injection for tests (see docs/ARCHITECTURE.md). */
 export interface NativeFaults {
   failWriteAt?: number
@@ -113,6 +141,13 @@ export interface NativeFlowStats {
   lastCheckpointMs: number
 }
 
+/** `LogTail`: the next frame goes to `segment` at byte `offset`; the one before has LSN `lsn`. */
+export interface NativeLogTail {
+  lsn: number
+  segment: string
+  offset: number
+}
+
 /** Options the TypeScript layer has already validated and defaulted. */
 export interface NativeOpenOptions {
   durability: string
@@ -127,6 +162,8 @@ export interface NativeOpenOptions {
   checkpointIntervalMs: number
   flushQueueBytes: number
   deferredBytesMax: number
+  /** Present: one of several participants sharing the directory (`CoreOpenOptions.sharing`). */
+  sharing?: NativeSharing
 }
 
 /** One scavenge slice's bounds (see `Engine::scavenge`). */
@@ -147,6 +184,11 @@ export interface NativeScavengeStep {
   retired: number
   done: boolean
   survey: Array<number>
+}
+
+/** `CoreSharing`. */
+export interface NativeSharing {
+  tail?: NativeLogTail
 }
 
 /**

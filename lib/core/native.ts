@@ -5,7 +5,19 @@
 import { KestrelError, toKestrelError } from '../errors.js'
 import { loadNative as loadBinding } from './loader.js'
 export { nativeAvailable, platformTriple } from './loader.js'
-import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreScavengeOptions, CoreScavengeStep, CoreStats, PageFault } from './types.js'
+import type {
+  BackupPlan,
+  CheckpointRef,
+  Core,
+  CoreCheckpointOptions,
+  CoreOpenOptions,
+  CoreScanOptions,
+  CoreScavengeOptions,
+  CoreScavengeStep,
+  CoreStats,
+  LogTail,
+  PageFault,
+} from './types.js'
 
 /**
  * The binding's types: `napi build` writes them from the Rust source to ./binding.d.ts (committed;
@@ -121,10 +133,12 @@ export class NativeCore implements Core {
   private constructor(
     private handle: NativeEngineHandle | undefined,
     readonly dir: string,
+    /** Opened as one of several participants sharing the directory. */
+    private readonly sharing: boolean,
   ) {}
 
   static async open(dir: string, options: CoreOpenOptions): Promise<NativeCore> {
-    const core = new NativeCore(undefined, dir)
+    const core = new NativeCore(undefined, dir, options.sharing !== undefined)
     try {
       core.handle = binding().NativeEngine.open(
         dir,
@@ -139,6 +153,7 @@ export class NativeCore implements Core {
           flushQueueBytes: options.flushQueueBytes,
           deferredBytesMax: options.deferredBytesMax,
           ...(options.faults ? { faults: { ...options.faults } } : {}),
+          ...(options.sharing ? { sharing: options.sharing.tail ? { tail: { ...options.sharing.tail } } : {} } : {}),
         },
         (lsn, code, message) => core.onDurable(lsn, code, message),
       )
@@ -344,10 +359,17 @@ export class NativeCore implements Core {
     return { engine: 'native', ...this.live().stats() }
   }
 
-  async checkpoint(): Promise<void> {
+  async checkpoint(options?: CoreCheckpointOptions): Promise<void> {
     let ticket: number
     try {
-      ticket = this.live().requestCheckpoint()
+      const handle = this.live()
+      ticket =
+        options === undefined
+          ? handle.requestCheckpoint()
+          : handle.requestCheckpointWith({
+              ...(options.reuseFreePages !== undefined ? { reuseFreePages: options.reuseFreePages } : {}),
+              ...(options.trimBelowLsn !== undefined ? { trimBelowLsn: options.trimBelowLsn } : {}),
+            })
     } catch (err) {
       throw toKestrelError(err, 'checkpoint')
     }
@@ -360,6 +382,36 @@ export class NativeCore implements Core {
       }
       await new Promise((r) => setTimeout(r, FLUSHER_POLL_MS))
     }
+  }
+
+  checkpointRef(): CheckpointRef {
+    return this.live().checkpointRef()
+  }
+
+  adoptCheckpoint(): boolean {
+    try {
+      return this.live().adoptCheckpoint()
+    } catch (err) {
+      throw toKestrelError(err, 'adopting a checkpoint')
+    }
+  }
+
+  logTail(): LogTail {
+    return this.live().logTail()
+  }
+
+  catchUp(tail: LogTail, adopt: boolean): Uint8Array[] {
+    const handle = this.live()
+    let applied: Uint8Array[]
+    try {
+      applied = handle.catchUp({ lsn: tail.lsn, segment: tail.segment, offset: tail.offset }, adopt)
+    } catch (err) {
+      throw toKestrelError(err, 'catching up with the log')
+    }
+    // Applied and visible now (no durability callback reports them).
+    const lsn = handle.lastLsn()
+    if (lsn > this.visible) this.visible = lsn
+    return applied
   }
 
   async suspendFlusher(): Promise<void> {
@@ -403,8 +455,9 @@ export class NativeCore implements Core {
     if (this.closed) return
     const handle = this.live()
     // Write the bulk of the final checkpoint without blocking the event loop; close() then only
-    // writes what arrived since. A failure here is reported by close() itself.
-    await this.checkpoint().catch(() => undefined)
+    // writes what arrived since. A failure here is reported by close() itself. Sharing: no final
+    // checkpoint (the caller asks for one under its checkpoint lock).
+    if (!this.sharing) await this.checkpoint().catch(() => undefined)
     if (this.closed) return
     this.closed = true
     try {

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{io, Code, Error, Result};
-use crate::format::log::{identity_bytes, IDENTITY_BYTES, IDENTITY_FILE, IDENTITY_MAGIC, LOCK_FILE, LOG_DIR};
-use crate::format::{crc32c, u32_at, FORMAT_VERSION};
+use crate::format::log::{identity_bytes, IDENTITY_BYTES, IDENTITY_FILE, IDENTITY_MAGIC, IDENTITY_VERSION, LOCK_FILE, LOG_DIR};
+use crate::format::{crc32c, u32_at};
 use crate::vfs::sync_dir;
 
 fn not_a_database(dir: &Path, why: &str) -> Error {
@@ -40,7 +40,10 @@ pub fn prepare_directory(dir: &Path) -> Result<()> {
     }
     if entries.iter().any(|e| e == IDENTITY_FILE) {
         let bytes = fs::read(dir.join(IDENTITY_FILE)).map_err(io(format!("reading {}", IDENTITY_FILE)))?;
-        check_identity(dir, &bytes)?;
+        if check_identity(dir, &bytes)? < IDENTITY_VERSION {
+            // Version 1 → 2 ("may be shared"): nothing else on disk changes.
+            write_identity(dir, &format!("{IDENTITY_FILE}.{}.tmp", std::process::id()))?;
+        }
         fs::create_dir_all(dir.join(LOG_DIR)).map_err(io("creating log/".into()))?;
         return Ok(());
     }
@@ -48,7 +51,12 @@ pub fn prepare_directory(dir: &Path) -> Result<()> {
         return Err(not_a_database(dir, &format!("it holds {} other entries and no {IDENTITY_FILE} file", entries.len())));
     }
     fs::create_dir(dir.join(LOG_DIR)).map_err(io("creating log/".into()))?;
-    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    write_identity(dir, &format!("{IDENTITY_FILE}.tmp"))
+}
+
+/// Write the identity file atomically: `tmp_name`, fsync, rename, fsync the directory.
+fn write_identity(dir: &Path, tmp_name: &str) -> Result<()> {
+    let tmp = dir.join(tmp_name);
     let mut f = fs::File::create(&tmp).map_err(io("creating the identity file".into()))?;
     f.write_all(&identity_bytes()).map_err(io("writing the identity file".into()))?;
     f.sync_all().map_err(io("syncing the identity file".into()))?;
@@ -57,7 +65,8 @@ pub fn prepare_directory(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check_identity(dir: &Path, bytes: &[u8]) -> Result<()> {
+/// The identity file's version (1 or 2), or why it is not one this build opens.
+fn check_identity(dir: &Path, bytes: &[u8]) -> Result<u32> {
     if bytes.len() != IDENTITY_BYTES {
         return Err(not_a_database(dir, &format!("{IDENTITY_FILE} is {} bytes, expected {IDENTITY_BYTES}", bytes.len())));
     }
@@ -72,11 +81,11 @@ fn check_identity(dir: &Path, bytes: &[u8]) -> Result<()> {
     if version == 0 {
         return Err(not_a_database(dir, &format!("{IDENTITY_FILE} has format version 0, which no kestreldb writes")));
     }
-    if version > FORMAT_VERSION {
+    if version > IDENTITY_VERSION {
         return Err(Error::new(
             Code::FormatVersion,
-            format!("{} uses on-disk format version {version}; this kestreldb reads version {FORMAT_VERSION}: upgrade kestreldb", dir.display()),
+            format!("{} uses on-disk format version {version}; this kestreldb reads up to version {IDENTITY_VERSION}: upgrade kestreldb", dir.display()),
         ));
     }
-    Ok(())
+    Ok(version)
 }

@@ -20,15 +20,16 @@ use std::thread::JoinHandle;
 
 use crate::directory::{ensure_directory, prepare_directory};
 use crate::error::{Code, Error, Result};
-use crate::flush::{self, Batch, Flow, FlowStats};
+use crate::flush::{self, Batch, CheckpointOptions, Flow, FlowStats};
 use crate::format::log::*;
 use crate::format::payload;
 use crate::lock::DirLock;
+use crate::log::reader::{read_past_tail, read_to_tail, FollowedFrame, LogTail};
 use crate::log::recovery;
 use crate::log::writer::{create_segment, Writer};
 use crate::pages::{PageFault, PageStore, PAGE_FILE};
 use crate::store::{ScanBounds, ScavengeStep, Store};
-use crate::vfs::{FaultOptions, FaultyVfs, RealVfs, Vfs};
+use crate::vfs::{sync_dir, FaultOptions, FaultyVfs, LogFile, RealVfs, Vfs};
 
 /// Queued bytes past which `commit` waits for the writer (back-pressure, never a drop).
 pub const QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -58,6 +59,17 @@ pub struct Options {
     pub flush_queue_bytes: u64,
     /// Bytes of batches deferred while the flusher is suspended before committers are throttled.
     pub deferred_bytes_max: u64,
+    /// Some = one of several participants sharing the directory: no directory lock, no
+    /// automatic or final checkpoint, no cutting of the log at close.
+    pub sharing: Option<Sharing>,
+}
+
+/// How an engine shares its directory (see [`Options::sharing`]).
+#[derive(Clone, Debug, Default)]
+pub struct Sharing {
+    /// Other participants are live: replay only up to this published tail (cutting nothing)
+    /// and continue writing there. None: recover the whole log as a sole owner does.
+    pub tail: Option<LogTail>,
 }
 
 impl Default for Options {
@@ -73,6 +85,7 @@ impl Default for Options {
             checkpoint_interval_ms: 10_000,
             flush_queue_bytes: 64 << 20,
             deferred_bytes_max: 256 << 20,
+            sharing: None,
         }
     }
 }
@@ -138,6 +151,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Why the final seal at close failed, for `close()` to report.
     pub(crate) close_error: Mutex<Option<Error>>,
+    /// Sharing: where `catch_up` moved the log end (the segment opened there, its name); the
+    /// writer continues there with its next batch.
+    pub(crate) reposition: Mutex<Option<(Box<dyn LogFile>, String)>>,
 }
 
 /// Engine statistics.
@@ -179,7 +195,10 @@ pub struct Engine {
     writer: Mutex<Option<JoinHandle<()>>>,
     helpers: Mutex<Vec<JoinHandle<()>>>,
     faulty: Option<FaultyVfs>,
+    vfs: Arc<dyn Vfs>,
     dir: PathBuf,
+    /// Opened with `Options::sharing`.
+    sharing: bool,
     /// Held from open until the threads above have stopped (close, crash or drop): no other
     /// engine, in any thread or process, writes these files meanwhile.
     lock: Mutex<Option<DirLock>>,
@@ -200,13 +219,20 @@ impl Engine {
             return Err(Error::new(Code::InvalidArgument, "checkpointBytes and the flush queue bound must be positive"));
         }
         // The lock first: before it, another opener may be halfway through creating the files.
+        // Sharing: the caller holds the locks.
         ensure_directory(dir)?;
-        let lock = DirLock::acquire(dir, "native")?;
+        let lock = match options.sharing {
+            Some(_) => None,
+            None => Some(DirLock::acquire(dir, "native")?),
+        };
         prepare_directory(dir)?;
         let pages = PageStore::open(dir, page_cache_bytes(options.cache_bytes))?;
         let meta = pages.meta();
         check_record_count(&pages, meta.records)?;
-        let recovered = recovery::recover(dir, meta.checkpoint_lsn)?;
+        let recovered = match options.sharing.as_ref().and_then(|s| s.tail.as_ref()) {
+            Some(tail) => recovery::recover_to_tail(dir, meta.checkpoint_lsn, tail)?,
+            None => recovery::recover(dir, meta.checkpoint_lsn)?,
+        };
         let faulty = options.faults.map(FaultyVfs::new);
         let vfs: Arc<dyn Vfs> = match &faulty {
             Some(f) => Arc::new(f.clone()),
@@ -215,7 +241,8 @@ impl Engine {
         let log_dir = dir.join(LOG_DIR);
         let mut store = Store::new(meta.checkpoint_lsn, meta.records, meta.catalog_root != 0);
         let last_lsn = recovered.last_lsn;
-        let mut flow = Flow::new(meta.checkpoint_lsn, options.retain_commits);
+        let sharing = options.sharing.is_some();
+        let mut flow = Flow::new(meta.checkpoint_lsn, options.retain_commits, !sharing);
         for (lsn, commit) in recovered.commits {
             // The replayed tail is not in the page store yet: it is dirty.
             let written = store.apply(lsn, commit, &pages)?;
@@ -247,11 +274,21 @@ impl Engine {
             visible_lsn: AtomicU64::new(last_lsn),
             counters: Counters::default(),
             close_error: Mutex::new(None),
+            reposition: Mutex::new(None),
         });
         shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
         let helpers = flush::start(shared.clone(), &options, log_dir.clone())?;
-        let handle = Writer::new(shared.clone(), options, log_dir, vfs, active, active_name, notify).spawn()?;
-        Ok(Engine { shared, writer: Mutex::new(Some(handle)), helpers: Mutex::new(helpers), faulty, dir: dir.to_path_buf(), lock: Mutex::new(Some(lock)) })
+        let handle = Writer::new(shared.clone(), options, log_dir, vfs.clone(), active, active_name, notify).spawn()?;
+        Ok(Engine {
+            shared,
+            writer: Mutex::new(Some(handle)),
+            helpers: Mutex::new(helpers),
+            faulty,
+            vfs,
+            dir: dir.to_path_buf(),
+            sharing,
+            lock: Mutex::new(lock),
+        })
     }
 
     /// Validate a COMMIT payload, give it the next LSN and queue it. Blocks only while more than
@@ -376,8 +413,18 @@ impl Engine {
     /// Ask for a checkpoint of everything visible now; returns a ticket for
     /// [`Engine::checkpoint_status`].
     pub fn request_checkpoint(&self) -> Result<u64> {
+        self.request_checkpoint_with(CheckpointOptions::default())
+    }
+
+    /// [`Engine::request_checkpoint`] with options. Sharing: the newest checkpoint on disk is
+    /// adopted first, and the new one is written on top of it; `KESTREL_BEHIND` when that one
+    /// covers commits this engine has not applied (catch up and retry).
+    pub fn request_checkpoint_with(&self, options: CheckpointOptions) -> Result<u64> {
+        if self.sharing {
+            self.adopt_newest(true)?;
+        }
         let target = self.last_lsn();
-        let ticket = self.shared.flow.lock().expect("flow lock").request(target)?;
+        let ticket = self.shared.flow.lock().expect("flow lock").request(target, options)?;
         self.shared.flow_changed.notify_all();
         Ok(ticket)
     }
@@ -399,6 +446,189 @@ impl Engine {
             }
             flow = self.shared.flow_changed.wait(flow).expect("flow lock");
         }
+    }
+
+    /// Request a checkpoint with `options` and wait for it.
+    pub fn checkpoint_with(&self, options: CheckpointOptions) -> Result<()> {
+        let ticket = self.request_checkpoint_with(options)?;
+        let mut flow = self.shared.flow.lock().expect("flow lock");
+        // Bounded by the flusher: it publishes, fails or stops.
+        loop {
+            if flow.status(ticket)? {
+                return Ok(());
+            }
+            flow = self.shared.flow_changed.wait(flow).expect("flow lock");
+        }
+    }
+
+    /// (seq, LSN) of the checkpoint reads of retired records go to and the next one builds on
+    /// ((0, 0): none).
+    pub fn checkpoint_ref(&self) -> (u64, u64) {
+        let meta = self.shared.pages.meta();
+        (meta.seq, meta.checkpoint_lsn)
+    }
+
+    /// Sharing: switch to the newest checkpoint on disk when it is newer than this engine's,
+    /// covers no commit it has not applied, and no checkpoint of its own is being written.
+    /// Always false when not sharing.
+    pub fn adopt_checkpoint(&self) -> Result<bool> {
+        if !self.sharing {
+            return Ok(false);
+        }
+        self.adopt_newest(false)
+    }
+
+    /// Adopt the newest checkpoint on disk if it is newer than ours. `for_checkpoint`: wait out
+    /// a checkpoint of ours being written, and a newer one covering commits not applied here is
+    /// `KESTREL_BEHIND` (else: false in both cases).
+    fn adopt_newest(&self, for_checkpoint: bool) -> Result<bool> {
+        {
+            let mut flow = self.shared.flow.lock().expect("flow lock");
+            // Bounded by the flusher: the checkpoint being written ends.
+            while flow.in_flight() {
+                if !for_checkpoint {
+                    return Ok(false);
+                }
+                flow = self.shared.flow_changed.wait(flow).expect("flow lock");
+            }
+            // Hold off the flusher while the published checkpoint changes under it.
+            flow.set_in_flight(true);
+        }
+        let adopted = self.adopt_reserved(for_checkpoint);
+        let mut flow = self.shared.flow.lock().expect("flow lock");
+        flow.set_in_flight(false);
+        if let Ok(Some(lsn)) = adopted {
+            flow.adopt(lsn);
+        }
+        drop(flow);
+        self.shared.flow_changed.notify_all();
+        adopted.map(|a| a.is_some())
+    }
+
+    /// The body of [`Engine::adopt_newest`] while the flusher is held off: the adopted LSN.
+    fn adopt_reserved(&self, for_checkpoint: bool) -> Result<Option<u64>> {
+        let Some((disk, file)) = self.shared.pages.newest_on_disk()? else { return Ok(None) };
+        let own = self.shared.pages.meta();
+        if disk.seq <= own.seq {
+            return Ok(None);
+        }
+        let applied = self.last_lsn();
+        if disk.checkpoint_lsn > applied {
+            if for_checkpoint {
+                return Err(Error::new(
+                    Code::Behind,
+                    format!(
+                        "checkpoint {} on disk covers commits up to {}, this engine has applied up to {applied}: catch up and retry",
+                        disk.seq, disk.checkpoint_lsn
+                    ),
+                ));
+            }
+            return Ok(None);
+        }
+        self.shared.pages.adopt(disk, file);
+        self.shared.store.write().expect("store lock").set_checkpointed(disk.checkpoint_lsn);
+        Ok(Some(disk.checkpoint_lsn))
+    }
+
+    /// Where the log ends after the last acknowledged commit: the next frame goes there.
+    /// Meaningful only while nothing is queued or being written.
+    pub fn log_tail(&self) -> LogTail {
+        let (segment, offset, lsn) = self.shared.durable_at.lock().expect("durable lock").clone();
+        LogTail { lsn, segment, offset }
+    }
+
+    /// Sharing: apply what other participants appended from this engine's log end up to `tail`
+    /// (durable: visible at once) and continue writing at `tail`; with `adopt`, also what a dead
+    /// writer left past it (see `read_past_tail`), made durable first, the torn rest cut off.
+    /// Returns the payloads applied, in LSN order. Only while no commit of this engine is
+    /// queued or being written.
+    pub fn catch_up(&self, tail: &LogTail, adopt: bool) -> Result<Vec<Vec<u8>>> {
+        if !self.sharing {
+            return Err(Error::new(Code::InvalidArgument, "catchUp needs an engine opened with the sharing option"));
+        }
+        // Held throughout: no commit is queued meanwhile (the writer stays idle).
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        refuse(&q.state)?;
+        let own = self.log_tail();
+        if !q.items.is_empty() || q.next_lsn != own.lsn + 1 || self.last_lsn() != own.lsn {
+            return Err(Error::new(Code::InvalidArgument, "catchUp while commits are in flight"));
+        }
+        if tail.lsn < own.lsn {
+            return Err(Error::new(
+                Code::Corrupt,
+                format!("the published log tail (LSN {}) lies before this engine's log end (LSN {}): the shared state is inconsistent", tail.lsn, own.lsn),
+            ));
+        }
+        if *tail == own && !adopt {
+            return Ok(Vec::new());
+        }
+        let log_dir = self.dir.join(LOG_DIR);
+        let mut frames: Vec<FollowedFrame> = if tail.lsn > own.lsn { read_to_tail(&log_dir, &own, tail)? } else { Vec::new() };
+        let mut end = tail.clone();
+        if adopt {
+            if let Some(past) = read_past_tail(&log_dir, tail)? {
+                end = self.settle_past_tail(&log_dir, tail, &past)?;
+                frames.extend(past.frames);
+            }
+        }
+        if frames.is_empty() && end == own {
+            return Ok(Vec::new());
+        }
+        let mut commits = Vec::with_capacity(frames.len());
+        for (lsn, bytes) in &frames {
+            let commit = payload::decode(bytes).map_err(|e| {
+                Error::new(Code::Corrupt, format!("log record {lsn} does not parse ({e}); published records cannot be trusted: restore from a backup"))
+            })?;
+            commits.push((*lsn, commit));
+        }
+        let file = self.vfs.open_log(&log_dir.join(&end.segment), end.offset).map_err(|e| Error::io("opening the log segment to continue in", &e))?;
+        if !commits.is_empty() {
+            let mut written = Vec::new();
+            let mut store = self.shared.store.write().expect("store lock");
+            for (lsn, commit) in commits {
+                match store.apply(lsn, commit, &self.shared.pages) {
+                    Ok(w) => written.extend(w),
+                    Err(cause) => {
+                        // Partly applied: nothing more can be trusted until a reopen.
+                        q.state = State::Failed(cause.clone());
+                        return Err(cause);
+                    }
+                }
+            }
+            let record_bytes = store.record_bytes() as u64;
+            self.shared.visible_lsn.store(end.lsn, Ordering::Release);
+            drop(store);
+            flush::push_now(&self.shared, Batch::new(end.lsn, written), record_bytes);
+        }
+        *self.shared.durable_at.lock().expect("durable lock") = (end.segment.clone(), end.offset, end.lsn);
+        *self.shared.reposition.lock().expect("reposition lock") = Some((file, end.segment.clone()));
+        q.next_lsn = end.lsn + 1;
+        drop(q);
+        Ok(frames.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Make what `read_past_tail` found durable and the log clean after it: fdatasync the
+    /// segments holding adopted frames, cut the torn rest of the last one, remove a segment the
+    /// dead writer created past them. Returns the new log end.
+    fn settle_past_tail(&self, log_dir: &Path, tail: &LogTail, past: &crate::log::reader::PastTail) -> Result<LogTail> {
+        let end = past.end.clone().unwrap_or_else(|| tail.clone());
+        let what = |name: &str| format!("adopting {LOG_DIR}/{name}");
+        for name in past.segments.iter().filter(|n| **n != end.segment) {
+            let f = fs::OpenOptions::new().write(true).open(log_dir.join(name)).map_err(|e| Error::io(&what(name), &e))?;
+            f.sync_data().map_err(|e| Error::io(&what(name), &e))?;
+        }
+        let f = fs::OpenOptions::new().write(true).open(log_dir.join(&end.segment)).map_err(|e| Error::io(&what(&end.segment), &e))?;
+        let len = f.metadata().map_err(|e| Error::io(&what(&end.segment), &e))?.len();
+        if len > end.offset {
+            // As recovery cuts a torn tail.
+            f.set_len(end.offset).map_err(|e| Error::io(&what(&end.segment), &e))?;
+        }
+        f.sync_data().map_err(|e| Error::io(&what(&end.segment), &e))?;
+        if let Some(orphan) = &past.orphan {
+            fs::remove_file(log_dir.join(orphan)).map_err(|e| Error::io(&format!("removing {LOG_DIR}/{orphan}"), &e))?;
+            sync_dir(log_dir).map_err(|e| Error::io("syncing log/", &e))?;
+        }
+        Ok(end)
     }
 
     /// Suspend the flusher (reference-counted): from now on batches are deferred, in order, and
@@ -510,7 +740,8 @@ impl Engine {
         let failed = !matches!(self.shared.queue.lock().expect("queue lock").state, State::Closing);
         // After a failed log write the store may hold nothing unacknowledged, but do not build
         // on a failed engine: the reopen recovers from the log.
-        let flushed = self.stop_helpers(!failed);
+        // Sharing: no final checkpoint (the caller asks for one under its checkpoint lock).
+        let flushed = self.stop_helpers(!failed && !self.sharing);
         self.release_lock();
         match self.shared.close_error.lock().expect("close error").take() {
             Some(e) => Err(e),
@@ -552,7 +783,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop(State::Closing);
-        let _ = self.stop_helpers(true);
+        let _ = self.stop_helpers(!self.sharing);
     }
 }
 

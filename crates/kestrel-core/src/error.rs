@@ -15,6 +15,8 @@ pub enum Code {
     FormatVersion,
     InvalidArgument,
     Locked,
+    /// Sharing: a newer checkpoint on disk covers commits this engine has not applied yet.
+    Behind,
 }
 
 impl Code {
@@ -28,6 +30,7 @@ impl Code {
             Code::FormatVersion => "KESTREL_FORMAT_VERSION",
             Code::InvalidArgument => "KESTREL_INVALID_ARGUMENT",
             Code::Locked => "KESTREL_LOCKED",
+            Code::Behind => "KESTREL_BEHIND",
         }
     }
 }

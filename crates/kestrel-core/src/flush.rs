@@ -88,6 +88,33 @@ pub struct FlowStats {
     pub last_checkpoint_ms: u64,
 }
 
+/// How a requested checkpoint treats pages and the log (`Engine::checkpoint_with`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointOptions {
+    /// May the published free list be reused? False while another participant sharing the
+    /// directory may still read an older checkpoint.
+    pub reuse_free_pages: bool,
+    /// Delete only log segments whose every record is below this LSN (None: no extra bound).
+    pub trim_below_lsn: Option<u64>,
+}
+
+impl Default for CheckpointOptions {
+    fn default() -> Self {
+        CheckpointOptions { reuse_free_pages: true, trim_below_lsn: None }
+    }
+}
+
+impl CheckpointOptions {
+    /// Both requests served by one checkpoint: the stricter of each.
+    fn merge(self, other: CheckpointOptions) -> CheckpointOptions {
+        let trim_below_lsn = match (self.trim_below_lsn, other.trim_below_lsn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        CheckpointOptions { reuse_free_pages: self.reuse_free_pages && other.reuse_free_pages, trim_below_lsn }
+    }
+}
+
 /// Collection → key → (commit id, value) of the newest version written since the checkpoint. The
 /// names and values are the store's own (shared, not copied).
 type DirtyMap = BTreeMap<Arc<str>, BTreeMap<KeyBuf, (u64, Option<Value>)>>;
@@ -129,6 +156,8 @@ pub struct Flow {
     /// Tickets: `requested` handed out, `completed` served by a published checkpoint.
     requested: u64,
     request_target_lsn: u64,
+    /// What the requests not yet taken by a checkpoint ask for.
+    request_options: CheckpointOptions,
     completed: u64,
     /// The last failure and the highest ticket it failed.
     failure: Option<(u64, Error)>,
@@ -141,11 +170,13 @@ pub struct Flow {
     final_error: Option<Error>,
     /// Test-only: where the next checkpoint crashes.
     pub fault: PageFault,
+    /// Checkpoints by size, memory and age; false when sharing the directory (only on request).
+    auto: bool,
     stats: FlowStats,
 }
 
 impl Flow {
-    pub fn new(checkpointed_lsn: u64, retain_commits: u64) -> Flow {
+    pub fn new(checkpointed_lsn: u64, retain_commits: u64, auto: bool) -> Flow {
         Flow {
             held: VecDeque::new(),
             retain_commits,
@@ -166,6 +197,7 @@ impl Flow {
             checkpointed_lsn,
             requested: 0,
             request_target_lsn: 0,
+            request_options: CheckpointOptions::default(),
             completed: 0,
             failure: None,
             retry_at: None,
@@ -174,6 +206,7 @@ impl Flow {
             gopher_done: false,
             final_error: None,
             fault: PageFault::None,
+            auto,
             stats: FlowStats::default(),
         }
     }
@@ -200,8 +233,15 @@ impl Flow {
 
     /// Apply a batch to the dirty set.
     fn apply_now(&mut self, batch: Batch) {
+        // An adopted checkpoint (sharing) may already cover a batch still on its way here.
+        if batch.last_lsn <= self.checkpointed_lsn {
+            return;
+        }
         debug_assert!(batch.last_lsn > self.applied_lsn || batch.writes.is_empty(), "batches apply in commit order");
         for w in batch.writes {
+            if w.commit_id <= self.checkpointed_lsn {
+                continue;
+            }
             let size = w.bytes();
             let map = match self.dirty.get_mut(&*w.collection) {
                 Some(m) => m,
@@ -225,6 +265,35 @@ impl Flow {
         self.applied_lsn = self.applied_lsn.max(batch.last_lsn);
     }
 
+    /// Sharing: another participant's checkpoint at `lsn` (≤ what this engine applied) is now
+    /// the published one. Changes it covers stop being dirty.
+    pub fn adopt(&mut self, lsn: u64) {
+        debug_assert!(!self.in_flight, "no checkpoint of ours is being written");
+        if lsn <= self.checkpointed_lsn {
+            return;
+        }
+        self.checkpointed_lsn = lsn;
+        self.applied_lsn = self.applied_lsn.max(lsn);
+        let mut bytes = 0usize;
+        let mut keys = 0usize;
+        self.dirty.retain(|name, map| {
+            map.retain(|k, (cid, v)| {
+                let keep = *cid > lsn;
+                if keep {
+                    bytes += name.len() + k.len() + v.as_ref().map_or(0, |v| v.len()) + crate::store::VERSION_OVERHEAD_BYTES;
+                    keys += 1;
+                }
+                keep
+            });
+            !map.is_empty()
+        });
+        self.dirty_bytes = bytes;
+        self.dirty_keys = keys;
+        if keys == 0 {
+            self.dirty_since = None;
+        }
+    }
+
     pub fn suspend(&mut self) {
         self.suspended += 1;
     }
@@ -235,6 +304,12 @@ impl Flow {
 
     pub fn in_flight(&self) -> bool {
         self.in_flight
+    }
+
+    /// Hold off the flusher (true) while the published checkpoint is switched (sharing).
+    pub(crate) fn set_in_flight(&mut self, v: bool) {
+        debug_assert_ne!(self.in_flight, v);
+        self.in_flight = v;
     }
 
     /// Undo one suspend. After the last one the gopher applies the deferred batches, in commit
@@ -258,12 +333,13 @@ impl Flow {
     }
 
     /// A checkpoint of everything visible up to `target_lsn`: returns its ticket.
-    pub fn request(&mut self, target_lsn: u64) -> Result<u64> {
+    pub fn request(&mut self, target_lsn: u64, options: CheckpointOptions) -> Result<u64> {
         if self.stopping.is_some() {
             return Err(Error::closed());
         }
         self.requested += 1;
         self.request_target_lsn = self.request_target_lsn.max(target_lsn);
+        self.request_options = self.request_options.merge(options);
         Ok(self.requested)
     }
 
@@ -322,7 +398,7 @@ impl Flow {
         if requested {
             return true;
         }
-        if self.dirty_keys == 0 || self.retry_at.is_some_and(|t| now < t) {
+        if !self.auto || self.dirty_keys == 0 || self.retry_at.is_some_and(|t| now < t) {
             return false;
         }
         let by_size = self.dirty_bytes as u64 >= o.checkpoint_bytes;
@@ -346,6 +422,17 @@ pub(crate) fn push(shared: &Shared, batch: Batch, record_bytes: u64) {
     if waited {
         flow.stats.writer_waits += 1;
     }
+    flow.queue_bytes += batch.bytes;
+    flow.queue.push_back(batch);
+    drop(flow);
+    shared.flow_changed.notify_all();
+}
+
+/// Catching up (sharing): queue `batch` without waiting for room — the caller's thread may be
+/// the one that would resume a suspended flusher. Bounded by what other participants wrote.
+pub(crate) fn push_now(shared: &Shared, batch: Batch, record_bytes: u64) {
+    let mut flow = shared.flow.lock().expect("flow lock");
+    flow.record_bytes = record_bytes;
     flow.queue_bytes += batch.bytes;
     flow.queue.push_back(batch);
     drop(flow);
@@ -443,6 +530,7 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
         let lsn = flow.applied_lsn;
         let tickets = flow.requested;
         let fault = std::mem::take(&mut flow.fault);
+        let requested = std::mem::take(&mut flow.request_options);
         flow.in_flight = true;
         drop(flow);
         shared.flow_changed.notify_all();
@@ -459,7 +547,7 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
                     changes: keys.iter().map(|(k, (cid, v))| (k.to_vec(), v.as_ref().map(|v| (*cid, v.clone())))).collect(),
                 })
                 .collect();
-            shared.pages.checkpoint_of(lsn, &changes, fault).map(Some)
+            shared.pages.checkpoint_with(lsn, &changes, fault, requested.reuse_free_pages).map(Some)
         };
         let mut deleted = 0u64;
         if let Ok(Some(_)) = &result {
@@ -467,7 +555,12 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
             store.set_checkpointed(lsn);
             store.retire(options.cache_bytes.saturating_mul(3) as usize / 4);
             drop(store);
-            deleted = trim_log(log_dir, lsn);
+            let active = shared.durable_at.lock().expect("durable lock").0.clone();
+            let bound = match requested.trim_below_lsn {
+                Some(below) => below.checked_sub(1).map(|b| b.min(lsn)),
+                None => Some(lsn),
+            };
+            deleted = bound.map_or(0, |b| trim_log(log_dir, b, &active));
             shared.counters_segments_sub(deleted);
         }
         let mut flow = shared.flow.lock().expect("flow lock");
@@ -486,6 +579,8 @@ fn flusher(shared: &Shared, options: &Options, log_dir: &std::path::Path) {
                 }
             }
             Err(e) => {
+                // The next try serves these requests too.
+                flow.request_options = flow.request_options.merge(requested);
                 // Nothing is lost: the changes go back under any newer ones, for the next try.
                 for (name, keys) in std::mem::take(&mut dirty) {
                     let map = flow.dirty.entry(name.clone()).or_default();
@@ -556,10 +651,10 @@ fn release_freed_memory() {
     }
 }
 
-/// Delete the log segments whose records are all at or below `lsn` (never the last one).
-/// Returns how many were deleted. Best effort: a segment left behind is skipped at recovery and
-/// deleted after the next checkpoint.
-fn trim_log(log_dir: &std::path::Path, lsn: u64) -> u64 {
+/// Delete the log segments whose records are all at or below `lsn` (never the last one, nor
+/// `active`, the one this engine writes to). Returns how many were deleted. Best effort: a
+/// segment left behind is skipped at recovery and deleted after the next checkpoint.
+fn trim_log(log_dir: &std::path::Path, lsn: u64, active: &str) -> u64 {
     let Ok(entries) = fs::read_dir(log_dir) else { return 0 };
     let mut names: Vec<(u64, String)> = entries
         .filter_map(|e| e.ok())
@@ -571,7 +666,7 @@ fn trim_log(log_dir: &std::path::Path, lsn: u64) -> u64 {
     names.sort();
     let mut deleted = 0;
     for i in 0..names.len().saturating_sub(1) {
-        if names[i + 1].0 <= lsn + 1 && fs::remove_file(log_dir.join(&names[i].1)).is_ok() {
+        if names[i + 1].0 <= lsn + 1 && names[i].1 != active && fs::remove_file(log_dir.join(&names[i].1)).is_ok() {
             deleted += 1;
         }
     }

@@ -16,7 +16,9 @@ pub mod pio;
 pub mod store;
 pub mod vfs;
 
-pub use engine::{BackupPlan, Durability, Engine, Notify, Options, Stats};
+pub use engine::{BackupPlan, Durability, Engine, Notify, Options, Sharing, Stats};
 pub use error::{Code, Error, Result};
+pub use flush::CheckpointOptions;
+pub use log::reader::LogTail;
 pub use store::{ScanBounds, ScavengeStep};
 pub use vfs::{Errno, FaultOptions};

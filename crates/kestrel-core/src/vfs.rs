@@ -94,13 +94,20 @@ impl LogFile for RealFile {
     }
 }
 
+/// The file's size, at least `len`: a segment continued at `len` may already be preallocated
+/// (zeros past the write position, by this or another process sharing the directory).
+fn physical_len(file: &File, len: u64) -> io::Result<u64> {
+    Ok(file.metadata()?.len().max(len))
+}
+
 /// The plain file layer.
 pub struct RealVfs;
 
 impl Vfs for RealVfs {
     fn open_log(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Box::new(RealFile { file, len, allocated: len }))
+        let allocated = physical_len(&file, len)?;
+        Ok(Box::new(RealFile { file, len, allocated }))
     }
 }
 
@@ -263,10 +270,11 @@ impl Drop for FaultyFile {
 impl Vfs for FaultyVfs {
     fn open_log(&self, path: &Path, len: u64) -> io::Result<Box<dyn LogFile>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let allocated = physical_len(&file, len)?;
         let mut st = self.state.lock().expect("fault state");
         st.files.push(Tracked { path: path.to_path_buf(), synced_len: len, len, open: true });
         let index = st.files.len() - 1;
         drop(st);
-        Ok(Box::new(FaultyFile { inner: RealFile { file, len, allocated: len }, index, vfs: self.clone() }))
+        Ok(Box::new(FaultyFile { inner: RealFile { file, len, allocated }, index, vfs: self.clone() }))
     }
 }

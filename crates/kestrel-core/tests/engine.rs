@@ -303,9 +303,10 @@ fn golden_bytes_of_a_small_log() {
         assert_eq!(commit_wait(&e, &acks, &del_k).unwrap(), 2);
         e.close().unwrap();
     }
+    // Identity version 2: the directory may be shared (segments and pages stay version 1).
     let mut identity = b"KESTREL\x01".to_vec();
-    identity.extend(le32(1));
-    identity.extend(le32(0x30A4_AE8F));
+    identity.extend(le32(2));
+    identity.extend(le32(0x5286_27B6));
     assert_eq!(fs::read(t.0.join("KESTREL")).unwrap(), identity);
 
     let mut log = b"KLOGSEG\x01".to_vec();
@@ -465,6 +466,7 @@ fn directory_identity_rules() {
     drop(open(&t.0, Options::default()));
     assert_eq!(fs::read(t.0.join("KESTREL")).unwrap().len(), 16);
     // Identity variants: bad CRC, version 0 (bad) → not a database; newer version → FORMAT_VERSION.
+    // Version 1 is read and rewritten as version 2.
     let identity = |version: u32, fix_crc: bool| {
         let mut b = b"KESTREL\x01".to_vec();
         b.extend(le32(version));
@@ -475,7 +477,7 @@ fn directory_identity_rules() {
     for (bytes, code) in [
         (identity(1, false), Code::NotADatabase),
         (identity(0, true), Code::NotADatabase),
-        (identity(2, true), Code::FormatVersion),
+        (identity(3, true), Code::FormatVersion),
         (b"KESTREL".to_vec(), Code::NotADatabase),
     ] {
         fs::write(t.0.join("KESTREL"), &bytes).unwrap();
@@ -483,6 +485,7 @@ fn directory_identity_rules() {
     }
     fs::write(t.0.join("KESTREL"), identity(1, true)).unwrap();
     drop(open(&t.0, Options::default()));
+    assert_eq!(fs::read(t.0.join("KESTREL")).unwrap(), identity(2, true));
 }
 
 #[test]

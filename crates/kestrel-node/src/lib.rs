@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use kestrel_core::pages::PageFault;
-use kestrel_core::{Durability, Engine, Errno, FaultOptions, Options, ScanBounds};
+use kestrel_core::{CheckpointOptions, Durability, Engine, Errno, FaultOptions, LogTail, Options, ScanBounds, Sharing};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -42,6 +42,51 @@ pub struct NativeOpenOptions {
     pub checkpoint_interval_ms: i64,
     pub flush_queue_bytes: i64,
     pub deferred_bytes_max: i64,
+    /// Present: one of several participants sharing the directory (`CoreOpenOptions.sharing`).
+    pub sharing: Option<NativeSharing>,
+}
+
+/// `CoreSharing`.
+#[napi(object)]
+pub struct NativeSharing {
+    pub tail: Option<NativeLogTail>,
+}
+
+/// `LogTail`: the next frame goes to `segment` at byte `offset`; the one before has LSN `lsn`.
+#[napi(object)]
+pub struct NativeLogTail {
+    pub lsn: f64,
+    pub segment: String,
+    pub offset: f64,
+}
+
+/// `CheckpointRef`.
+#[napi(object)]
+pub struct NativeCheckpointRef {
+    pub seq: f64,
+    pub lsn: f64,
+}
+
+/// `CoreCheckpointOptions`.
+#[napi(object)]
+pub struct NativeCheckpointOptions {
+    pub reuse_free_pages: Option<bool>,
+    pub trim_below_lsn: Option<f64>,
+}
+
+/// A non-negative integer that fits an f64 exactly.
+fn whole(name: &str, v: f64) -> std::result::Result<u64, napi::Error<String>> {
+    if !(0.0..=9_007_199_254_740_991.0).contains(&v) || v.fract() != 0.0 {
+        return Err(invalid(format!("{name} must be a non-negative integer, got {v}")));
+    }
+    Ok(v as u64)
+}
+
+fn tail_from(t: NativeLogTail) -> std::result::Result<LogTail, napi::Error<String>> {
+    if kestrel_core::format::log::parse_segment_name(&t.segment).is_none() {
+        return Err(invalid(format!("tail.segment must be a log segment file name, got {:?}", t.segment)));
+    }
+    Ok(LogTail { lsn: whole("tail.lsn", t.lsn)?, segment: t.segment, offset: whole("tail.offset", t.offset)? })
 }
 
 /// What a backup copies (see `Engine::backup_plan`).
@@ -247,6 +292,10 @@ impl NativeEngine {
             checkpoint_interval_ms: u64::try_from(options.checkpoint_interval_ms).map_err(|_| invalid("checkpointIntervalMs must be ≥ 0".into()))?,
             flush_queue_bytes: positive("flushQueueBytes", options.flush_queue_bytes)?,
             deferred_bytes_max: positive("deferredBytesMax", options.deferred_bytes_max)?,
+            sharing: match options.sharing {
+                None => None,
+                Some(s) => Some(Sharing { tail: s.tail.map(tail_from).transpose()? }),
+            },
         };
         let notify: kestrel_core::Notify = Box::new(move |lsn, err| {
             let (code, message) = match err {
@@ -444,6 +493,45 @@ impl NativeEngine {
     #[napi]
     pub fn request_checkpoint(&self) -> std::result::Result<f64, napi::Error<String>> {
         self.engine.request_checkpoint().map(|t| t as f64).map_err(to_js)
+    }
+
+    /// `requestCheckpoint` with options. Sharing: adopts the newest checkpoint on disk first
+    /// (throws KESTREL_BEHIND when it covers commits not applied here).
+    #[napi]
+    pub fn request_checkpoint_with(&self, options: NativeCheckpointOptions) -> std::result::Result<f64, napi::Error<String>> {
+        let o = CheckpointOptions {
+            reuse_free_pages: options.reuse_free_pages.unwrap_or(true),
+            trim_below_lsn: options.trim_below_lsn.map(|v| whole("trimBelowLsn", v)).transpose()?,
+        };
+        self.engine.request_checkpoint_with(o).map(|t| t as f64).map_err(to_js)
+    }
+
+    /// The checkpoint reads of retired records go to (seq 0: none).
+    #[napi]
+    pub fn checkpoint_ref(&self) -> NativeCheckpointRef {
+        let (seq, lsn) = self.engine.checkpoint_ref();
+        NativeCheckpointRef { seq: seq as f64, lsn: lsn as f64 }
+    }
+
+    /// Sharing: switch to a newer checkpoint on disk; false when nothing changed.
+    #[napi]
+    pub fn adopt_checkpoint(&self) -> std::result::Result<bool, napi::Error<String>> {
+        self.engine.adopt_checkpoint().map_err(to_js)
+    }
+
+    /// Where the log ends after the last acknowledged commit.
+    #[napi]
+    pub fn log_tail(&self) -> NativeLogTail {
+        let t = self.engine.log_tail();
+        NativeLogTail { lsn: t.lsn as f64, segment: t.segment, offset: t.offset as f64 }
+    }
+
+    /// Sharing: apply what other participants appended up to `tail` (and, with `adopt`, what a
+    /// dead writer left past it); returns the payloads applied, in LSN order.
+    #[napi]
+    pub fn catch_up(&self, tail: NativeLogTail, adopt: bool) -> std::result::Result<Vec<Buffer>, napi::Error<String>> {
+        let tail = tail_from(tail)?;
+        Ok(self.engine.catch_up(&tail, adopt).map_err(to_js)?.into_iter().map(Buffer::from).collect())
     }
 
     /// True once the checkpoint of `ticket` is published; throws if it failed.

@@ -7,6 +7,9 @@ pub const IDENTITY_FILE: &str = "KESTREL";
 pub const LOCK_FILE: &str = "LOCK";
 pub const IDENTITY_BYTES: usize = 16;
 pub const IDENTITY_MAGIC: [u8; 8] = *b"KESTREL\x01";
+/// The identity file's version: 2 = the directory may be shared by several processes (segment
+/// and page formats are unchanged: still [`FORMAT_VERSION`]). Version 1 is read and rewritten.
+pub const IDENTITY_VERSION: u32 = 2;
 pub const LOG_DIR: &str = "log";
 pub const SEGMENT_SUFFIX: &str = ".klog";
 pub const SEGMENT_HEADER_BYTES: usize = 32;
@@ -21,7 +24,7 @@ pub const BATCH_END: u8 = 0x80;
 pub fn identity_bytes() -> [u8; IDENTITY_BYTES] {
     let mut out = [0u8; IDENTITY_BYTES];
     out[..8].copy_from_slice(&IDENTITY_MAGIC);
-    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[8..12].copy_from_slice(&IDENTITY_VERSION.to_le_bytes());
     let crc = crc32c(&out[..12]);
     out[12..16].copy_from_slice(&crc.to_le_bytes());
     out
@@ -116,7 +119,7 @@ mod tests {
     #[test]
     fn golden_identity_and_header() {
         let id = identity_bytes();
-        assert_eq!(&id[..12], &[0x4b, 0x45, 0x53, 0x54, 0x52, 0x45, 0x4c, 0x01, 1, 0, 0, 0]);
+        assert_eq!(&id[..12], &[0x4b, 0x45, 0x53, 0x54, 0x52, 0x45, 0x4c, 0x01, 2, 0, 0, 0]);
         let h = segment_header(7);
         assert_eq!(&h[..8], b"KLOGSEG\x01");
         assert_eq!(read_segment_header(&h), Ok(7));

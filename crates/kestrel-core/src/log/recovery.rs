@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::reader::{list_segments, read_segment};
+use super::reader::{list_segments, read_segment, read_to_tail, LogTail};
 use crate::error::{io, Code, Error, Result};
 use crate::format::log::*;
 use crate::format::payload::{self, Commit};
@@ -151,5 +151,45 @@ pub fn recover(dir: &Path, checkpoint_lsn: u64) -> Result<Recovered> {
     // after the checkpoint was written) continues after the checkpoint.
     out.log_end_lsn = out.last_lsn;
     out.last_lsn = out.last_lsn.max(checkpoint_lsn);
+    Ok(out)
+}
+
+/// Sharing, other participants live: replay the log of `dir` on top of a checkpoint at
+/// `checkpoint_lsn` only up to the published `tail` — frames through LSN `tail.lsn`, ending at
+/// `tail.segment` byte `tail.offset`. Nothing is cut, truncated or deleted: bytes past the tail
+/// belong to a live writer. Damage before the tail is corruption (published frames are durable).
+pub fn recover_to_tail(dir: &Path, checkpoint_lsn: u64, tail: &LogTail) -> Result<Recovered> {
+    if tail.lsn < checkpoint_lsn {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!("the published log tail (LSN {}) lies before the checkpoint (LSN {checkpoint_lsn}): the shared state is inconsistent", tail.lsn),
+        ));
+    }
+    let log_dir = dir.join(LOG_DIR);
+    // Segments past the tail's are a live writer's (or a dead one's, adopted later).
+    let names: Vec<(u64, String)> = list_segments(&log_dir)?.into_iter().filter(|(_, n)| *n <= tail.segment).collect();
+    let skip = (0..names.len()).take_while(|&i| i + 1 < names.len() && names[i + 1].0 <= checkpoint_lsn + 1).count();
+    let Some((first_lsn, first)) = names.into_iter().nth(skip) else {
+        return Err(corrupt(&tail.segment, 0, "the segment of the published tail is missing"));
+    };
+    if first_lsn == 0 || first_lsn > checkpoint_lsn + 1 {
+        return Err(corrupt(&first, 0, &format!("records {}..{} are missing (a segment file was deleted)", checkpoint_lsn + 1, first_lsn - 1)));
+    }
+    match read_segment(&log_dir, &first).map(|b| read_segment_header(&b)) {
+        Ok(Ok(h)) if h == first_lsn => {}
+        Ok(Ok(h)) => return Err(corrupt(&first, 0, &format!("header says first LSN {h}"))),
+        Ok(Err(why)) => return Err(corrupt(&first, 0, &why)),
+        Err(e) => return Err(e),
+    }
+    let from = LogTail { lsn: first_lsn - 1, segment: first, offset: SEGMENT_HEADER_BYTES as u64 };
+    let mut out = Recovered { last_lsn: tail.lsn, log_end_lsn: tail.lsn, ..Recovered::default() };
+    for (lsn, bytes) in read_to_tail(&log_dir, &from, tail)? {
+        if lsn > checkpoint_lsn {
+            let commit = payload::decode(&bytes).map_err(|e| corrupt(&tail.segment, 0, &format!("commit record {lsn} does not parse: {e}")))?;
+            out.commits.push((lsn, commit));
+        }
+    }
+    let tail_first = parse_segment_name(&tail.segment).unwrap_or(0);
+    out.segments.push(Segment { name: tail.segment.clone(), first_lsn: tail_first, len: tail.offset });
     Ok(out)
 }

@@ -106,8 +106,10 @@ impl Writer {
                     drop(q);
                     // A failure leaves a zeroed tail, which recovery cuts, but commits that
                     // `relaxed`/`none` acknowledged since the last sync may not be durable:
-                    // close() reports it.
-                    if let Err(e) = self.seal() {
+                    // close() reports it. Sharing: another participant may write on in this
+                    // segment, so it is synced, never cut.
+                    let closed = if self.options.sharing.is_some() { self.active.sync(Purpose::Seal) } else { self.seal() };
+                    if let Err(e) = closed {
                         *self.shared.close_error.lock().expect("close error") = Some(Error::new(
                             Code::Io,
                             format!("closing: the final fdatasync of the log failed ({e}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure"),
@@ -157,6 +159,16 @@ impl Writer {
     /// Write, sync and publish one batch. Returns false when the writer must stop.
     fn write_batch(&mut self, batch: Vec<Queued>) -> bool {
         debug_assert!(!batch.is_empty());
+        // Sharing: catchUp moved the log end (while nothing was queued); continue there.
+        if let Some((file, name)) = self.shared.reposition.lock().expect("reposition lock").take() {
+            if self.unsynced {
+                // Best effort (relaxed): the quiet-period sync would have covered it.
+                let _ = self.active.sync(Purpose::Meta);
+                self.unsynced = false;
+            }
+            self.active = file;
+            self.active_name = name;
+        }
         let mut buffer = Vec::with_capacity(batch.iter().map(|q| FRAME_HEADER_BYTES + q.payload.len()).sum());
         for (i, q) in batch.iter().enumerate() {
             let t = RECORD_COMMIT | if i + 1 == batch.len() { BATCH_END } else { 0 };

@@ -17,17 +17,24 @@ pub struct Allocator {
     /// Pages freed by this checkpoint: reusable only from the next checkpoint on, because the
     /// published checkpoint can reach them until the new meta page is durable.
     pub(super) freed: Vec<u32>,
+    /// False: hand out only new pages at the end of the file (another participant sharing the
+    /// directory may still read an older checkpoint that reaches the published free pages);
+    /// the whole published free list is carried into the new one.
+    reuse: bool,
 }
 
 impl Allocator {
-    pub fn new(reusable: Vec<u32>, page_count: u32) -> Allocator {
+    pub fn new(reusable: Vec<u32>, page_count: u32, reuse: bool) -> Allocator {
         debug_assert!(reusable.windows(2).all(|w| w[0] < w[1]));
         debug_assert!(reusable.last().is_none_or(|&p| p < page_count));
-        Allocator { reusable, taken: 0, next: page_count, freed: Vec::new() }
+        Allocator { reusable, taken: 0, next: page_count, freed: Vec::new(), reuse }
     }
 
     /// The smallest reusable page, or else a new page at the end of the file.
     pub fn alloc(&mut self) -> Result<u32> {
+        if !self.reuse {
+            return self.alloc_at_end();
+        }
         if let Some(&p) = self.reusable.get(self.taken) {
             self.taken += 1;
             return Ok(p);
@@ -57,10 +64,12 @@ impl Allocator {
     pub(super) fn free_chain(&mut self) -> Result<(Vec<u32>, Vec<u32>)> {
         let reusable_left = self.reusable.len() - self.taken;
         let total = reusable_left + self.freed.len();
+        // The chain's pages come from R only when pages may be reused.
+        let from_reusable = if self.reuse { reusable_left } else { 0 };
         let per_page = FREE_NUMBERS_PER_PAGE;
         // Bounded: c ≤ ceil(total / 1018) satisfies the condition.
         let mut c = 0usize;
-        while total - c.min(reusable_left) > per_page * c {
+        while total - c.min(from_reusable) > per_page * c {
             c += 1;
         }
         debug_assert!(c <= total.div_ceil(per_page));
@@ -140,7 +149,7 @@ mod tests {
     use crate::format::page_layout;
 
     fn chain_of(reusable: Vec<u32>, page_count: u32, freed: &[u32]) -> (Vec<u32>, Vec<u32>, u32) {
-        let mut a = Allocator::new(reusable, page_count);
+        let mut a = Allocator::new(reusable, page_count, true);
         for &p in freed {
             a.free(p);
         }
@@ -162,6 +171,15 @@ mod tests {
         assert_eq!((chain, list, next), (vec![20], vec![3, 15], 21));
         let (chain, list, next) = chain_of(vec![], 20, &[]);
         assert_eq!((chain, list, next), (vec![], vec![], 20));
+    }
+
+    #[test]
+    fn without_reuse_every_page_is_new_and_the_free_list_keeps_all() {
+        let mut a = Allocator::new(vec![5, 9, 12], 20, false);
+        assert_eq!(a.alloc().unwrap(), 20);
+        a.free(3);
+        let (chain, list) = a.free_chain().unwrap();
+        assert_eq!((chain, list, a.next), (vec![21], vec![3, 5, 9, 12], 22));
     }
 
     #[test]

@@ -176,6 +176,12 @@ impl PageCache {
         debug_assert!(c.keys.len() <= self.capacity_pages);
     }
 
+    fn clear(&self) {
+        let mut c = self.lock();
+        c.map.clear();
+        c.keys.clear();
+    }
+
     fn invalidate(&self, pages: impl Iterator<Item = u32>) {
         let mut c = self.lock();
         for p in pages {
@@ -627,6 +633,18 @@ impl PageStore {
     /// [`checkpoint`](Self::checkpoint) with the values in any byte container (the engine's
     /// flusher passes the store's shared values, so that nothing is copied).
     pub fn checkpoint_of<V: AsRef<[u8]>>(&self, lsn: u64, changes: &[CollectionChanges<V>], fault: PageFault) -> Result<CheckpointReport> {
+        self.checkpoint_with(lsn, changes, fault, true)
+    }
+
+    /// [`checkpoint_of`](Self::checkpoint_of); `reuse_free_pages` false: only new pages at the
+    /// end of the file, the published free list carried whole into the new one (see Allocator).
+    pub fn checkpoint_with<V: AsRef<[u8]>>(
+        &self,
+        lsn: u64,
+        changes: &[CollectionChanges<V>],
+        fault: PageFault,
+        reuse_free_pages: bool,
+    ) -> Result<CheckpointReport> {
         let mut quarantine = self.flusher.lock().unwrap_or_else(PoisonError::into_inner);
         // Only this (serialized) function changes the published state, so this snapshot stays
         // the published checkpoint until we publish.
@@ -651,7 +669,7 @@ impl PageStore {
             }
         };
         let src = PageSource { file: &file, meta, cache: &self.cache, roots: None };
-        let mut built = build_checkpoint(&src, lsn, changes, &quarantine)?;
+        let mut built = build_checkpoint(&src, lsn, changes, &quarantine, reuse_free_pages)?;
         built.pages.sort_unstable_by_key(|(no, _)| *no);
         debug_assert!(built.pages.windows(2).all(|w| w[0].0 < w[1].0), "each page written once");
         debug_assert!(built.pages.iter().all(|(no, _)| *no >= META_SLOTS && *no < built.meta.page_count));
@@ -675,6 +693,36 @@ impl PageStore {
         *quarantine = Quarantine::default();
         let pages_written = built.pages.len() as u64;
         Ok(CheckpointReport { seq: built.meta.seq, lsn, pages_written, pages_freed: built.pages_freed, bytes_written: (pages_written + 1) * PAGE_BYTES as u64 })
+    }
+
+    /// The newest valid checkpoint on disk (read from both meta slots, as open does; another
+    /// participant sharing the directory may have published it), with the file it is in. None
+    /// while `pages.kdb` does not exist.
+    pub fn newest_on_disk(&self) -> Result<Option<(Meta, Arc<File>)>> {
+        let file = match self.read_state().file.clone() {
+            Some(f) => f,
+            None => match OpenOptions::new().read(true).write(true).open(&self.path) {
+                Ok(f) => Arc::new(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io(&format!("opening {}", self.path.display()), &e)),
+            },
+        };
+        Ok(Some((read_meta(&file)?, file)))
+    }
+
+    /// Make `meta` (newer than the published one, from [`newest_on_disk`](Self::newest_on_disk))
+    /// the published checkpoint: reads and the next checkpoint build on it. The page cache is
+    /// emptied: another participant may have rewritten pages this one had cached.
+    pub fn adopt(&self, meta: Meta, file: Arc<File>) {
+        let mut quarantine = self.flusher.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.published.write().unwrap_or_else(PoisonError::into_inner);
+        debug_assert!(meta.seq > state.meta.seq, "only a newer checkpoint is adopted");
+        state.meta = meta;
+        state.file = Some(file);
+        state.roots.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
+        self.cache.clear();
+        // A newer published checkpoint supersedes any failed attempt of ours, as our own does.
+        *quarantine = Quarantine::default();
     }
 
     /// Step 6 of the spec: pages, fdatasync, meta slot, fdatasync. On error also says whether

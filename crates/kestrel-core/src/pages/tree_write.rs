@@ -253,7 +253,13 @@ pub struct Built {
 
 /// Spec steps 1–5 for checkpoint `src.meta.seq + 1` at `lsn`: every new page, built in
 /// allocation order, and the new meta. Writes nothing.
-pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes: &[CollectionChanges<V>], quarantine: &Quarantine) -> Result<Built> {
+pub fn build_checkpoint<V: AsRef<[u8]>>(
+    src: &PageSource<'_>,
+    lsn: u64,
+    changes: &[CollectionChanges<V>],
+    quarantine: &Quarantine,
+    reuse_free_pages: bool,
+) -> Result<Built> {
     let meta = src.meta;
     let (chain, mut reusable) = read_free_list(src)?;
     let mut next = meta.page_count;
@@ -266,7 +272,7 @@ pub fn build_checkpoint<V: AsRef<[u8]>>(src: &PageSource<'_>, lsn: u64, changes:
         reusable.retain(|p| quarantine.pages.binary_search(p).is_err());
         next = next.max(quarantine.page_count);
     }
-    let mut w = TreeWriter { src, seq: meta.seq + 1, alloc: Allocator::new(reusable, next), pages: Vec::new(), record_delta: 0 };
+    let mut w = TreeWriter { src, seq: meta.seq + 1, alloc: Allocator::new(reusable, next, reuse_free_pages), pages: Vec::new(), record_delta: 0 };
     for &p in &quarantine.pages {
         w.alloc.free(p);
     }
