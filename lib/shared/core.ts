@@ -95,7 +95,6 @@ export class SharedCore implements Core {
   private foreignBatches = 0
   private othersLive = 0
   private closed = false
-  private freshTurn = false
   private tailTimer: NodeJS.Timeout | undefined
   private houseTimer: NodeJS.Timeout | undefined
   private idleTimer: NodeJS.Timeout | undefined
@@ -586,13 +585,19 @@ export class SharedCore implements Core {
 
   // ---- reads and the rest, forwarded -------------------------------------------------------
 
+  /**
+   * Every snapshot starts here (transactions, views, one-shot reads): caught up to the published
+   * tail first — one read of the log block, unless this participant holds the write lock — so a
+   * transaction begun after another process's commit resolved sees it. (Once per event-loop turn
+   * would not do: a message from that process can arrive in the same turn as an earlier refresh.)
+   */
   lastCommitId(): bigint {
-    if (!this.freshTurn && !this.closed) {
-      this.freshTurn = true
-      setImmediate(() => {
-        this.freshTurn = false
-      })
-      this.refreshNow()
+    if (!this.closed) {
+      try {
+        this.refreshNow()
+      } catch (err) {
+        this.fault(err)
+      }
     }
     return this.inner.lastCommitId()
   }
