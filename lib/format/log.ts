@@ -5,7 +5,12 @@
  */
 import { crc32c } from './crc32c.js'
 
+/** Format version of log segments (their header). */
 export const FORMAT_VERSION = 1
+/** Identity file version written: 2 = the directory may be shared by several processes. */
+export const IDENTITY_VERSION = 2
+/** Identity file versions read (1 is rewritten to 2 at open). */
+export const IDENTITY_VERSION_MIN = 1
 export const IDENTITY_FILE = 'KESTREL'
 export const IDENTITY_BYTES = 16
 export const IDENTITY_MAGIC = Uint8Array.from([0x4b, 0x45, 0x53, 0x54, 0x52, 0x45, 0x4c, 0x01])
@@ -19,12 +24,12 @@ export const RECORD_PAYLOAD_BYTES_MAX = 256 * 1024 * 1024
 export const RECORD_COMMIT = 1
 export const BATCH_END = 0x80
 
-/** The identity file's 16 bytes. */
-export function identityBytes(): Uint8Array {
+/** The identity file's 16 bytes (version 1 only for tests of the upgrade). */
+export function identityBytes(version = IDENTITY_VERSION): Uint8Array {
   const out = new Uint8Array(IDENTITY_BYTES)
   const view = new DataView(out.buffer)
   out.set(IDENTITY_MAGIC, 0)
-  view.setUint32(8, FORMAT_VERSION, true)
+  view.setUint32(8, version, true)
   view.setUint32(12, crc32c(out, 0, 0, 12), true)
   return out
 }

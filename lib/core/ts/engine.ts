@@ -11,10 +11,22 @@ import { FRAME_HEADER_BYTES, LOG_DIR, parseSegmentName, segmentName } from '../.
 import { PAGE_FILE } from '../../format/page_layout.js'
 import { decodeCommit, type WriteOp } from '../../format/payload.js'
 import { checkStoredValues } from '../../format/stored.js'
-import type { BackupPlan, Core, CoreOpenOptions, CoreScanOptions, CoreScavengeOptions, CoreScavengeStep, CoreStats, PageFault } from '../types.js'
+import type {
+  BackupPlan,
+  CheckpointRef,
+  Core,
+  CoreCheckpointOptions,
+  CoreOpenOptions,
+  CoreScanOptions,
+  CoreScavengeOptions,
+  CoreScavengeStep,
+  CoreStats,
+  LogTail,
+  PageFault,
+} from '../types.js'
 import { prepareDirectory } from './directory.js'
 import { Flow, makeBatch } from './flush.js'
-import { createSegment, recover, Writer } from './log/index.js'
+import { adoptPastTail, createSegment, readToTail, recover, Writer, type PublishedRecord } from './log/index.js'
 import { PageStore } from './pages/index.js'
 import { Store } from './store/index.js'
 import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
@@ -96,6 +108,8 @@ export class TsCore implements Core {
     private readonly queue: Queue,
     private readonly writer: Writer,
     lastLsn: number,
+    /** Opened as one of several participants (CoreOpenOptions.sharing). */
+    private readonly shared: boolean,
   ) {
     this.nextLsn = lastLsn + 1
   }
@@ -107,13 +121,22 @@ export class TsCore implements Core {
     try {
       const meta = pages.meta()
       checkRecordCount(pages, meta.records)
-      const recovered = await recover(dir, meta.checkpointLsn)
+      const tail = options.sharing?.tail
+      const recovered = await recover(dir, meta.checkpointLsn, tail)
       const store = new Store(pages, meta.checkpointLsn, meta.records)
       let segmentCount = recovered.segments.length
       const logDir = join(dir, LOG_DIR)
-      const flow = new Flow(pages, store, options, logDir, meta.checkpointLsn, (n) => {
-        writer.segments -= n
-      })
+      const flow = new Flow(
+        pages,
+        store,
+        options,
+        logDir,
+        meta.checkpointLsn,
+        (n) => {
+          writer.segments -= n
+        },
+        () => writer.activeSegment(),
+      )
       // The replayed tail is not in the page store yet: it is dirty.
       for (const c of recovered.commits) flow.admit(makeBatch(c.lsn, store.apply(c.lsn, c.ops)))
       // Replay installed every version; keep only what the retention window asks for.
@@ -122,7 +145,11 @@ export class TsCore implements Core {
       const last = recovered.segments[recovered.segments.length - 1]
       let active: LogFile
       let activeName: string
-      if (last && recovered.logEndLsn >= recovered.lastLsn) {
+      if (tail) {
+        // Continue at the published tail: the bytes past it are another participant's.
+        active = await vfs.openLog(join(logDir, tail.segment), tail.offset)
+        activeName = tail.segment
+      } else if (last && recovered.logEndLsn >= recovered.lastLsn) {
         active = await vfs.openLog(join(logDir, last.name), last.length)
         activeName = last.name
       } else {
@@ -133,7 +160,7 @@ export class TsCore implements Core {
       }
       const queue = new Queue()
       const writer: Writer = new Writer(logDir, options, vfs, queue, store, flow, active, activeName, segmentCount, recovered.lastLsn)
-      const core = new TsCore(dir, vfs, pages, store, flow, queue, writer, recovered.lastLsn)
+      const core = new TsCore(dir, vfs, pages, store, flow, queue, writer, recovered.lastLsn, options.sharing !== undefined)
       flow.start()
       return core
     } catch (err) {
@@ -227,10 +254,99 @@ export class TsCore implements Core {
     }
   }
 
-  checkpoint(): Promise<void> {
+  async checkpoint(options: CoreCheckpointOptions = {}): Promise<void> {
     const refused = this.queue.refusal()
-    if (refused) return Promise.reject(refused)
-    return this.flow.checkpoint(this.writer.visibleLsn)
+    if (refused) throw refused
+    if (this.shared) {
+      // Build on the newest checkpoint on disk (the caller holds the checkpoint lock: no other
+      // participant publishes one meanwhile).
+      await this.flow.idle()
+      const newest = this.pages.newestOnDisk()
+      if (newest && newest.seq > this.pages.meta().seq) {
+        if (newest.checkpointLsn > this.writer.visibleLsn) {
+          throw new KestrelError(
+            'KESTREL_BEHIND',
+            `the newest checkpoint covers commit ${newest.checkpointLsn} but this process has applied only up to ${this.writer.visibleLsn}: catch up with the log, then checkpoint`,
+          )
+        }
+        this.adopt(newest)
+      }
+    }
+    return this.flow.checkpoint(this.writer.visibleLsn, options)
+  }
+
+  checkpointRef(): CheckpointRef {
+    const meta = this.pages.meta()
+    return { seq: meta.seq, lsn: meta.checkpointLsn }
+  }
+
+  adoptCheckpoint(): boolean {
+    this.assertReadable()
+    if (!this.shared || this.flow.isBusy()) return false
+    const newest = this.pages.newestOnDisk()
+    if (!newest || newest.seq <= this.pages.meta().seq || newest.checkpointLsn > this.writer.visibleLsn) return false
+    this.adopt(newest)
+    return true
+  }
+
+  /** Switch to another participant's newer checkpoint (it covers nothing not applied here). */
+  private adopt(meta: ReturnType<PageStore['meta']>): void {
+    this.pages.adopt(meta)
+    this.store.setCheckpointed(meta.checkpointLsn)
+    this.flow.adopted(meta.checkpointLsn)
+  }
+
+  logTail(): LogTail {
+    return this.writer.logTail()
+  }
+
+  catchUp(tail: LogTail, adopt: boolean): Uint8Array[] {
+    this.assertReadable()
+    if (!this.shared) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'catchUp() is for a database opened with sharing')
+    const refused = this.queue.refusal()
+    if (refused) throw refused
+    if (this.nextLsn !== this.writer.visibleLsn + 1) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'catchUp while commits are in flight')
+    const own = this.writer.logTail()
+    if (tail.lsn < own.lsn) {
+      throw new KestrelError(
+        'KESTREL_CORRUPT',
+        `the published log tail (LSN ${tail.lsn}) is behind this process's own log end (LSN ${own.lsn}); restore from a backup`,
+      )
+    }
+    const same = tail.segment === own.segment && tail.offset === own.offset
+    if (same && tail.lsn !== own.lsn) {
+      throw new KestrelError(
+        'KESTREL_CORRUPT',
+        `the published log tail says LSN ${tail.lsn} at this process's own log end (LSN ${own.lsn}); restore from a backup`,
+      )
+    }
+    if (same && !adopt) return []
+    const logDir = join(this.dir, LOG_DIR)
+    const records: PublishedRecord[] = same ? [] : readToTail(logDir, own, tail)
+    let end = tail
+    let reopen = false
+    if (adopt) {
+      const adopted = adoptPastTail(logDir, tail)
+      for (const r of adopted.records) records.push(r)
+      end = adopted.end
+      reopen = adopted.changed
+    }
+    if (records.length === 0 && !reopen && same) return []
+    const entered = end.segment > own.segment ? countBetween(own.segment, end.segment, logDir) : 0
+    const visibleBefore = this.writer.visibleLsn
+    this.writer.reposition(end, reopen, entered)
+    this.nextLsn = end.lsn + 1
+    // Durable records: apply them as replay at open does, in LSN order.
+    try {
+      for (const r of records) this.flow.pushNow(makeBatch(r.lsn, this.store.apply(r.lsn, r.ops)))
+    } catch (err) {
+      // A page-store read failed (corruption): stop; the reopen decides.
+      this.queue.failure = err instanceof KestrelError ? err : new KestrelError('KESTREL_IO', (err as Error).message, { cause: err })
+      this.queue.state = 'failed'
+      this.writer.visibleLsn = visibleBefore
+      throw err
+    }
+    return records.map((r) => r.payload.slice())
   }
 
   async suspendFlusher(): Promise<void> {
@@ -268,6 +384,17 @@ export class TsCore implements Core {
     this.writer.stopQuietSync()
     const wasOpen = this.queue.state === 'open'
     this.queue.state = 'closed'
+    if (this.shared) {
+      // Another participant may be writing this segment and checkpoints only come on request:
+      // no seal, no final checkpoint.
+      try {
+        await this.flow.stop(false)
+      } finally {
+        await this.writer.closeActive()
+        this.pages.close()
+      }
+      return
+    }
     let sealError: unknown
     let flushError: unknown
     try {
@@ -317,6 +444,11 @@ export class TsCore implements Core {
     this.pages.close()
     await this.vfs.crash(tearBytes)
   }
+}
+
+/** Segment files after `from` up to and including `to` (they are named in LSN order). */
+function countBetween(from: string, to: string, logDir: string): number {
+  return readdirSync(logDir).filter((n) => parseSegmentName(n) !== undefined && n > from && n <= to).length
 }
 
 /**

@@ -15,7 +15,7 @@
  */
 import { readdir, unlink } from 'node:fs/promises'
 import { KestrelError, toKestrelError } from '../../errors.js'
-import type { CoreOpenOptions, CoreStats, PageFault } from '../types.js'
+import type { CoreCheckpointOptions, CoreOpenOptions, CoreStats, PageFault } from '../types.js'
 import { parseSegmentName } from '../../format/log.js'
 import { syncDir } from './fsutil.js'
 import type { CollectionChanges, PageStore } from './pages/index.js'
@@ -48,7 +48,7 @@ export function makeBatch(lastLsn: number, writes: Written[]): Batch {
 /** Options of the flow (validated by lib/options.ts); `retainCommits`: a checkpoint never covers them. */
 export type FlowOptions = Pick<
   CoreOpenOptions,
-  'retainCommits' | 'cacheBytes' | 'checkpointBytes' | 'checkpointIntervalMs' | 'flushQueueBytes' | 'deferredBytesMax'
+  'retainCommits' | 'cacheBytes' | 'checkpointBytes' | 'checkpointIntervalMs' | 'flushQueueBytes' | 'deferredBytesMax' | 'sharing'
 >
 
 /** Counters of the flow, reported by stats(). */
@@ -88,6 +88,8 @@ export class Flow {
   private checkpointedLsn: number
   private requested = 0
   private requestTargetLsn = 0
+  /** What the pending requests ask of the next checkpoint (the strictest of them). */
+  private requestOptions: CoreCheckpointOptions = {}
   private completed = 0
   private failure: { upTo: number; error: KestrelError } | undefined
   private retryAtMs = 0
@@ -113,6 +115,8 @@ export class Flow {
     private readonly logDir: string,
     checkpointedLsn: number,
     private readonly onSegmentsDeleted: (n: number) => void,
+    /** The log writer's active segment: never trimmed (sharing: others may be behind it too). */
+    private readonly activeSegment: () => string,
   ) {
     this.appliedLsn = checkpointedLsn
     this.checkpointedLsn = checkpointedLsn
@@ -175,6 +179,42 @@ export class Flow {
     this.queueBytes += batch.bytes
     this.pump()
     return undefined
+  }
+
+  /**
+   * catchUp's hand-off of records other participants wrote: queued behind any batch queued or
+   * deferred (the dirty set takes batches in LSN order), never waiting for room.
+   */
+  pushNow(batch: Batch): void {
+    this.queue.push(batch)
+    this.queueBytes += batch.bytes
+    this.pump()
+  }
+
+  /**
+   * Sharing: the page store switched to another participant's checkpoint at `lsn`: what it covers
+   * is no longer dirty.
+   */
+  adopted(lsn: number): void {
+    if (this.inFlight !== undefined) throw new Error('adopting a checkpoint while one is being written') // assertion
+    for (const [name, m] of this.dirty) {
+      for (const [k, e] of m) {
+        if (e.commitId > lsn) continue
+        m.delete(k)
+        this.dirtyBytes -= e.bytes
+        this.dirtyKeys--
+      }
+      if (m.size === 0) this.dirty.delete(name)
+    }
+    if (this.dirtyKeys === 0) this.dirtySinceMs = undefined
+    this.checkpointedLsn = Math.max(this.checkpointedLsn, lsn)
+    this.appliedLsn = Math.max(this.appliedLsn, lsn)
+  }
+
+  /** Resolves once no checkpoint is being written. */
+  async idle(): Promise<void> {
+    // Bounded: each pass waits for one checkpoint; the caller starts none meanwhile.
+    while (this.inFlight) await this.inFlight.catch(() => undefined)
   }
 
   /** The gopher: move queued batches to the dirty set, or to `deferred` while suspended. */
@@ -258,10 +298,13 @@ export class Flow {
   }
 
   /** Checkpoint everything visible up to `targetLsn`; resolves once it is published. */
-  async checkpoint(targetLsn: number): Promise<void> {
+  async checkpoint(targetLsn: number, options: CoreCheckpointOptions = {}): Promise<void> {
     if (this.stopping) throw new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
     const ticket = ++this.requested
     this.requestTargetLsn = Math.max(this.requestTargetLsn, targetLsn)
+    const o = this.requestOptions
+    if (options.reuseFreePages === false) o.reuseFreePages = false
+    if (options.trimBelowLsn !== undefined) o.trimBelowLsn = Math.min(o.trimBelowLsn ?? Number.POSITIVE_INFINITY, options.trimBelowLsn)
     this.maybeCheckpoint()
     // Bounded by the flusher: each wake-up follows a checkpoint that published or failed.
     for (;;) {
@@ -281,7 +324,8 @@ export class Flow {
     // Everything up to the target has been taken (what is held inside the retention window cannot
     // be checkpointed, so it does not count against the request).
     if (this.requested > Math.max(this.completed, this.failure?.upTo ?? 0) && this.seenLsn >= this.requestTargetLsn) return true
-    if (this.dirtyKeys === 0 || nowMs < this.retryAtMs) return false
+    // Sharing: only on request (the caller holds the checkpoint lock then).
+    if (this.dirtyKeys === 0 || nowMs < this.retryAtMs || this.options.sharing !== undefined) return false
     const o = this.options
     const bySize = this.dirtyBytes >= o.checkpointBytes
     const byMemory = this.store.recordBytes > o.cacheBytes && this.dirtyBytes >= Math.max(1, o.checkpointBytes / 8)
@@ -309,6 +353,8 @@ export class Flow {
     this.dirtySinceMs = undefined
     const lsn = this.appliedLsn
     const tickets = this.requested
+    const options = this.requestOptions
+    this.requestOptions = {}
     const fault = this.fault
     this.fault = 'none'
     const started = Date.now()
@@ -327,10 +373,11 @@ export class Flow {
           }
           changes.push({ name, changes: list })
         }
-        const report = await this.pages.checkpoint(lsn, changes, fault)
+        const report = await this.pages.checkpoint(lsn, changes, fault, options.reuseFreePages !== false)
         this.store.setCheckpointed(lsn)
         this.store.retire(Math.floor((this.options.cacheBytes * 3) / 4))
-        const deleted = await trimLog(this.logDir, lsn)
+        const trimTo = Math.min(lsn, (options.trimBelowLsn ?? Number.POSITIVE_INFINITY) - 1)
+        const deleted = await trimLog(this.logDir, trimTo, this.activeSegment())
         this.onSegmentsDeleted(deleted)
         this.counters.checkpoints++
         this.counters.pagesWritten += report.pagesWritten
@@ -358,6 +405,10 @@ export class Flow {
         }
       }
       this.dirtySinceMs = since ?? this.dirtySinceMs
+      // The next try honours what these requests asked.
+      if (options.reuseFreePages === false) this.requestOptions.reuseFreePages = false
+      if (options.trimBelowLsn !== undefined)
+        this.requestOptions.trimBelowLsn = Math.min(this.requestOptions.trimBelowLsn ?? Number.POSITIVE_INFINITY, options.trimBelowLsn)
       this.counters.checkpointFailures++
       this.retryAtMs = Date.now() + RETRY_AFTER_FAILURE_MS
       this.failure = { upTo: tickets, error: toKestrelError(err, 'writing a checkpoint') }
@@ -420,8 +471,8 @@ function compareNames(a: string, b: string): number {
   return Buffer.compare(x, y)
 }
 
-/** Delete the log segments whose records are all at or below `lsn` (never the last one). */
-async function trimLog(logDir: string, lsn: number): Promise<number> {
+/** Delete the log segments whose records are all at or below `lsn` (never the last one, nor `active` or later ones). */
+async function trimLog(logDir: string, lsn: number, active: string): Promise<number> {
   let names: Array<{ name: string; first: number }>
   try {
     names = (await readdir(logDir))
@@ -433,7 +484,7 @@ async function trimLog(logDir: string, lsn: number): Promise<number> {
   }
   let deleted = 0
   for (let i = 0; i + 1 < names.length; i++) {
-    if (names[i + 1]!.first <= lsn + 1) {
+    if (names[i + 1]!.first <= lsn + 1 && names[i]!.name < active) {
       try {
         await unlink(`${logDir}/${names[i]!.name}`)
         deleted++

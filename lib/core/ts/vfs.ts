@@ -5,7 +5,7 @@
  * Counting rule shared with the native engine: only the writes and fdatasyncs issued for commit
  * *batches* count toward `failWriteAt` / `failFsyncAt`; segment headers and directory syncs don't.
  */
-import { open as fsOpen, type FileHandle } from 'node:fs/promises'
+import { close, fdatasync, fstatSync, ftruncate, open, openSync, write } from 'node:fs'
 import type { FaultOptions } from '../types.js'
 
 /** Why a log file operation is issued: only `batch` operations are counted by the fault layer. */
@@ -29,6 +29,11 @@ export interface LogFile {
   truncate(length: number): Promise<void>
   /** Zero-fill the file up to `size` bytes and sync it (not counted by the fault layer). */
   preallocate(size: number): Promise<void>
+  /**
+   * Sharing: another participant wrote (durably) up to `length`; continue there. Nothing is
+   * written: the bytes past it are that participant's preallocated zeros.
+   */
+  moveTo(length: number): void
   close(): Promise<void>
 }
 
@@ -36,14 +41,34 @@ const ZERO_CHUNK = new Uint8Array(1 << 20)
 
 /** Opens log files; the faulty implementation also simulates crashes. */
 export interface Vfs {
+  /** Open a segment whose write position is `length` (the file may be longer: zeros). */
   openLog(path: string, length: number): Promise<LogFile>
+  /** The same, synchronously (catchUp moves the writer to another participant's segment). */
+  openLogSync(path: string, length: number): LogFile
 }
 
-async function writeAllAt(fh: FileHandle, path: string, data: Uint8Array, position: number): Promise<void> {
+/** The callback fs calls as promises (the log keeps a plain fd so that it can be opened synchronously). */
+function writeAt(fd: number, data: Uint8Array, offset: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => write(fd, data, offset, data.length - offset, position, (err, n) => (err ? reject(err) : resolve(n))))
+}
+function fdatasyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())))
+}
+function ftruncateAsync(fd: number, length: number): Promise<void> {
+  return new Promise((resolve, reject) => ftruncate(fd, length, (err) => (err ? reject(err) : resolve())))
+}
+function closeAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => close(fd, (err) => (err ? reject(err) : resolve())))
+}
+function openAsync(path: string): Promise<number> {
+  return new Promise((resolve, reject) => open(path, 'r+', (err, fd) => (err ? reject(err) : resolve(fd))))
+}
+
+async function writeAllAt(fd: number, path: string, data: Uint8Array, position: number): Promise<void> {
   let done = 0
   // Bounded: each iteration writes at least one byte or throws.
   while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done)
+    const bytesWritten = await writeAt(fd, data, done, position + done)
     if (bytesWritten <= 0) throw Object.assign(new Error(`short write to ${path}`), { code: 'EIO' })
     done += bytesWritten
   }
@@ -55,14 +80,15 @@ class RealFile implements LogFile {
 
   constructor(
     readonly path: string,
-    readonly fh: FileHandle,
+    readonly fd: number,
     public length: number,
   ) {
-    this.allocated = length
+    // A file longer than the write position holds zeros there (preallocated; shared mode).
+    this.allocated = Math.max(length, fstatSync(fd).size)
   }
 
   async append(data: Uint8Array): Promise<void> {
-    await writeAllAt(this.fh, this.path, data, this.length)
+    await writeAllAt(this.fd, this.path, data, this.length)
     this.length += data.length
     this.allocated = Math.max(this.allocated, this.length)
   }
@@ -70,32 +96,41 @@ class RealFile implements LogFile {
   async preallocate(size: number): Promise<void> {
     // Bounded: each step writes up to one chunk towards `size`.
     for (let at = this.allocated; at < size; at += ZERO_CHUNK.length) {
-      await writeAllAt(this.fh, this.path, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, size - at)), at)
+      await writeAllAt(this.fd, this.path, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, size - at)), at)
     }
-    await this.fh.datasync()
+    await fdatasyncAsync(this.fd)
     this.allocated = Math.max(this.allocated, size)
   }
 
   async sync(): Promise<void> {
-    await this.fh.datasync()
+    await fdatasyncAsync(this.fd)
   }
 
   async truncate(length: number): Promise<void> {
-    await this.fh.truncate(length)
+    await ftruncateAsync(this.fd, length)
     this.length = length
     this.allocated = length
   }
 
+  moveTo(length: number): void {
+    this.length = length
+    // The other participant's preallocated zeros need not be written again.
+    this.allocated = Math.max(this.allocated, length, fstatSync(this.fd).size)
+  }
+
   async close(): Promise<void> {
-    await this.fh.close()
+    await closeAsync(this.fd)
   }
 }
 
 /** The plain file layer. */
 export class RealVfs implements Vfs {
   async openLog(path: string, length: number): Promise<RealFile> {
-    const fh = await fsOpen(path, 'r+')
-    return new RealFile(path, fh, length)
+    return new RealFile(path, await openAsync(path), length)
+  }
+
+  openLogSync(path: string, length: number): RealFile {
+    return new RealFile(path, openSync(path, 'r+'), length)
   }
 }
 
@@ -154,6 +189,12 @@ class FaultyFile implements LogFile {
     this.syncedLength = Math.min(this.syncedLength, length)
   }
 
+  moveTo(length: number): void {
+    this.inner.moveTo(length)
+    // What another participant published is durable.
+    this.syncedLength = length
+  }
+
   async close(): Promise<void> {
     this.vfs.files.delete(this)
     await this.inner.close()
@@ -166,7 +207,7 @@ class FaultyFile implements LogFile {
   async crash(tearBytes: number): Promise<void> {
     const unsynced = Math.max(0, this.inner.length - this.syncedLength)
     const keep = this.syncedLength + Math.min(tearBytes, unsynced)
-    if (keep < this.inner.length) await writeAllAt(this.inner.fh, this.path, new Uint8Array(this.inner.length - keep), keep)
+    if (keep < this.inner.length) await writeAllAt(this.inner.fd, this.path, new Uint8Array(this.inner.length - keep), keep)
     await this.inner.close()
   }
 }
@@ -204,6 +245,12 @@ export class FaultyVfs implements Vfs {
 
   async openLog(path: string, length: number): Promise<LogFile> {
     const file = new FaultyFile(await this.real.openLog(path, length), this)
+    this.files.add(file)
+    return file
+  }
+
+  openLogSync(path: string, length: number): LogFile {
+    const file = new FaultyFile(this.real.openLogSync(path, length), this)
     this.files.add(file)
     return file
   }

@@ -14,7 +14,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../../errors.js'
 import { BATCH_END, FRAME_HEADER_BYTES, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from '../../../format/log.js'
-import type { CoreOpenOptions } from '../../types.js'
+import type { CoreOpenOptions, LogTail } from '../../types.js'
 import type { Queue, Queued } from '../engine.js'
 import { makeBatch, type Flow } from '../flush.js'
 import { syncDir } from '../fsutil.js'
@@ -213,6 +213,37 @@ export class Writer {
     if (file.allocated > file.length) await file.truncate(file.length)
     await file.sync('seal')
     this.unsynced = false
+  }
+
+  /** The segment being written (never trimmed). */
+  activeSegment(): string {
+    return this.activeName
+  }
+
+  /** Where the next frame goes, after the last published batch. */
+  logTail(): LogTail {
+    return { lsn: this.durableAt.lsn, segment: this.durableAt.segment, offset: this.durableAt.length }
+  }
+
+  /**
+   * Sharing: other participants' records up to `at` are durable and applied; continue writing
+   * there (`reopen`: the file changed under the open one, or `at` is in another segment). The
+   * previous file is closed without a sync or a cut (another participant may be writing it),
+   * once a quiet-period sync running on it is done. Only while no batch is queued or written.
+   */
+  reposition(at: LogTail, reopen: boolean, segmentsEntered: number): void {
+    if (at.segment !== this.activeName || reopen) {
+      const file = this.vfs.openLogSync(join(this.logDir, at.segment), at.offset)
+      const old = this.active
+      this.active = file
+      this.activeName = at.segment
+      void (this.flushing ?? Promise.resolve()).then(() => old.close()).catch(() => undefined)
+    } else {
+      this.active.moveTo(at.offset)
+    }
+    this.segments += segmentsEntered
+    this.visibleLsn = at.lsn
+    this.durableAt = { segment: at.segment, length: at.offset, lsn: at.lsn }
   }
 
   /** Close the active segment's file (after `seal`, or without it after a failure). */

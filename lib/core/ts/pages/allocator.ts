@@ -14,10 +14,15 @@ export class Allocator {
   /** Pages freed by this checkpoint (reusable from the next one on). */
   readonly freed: number[] = []
 
-  /** `reusable`: the published free list, ascending; `next`: the published page count. */
+  /**
+   * `reusable`: the published free list, ascending; `next`: the published page count;
+   * `carried`: free pages that must not be reused yet (another participant may still read them),
+   * listed again in the new free list.
+   */
   constructor(
     private readonly reusable: readonly number[],
     public next: number,
+    private readonly carried: readonly number[] = [],
   ) {}
 
   /** The smallest reusable page, or else a new one at the end of the file. */
@@ -45,17 +50,17 @@ export class Allocator {
    * Step 5: the pages of the new free-list chain and the numbers it lists. The chain takes the
    * smallest reusable pages (c = the smallest count whose pages can hold what is left), then pages
    * at the end, so a database that rewrites the same keys does not grow. The list is the rest of
-   * the reusable pages and the freed ones, ascending; a page freed twice is corruption.
+   * the reusable pages, the carried and the freed ones, ascending; a page freed twice is corruption.
    */
   freeChain(): { chain: number[]; list: number[] } {
     const reusableLeft = this.untaken().length
-    const total = reusableLeft + this.freed.length
+    const total = reusableLeft + this.carried.length + this.freed.length
     let c = 0
     // Bounded: c = ceil(total / FREE_NUMBERS_PER_PAGE) satisfies the condition.
     while (total - Math.min(c, reusableLeft) > FREE_NUMBERS_PER_PAGE * c) c++
     const chain: number[] = []
     for (let i = 0; i < c; i++) chain.push(this.alloc())
-    const list = [...this.untaken(), ...this.freed].sort((x, y) => x - y)
+    const list = [...this.untaken(), ...this.carried, ...this.freed].sort((x, y) => x - y)
     for (let i = 1; i < list.length; i++) {
       if (list[i] === list[i - 1]) throw corruptPage(list[i]!, 'page freed twice (reached twice, or both reachable and free)')
     }

@@ -276,19 +276,19 @@ export class PageStore implements PageSource {
    * meta write, the next checkpoint first zeroes that meta slot (see `slotSuspect`); a checkpoint
    * started while another runs is KESTREL_INVALID_ARGUMENT.
    */
-  async checkpoint(lsn: number, changes: CollectionChanges[], fault: PageFault = 'none'): Promise<CheckpointReport> {
+  async checkpoint(lsn: number, changes: CollectionChanges[], fault: PageFault = 'none', reuseFreePages = true): Promise<CheckpointReport> {
     this.assertOpen()
     // Two builds from one published state would allocate the same pages.
     if (this.running) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'page store checkpoint: another checkpoint is running; serialize the calls')
     this.running = true
     try {
-      return await this.runCheckpoint(lsn, changes, fault)
+      return await this.runCheckpoint(lsn, changes, fault, reuseFreePages)
     } finally {
       this.running = false
     }
   }
 
-  private async runCheckpoint(lsn: number, changes: CollectionChanges[], fault: PageFault): Promise<CheckpointReport> {
+  private async runCheckpoint(lsn: number, changes: CollectionChanges[], fault: PageFault, reuseFreePages: boolean): Promise<CheckpointReport> {
     const base = this.published
     if (!Number.isSafeInteger(lsn) || lsn < base.meta.checkpointLsn) {
       throw new KestrelError('KESTREL_INVALID_ARGUMENT', `page store checkpoint: LSN ${lsn} is before the current checkpoint LSN ${base.meta.checkpointLsn}`)
@@ -298,7 +298,7 @@ export class PageStore implements PageSource {
     base.free = free
     // Built in slices between event-loop turns; reads keep seeing the published checkpoint, and
     // no other checkpoint can start meanwhile (`running`).
-    const built = await runSlices(buildCheckpoint(this, { meta: base.meta, freeList: free.list, freeChain: free.chain }, lsn, changes))
+    const built = await runSlices(buildCheckpoint(this, { meta: base.meta, freeList: free.list, freeChain: free.chain, reuseFreePages }, lsn, changes))
     this.assertOpen()
     // Stale cached copies (from when these pages were reachable) must never be read again.
     for (const p of built.pages.keys()) this.cache.delete(p)
@@ -346,6 +346,50 @@ export class PageStore implements PageSource {
       pagesFreed: built.pagesFreed,
       bytesWritten: (built.pages.size + 1) * PAGE_BYTES,
     }
+  }
+
+  /**
+   * Sharing: the newest valid meta on disk now (another participant may have published a
+   * checkpoint, or created the file, since this store opened); undefined when there is none.
+   */
+  newestOnDisk(): PageMeta | undefined {
+    this.assertOpen()
+    if (this.fd === undefined) {
+      try {
+        this.fd = openSync(this.path, 'r+')
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ENOENT') return undefined
+        throw toKestrelError(err, `opening ${this.path}`)
+      }
+      // Its creator synced the directory entry.
+      this.dirSynced = true
+    }
+    const fd = this.fd
+    let meta: PageMeta | undefined
+    try {
+      meta = chooseMeta(
+        [0, 1].map((slot) => decodeMeta(readPageBytes(fd, slot), slot)),
+        this.path,
+      )
+      if (meta) checkMeta(meta)
+    } catch (err) {
+      throw toKestrelError(err, `reading ${this.path}`)
+    }
+    return meta
+  }
+
+  /**
+   * Sharing: publish `meta` (another participant's newer checkpoint, from newestOnDisk) as this
+   * store's: reads and the next checkpoint build on it. The cache is emptied: that participant
+   * may have rewritten pages this store's checkpoint had freed.
+   */
+  adopt(meta: PageMeta): void {
+    this.assertOpen()
+    if (this.running) throw new Error('adopting a checkpoint while one is being written') // assertion
+    if (meta.seq <= this.published.meta.seq) throw new Error(`adopting checkpoint ${meta.seq}, not newer than ${this.published.meta.seq}`) // assertion
+    this.published = { meta, free: meta.freeHead === 0 && meta.freeCount === 0 ? { list: [], chain: [] } : undefined }
+    this.cache.clear()
+    this.roots.clear()
   }
 
   /** Every page the published checkpoint reaches (catalog, trees, overflow, free-list chain), ascending; not the meta slots. */

@@ -37,6 +37,8 @@ export interface BuildBase {
   freeList: readonly number[]
   /** The pages of the current free-list chain. */
   freeChain: readonly number[]
+  /** False: take only new pages at the end of the file; the free list is carried over whole. */
+  reuseFreePages?: boolean
 }
 
 /** Everything checkpoint seq + 1 writes, and the state it publishes. */
@@ -272,7 +274,7 @@ export function* buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, 
   // Step 0: the index trees' changes, derived from the old and new stored values, joined in name order.
   const changes = yield* deriveIndexChanges(src, meta.catalogRoot, input)
   const names = changes.map((c) => utf8.encode(c.name))
-  const alloc = new Allocator(base.freeList, meta.pageCount)
+  const alloc = base.reuseFreePages === false ? new Allocator([], meta.pageCount, base.freeList) : new Allocator(base.freeList, meta.pageCount)
   const b = new TreeWriter(src, alloc, seq)
 
   // Step 2: each changed collection's tree, in name order.
