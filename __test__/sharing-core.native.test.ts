@@ -5,7 +5,7 @@
  * identity file's version 2. Two engines on one directory in one process stand for two
  * processes (allowed in shared mode: the engine takes no lock).
  */
-import { closeSync, openSync, readdirSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { encodeKey } from '../lib/codec/key.js'
@@ -13,6 +13,7 @@ import { decodeValue, encodeValue } from '../lib/codec/value.js'
 import { NativeCore } from '../lib/core/native.js'
 import type { Core, CoreOpenOptions, LogTail } from '../lib/core/types.js'
 import { crc32c } from '../lib/format/crc32c.js'
+import { segmentHeader, segmentName } from '../lib/format/log.js'
 import { encodeCommit, OP_PUT } from '../lib/format/payload.js'
 import { resolveOptions } from '../lib/options.js'
 import { expectCode, tempDir } from './helpers.js'
@@ -87,6 +88,7 @@ describe.each(ENGINES)('sharing primitives (%s)', (engine) => {
     expect(a.logTail().segment).not.toBe(b.logTail().segment)
     expect(b.catchUp(a.logTail(), false)).toHaveLength(20)
     expect(read(b, 'k19')).toBe('v'.repeat(60))
+    expect(b.stats().segments).toBe(readdirSync(join(dir, 'log')).length)
     for (let i = 20; i < 30; i++) await b.commit(put(`k${i}`, 'w'.repeat(60)))
     expect(a.catchUp(b.logTail(), false)).toHaveLength(10)
     expect(read(a, 'k29')).toBe('w'.repeat(60))
@@ -144,6 +146,30 @@ describe.each(ENGINES)('sharing primitives (%s)', (engine) => {
     const c = await openCore(engine, dir)
     expect(c.lastCommitId()).toBe(11n)
     await c.close()
+  })
+
+  it('catchUp with adopt removes a segment a dead writer created at rollover with nothing whole in it', async () => {
+    for (const torn of [false, true]) {
+      const dir = tempDir()
+      const a = await openCore(engine, dir, { sharing: {}, segmentBytes: 200 })
+      for (let i = 0; i < 3; i++) await a.commit(put(`k${i}`, 'v'.repeat(50)))
+      const tail = a.logTail()
+      await a.close()
+      const b = await openCore(engine, dir, { sharing: { tail }, segmentBytes: 200 })
+      // The dead writer sealed its segment, created the next one, and wrote (part of) nothing.
+      truncateSync(segmentPath(dir, tail), tail.offset)
+      const next = join(dir, 'log', segmentName(tail.lsn + 1))
+      writeFileSync(next, torn ? Buffer.concat([segmentHeader(tail.lsn + 1), TORN]) : segmentHeader(tail.lsn + 1))
+      expect(b.catchUp(tail, true)).toEqual([])
+      expect(existsSync(next)).toBe(false)
+      expect(b.logTail()).toEqual(tail)
+      expect(await b.commit(put('after', 1))).toBe(4n)
+      await b.close()
+      const c = await openCore(engine, dir)
+      expect(c.lastCommitId()).toBe(4n)
+      expect(read(c, 'after')).toBe(1)
+      await c.close()
+    }
   })
 
   it('opening with a tail replays up to it and leaves every byte past it alone', async () => {

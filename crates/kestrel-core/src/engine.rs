@@ -24,7 +24,7 @@ use crate::flush::{self, Batch, CheckpointOptions, Flow, FlowStats};
 use crate::format::log::*;
 use crate::format::payload;
 use crate::lock::DirLock;
-use crate::log::reader::{read_past_tail, read_to_tail, FollowedFrame, LogTail};
+use crate::log::reader::{list_segments, read_past_tail, read_to_tail, FollowedFrame, LogTail};
 use crate::log::recovery;
 use crate::log::writer::{create_segment, Writer};
 use crate::pages::{PageFault, PageStore, PAGE_FILE};
@@ -599,6 +599,11 @@ impl Engine {
             self.shared.visible_lsn.store(end.lsn, Ordering::Release);
             drop(store);
             flush::push_now(&self.shared, Batch::new(end.lsn, written), record_bytes);
+        }
+        if end.segment != own.segment {
+            // Segments other participants started count as this engine's too (stats, trimming).
+            let started = list_segments(&log_dir)?.iter().filter(|(_, n)| *n > own.segment && *n <= end.segment).count();
+            self.shared.counters.segments.fetch_add(started as u64, Ordering::Relaxed);
         }
         *self.shared.durable_at.lock().expect("durable lock") = (end.segment.clone(), end.offset, end.lsn);
         *self.shared.reposition.lock().expect("reposition lock") = Some((file, end.segment.clone()));

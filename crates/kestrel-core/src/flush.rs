@@ -679,7 +679,8 @@ fn trim_log(log_dir: &std::path::Path, lsn: u64, active: &str) -> u64 {
 impl Shared {
     fn counters_segments_sub(&self, n: u64) {
         if n > 0 {
-            self.counters.segments.fetch_sub(n, Ordering::Relaxed);
+            // Saturating: sharing, a segment another participant started may not be counted here.
+            let _ = self.counters.segments.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(s.saturating_sub(n)));
         }
     }
 }

@@ -169,7 +169,8 @@ pub fn recover_to_tail(dir: &Path, checkpoint_lsn: u64, tail: &LogTail) -> Resul
     // Segments past the tail's are a live writer's (or a dead one's, adopted later).
     let names: Vec<(u64, String)> = list_segments(&log_dir)?.into_iter().filter(|(_, n)| *n <= tail.segment).collect();
     let skip = (0..names.len()).take_while(|&i| i + 1 < names.len() && names[i + 1].0 <= checkpoint_lsn + 1).count();
-    let Some((first_lsn, first)) = names.into_iter().nth(skip) else {
+    let kept: Vec<(u64, String)> = names.into_iter().skip(skip).collect();
+    let Some((first_lsn, first)) = kept.first().cloned() else {
         return Err(corrupt(&tail.segment, 0, "the segment of the published tail is missing"));
     };
     if first_lsn == 0 || first_lsn > checkpoint_lsn + 1 {
@@ -188,6 +189,10 @@ pub fn recover_to_tail(dir: &Path, checkpoint_lsn: u64, tail: &LogTail) -> Resul
             let commit = payload::decode(&bytes).map_err(|e| corrupt(&tail.segment, 0, &format!("commit record {lsn} does not parse: {e}")))?;
             out.commits.push((lsn, commit));
         }
+    }
+    // The segments before the tail's are sealed: only the last one's length is used.
+    for (first_lsn, name) in kept.into_iter().filter(|(_, n)| *n != tail.segment) {
+        out.segments.push(Segment { name, first_lsn, len: 0 });
     }
     let tail_first = parse_segment_name(&tail.segment).unwrap_or(0);
     out.segments.push(Segment { name: tail.segment.clone(), first_lsn: tail_first, len: tail.offset });
