@@ -148,7 +148,8 @@ pub fn read_past_tail(log_dir: &Path, tail: &LogTail) -> Result<Option<PastTail>
     if !probe.is_empty() && zeros {
         return Ok(None); // preallocated space: the writer wrote nothing more here
     }
-    if probe.is_empty() && !log_dir.join(segment_name(tail.lsn + 1)).exists() {
+    let successor = segment_name(tail.lsn + 1);
+    if probe.is_empty() && (successor == tail.segment || !log_dir.join(&successor).exists()) {
         return Ok(None);
     }
     let mut past = PastTail::default();

@@ -308,7 +308,8 @@ export function adoptPastTail(logDir: string, tail: LogTail): Adopted {
   const peek = readRange(join(logDir, tail.segment), tail.offset, tail.offset + FRAME_HEADER_BYTES)
   if (peek.length === FRAME_HEADER_BYTES && peek.every((b) => b === 0)) return nothing
   // End of file: a sealed segment; a rollover would have created the next one.
-  if (peek.length === 0 && !existsSync(join(logDir, segmentName(tail.lsn + 1)))) return nothing
+  const successor = segmentName(tail.lsn + 1)
+  if (peek.length === 0 && (successor === tail.segment || !existsSync(join(logDir, successor)))) return nothing
 
   const records: PublishedRecord[] = []
   let pending: PublishedRecord[] = []
@@ -337,7 +338,7 @@ export function adoptPastTail(logDir: string, tail: LogTail): Adopted {
     }
     // A batch never spans segments: only a segment that ends with a whole batch has a successor.
     const next = segmentName(lsn + 1)
-    if (pos < bytes.length || pending.length > 0 || !existsSync(join(logDir, next))) break
+    if (pos < bytes.length || pending.length > 0 || next === segment || !existsSync(join(logDir, next))) break
     const path = join(logDir, next)
     const header = readSegmentHeader(readRange(path, 0, SEGMENT_HEADER_BYTES))
     if ('error' in header || header.firstLsn !== lsn + 1) {
