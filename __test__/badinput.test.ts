@@ -153,15 +153,31 @@ describe.each(ENGINES)('bad input [%s]', (engine) => {
     expect(err.message).toContain('counts 1 live records but the catalog')
   })
 
-  it('a directory open in another process is KESTREL_LOCKED', async () => {
+  it('a directory held by a kestreldb that does not share (an older version) is KESTREL_LOCKED, naming it', async () => {
     const dir = tempDir()
-    const child = spawn(process.execPath, [join(ROOT, '__test__/fixtures/hold-open.mjs'), dir, engine], { stdio: ['pipe', 'pipe', 'inherit'] })
+    mkdirSync(dir, { recursive: true })
+    // Such a process holds the directory's base lock for its whole life and names itself in LOCK.
+    const script = `import { acquireLock } from ${JSON.stringify(join(ROOT, 'dist/lock.js'))}
+      await acquireLock(process.argv[1], ${JSON.stringify(engine)}); console.log('HELD'); process.stdin.resume(); process.stdin.on('end', () => process.exit(0))`
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, dir], { stdio: ['pipe', 'pipe', 'inherit'] })
     await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()))
     const err = await expectCode(() => open(dir, { engine }), 'KESTREL_LOCKED')
     expect(err.message).toContain(String(child.pid))
+    expect(err.message).toContain('does not share')
     child.stdin!.end()
     await new Promise((r) => child.on('exit', r))
-    const db = await open(dir, { engine }) // free again once that process closed it
+    const db = await open(dir, { engine }) // free again once that process let go
+    await db.close()
+  })
+
+  it('a directory open in another process is shared, not refused', async () => {
+    const dir = tempDir()
+    const child = spawn(process.execPath, [join(ROOT, '__test__/fixtures/hold-open.mjs'), dir, engine], { stdio: ['pipe', 'pipe', 'inherit'] })
+    await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()))
+    const db = await open(dir, { engine })
+    await db.transaction((tx) => tx.put(db.collection<number>('n'), 1, 1))
+    child.stdin!.end()
+    await new Promise((r) => child.on('exit', r))
     await db.close()
   })
 })

@@ -98,7 +98,7 @@ describe.each(ENGINES)('kestrel CLI (%s-written database)', (engine) => {
     expect(kestrel('restore', dest, target).code).toBe(2)
   })
 
-  it('verify reports a corrupt page and exits 1; a locked database exits 3', async () => {
+  it('verify reports a corrupt page and exits 1; a database another process has open is checked as it runs', async () => {
     const dir = await makeDb(engine)
     const pages = join(dir, 'pages.kdb')
     const file = readFileSync(pages)
@@ -116,9 +116,10 @@ describe.each(ENGINES)('kestrel CLI (%s-written database)', (engine) => {
     expect(v.out).toContain(`page ${root}`)
     const clean = await makeDb(engine)
     const db = await open(clean, { engine })
+    await db.transaction((tx) => tx.put(db.collection<number>('more'), 1, 1))
     const r = kestrel('verify', clean)
-    expect(r.code).toBe(3)
-    expect(r.err).toContain('KESTREL_LOCKED')
+    expect(r.code, r.out + r.err).toBe(0)
+    expect(r.out).toMatch(/ok|no problems/i)
     await db.close()
   })
 })

@@ -37,6 +37,7 @@ import { IDENTITY_FILE, LOG_DIR } from './format/log.js'
 import { PAGE_BYTES, PAGE_FILE } from './format/page_layout.js'
 import { KestrelError, toKestrelError } from './errors.js'
 import { acquireLock, releaseLock } from './lock.js'
+import { liveParticipants } from './shared/core.js'
 import {
   BACKUP_LABEL,
   BACKUP_MANIFEST,
@@ -431,7 +432,6 @@ export async function backupCore(core: Core, dest: string, options: BackupOption
 async function lockBackup(dir: string): Promise<boolean> {
   try {
     await acquireLock(dir, 'tool')
-    return true
   } catch (err) {
     // A directory this process may not write to (a read-only mount, another user's backup) cannot
     // be locked, and does not need to be for the copy to be exact: the manifest check before and
@@ -440,6 +440,16 @@ async function lockBackup(dir: string): Promise<boolean> {
     if (code === 'EROFS' || code === 'EACCES' || code === 'EPERM') return false
     throw toKestrelError(err, `${dir}: taking the lock of the backup`)
   }
+  // Processes sharing it take that lock only while they open: ask the directory who is in it.
+  const live = liveParticipants(dir)
+  if (live.length > 0) {
+    await releaseLock(dir)
+    throw new KestrelError(
+      'KESTREL_LOCKED',
+      `${dir} is open in process ${[...new Set(live.map((s) => s.pid))].join(', ')}; close it there before restoring from it`,
+    )
+  }
+  return true
 }
 
 /** Check a backup as restore needs it: a whole backup with a valid manifest, or `KESTREL_CORRUPT`. */

@@ -203,7 +203,7 @@ export async function main(argv: string[]): Promise<number> {
         let report: VerifyReport | undefined
         try {
           // Processes have it open: check it as one of them (the files change meanwhile).
-          if (liveParticipants(dir) === 0) report = verifyDirectory(dir)
+          if (liveParticipants(dir).length === 0) report = verifyDirectory(dir)
         } finally {
           await releaseLock(dir)
         }

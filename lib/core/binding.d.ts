@@ -59,6 +59,8 @@ export declare class NativeEngine {
   requestCheckpointWith(options: NativeCheckpointOptions): number
   /** The checkpoint reads of retired records go to (seq 0: none). */
   checkpointRef(): NativeCheckpointRef
+  /** Sharing: from now on the only user of the directory (close seals and checkpoints). */
+  leaveSharing(): void
   /** Sharing: switch to a newer checkpoint on disk; false when nothing changed. */
   adoptCheckpoint(): boolean
   /** Where the log ends after the last acknowledged commit. */

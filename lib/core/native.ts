@@ -134,7 +134,7 @@ export class NativeCore implements Core {
     private handle: NativeEngineHandle | undefined,
     readonly dir: string,
     /** Opened as one of several participants sharing the directory. */
-    private readonly sharing: boolean,
+    private sharing: boolean,
   ) {}
 
   static async open(dir: string, options: CoreOpenOptions): Promise<NativeCore> {
@@ -386,6 +386,11 @@ export class NativeCore implements Core {
 
   checkpointRef(): CheckpointRef {
     return this.live().checkpointRef()
+  }
+
+  leaveSharing(): void {
+    this.live().leaveSharing()
+    this.sharing = false
   }
 
   adoptCheckpoint(): boolean {

@@ -263,6 +263,11 @@ export interface Core {
    */
   adoptCheckpoint(): boolean
   /**
+   * Sharing: this engine is now the directory's only user (the caller holds every lock and has
+   * caught up), so `close()` seals the log and writes the final checkpoint as without sharing.
+   */
+  leaveSharing(): void
+  /**
    * Where the log ends after the last acknowledged commit. Meaningful only while no commit is
    * queued or being written.
    */

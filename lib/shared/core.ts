@@ -12,10 +12,12 @@
  * on top of the newest one; free pages are reused only when every live participant reads the
  * newest checkpoint; log is trimmed only below what every live participant still needs.
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { KestrelError } from '../errors.js'
+import { LOCK_FILE } from '../lock.js'
 import { LOG_DIR } from '../format/log.js'
+import { PAGE_BYTES, PAGE_FILE, chooseMeta, decodeMeta } from '../format/page_layout.js'
 import type {
   BackupPlan,
   CheckpointRef,
@@ -102,6 +104,8 @@ export class SharedCore implements Core {
   private suspends = 0
   private suspendLock: NamedLock | undefined
   private lastCheckpointMs = Date.now()
+  /** Why the last background checkpoint failed (it is retried; explicit ones report their own). */
+  checkpointError: unknown
   private needLsn = Number.MAX_SAFE_INTEGER
 
   private constructor(
@@ -126,8 +130,8 @@ export class SharedCore implements Core {
     const init = await waitLock(
       names.init,
       INIT_WAIT_MS,
-      () =>
-        `${dir} stayed locked for ${INIT_WAIT_MS / 1000} s: another process is opening it, or a kestreldb older than 0.2 (which does not share directories) has it open; close that one or wait`,
+      () => `${dir} stayed locked for ${INIT_WAIT_MS / 1000} s while another process opened or checked it; try again`,
+      () => soleOwner(dir),
     )
     try {
       const netns = netnsId()
@@ -191,14 +195,30 @@ export class SharedCore implements Core {
         // this opener is about to read.
         let claimed = live > 0 && file ? claim(file, free) : undefined
         let inner: Core
+        let write: NamedLock | undefined
         try {
-          inner = await openEngine({ ...options, sharing: live > 0 && log ? { tail: log.tail } : {} })
+          let tail = live > 0 ? log?.tail : undefined
+          if (tail && file && newestCheckpointLsn(dir) > tail.lsn) {
+            // A writer's commits were checkpointed before it published them: it is about to, or
+            // it died first. Under the write lock the tail moves no more: if it is still behind,
+            // that writer is gone and a full recovery takes its whole frames, as crash recovery
+            // would (after zeroing a batch it marked abandoned).
+            write = await waitLock(names.write, WRITE_WAIT_MS, () => `another process has held the write lock of ${dir} for ${WRITE_WAIT_MS / 1000} s; try again`)
+            const now = file.readLog()
+            if (!now) throw new KestrelError('KESTREL_CORRUPT', `${join(dir, SHARED_FILE)} lost its log tail; close every process and open again`)
+            if (now.abandoned) discardPastTail(dir, now.tail)
+            tail = newestCheckpointLsn(dir) > now.tail.lsn || now.abandoned ? undefined : now.tail
+          }
+          inner = await openEngine({ ...options, sharing: tail ? { tail } : {} })
+          if (write && file) file.writeLog({ tail: inner.logTail(), abandoned: false })
         } catch (err) {
           if (claimed) {
             file?.writeSlot(claimed.i, undefined)
             claimed.lock.release()
           }
           throw err
+        } finally {
+          write?.release()
         }
         try {
           if (live === 0) {
@@ -381,6 +401,26 @@ export class SharedCore implements Core {
     this.caughtUnderLock = false
   }
 
+  /** Run `fn` holding the write lock, caught up (between batches of this participant). */
+  private async withWriteLock(fn: () => void): Promise<void> {
+    // Bounded: the committer ends once its queue is empty.
+    while (this.running) await new Promise<void>((r) => setImmediate(r))
+    this.running = true
+    try {
+      await this.acquireWrite()
+      if (!this.caughtUnderLock) this.catchUpUnderLock()
+      fn()
+    } finally {
+      this.running = false
+      if (this.othersLive > 0) this.releaseWrite()
+      else this.armIdleRelease()
+      if (this.pending.length > 0) {
+        this.running = true
+        setImmediate(() => void this.run())
+      }
+    }
+  }
+
   private releaseWrite(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer)
     this.idleTimer = undefined
@@ -400,22 +440,9 @@ export class SharedCore implements Core {
 
   private async writeBatch(batch: Pending[]): Promise<void> {
     try {
-      if (!this.caughtUnderLock) {
-        const log = this.file.readLog()
-        if (!log) throw new KestrelError('KESTREL_CORRUPT', `${join(this.dir, SHARED_FILE)} lost its log tail; close every process and open again`)
-        if (log.abandoned) this.discardPastTail(log.tail)
-        const before = Number(this.inner.lastCommitId())
-        this.applyForeign(log.tail, !log.abandoned)
-        if (log.abandoned || Number(this.inner.lastCommitId()) > Math.max(before, log.tail.lsn)) {
-          // Adopted a dead writer's frames (now durable), or cleared an abandoned batch.
-          this.file.writeLog({ tail: this.inner.logTail(), abandoned: false })
-        }
-        this.caughtUnderLock = true
-        // Another participant may have joined while we held the lock alone.
-        if (this.othersLive === 0) this.othersLive = this.countOthers()
-      } else if (this.othersLive === 0) {
-        this.othersLive = this.countOthers()
-      }
+      if (!this.caughtUnderLock) this.catchUpUnderLock()
+      // Another participant may have joined while we held the lock alone.
+      if (this.othersLive === 0) this.othersLive = this.countOthers()
     } catch (err) {
       for (const p of batch) p.reject(err)
       this.releaseWrite()
@@ -460,21 +487,20 @@ export class SharedCore implements Core {
   }
 
   /**
-   * A batch past `tail` failed (its write or fdatasync): zero it so that no one adopts it, and
-   * so that a later, shorter batch is not followed by its frames.
+   * Under `write`, newly taken: catch up to the published tail, adopting what a dead writer left
+   * past it (or zeroing a batch whose writer marked it abandoned), and publish where the log ends.
    */
-  private discardPastTail(tail: LogTail): void {
-    const path = join(this.dir, LOG_DIR, tail.segment)
-    const fd = openSync(path, 'r+')
-    try {
-      const size = fstatSync(fd).size
-      const end = Math.min(size, tail.offset + ZERO_BYTES_MAX)
-      const zeros = Buffer.alloc(1 << 20)
-      for (let at = tail.offset; at < end; at += zeros.length) writeSync(fd, zeros, 0, Math.min(zeros.length, end - at), at)
-      fdatasyncSync(fd)
-    } finally {
-      closeSync(fd)
+  private catchUpUnderLock(): void {
+    const log = this.file.readLog()
+    if (!log) throw new KestrelError('KESTREL_CORRUPT', `${join(this.dir, SHARED_FILE)} lost its log tail; close every process and open again`)
+    if (log.abandoned) discardPastTail(this.dir, log.tail)
+    const before = Number(this.inner.lastCommitId())
+    this.applyForeign(log.tail, !log.abandoned)
+    if (log.abandoned || Number(this.inner.lastCommitId()) > Math.max(before, log.tail.lsn)) {
+      // Adopted a dead writer's frames (now durable), or cleared an abandoned batch.
+      this.file.writeLog({ tail: this.inner.logTail(), abandoned: false })
     }
+    this.caughtUnderLock = true
   }
 
   // ---- checkpoints -------------------------------------------------------------------------
@@ -488,7 +514,12 @@ export class SharedCore implements Core {
     const bySize = dirty >= o.checkpointBytes
     const byMemory = s.recordBytes > o.cacheBytes && dirty >= Math.max(1, o.checkpointBytes / 8)
     const byAge = o.checkpointIntervalMs > 0 && Date.now() - this.lastCheckpointMs >= o.checkpointIntervalMs
-    if (bySize || byMemory || byAge) void this.runCheckpoint(false).catch((err) => this.fault(err))
+    if (bySize || byMemory || byAge) {
+      // A failed or postponed checkpoint is tried again later: the log keeps everything meanwhile.
+      void this.runCheckpoint(false).catch((err: unknown) => {
+        this.checkpointError = err
+      })
+    }
   }
 
   /** One checkpoint under `ckpt` (skipped when another participant is writing one, unless `wait`). */
@@ -500,7 +531,15 @@ export class SharedCore implements Core {
         : tryLock(this.names.ckpt)
       if (!lock) return
       try {
-        await this.checkpointHolding({})
+        try {
+          await this.checkpointHolding({})
+        } catch (err) {
+          if (!(wait && err instanceof KestrelError && err.code === 'KESTREL_BEHIND')) throw err
+          // The newest checkpoint covers commits not published yet: the write lock makes their
+          // writer publish them (or, if it died, lets us adopt them).
+          await this.withWriteLock(() => {})
+          await this.checkpointHolding({})
+        }
       } finally {
         lock.release()
       }
@@ -634,6 +673,10 @@ export class SharedCore implements Core {
     return this.inner.stats()
   }
 
+  leaveSharing(): void {
+    this.inner.leaveSharing()
+  }
+
   logTail(): LogTail {
     return this.inner.logTail()
   }
@@ -660,21 +703,23 @@ export class SharedCore implements Core {
   async close(): Promise<void> {
     if (this.closed) return
     // Commits already queued are written first (the handle waited for its submitted ones).
+    // Bounded: the committer ends once the queue is empty, and nothing new is queued.
     while (this.running) await new Promise<void>((r) => setImmediate(r))
     this.stopTimers()
-    this.releaseWrite()
+    let init: NamedLock | undefined
     try {
       if (this.checkpointing) await this.checkpointing.catch(() => {})
-      // The last participant out leaves a checkpoint, so that the next open replays little.
-      if (this.countOthers() === 0) {
-        const lock = tryLock(this.names.ckpt)
-        if (lock) {
+      // The last one out (no opener in progress, no other live slot) becomes the directory's
+      // only user: its engine seals the log and writes the final checkpoint, as a sole owner does.
+      init = tryLock(this.names.init)
+      if (init && this.countOthers() === 0) {
+        this.writeLock ??= tryLock(this.names.write)
+        if (this.writeLock) {
           try {
-            await this.checkpointHolding({})
+            if (!this.caughtUnderLock) this.catchUpUnderLock()
+            this.inner.leaveSharing()
           } catch {
-            // Best effort: the log holds everything.
-          } finally {
-            lock.release()
+            // Stay a participant: the next opener's recovery deals with the log's end.
           }
         }
       }
@@ -682,7 +727,9 @@ export class SharedCore implements Core {
     } finally {
       this.file.writeSlot(this.slotIndex, undefined)
       this.slotLock.release()
+      this.releaseWrite()
       this.suspendLock?.release()
+      init?.release()
       this.file.close()
     }
   }
@@ -704,24 +751,83 @@ export class SharedCore implements Core {
 }
 
 /**
- * Participants live in `dir` now (0 when it has no SHARED file). The caller should hold the
- * `init` lock, or the answer may change at once.
+ * The participants live in `dir` now, as their slots name them (none when it has no SHARED
+ * file). The caller should hold the base lock, or the answer may change at once.
  */
-export function liveParticipants(dir: string): number {
-  if (!existsSync(join(dir, SHARED_FILE))) return 0
+export function liveParticipants(dir: string): Slot[] {
+  if (!existsSync(join(dir, SHARED_FILE))) return []
   const names = lockNames(dir)
   const file = new SharedFile(dir)
   try {
-    let live = 0
+    const live: Slot[] = []
     const slots = file.readSlots()
     for (let i = 0; i < SLOTS_MAX; i++) {
-      if (!slots[i]) continue
+      const s = slots[i]
+      if (!s) continue
       const probe = tryLock(names.slot(i))
       if (probe) probe.release()
-      else live++
+      else live.push(s)
     }
     return live
   } finally {
     file.close()
+  }
+}
+
+/**
+ * The base lock held for good by an engine that does not share (a kestreldb from before
+ * sharing, or one on the one-owner path), as its `LOCK` line names it; undefined otherwise.
+ */
+function soleOwner(dir: string): string | undefined {
+  let text: string
+  try {
+    text = readFileSync(join(dir, LOCK_FILE), 'utf8')
+  } catch {
+    return undefined
+  }
+  const pid = Number(/pid=(\d+)/.exec(text)?.[1])
+  const engine = /engine=(\w+)/.exec(text)?.[1]
+  if (!Number.isSafeInteger(pid) || pid === process.pid || (engine !== 'native' && engine !== 'ts')) return undefined
+  try {
+    process.kill(pid, 0)
+  } catch {
+    return undefined
+  }
+  return `${dir} is open in process ${pid} (engine ${engine}) by a kestreldb that does not share directories (an older version); close it, or upgrade it, to open the directory here`
+}
+
+/**
+ * A batch past `tail` failed (its write or fdatasync): zero it, so that no one adopts it and a
+ * later, shorter batch is not followed by its frames. Only under the write lock.
+ */
+function discardPastTail(dir: string, tail: LogTail): void {
+  const fd = openSync(join(dir, LOG_DIR, tail.segment), 'r+')
+  try {
+    const end = Math.min(fstatSync(fd).size, tail.offset + ZERO_BYTES_MAX)
+    const zeros = Buffer.alloc(1 << 20)
+    for (let at = tail.offset; at < end; at += zeros.length) writeSync(fd, zeros, 0, Math.min(zeros.length, end - at), at)
+    fdatasyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** LSN of the newest checkpoint in `pages.kdb` (0: none). */
+function newestCheckpointLsn(dir: string): number {
+  let fd: number
+  try {
+    fd = openSync(join(dir, PAGE_FILE), 'r')
+  } catch {
+    return 0
+  }
+  try {
+    const slots = [0, 1].map((i) => {
+      const page = Buffer.alloc(PAGE_BYTES)
+      const n = readSync(fd, page, 0, PAGE_BYTES, i * PAGE_BYTES)
+      return decodeMeta(n === PAGE_BYTES ? page : page.subarray(0, n), i)
+    })
+    return chooseMeta(slots, join(dir, PAGE_FILE))?.checkpointLsn ?? 0
+  } finally {
+    closeSync(fd)
   }
 }

@@ -64,15 +64,19 @@ export function tryLock(name: string): NamedLock | undefined {
 const SPINS = 4
 
 /**
- * Take `name`, waiting up to `waitMs`; then KESTREL_LOCKED with `why()`. Bounded: at most
- * SPINS turns plus one try per millisecond.
+ * Take `name`, waiting up to `waitMs`; then KESTREL_LOCKED with `why()` — or at once with what
+ * `hopeless()` returns, when it returns something. Bounded: at most SPINS turns plus one try per
+ * millisecond.
  */
-export async function waitLock(name: string, waitMs: number, why: () => string): Promise<NamedLock> {
+export async function waitLock(name: string, waitMs: number, why: () => string, hopeless?: () => string | undefined): Promise<NamedLock> {
   const deadline = Date.now() + waitMs
   for (let attempt = 0; ; attempt++) {
     const lock = tryLock(name)
     if (lock) return lock
     if (Date.now() >= deadline) throw new KestrelError('KESTREL_LOCKED', why())
+    // Now and then: is the holder one that will not let go soon?
+    const reason = attempt % 64 === SPINS ? hopeless?.() : undefined
+    if (reason !== undefined) throw new KestrelError('KESTREL_LOCKED', reason)
     if (attempt < SPINS) await new Promise<void>((r) => setImmediate(r))
     else await new Promise<void>((r) => setTimeout(r, 1))
   }

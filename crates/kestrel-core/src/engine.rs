@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -154,6 +154,9 @@ pub(crate) struct Shared {
     /// Sharing: where `catch_up` moved the log end (the segment opened there, its name); the
     /// writer continues there with its next batch.
     pub(crate) reposition: Mutex<Option<(Box<dyn LogFile>, String)>>,
+    /// Sharing the directory now: close neither seals the log nor writes a final checkpoint
+    /// (cleared by `leave_sharing` when this engine becomes the directory's only user).
+    pub(crate) sharing: AtomicBool,
 }
 
 /// Engine statistics.
@@ -275,6 +278,7 @@ impl Engine {
             counters: Counters::default(),
             close_error: Mutex::new(None),
             reposition: Mutex::new(None),
+            sharing: AtomicBool::new(sharing),
         });
         shared.counters.segments.store(recovered.segments.len().max(1) as u64, Ordering::Relaxed);
         let helpers = flush::start(shared.clone(), &options, log_dir.clone())?;
@@ -739,6 +743,12 @@ impl Engine {
         }
     }
 
+    /// Sharing: this engine is now the directory's only user (the caller holds every lock and has
+    /// caught up), so `close` seals the log and writes the final checkpoint as without sharing.
+    pub fn leave_sharing(&self) {
+        self.shared.sharing.store(false, Ordering::Release);
+    }
+
     /// Write everything queued, sync, stop the writer. Idempotent.
     pub fn close(&self) -> Result<()> {
         self.stop(State::Closing);
@@ -746,7 +756,7 @@ impl Engine {
         // After a failed log write the store may hold nothing unacknowledged, but do not build
         // on a failed engine: the reopen recovers from the log.
         // Sharing: no final checkpoint (the caller asks for one under its checkpoint lock).
-        let flushed = self.stop_helpers(!failed && !self.sharing);
+        let flushed = self.stop_helpers(!failed && !self.shared.sharing.load(Ordering::Acquire));
         self.release_lock();
         match self.shared.close_error.lock().expect("close error").take() {
             Some(e) => Err(e),
@@ -788,7 +798,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop(State::Closing);
-        let _ = self.stop_helpers(!self.sharing);
+        let _ = self.stop_helpers(!self.shared.sharing.load(Ordering::Acquire));
     }
 }
 

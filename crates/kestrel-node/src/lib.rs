@@ -513,6 +513,12 @@ impl NativeEngine {
         NativeCheckpointRef { seq: seq as f64, lsn: lsn as f64 }
     }
 
+    /// Sharing: from now on the only user of the directory (close seals and checkpoints).
+    #[napi]
+    pub fn leave_sharing(&self) {
+        self.engine.leave_sharing()
+    }
+
     /// Sharing: switch to a newer checkpoint on disk; false when nothing changed.
     #[napi]
     pub fn adopt_checkpoint(&self) -> std::result::Result<bool, napi::Error<String>> {

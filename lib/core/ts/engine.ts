@@ -109,7 +109,7 @@ export class TsCore implements Core {
     private readonly writer: Writer,
     lastLsn: number,
     /** Opened as one of several participants (CoreOpenOptions.sharing). */
-    private readonly shared: boolean,
+    private shared: boolean,
   ) {
     this.nextLsn = lastLsn + 1
   }
@@ -386,13 +386,20 @@ export class TsCore implements Core {
     this.queue.state = 'closed'
     if (this.shared) {
       // Another participant may be writing this segment and checkpoints only come on request:
-      // no seal, no final checkpoint.
+      // no seal, no final checkpoint — but what this engine acknowledged without an fdatasync
+      // is made durable.
+      let syncError: unknown
       try {
+        if (wasOpen)
+          await this.writer.syncActive().catch((err: unknown) => {
+            syncError = err
+          })
         await this.flow.stop(false)
       } finally {
         await this.writer.closeActive()
         this.pages.close()
       }
+      if (syncError !== undefined) throw finalSyncFailed(syncError)
       return
     }
     let sealError: unknown
@@ -413,13 +420,11 @@ export class TsCore implements Core {
       this.pages.close()
     }
     if (flushError !== undefined) throw flushError
-    if (sealError !== undefined) {
-      throw new KestrelError(
-        'KESTREL_IO',
-        `closing: the final fdatasync of the log failed (${(sealError as Error).message}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure`,
-        { cause: sealError },
-      )
-    }
+    if (sealError !== undefined) throw finalSyncFailed(sealError)
+  }
+
+  leaveSharing(): void {
+    this.shared = false
   }
 
   holdSyncs(hold: boolean): void {
@@ -464,4 +469,12 @@ function checkRecordCount(pages: PageStore, metaRecords: number): void {
       `${PAGE_FILE}: the meta page counts ${metaRecords} live records but the catalog's collections hold ${counted}; run \`kestrel verify\` and restore from a backup`,
     )
   }
+}
+
+function finalSyncFailed(err: unknown): KestrelError {
+  return new KestrelError(
+    'KESTREL_IO',
+    `closing: the final fdatasync of the log failed (${(err as Error).message}); commits acknowledged without an fdatasync (durability 'relaxed' or 'none') may be lost on a power failure`,
+    { cause: err },
+  )
 }

@@ -108,7 +108,7 @@ impl Writer {
                     // `relaxed`/`none` acknowledged since the last sync may not be durable:
                     // close() reports it. Sharing: another participant may write on in this
                     // segment, so it is synced, never cut.
-                    let closed = if self.options.sharing.is_some() { self.active.sync(Purpose::Seal) } else { self.seal() };
+                    let closed = if self.shared.sharing.load(Ordering::Acquire) { self.active.sync(Purpose::Seal) } else { self.seal() };
                     if let Err(e) = closed {
                         *self.shared.close_error.lock().expect("close error") = Some(Error::new(
                             Code::Io,
