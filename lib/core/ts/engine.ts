@@ -4,7 +4,7 @@
  * log is written by log/writer.ts and recovered by log/recovery.ts; byte-compatible with the
  * native engine (docs/FORMAT.md).
  */
-import { readdirSync, statSync } from 'node:fs'
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, statSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { KestrelError } from '../../errors.js'
 import { FRAME_HEADER_BYTES, LOG_DIR, parseSegmentName, segmentName } from '../../format/log.js'
@@ -26,7 +26,8 @@ import type {
 } from '../types.js'
 import { prepareDirectory } from './directory.js'
 import { Flow, makeBatch } from './flush.js'
-import { adoptPastTail, createSegment, readToTail, recover, Writer, type PublishedRecord } from './log/index.js'
+import { syncDirSync } from './fsutil.js'
+import { createSegment, readPastTail, readToTail, recover, recoverToTail, Writer, type FollowedFrame, type PastTail } from './log/index.js'
 import { PageStore } from './pages/index.js'
 import { Store } from './store/index.js'
 import { FaultyVfs, RealVfs, type LogFile, type Vfs } from './vfs.js'
@@ -122,7 +123,7 @@ export class TsCore implements Core {
       const meta = pages.meta()
       checkRecordCount(pages, meta.records)
       const tail = options.sharing?.tail
-      const recovered = await recover(dir, meta.checkpointLsn, tail)
+      const recovered = tail ? await recoverToTail(dir, meta.checkpointLsn, tail) : await recover(dir, meta.checkpointLsn)
       const store = new Store(pages, meta.checkpointLsn, meta.records)
       let segmentCount = recovered.segments.length
       const logDir = join(dir, LOG_DIR)
@@ -261,16 +262,7 @@ export class TsCore implements Core {
       // Build on the newest checkpoint on disk (the caller holds the checkpoint lock: no other
       // participant publishes one meanwhile).
       await this.flow.idle()
-      const newest = this.pages.newestOnDisk()
-      if (newest && newest.seq > this.pages.meta().seq) {
-        if (newest.checkpointLsn > this.writer.visibleLsn) {
-          throw new KestrelError(
-            'KESTREL_BEHIND',
-            `the newest checkpoint covers commit ${newest.checkpointLsn} but this process has applied only up to ${this.writer.visibleLsn}: catch up with the log, then checkpoint`,
-          )
-        }
-        this.adopt(newest)
-      }
+      this.adoptNewest(true)
     }
     return this.flow.checkpoint(this.writer.visibleLsn, options)
   }
@@ -282,18 +274,30 @@ export class TsCore implements Core {
 
   adoptCheckpoint(): boolean {
     this.assertReadable()
-    if (!this.shared || this.flow.isBusy()) return false
-    const newest = this.pages.newestOnDisk()
-    if (!newest || newest.seq <= this.pages.meta().seq || newest.checkpointLsn > this.writer.visibleLsn) return false
-    this.adopt(newest)
-    return true
+    if (!this.shared) return false
+    return this.adoptNewest(false)
   }
 
-  /** Switch to another participant's newer checkpoint (it covers nothing not applied here). */
-  private adopt(meta: ReturnType<PageStore['meta']>): void {
-    this.pages.adopt(meta)
-    this.store.setCheckpointed(meta.checkpointLsn)
-    this.flow.adopted(meta.checkpointLsn)
+  /**
+   * Adopt the newest checkpoint on disk if it is newer than ours. `forCheckpoint` (the caller
+   * waited out a checkpoint of ours): a newer one covering commits not applied here is
+   * `KESTREL_BEHIND`; else a checkpoint of ours being written, or such a newer one, is false.
+   */
+  private adoptNewest(forCheckpoint: boolean): boolean {
+    if (!forCheckpoint && this.flow.isBusy()) return false
+    const newest = this.pages.newestOnDisk()
+    if (!newest || newest.seq <= this.pages.meta().seq) return false
+    if (newest.checkpointLsn > this.writer.visibleLsn) {
+      if (!forCheckpoint) return false
+      throw new KestrelError(
+        'KESTREL_BEHIND',
+        `the newest checkpoint covers commit ${newest.checkpointLsn} but this process has applied only up to ${this.writer.visibleLsn}: catch up with the log, then checkpoint`,
+      )
+    }
+    this.pages.adopt(newest)
+    this.store.setCheckpointed(newest.checkpointLsn)
+    this.flow.adopt(newest.checkpointLsn)
+    return true
   }
 
   logTail(): LogTail {
@@ -322,23 +326,26 @@ export class TsCore implements Core {
     }
     if (same && !adopt) return []
     const logDir = join(this.dir, LOG_DIR)
-    const records: PublishedRecord[] = same ? [] : readToTail(logDir, own, tail)
+    const frames: FollowedFrame[] = same ? [] : readToTail(logDir, own, tail)
     let end = tail
+    // The segment at `end` was cut (or another one entered): the writer reopens it.
     let reopen = false
     if (adopt) {
-      const adopted = adoptPastTail(logDir, tail)
-      for (const r of adopted.records) records.push(r)
-      end = adopted.end
-      reopen = adopted.changed
+      const past = readPastTail(logDir, tail)
+      if (past) {
+        end = this.settlePastTail(logDir, past)
+        for (const f of past.frames) frames.push(f)
+        reopen = true
+      }
     }
-    if (records.length === 0 && !reopen && same) return []
+    if (frames.length === 0 && !reopen && same) return []
     const entered = end.segment > own.segment ? countBetween(own.segment, end.segment, logDir) : 0
     const visibleBefore = this.writer.visibleLsn
     this.writer.reposition(end, reopen, entered)
     this.nextLsn = end.lsn + 1
     // Durable records: apply them as replay at open does, in LSN order.
     try {
-      for (const r of records) this.flow.pushNow(makeBatch(r.lsn, this.store.apply(r.lsn, r.ops)))
+      for (const f of frames) this.flow.pushNow(makeBatch(f.lsn, this.store.apply(f.lsn, f.ops)))
     } catch (err) {
       // A page-store read failed (corruption): stop; the reopen decides.
       this.queue.failure = err instanceof KestrelError ? err : new KestrelError('KESTREL_IO', (err as Error).message, { cause: err })
@@ -346,7 +353,38 @@ export class TsCore implements Core {
       this.writer.visibleLsn = visibleBefore
       throw err
     }
-    return records.map((r) => r.payload.slice())
+    return frames.map((f) => f.payload.slice())
+  }
+
+  /**
+   * Make what `readPastTail` found durable and the log clean after it: remove a segment the dead
+   * writer died creating, cut the torn rest of the last segment, fdatasync the segments holding
+   * adopted frames. Returns the new log end.
+   */
+  private settlePastTail(logDir: string, past: PastTail): LogTail {
+    const end = past.end
+    if (past.orphan !== undefined) {
+      unlinkSync(join(logDir, past.orphan))
+      syncDirSync(logDir)
+    }
+    const fd = openSync(join(logDir, end.segment), 'r+')
+    try {
+      // As recovery cuts a torn tail.
+      if (fstatSync(fd).size > end.offset) ftruncateSync(fd, end.offset)
+      fdatasyncSync(fd)
+    } finally {
+      closeSync(fd)
+    }
+    for (const name of past.segments) {
+      if (name === end.segment) continue
+      const f = openSync(join(logDir, name), 'r+')
+      try {
+        fdatasyncSync(f)
+      } finally {
+        closeSync(f)
+      }
+    }
+    return end
   }
 
   async suspendFlusher(): Promise<void> {

@@ -45,6 +45,14 @@ export function makeBatch(lastLsn: number, writes: Written[]): Batch {
   return { lastLsn, writes, bytes }
 }
 
+/** Both requests served by one checkpoint: the stricter of each. */
+function mergeCheckpointOptions(a: CoreCheckpointOptions, b: CoreCheckpointOptions): CoreCheckpointOptions {
+  const out: CoreCheckpointOptions = { ...a }
+  if (b.reuseFreePages === false) out.reuseFreePages = false
+  if (b.trimBelowLsn !== undefined) out.trimBelowLsn = Math.min(a.trimBelowLsn ?? Number.POSITIVE_INFINITY, b.trimBelowLsn)
+  return out
+}
+
 /** Options of the flow (validated by lib/options.ts); `retainCommits`: a checkpoint never covers them. */
 export type FlowOptions = Pick<
   CoreOpenOptions,
@@ -98,6 +106,8 @@ export class Flow {
   private timer: NodeJS.Timeout | undefined
   /** Test-only: where the next checkpoint crashes. */
   fault: PageFault = 'none'
+  /** Checkpoints by size, memory and age; false when sharing the directory (only on request). */
+  private readonly auto: boolean
   private readonly counters = {
     checkpoints: 0,
     checkpointFailures: 0,
@@ -121,6 +131,7 @@ export class Flow {
     this.appliedLsn = checkpointedLsn
     this.checkpointedLsn = checkpointedLsn
     this.seenLsn = checkpointedLsn
+    this.auto = options.sharing === undefined
   }
 
   /** Start the age timer (not before open has replayed the log). */
@@ -195,7 +206,7 @@ export class Flow {
    * Sharing: the page store switched to another participant's checkpoint at `lsn`: what it covers
    * is no longer dirty.
    */
-  adopted(lsn: number): void {
+  adopt(lsn: number): void {
     if (this.inFlight !== undefined) throw new Error('adopting a checkpoint while one is being written') // assertion
     for (const [name, m] of this.dirty) {
       for (const [k, e] of m) {
@@ -302,9 +313,7 @@ export class Flow {
     if (this.stopping) throw new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it')
     const ticket = ++this.requested
     this.requestTargetLsn = Math.max(this.requestTargetLsn, targetLsn)
-    const o = this.requestOptions
-    if (options.reuseFreePages === false) o.reuseFreePages = false
-    if (options.trimBelowLsn !== undefined) o.trimBelowLsn = Math.min(o.trimBelowLsn ?? Number.POSITIVE_INFINITY, options.trimBelowLsn)
+    this.requestOptions = mergeCheckpointOptions(this.requestOptions, options)
     this.maybeCheckpoint()
     // Bounded by the flusher: each wake-up follows a checkpoint that published or failed.
     for (;;) {
@@ -324,8 +333,7 @@ export class Flow {
     // Everything up to the target has been taken (what is held inside the retention window cannot
     // be checkpointed, so it does not count against the request).
     if (this.requested > Math.max(this.completed, this.failure?.upTo ?? 0) && this.seenLsn >= this.requestTargetLsn) return true
-    // Sharing: only on request (the caller holds the checkpoint lock then).
-    if (this.dirtyKeys === 0 || nowMs < this.retryAtMs || this.options.sharing !== undefined) return false
+    if (!this.auto || this.dirtyKeys === 0 || nowMs < this.retryAtMs) return false
     const o = this.options
     const bySize = this.dirtyBytes >= o.checkpointBytes
     const byMemory = this.store.recordBytes > o.cacheBytes && this.dirtyBytes >= Math.max(1, o.checkpointBytes / 8)
@@ -406,9 +414,7 @@ export class Flow {
       }
       this.dirtySinceMs = since ?? this.dirtySinceMs
       // The next try honours what these requests asked.
-      if (options.reuseFreePages === false) this.requestOptions.reuseFreePages = false
-      if (options.trimBelowLsn !== undefined)
-        this.requestOptions.trimBelowLsn = Math.min(this.requestOptions.trimBelowLsn ?? Number.POSITIVE_INFINITY, options.trimBelowLsn)
+      this.requestOptions = mergeCheckpointOptions(this.requestOptions, options)
       this.counters.checkpointFailures++
       this.retryAtMs = Date.now() + RETRY_AFTER_FAILURE_MS
       this.failure = { upTo: tickets, error: toKestrelError(err, 'writing a checkpoint') }

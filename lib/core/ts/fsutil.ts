@@ -1,4 +1,5 @@
 /** Small durable-filesystem helpers for the ts engine. */
+import { closeSync, fsyncSync, openSync } from 'node:fs'
 import { open as fsOpen } from 'node:fs/promises'
 
 /** fsync a directory so that entries created or removed in it are durable. */
@@ -8,5 +9,15 @@ export async function syncDir(path: string): Promise<void> {
     await fh.sync()
   } finally {
     await fh.close()
+  }
+}
+
+/** `syncDir`, synchronously (catchUp is). */
+export function syncDirSync(path: string): void {
+  const fd = openSync(path, 'r')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
   }
 }

@@ -14,20 +14,26 @@ export class Allocator {
   /** Pages freed by this checkpoint (reusable from the next one on). */
   readonly freed: number[] = []
 
+  /** The next page at the end of the file. */
+  next: number
+
   /**
-   * `reusable`: the published free list, ascending; `next`: the published page count;
-   * `carried`: free pages that must not be reused yet (another participant may still read them),
-   * listed again in the new free list.
+   * `reusable`: the published free list, ascending; `pageCount`: the published page count;
+   * `reuse` false: hand out only new pages at the end of the file (another participant sharing
+   * the directory may still read an older checkpoint that reaches the free pages); the whole
+   * published free list is carried into the new one.
    */
   constructor(
     private readonly reusable: readonly number[],
-    public next: number,
-    private readonly carried: readonly number[] = [],
-  ) {}
+    pageCount: number,
+    private readonly reuse = true,
+  ) {
+    this.next = pageCount
+  }
 
   /** The smallest reusable page, or else a new one at the end of the file. */
   alloc(): number {
-    if (this.taken < this.reusable.length) return this.reusable[this.taken++]!
+    if (this.reuse && this.taken < this.reusable.length) return this.reusable[this.taken++]!
     return this.allocAtEnd()
   }
 
@@ -50,17 +56,19 @@ export class Allocator {
    * Step 5: the pages of the new free-list chain and the numbers it lists. The chain takes the
    * smallest reusable pages (c = the smallest count whose pages can hold what is left), then pages
    * at the end, so a database that rewrites the same keys does not grow. The list is the rest of
-   * the reusable pages, the carried and the freed ones, ascending; a page freed twice is corruption.
+   * the reusable pages and the freed ones, ascending; a page freed twice is corruption.
    */
   freeChain(): { chain: number[]; list: number[] } {
     const reusableLeft = this.untaken().length
-    const total = reusableLeft + this.carried.length + this.freed.length
+    const total = reusableLeft + this.freed.length
+    // The chain's pages come from the reusable ones only when pages may be reused.
+    const fromReusable = this.reuse ? reusableLeft : 0
     let c = 0
     // Bounded: c = ceil(total / FREE_NUMBERS_PER_PAGE) satisfies the condition.
-    while (total - Math.min(c, reusableLeft) > FREE_NUMBERS_PER_PAGE * c) c++
+    while (total - Math.min(c, fromReusable) > FREE_NUMBERS_PER_PAGE * c) c++
     const chain: number[] = []
     for (let i = 0; i < c; i++) chain.push(this.alloc())
-    const list = [...this.untaken(), ...this.carried, ...this.freed].sort((x, y) => x - y)
+    const list = [...this.untaken(), ...this.freed].sort((x, y) => x - y)
     for (let i = 1; i < list.length; i++) {
       if (list[i] === list[i - 1]) throw corruptPage(list[i]!, 'page freed twice (reached twice, or both reachable and free)')
     }

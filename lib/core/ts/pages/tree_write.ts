@@ -274,7 +274,7 @@ export function* buildCheckpoint(src: PageSource, base: BuildBase, lsn: number, 
   // Step 0: the index trees' changes, derived from the old and new stored values, joined in name order.
   const changes = yield* deriveIndexChanges(src, meta.catalogRoot, input)
   const names = changes.map((c) => utf8.encode(c.name))
-  const alloc = base.reuseFreePages === false ? new Allocator([], meta.pageCount, base.freeList) : new Allocator(base.freeList, meta.pageCount)
+  const alloc = new Allocator(base.freeList, meta.pageCount, base.reuseFreePages !== false)
   const b = new TreeWriter(src, alloc, seq)
 
   // Step 2: each changed collection's tree, in name order.
