@@ -203,7 +203,11 @@ export class SharedCore implements Core {
             // it died first. Under the write lock the tail moves no more: if it is still behind,
             // that writer is gone and a full recovery takes its whole frames, as crash recovery
             // would (after zeroing a batch it marked abandoned).
-            write = await waitLock(names.write, WRITE_WAIT_MS, () => `another process has held the write lock of ${dir} for ${WRITE_WAIT_MS / 1000} s; try again`)
+            write = await waitLock(
+              names.write,
+              WRITE_WAIT_MS,
+              () => `another process has held the write lock of ${dir} for ${WRITE_WAIT_MS / 1000} s; try again`,
+            )
             const now = file.readLog()
             if (!now) throw new KestrelError('KESTREL_CORRUPT', `${join(dir, SHARED_FILE)} lost its log tail; close every process and open again`)
             if (now.abandoned) discardPastTail(dir, now.tail)
