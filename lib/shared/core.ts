@@ -49,6 +49,8 @@ const ALONE_TAIL_MS = 20
 const HOUSEKEEPING_MS = 50
 /** A slot of another network namespace whose heartbeat is older than this is taken for dead. */
 const FOREIGN_NS_STALE_MS = 10_000
+/** While holding the write lock alone, look for a newcomer waiting for it at most this often. */
+const SLOTS_CHECK_MS = 1
 /** Keep the write lock this long after the last batch while no other participant is live. */
 const IDLE_RELEASE_MS = 2
 /**
@@ -61,9 +63,9 @@ function parseKillAt(v: string | undefined): { point: string; batch: number } | 
   const m = v?.match(/^(locked|synced):(\d+)$/)
   return m ? { point: m[1]!, batch: Number(m[2]) } : undefined
 }
-let batchesWritten = 0
-function killPoint(point: string): void {
-  if (KILL_AT?.point === point && batchesWritten === KILL_AT.batch) process.kill(process.pid, 'SIGKILL')
+const killCounts: Record<string, number> = { locked: 0, synced: 0 }
+function killPoint(point: 'locked' | 'synced'): void {
+  if (KILL_AT?.point === point && ++killCounts[point]! === KILL_AT.batch) process.kill(process.pid, 'SIGKILL')
 }
 
 /** Most commits in one batch (the engine splits by bytes itself). */
@@ -89,8 +91,10 @@ export class SharedCore implements Core {
 
   private readonly pending: Pending[] = []
   private running = false
-  /** Own commits handed to the engine and not settled (catch-up must wait). */
-  private inFlight = false
+  /** Own commits handed to the engine and not settled (catch-up must wait for 0). */
+  private inFlight = 0
+  /** The last LSN published in the log block by this participant. */
+  private publishedLsn = 0
   private writeLock: NamedLock | undefined
   /** The write lock was held continuously since this participant last published the tail. */
   private caughtUnderLock = false
@@ -104,6 +108,8 @@ export class SharedCore implements Core {
   private suspends = 0
   private suspendLock: NamedLock | undefined
   private lastCheckpointMs = Date.now()
+  /** When the slots were last counted while holding the write lock alone (performance.now()). */
+  private slotsCheckedMs = 0
   /** Why the last background checkpoint failed (it is retried; explicit ones report their own). */
   checkpointError: unknown
   private needLsn = Number.MAX_SAFE_INTEGER
@@ -297,7 +303,7 @@ export class SharedCore implements Core {
 
   /** Apply what others published up to `tail` (with `adopt`, a dead writer's whole frames too). */
   private applyForeign(tail: LogTail, adopt: boolean): void {
-    if (this.inFlight) throw new Error('catch-up while own commits are in flight')
+    if (this.inFlight > 0) throw new Error('catch-up while own commits are in flight')
     const before = Number(this.inner.lastCommitId())
     if (!adopt && tail.lsn <= before) return
     const payloads = this.inner.catchUp(tail, adopt)
@@ -308,7 +314,7 @@ export class SharedCore implements Core {
 
   /** Catch up to the published tail now, if no own commit is being written (then we are current). */
   private refreshNow(): void {
-    if (this.inFlight || this.caughtUnderLock) return
+    if (this.inFlight > 0 || this.caughtUnderLock) return
     const log = this.file.readLog()
     if (log && log.tail.lsn > Number(this.inner.lastCommitId())) this.applyForeign(log.tail, false)
   }
@@ -324,7 +330,7 @@ export class SharedCore implements Core {
   private housekeeping(): void {
     this.othersLive = this.countOthers()
     this.writeSlot()
-    if (this.othersLive > 0 && this.writeLock && !this.running) this.releaseWrite()
+    if (this.othersLive > 0 && this.writeLock && !this.running && this.inFlight === 0) this.releaseWrite()
     this.maybeCheckpoint()
   }
 
@@ -362,6 +368,9 @@ export class SharedCore implements Core {
 
   commit(payload: Uint8Array, check?: CommitCheck): Promise<bigint> {
     if (this.closed) return Promise.reject(new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it'))
+    // Holding the write lock alone and caught up: nothing can arrive from elsewhere, so the
+    // commit goes straight to the engine, which groups and pipelines batches as in one process.
+    if (this.writeLock && this.caughtUnderLock && !this.running && this.faultError === undefined && this.stillAlone()) return this.submit(payload)
     return new Promise<bigint>((resolve, reject) => {
       this.pending.push({ payload, check, foreignAt: this.foreignBatches, resolve, reject })
       if (!this.running) {
@@ -371,7 +380,78 @@ export class SharedCore implements Core {
     })
   }
 
+  /** No newcomer waits for the write lock (looked at once per SLOTS_CHECK_MS at most). */
+  private stillAlone(): boolean {
+    if (this.othersLive === 0 && performance.now() - this.slotsCheckedMs >= SLOTS_CHECK_MS) {
+      this.slotsCheckedMs = performance.now()
+      this.othersLive = this.countOthers()
+    }
+    return this.othersLive === 0
+  }
+
+  /**
+   * Hand one commit to the engine (under the write lock, caught up). It resolves only once the
+   * log block publishes a tail past it: the first commit of each engine batch to settle
+   * publishes the whole batch.
+   */
+  private submit(payload: Uint8Array): Promise<bigint> {
+    this.inFlight++
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer)
+      this.idleTimer = undefined
+    }
+    return this.inner.commit(payload).then(
+      (lsn) => {
+        this.inFlight--
+        if (Number(lsn) > this.publishedLsn) {
+          if (KILL_AT) killPoint('synced')
+          this.publish(false)
+        }
+        this.settledOne()
+        return lsn
+      },
+      (err: unknown) => {
+        this.inFlight--
+        // Bytes past the durable tail belong to a failed batch: no one may adopt them.
+        this.publish(true)
+        this.caughtUnderLock = false
+        this.settledOne()
+        throw err
+      },
+    )
+  }
+
+  private settledWaiters: Array<() => void> = []
+
+  /** Resolves once no own commit is in the engine. */
+  private settled(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve()
+    return new Promise<void>((r) => this.settledWaiters.push(r))
+  }
+
+  private publish(abandoned: boolean): void {
+    try {
+      const tail = this.inner.logTail()
+      this.file.writeLog({ tail, abandoned })
+      this.publishedLsn = tail.lsn
+    } catch (err) {
+      this.fault(err)
+    }
+  }
+
+  /** The last own commit settled: let go of the lock if others wait, else soon. */
+  private settledOne(): void {
+    if (this.inFlight > 0) return
+    for (const w of this.settledWaiters.splice(0)) w()
+    if (this.running || !this.writeLock) return
+    if (this.othersLive > 0 || this.closed) this.releaseWrite()
+    else this.armIdleRelease()
+  }
+
   private async run(): Promise<void> {
+    // Commits submitted straight to the engine settle first (the lock changes hands only then).
+    // Bounded: each wait is for one engine batch.
+    while (this.inFlight > 0) await this.settled()
     try {
       // Bounded: every pass takes at least one pending commit.
       while (this.pending.length > 0) {
@@ -390,7 +470,7 @@ export class SharedCore implements Core {
       }
     } finally {
       this.running = false
-      if (this.writeLock && !this.closed) this.armIdleRelease()
+      if (this.writeLock && !this.closed && this.inFlight === 0) this.armIdleRelease()
     }
   }
 
@@ -411,6 +491,7 @@ export class SharedCore implements Core {
     while (this.running) await new Promise<void>((r) => setImmediate(r))
     this.running = true
     try {
+      await this.settled()
       await this.acquireWrite()
       if (!this.caughtUnderLock) this.catchUpUnderLock()
       fn()
@@ -437,7 +518,7 @@ export class SharedCore implements Core {
     if (this.idleTimer) clearTimeout(this.idleTimer)
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined
-      if (!this.running) this.releaseWrite()
+      if (!this.running && this.inFlight === 0) this.releaseWrite()
     }, IDLE_RELEASE_MS)
     this.idleTimer.unref()
   }
@@ -445,8 +526,12 @@ export class SharedCore implements Core {
   private async writeBatch(batch: Pending[]): Promise<void> {
     try {
       if (!this.caughtUnderLock) this.catchUpUnderLock()
-      // Another participant may have joined while we held the lock alone.
-      if (this.othersLive === 0) this.othersLive = this.countOthers()
+      // Another participant may have joined while we held the lock alone (it waits for it):
+      // looked at once per SLOTS_CHECK_MS at most.
+      if (this.othersLive === 0 && performance.now() - this.slotsCheckedMs >= SLOTS_CHECK_MS) {
+        this.slotsCheckedMs = performance.now()
+        this.othersLive = this.countOthers()
+      }
     } catch (err) {
       for (const p of batch) p.reject(err)
       this.releaseWrite()
@@ -469,20 +554,8 @@ export class SharedCore implements Core {
       go.push(p)
     }
     if (go.length === 0) return
-    batchesWritten++
     if (KILL_AT) killPoint('locked')
-    this.inFlight = true
-    const results = await Promise.allSettled(go.map((p) => this.inner.commit(p.payload)))
-    this.inFlight = false
-    if (KILL_AT) killPoint('synced')
-    const failed = results.some((r) => r.status === 'rejected')
-    try {
-      // Durable before visible to others: the tail moves only past what the engine acknowledged.
-      this.file.writeLog({ tail: this.inner.logTail(), abandoned: failed })
-    } catch (err) {
-      this.fault(err)
-    }
-    if (failed) this.caughtUnderLock = false
+    const results = await Promise.allSettled(go.map((p) => this.submit(p.payload)))
     for (let i = 0; i < go.length; i++) {
       const r = results[i]!
       if (r.status === 'fulfilled') go[i]!.resolve(r.value)
@@ -709,6 +782,7 @@ export class SharedCore implements Core {
     // Commits already queued are written first (the handle waited for its submitted ones).
     // Bounded: the committer ends once the queue is empty, and nothing new is queued.
     while (this.running) await new Promise<void>((r) => setImmediate(r))
+    await this.settled()
     this.stopTimers()
     let init: NamedLock | undefined
     try {

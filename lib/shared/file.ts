@@ -93,15 +93,19 @@ export class SharedFile {
     return undefined
   }
 
+  private readonly blockBuf = Buffer.alloc(2 * COPY_BYTES)
+
   private writeBlock(at: number, fill: (b: Buffer) => void): void {
-    const b = Buffer.alloc(COPY_BYTES)
+    const b = this.blockBuf
+    b.fill(0, 0, COPY_BYTES)
     b.writeUInt32LE(MAGIC, 0)
     b.writeUInt32LE(VERSION, 4)
     fill(b)
     sealed(b, 0)
-    // One copy after the other: a reader always finds one whole.
-    writeSync(this.fd, b, 0, COPY_BYTES, at)
-    writeSync(this.fd, b, 0, COPY_BYTES, at + COPY_BYTES)
+    b.copy(b, COPY_BYTES, 0, COPY_BYTES)
+    // One write, copied into the page cache front to back: a reader racing it finds the first
+    // copy whole and new, or torn with the second still whole and old.
+    writeSync(this.fd, b, 0, 2 * COPY_BYTES, at)
   }
 
   /** The published log tail, or undefined when the file holds none (not initialised). */
@@ -152,7 +156,9 @@ export class SharedFile {
         out.push(undefined)
         continue
       }
-      out.push(this.decodeSlot(this.slotBuf, at) ?? this.readSlotAgain(i))
+      // A slot caught while its owner rewrote it is read once more on its own.
+      const torn = this.slotBuf.readBigUInt64LE(at) !== 0n && !whole(this.slotBuf, at)
+      out.push(torn ? this.readSlotAgain(i) : this.decodeSlot(this.slotBuf, at))
     }
     return out
   }
