@@ -5,7 +5,7 @@
  * no event-loop turn; `exclusive` keeps cluster workers from sharing the primary's socket.
  */
 import { statSync } from 'node:fs'
-import { createServer, type Server } from 'node:net'
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import { KestrelError } from '../errors.js'
 
 /** Abstract names are padded with NULs to the whole `sun_path` (as Node binds them). */
@@ -28,15 +28,26 @@ export function lockNames(dir: string): LockNames {
   return { init: base, write: `${base}/w`, ckpt: `${base}/c`, slot: (i) => `${base}/s${i}` }
 }
 
-/** A lock this participant holds. */
+/**
+ * A lock this participant holds. Waiters connect to it (the socket listens) and are dropped when
+ * it is released: that wakes them at once, with no polling.
+ */
 export class NamedLock {
   private server: Server | undefined
+  private readonly waiters = new Set<Socket>()
 
   constructor(
     readonly name: string,
     server: Server,
   ) {
     this.server = server
+    server.on('connection', (c) => {
+      c.unref()
+      c.on('error', () => {})
+      c.on('close', () => this.waiters.delete(c))
+      if (this.server) this.waiters.add(c)
+      else c.destroy()
+    })
   }
 
   get held(): boolean {
@@ -44,9 +55,39 @@ export class NamedLock {
   }
 
   release(): void {
+    // Unbind first, then wake the waiters: the first to try again gets it.
     this.server?.close()
     this.server = undefined
+    for (const c of this.waiters) c.destroy()
+    this.waiters.clear()
   }
+}
+
+function socketPath(name: string): string {
+  return `\0${name}${'\0'.repeat(SUN_PATH_BYTES - name.length)}`
+}
+
+/** Resolves when the holder of `name` lets go (its socket drops us), or after `capMs`. */
+function released(name: string, capMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const sock = connect({ path: socketPath(name) })
+    let timer: NodeJS.Timeout | undefined
+    const done = (): void => {
+      if (timer) clearTimeout(timer)
+      timer = undefined
+      sock.destroy()
+      resolve()
+    }
+    // Both stay referenced: a process waiting for the lock has a commit to finish.
+    timer = setTimeout(done, capMs)
+    sock.on('close', done)
+    // Refused: released meanwhile, or a holder that does not listen (an older kestreldb's
+    // lock): try again after a pause rather than at once.
+    sock.on('error', () => {
+      if (timer) clearTimeout(timer)
+      timer = setTimeout(done, 1)
+    })
+  })
 }
 
 /** Take `name` now, or undefined when someone holds it. */
@@ -54,19 +95,21 @@ export function tryLock(name: string): NamedLock | undefined {
   const server = createServer()
   // A refused bind is also reported as an event: it is expected here.
   server.on('error', () => {})
-  server.listen({ path: `\0${name}${'\0'.repeat(SUN_PATH_BYTES - name.length)}`, exclusive: true })
+  server.listen({ path: socketPath(name), exclusive: true })
   if (!server.listening) return undefined
   server.unref()
   return new NamedLock(name, server)
 }
 
-/** First retries without a timer (a hand-off between processes takes microseconds), then 1 ms apart. */
-const SPINS = 4
+/** First retries without a timer (a hand-off between processes takes microseconds), then woken by the release. */
+const SPINS = 2
+/** A wait for a release is cut short after this, in case the wake-up was missed. */
+const RELEASE_WAIT_CAP_MS = 20
 
 /**
  * Take `name`, waiting up to `waitMs`; then KESTREL_LOCKED with `why()` — or at once with what
- * `hopeless()` returns, when it returns something. Bounded: at most SPINS turns plus one try per
- * millisecond.
+ * `hopeless()` returns, when it returns something. Bounded: SPINS turns, then one try per
+ * release of the holder (at least one per RELEASE_WAIT_CAP_MS).
  */
 export async function waitLock(name: string, waitMs: number, why: () => string, hopeless?: () => string | undefined): Promise<NamedLock> {
   const deadline = Date.now() + waitMs
@@ -78,7 +121,7 @@ export async function waitLock(name: string, waitMs: number, why: () => string, 
     const reason = attempt % 64 === SPINS ? hopeless?.() : undefined
     if (reason !== undefined) throw new KestrelError('KESTREL_LOCKED', reason)
     if (attempt < SPINS) await new Promise<void>((r) => setImmediate(r))
-    else await new Promise<void>((r) => setTimeout(r, 1))
+    else await released(name, RELEASE_WAIT_CAP_MS)
   }
 }
 
