@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest'
 import { encodeKey } from '../lib/codec/key.js'
 import { decodeValue, encodeValue } from '../lib/codec/value.js'
 import { NativeCore } from '../lib/core/native.js'
+import { TsCore } from '../lib/core/ts/engine.js'
 import type { Core, CoreOpenOptions, LogTail } from '../lib/core/types.js'
 import { crc32c } from '../lib/format/crc32c.js'
 import { segmentHeader, segmentName } from '../lib/format/log.js'
@@ -18,13 +19,13 @@ import { encodeCommit, OP_PUT } from '../lib/format/payload.js'
 import { resolveOptions } from '../lib/options.js'
 import { expectCode, tempDir } from './helpers.js'
 
-const ENGINES = ['native'] as const
+const ENGINES = ['native', 'ts'] as const
 type Engine = (typeof ENGINES)[number]
 
 const base = (over: Partial<CoreOpenOptions> = {}): CoreOpenOptions => ({ ...resolveOptions({ durability: 'sync' }).core, ...over })
 
-function openCore(_engine: Engine, dir: string, over: Partial<CoreOpenOptions> = {}): Promise<Core> {
-  return NativeCore.open(dir, base(over))
+function openCore(engine: Engine, dir: string, over: Partial<CoreOpenOptions> = {}): Promise<Core> {
+  return engine === 'native' ? NativeCore.open(dir, base(over)) : TsCore.open(dir, base(over))
 }
 
 const put = (key: string, value: unknown): Uint8Array => encodeCommit([{ kind: OP_PUT, collection: 'c', key: encodeKey(key), value: encodeValue(value) }])

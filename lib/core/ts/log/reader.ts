@@ -212,8 +212,10 @@ export function readPastTail(logDir: string, tail: LogTail): PastTail | undefine
     }
     segment = next
     offset = SEGMENT_HEADER_BYTES
-    past.end = { segment, offset, lsn }
   }
+  // A segment the writer created at rollover but holds nothing whole of: removed (as in Rust), so
+  // that the log goes on at the end of the last whole batch.
+  if (segment !== past.end.segment) past.orphan = segment
   past.segments = [...segments]
   return past
 }
