@@ -10,6 +10,8 @@ export declare class NativeEngine {
   static open(dir: string, options: NativeOpenOptions, onDurable: (durableLsn: number, errorCode: string | null, errorMessage: string | null) => void): NativeEngine
   /** Validate and queue a COMMIT payload; returns its LSN (the commit id). */
   commit(payload: Uint8Array): number
+  /** While held, the writer starts no batch (commits queued meanwhile form one). */
+  holdWriter(hold: boolean): void
   /** A small id for a collection name, for the `*Into` read methods. */
   collectionId(name: string): number
   /** A small id for index `index` of collection id `collection`, for `findIo`. */

@@ -388,6 +388,10 @@ export class NativeCore implements Core {
     return this.live().checkpointRef()
   }
 
+  holdWriter(hold: boolean): void {
+    this.live().holdWriter(hold)
+  }
+
   leaveSharing(): void {
     this.live().leaveSharing()
     this.sharing = false

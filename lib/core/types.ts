@@ -263,6 +263,11 @@ export interface Core {
    */
   adoptCheckpoint(): boolean
   /**
+   * While held, the log writer starts no batch: commits submitted meanwhile go out as one write
+   * and one fdatasync. Release it in the same synchronous step.
+   */
+  holdWriter(hold: boolean): void
+  /**
    * Sharing: this engine is now the directory's only user (the caller holds every lock and has
    * caught up), so `close()` seals the log and writes the final checkpoint as without sharing.
    */

@@ -51,6 +51,8 @@ const HOUSEKEEPING_MS = 50
 const FOREIGN_NS_STALE_MS = 10_000
 /** While holding the write lock alone, look for a newcomer waiting for it at most this often. */
 const SLOTS_CHECK_MS = 1
+/** With others waiting, keep the write lock for more batches of ours for at most this long. */
+const WRITE_HOLD_MAX_MS = 2
 /** Keep the write lock this long after the last batch while no other participant is live. */
 const IDLE_RELEASE_MS = 2
 /**
@@ -108,6 +110,8 @@ export class SharedCore implements Core {
   private suspends = 0
   private suspendLock: NamedLock | undefined
   private lastCheckpointMs = Date.now()
+  /** When this participant last took the write lock (performance.now()). */
+  private writeHeldSinceMs = 0
   /** When the slots were last counted while holding the write lock alone (performance.now()). */
   private slotsCheckedMs = 0
   /** Why the last background checkpoint failed (it is retried; explicit ones report their own). */
@@ -466,7 +470,15 @@ export class SharedCore implements Core {
           break
         }
         await this.writeBatch(this.pending.splice(0, BATCH_COMMITS_MAX))
-        if (this.othersLive > 0 || this.closed) this.releaseWrite()
+        // Others wait: hand the lock over, unless more of ours queue up (the callers of the
+        // batch just acknowledged commit again within a turn) and we have not held it long:
+        // fewer hand-offs, bounded unfairness.
+        if (this.othersLive > 0 && !this.closed && this.pending.length === 0 && performance.now() - this.writeHeldSinceMs < WRITE_HOLD_MAX_MS) {
+          await new Promise<void>((r) => setImmediate(r))
+        }
+        if (this.closed || (this.othersLive > 0 && (this.pending.length === 0 || performance.now() - this.writeHeldSinceMs >= WRITE_HOLD_MAX_MS))) {
+          this.releaseWrite()
+        }
       }
     } finally {
       this.running = false
@@ -483,6 +495,7 @@ export class SharedCore implements Core {
         `another process has held the write lock of ${this.dir} for ${WRITE_WAIT_MS / 1000} s (stopped or stuck?); these commits were not written: retry them`,
     )
     this.caughtUnderLock = false
+    this.writeHeldSinceMs = performance.now()
   }
 
   /** Run `fn` holding the write lock, caught up (between batches of this participant). */
@@ -555,7 +568,15 @@ export class SharedCore implements Core {
     }
     if (go.length === 0) return
     if (KILL_AT) killPoint('locked')
-    const results = await Promise.allSettled(go.map((p) => this.submit(p.payload)))
+    // One batch, one fdatasync: others wait for this lock.
+    this.inner.holdWriter(true)
+    let submitted: Array<Promise<bigint>>
+    try {
+      submitted = go.map((p) => this.submit(p.payload))
+    } finally {
+      this.inner.holdWriter(false)
+    }
+    const results = await Promise.allSettled(submitted)
     for (let i = 0; i < go.length; i++) {
       const r = results[i]!
       if (r.status === 'fulfilled') go[i]!.resolve(r.value)
@@ -752,6 +773,10 @@ export class SharedCore implements Core {
 
   leaveSharing(): void {
     this.inner.leaveSharing()
+  }
+
+  holdWriter(hold: boolean): void {
+    this.inner.holdWriter(hold)
   }
 
   logTail(): LogTail {

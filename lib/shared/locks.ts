@@ -67,25 +67,32 @@ function socketPath(name: string): string {
   return `\0${name}${'\0'.repeat(SUN_PATH_BYTES - name.length)}`
 }
 
-/** Resolves when the holder of `name` lets go (its socket drops us), or after `capMs`. */
-function released(name: string, capMs: number): Promise<void> {
-  return new Promise<void>((resolve) => {
+/**
+ * Resolves when the holder of `name` lets go (its socket drops us), or after `capMs`. A refused
+ * connection means it let go already — or that its holder does not listen (an older kestreldb's
+ * lock): then, after `refusedBefore` refusals in a row, it pauses a millisecond before trying.
+ */
+function released(name: string, capMs: number, refusedBefore: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
     const sock = connect({ path: socketPath(name) })
     let timer: NodeJS.Timeout | undefined
+    let refused = false
     const done = (): void => {
       if (timer) clearTimeout(timer)
       timer = undefined
       sock.destroy()
-      resolve()
+      resolve(refused)
     }
     // Both stay referenced: a process waiting for the lock has a commit to finish.
     timer = setTimeout(done, capMs)
-    sock.on('close', done)
-    // Refused: released meanwhile, or a holder that does not listen (an older kestreldb's
-    // lock): try again after a pause rather than at once.
+    sock.on('close', () => {
+      if (!refused) done()
+    })
     sock.on('error', () => {
+      refused = true
       if (timer) clearTimeout(timer)
-      timer = setTimeout(done, 1)
+      if (refusedBefore < 3) done()
+      else timer = setTimeout(done, 1)
     })
   })
 }
@@ -113,6 +120,7 @@ const RELEASE_WAIT_CAP_MS = 20
  */
 export async function waitLock(name: string, waitMs: number, why: () => string, hopeless?: () => string | undefined): Promise<NamedLock> {
   const deadline = Date.now() + waitMs
+  let refusals = 0
   for (let attempt = 0; ; attempt++) {
     const lock = tryLock(name)
     if (lock) return lock
@@ -121,7 +129,7 @@ export async function waitLock(name: string, waitMs: number, why: () => string, 
     const reason = attempt % 64 === SPINS ? hopeless?.() : undefined
     if (reason !== undefined) throw new KestrelError('KESTREL_LOCKED', reason)
     if (attempt < SPINS) await new Promise<void>((r) => setImmediate(r))
-    else await released(name, RELEASE_WAIT_CAP_MS)
+    else refusals = (await released(name, RELEASE_WAIT_CAP_MS, refusals)) ? refusals + 1 : 0
   }
 }
 

@@ -123,6 +123,8 @@ pub(crate) struct Queue {
     pub(crate) state: State,
     /// The writer is waiting on `work`: only then does a commit pay for a wake-up.
     pub(crate) writer_idle: bool,
+    /// The caller is queueing one batch: the writer waits until it is whole (`hold_writer`).
+    pub(crate) held: bool,
 }
 
 #[derive(Default)]
@@ -266,7 +268,7 @@ impl Engine {
         };
         let active_len = active.len();
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, next_lsn: last_lsn + 1, state: State::Open, writer_idle: false }),
+            queue: Mutex::new(Queue { items: VecDeque::new(), bytes: 0, next_lsn: last_lsn + 1, state: State::Open, writer_idle: false, held: false }),
             work: Condvar::new(),
             room: Condvar::new(),
             store: RwLock::new(store),
@@ -321,6 +323,18 @@ impl Engine {
             self.shared.work.notify_one();
         }
         Ok(lsn)
+    }
+
+    /// While held, the writer starts no batch: commits queued meanwhile go out as one write and
+    /// one fdatasync (a participant holding the write lock of a shared directory for one batch).
+    pub fn hold_writer(&self, hold: bool) {
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        q.held = hold;
+        let wake = !hold && q.writer_idle && !q.items.is_empty();
+        drop(q);
+        if wake {
+            self.shared.work.notify_one();
+        }
     }
 
     /// The value of a key at `snapshot` (a commit id), or None.

@@ -314,6 +314,12 @@ impl NativeEngine {
         self.engine.commit(payload).map(|lsn| lsn as f64).map_err(to_js)
     }
 
+    /// While held, the writer starts no batch (commits queued meanwhile form one).
+    #[napi]
+    pub fn hold_writer(&self, hold: bool) {
+        self.engine.hold_writer(hold)
+    }
+
     /// A small id for a collection name, for the `*Into` read methods.
     #[napi]
     pub fn collection_id(&self, name: String) -> u32 {

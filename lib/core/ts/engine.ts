@@ -461,6 +461,9 @@ export class TsCore implements Core {
     if (sealError !== undefined) throw finalSyncFailed(sealError)
   }
 
+  /** The writer takes its batch on a later turn: commits of one synchronous step are one batch already. */
+  holdWriter(_hold: boolean): void {}
+
   leaveSharing(): void {
     this.shared = false
   }

@@ -101,7 +101,13 @@ impl Writer {
         loop {
             match q.state {
                 State::Crashed | State::Failed(_) => return None,
-                _ if !q.items.is_empty() => break,
+                _ if !q.items.is_empty() && !q.held => break,
+                // The caller is still queueing this batch: it lets go within its call.
+                _ if q.held => {
+                    q.writer_idle = true;
+                    q = shared.work.wait(q).expect("queue lock");
+                    q.writer_idle = false;
+                }
                 State::Closing => {
                     drop(q);
                     // A failure leaves a zeroed tail, which recovery cuts, but commits that
