@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { open, restore, type Database, type EngineName } from '../lib/index.js'
 import { SharedFile, SHARED_FILE } from '../lib/shared/file.js'
+import { injectPageFault, openWithFaults } from '../lib/testing.js'
 import { ENGINES, expectCode, other, tempDir } from './helpers.js'
 
 type Lib = typeof import('../lib/index.js')
@@ -132,6 +133,35 @@ describe.each(ENGINES)('two participants in one process [%s first]', (engine) =>
     expect(again.begin().get(ac, 'after')).toBe('y')
     await again.close()
   })
+})
+
+describe.each(ENGINES)('a checkpoint that crashes in one participant [%s]', (engine) => {
+  for (const fault of ['losePagesBeforeMeta', 'tearMeta', 'failMetaSync'] as const) {
+    it(`${fault}: the other participant checkpoints on top of the last whole one; verify passes; nothing is lost`, async () => {
+      const dir = tempDir()
+      const a = await openWithFaults(dir, { engine, faults: {}, checkpointIntervalMs: 0 })
+      const b = await (await dist()).open(dir, { engine: ENGINES.length > 1 ? other(engine) : engine, checkpointIntervalMs: 0 })
+      await writeAll(a, 1000, 1)
+      await a.checkpoint()
+      await writeAll(b, 1000, 2)
+      injectPageFault(a, fault)
+      await expectCode(() => a.checkpoint(), 'KESTREL_IO')
+      await writeAll(a, 500, 3)
+      await b.checkpoint()
+      expect((await b.verify()).problems).toEqual([])
+      await a.checkpoint()
+      expect((await a.verify()).problems).toEqual([])
+      const items = b.collection<ReturnType<typeof value>>('items')
+      for (let i = 0; i < 1000; i += 11) expect(b.begin().get(items, i)).toEqual(value(i, i < 500 ? 3 : 2))
+      await b.close()
+      await a.close()
+      const again = await open(dir, { engine })
+      const c = again.collection<ReturnType<typeof value>>('items')
+      for (let i = 0; i < 1000; i += 11) expect(again.begin().get(c, i)).toEqual(value(i, i < 500 ? 3 : 2))
+      expect((await again.verify()).problems).toEqual([])
+      await again.close()
+    })
+  }
 })
 
 describe('slots', () => {
