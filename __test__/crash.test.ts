@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open } from '../lib/index.js'
-import type { EngineName } from '../lib/index.js'
+import type { Database, EngineName } from '../lib/index.js'
 import { ENGINES, other, rng, tempDir } from './helpers.js'
 
 const CHILD = fileURLToPath(new URL('./fixtures/crash-child.mjs', import.meta.url))
@@ -66,15 +66,7 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
         const reopenWith = round % 2 === 0 ? engine : other(engine)
         const db = await open(dir, { engine: reopenWith })
         const c = db.collection('pairs')
-        const tx = db.begin()
-        const a = new Set<number>()
-        const b = new Set<number>()
-        for (const { key } of tx.scan(c, { prefix: ['a'] })) a.add((key as [string, number])[1])
-        for (const { key } of tx.scan(c, { prefix: ['b'] })) b.add((key as [string, number])[1])
-        const lost = [...everAcked].filter((n) => !a.has(n) || !b.has(n))
-        expect(lost, `round ${round}: acknowledged commits lost`).toEqual([])
-        const torn = [...a].filter((n) => !b.has(n)).concat([...b].filter((n) => !a.has(n)))
-        expect(torn, `round ${round}: half-applied transactions`).toEqual([])
+        const a = expectWhole(db, everAcked, round)
         survivorsTotal += a.size
         // Reset the counter space for the next child: clear what is there (also exercises deletes).
         await db.transaction((t) => {
@@ -94,19 +86,26 @@ describe.each(ENGINES)('crash safety under SIGKILL [%s]', (engine) => {
   )
 })
 
-/** Both halves of every transaction, every acknowledged one among them (after a reopen with `engine`). */
-async function checkWhole(dir: string, engine: EngineName, everAcked: Set<number>, round: number): Promise<void> {
-  const db = await open(dir, { engine })
+/** Every transaction is whole (both of its keys or neither) and every acknowledged one is there; returns the numbers present. */
+function expectWhole(db: Database, everAcked: Set<number>, round: number): Set<number> {
   const c = db.collection('pairs')
   const tx = db.begin()
   const a = new Set<number>()
   const b = new Set<number>()
   for (const { key } of tx.scan(c, { prefix: ['a'] })) a.add((key as [string, number])[1])
   for (const { key } of tx.scan(c, { prefix: ['b'] })) b.add((key as [string, number])[1])
+  tx.rollback()
   const lost = [...everAcked].filter((n) => !a.has(n) || !b.has(n))
   expect(lost, `round ${round}: acknowledged commits lost`).toEqual([])
   const torn = [...a].filter((n) => !b.has(n)).concat([...b].filter((n) => !a.has(n)))
   expect(torn, `round ${round}: half-applied transactions`).toEqual([])
+  return a
+}
+
+/** Both halves of every transaction, every acknowledged one among them (after a reopen with `engine`). */
+async function checkWhole(dir: string, engine: EngineName, everAcked: Set<number>, round: number): Promise<void> {
+  const db = await open(dir, { engine })
+  expectWhole(db, everAcked, round)
   expect((await db.verify()).problems, `round ${round}: verify`).toEqual([])
   await db.close()
 }
