@@ -4,7 +4,7 @@
  * Rust engine wrote and backups. It reports every problem it finds instead of stopping at the
  * first, and never throws for a bad file.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
+import { closeSync, fstatSync, openSync } from 'node:fs'
 import { concatBytes } from '../codec/bytes.js'
 import {
   BODY_BYTES,
@@ -29,6 +29,7 @@ import {
   type LeafEntry,
   type PageHeader,
   type PageMeta,
+  readPageBytes,
 } from './page_layout.js'
 import { ENVELOPE_TAG } from './envelope.js'
 import { indexKeys } from './stored.js'
@@ -105,15 +106,7 @@ class Walker {
   }
 
   private readBytes(page: number): Uint8Array {
-    const buf = new Uint8Array(PAGE_BYTES)
-    let got = 0
-    // Bounded: each iteration reads ≥ 1 byte or stops at end of file.
-    while (got < PAGE_BYTES) {
-      const n = readSync(this.fd, buf, got, PAGE_BYTES - got, page * PAGE_BYTES + got)
-      if (n === 0) break
-      got += n
-    }
-    return got === PAGE_BYTES ? buf : buf.subarray(0, got)
+    return readPageBytes(this.fd, page)
   }
 
   run(): void {

@@ -5,6 +5,7 @@
  * The Rust twin (`format/page_layout.rs`) writes the same bytes, so nothing here may depend on
  * engine state.
  */
+import { readSync } from 'node:fs'
 import { KestrelError } from '../errors.js'
 import { crc32c } from './crc32c.js'
 import { compareBytes } from '../codec/bytes.js'
@@ -452,4 +453,25 @@ export function pack<T>(entries: readonly T[], size: (e: T, first: boolean) => n
   }
   if (cur.length > 0) groups.push(cur)
   return groups
+}
+
+/** Read page `page` of an open page file (fewer bytes if the file ends inside it). */
+export function readPageBytes(fd: number, page: number): Uint8Array {
+  const buf = new Uint8Array(PAGE_BYTES)
+  let got = 0
+  // Bounded: each iteration reads ≥ 1 byte or stops at end of file.
+  while (got < PAGE_BYTES) {
+    const n = readSync(fd, buf, got, PAGE_BYTES - got, page * PAGE_BYTES + got)
+    if (n === 0) break
+    got += n
+  }
+  return got === PAGE_BYTES ? buf : buf.subarray(0, got)
+}
+
+/** The meta of an open page file: its newest valid slot (see chooseMeta), undefined when none is. */
+export function readMeta(fd: number, path: string): PageMeta | undefined {
+  return chooseMeta(
+    [0, 1].map((slot) => decodeMeta(readPageBytes(fd, slot), slot)),
+    path,
+  )
 }

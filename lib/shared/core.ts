@@ -12,12 +12,12 @@
  * on top of the newest one; free pages are reused only when every live participant reads the
  * newest checkpoint; log is trimmed only below what every live participant still needs.
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readFileSync, readSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fdatasyncSync, fstatSync, openSync, readFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { KestrelError } from '../errors.js'
 import { LOCK_FILE } from '../lock.js'
 import { LOG_DIR } from '../format/log.js'
-import { PAGE_BYTES, PAGE_FILE, chooseMeta, decodeMeta } from '../format/page_layout.js'
+import { PAGE_FILE, readMeta } from '../format/page_layout.js'
 import type {
   BackupPlan,
   CheckpointRef,
@@ -149,29 +149,21 @@ export class SharedCore implements Core {
       let live = 0
       const free: number[] = []
       try {
-        if (file) {
-          const slots = file.readSlots()
-          for (let i = 0; i < SLOTS_MAX; i++) {
-            const s = slots[i]
-            if (!s) {
-              free.push(i)
-              continue
-            }
-            if (s.netns !== netns && Date.now() - s.heartbeatMs < FOREIGN_NS_STALE_MS) {
-              throw new KestrelError(
-                'KESTREL_LOCKED',
-                `${dir} is open in process ${s.pid} of another network namespace (another container?): processes share a directory only within one network namespace, because the locks that guard it are abstract sockets; open it from one namespace`,
-              )
-            }
-            const probe = s.netns === netns ? tryLock(names.slot(i)) : undefined
-            if (s.netns === netns && !probe) {
-              live++
-              continue
-            }
+        const states = file ? slotStates(file, names, netns) : []
+        const written = new Set(states.map((st) => st.i))
+        for (let i = 0; i < SLOTS_MAX; i++) if (!written.has(i)) free.push(i)
+        for (const { i, slot: s, live: alive } of states) {
+          if (!alive) {
             // Its owner is gone: the slot no longer counts.
-            probe?.release()
-            file.writeSlot(i, undefined)
+            file!.writeSlot(i, undefined)
             free.push(i)
+          } else if (s.netns !== netns) {
+            throw new KestrelError(
+              'KESTREL_LOCKED',
+              `${dir} is open in process ${s.pid} of another network namespace (another container?): processes share a directory only within one network namespace, because the locks that guard it are abstract sockets; open it from one namespace`,
+            )
+          } else {
+            live++
           }
         }
         const log = file?.readLog()
@@ -344,20 +336,9 @@ export class SharedCore implements Core {
   }
 
   private liveOthers(): Slot[] {
-    const out: Slot[] = []
-    const slots = this.file.readSlots()
-    for (let i = 0; i < SLOTS_MAX; i++) {
-      const s = slots[i]
-      if (!s || i === this.slotIndex) continue
-      if (s.netns !== this.slot.netns) {
-        if (Date.now() - s.heartbeatMs < FOREIGN_NS_STALE_MS) out.push(s)
-        continue
-      }
-      const probe = tryLock(this.names.slot(i))
-      if (!probe) out.push(s)
-      else probe.release()
-    }
-    return out
+    return slotStates(this.file, this.names, this.slot.netns, this.slotIndex)
+      .filter((st) => st.live)
+      .map((st) => st.slot)
   }
 
   private writeSlot(): void {
@@ -859,22 +840,38 @@ export class SharedCore implements Core {
  */
 export function liveParticipants(dir: string): Slot[] {
   if (!existsSync(join(dir, SHARED_FILE))) return []
-  const names = lockNames(dir)
   const file = new SharedFile(dir)
   try {
-    const live: Slot[] = []
-    const slots = file.readSlots()
-    for (let i = 0; i < SLOTS_MAX; i++) {
-      const s = slots[i]
-      if (!s) continue
-      const probe = tryLock(names.slot(i))
-      if (probe) probe.release()
-      else live.push(s)
-    }
-    return live
+    return slotStates(file, lockNames(dir), netnsId())
+      .filter((st) => st.live)
+      .map((st) => st.slot)
   } finally {
     file.close()
   }
+}
+
+/**
+ * Each written slot of `file`, and whether its owner lives: in this network namespace, its slot
+ * lock is held (the kernel let go of it when the owner died, whatever became of its pid); in
+ * another one, where that lock cannot be seen, its heartbeat is fresh. Slot `skip` (the caller's
+ * own) is left out.
+ */
+function slotStates(file: SharedFile, names: LockNames, netns: number, skip = -1): Array<{ i: number; slot: Slot; live: boolean }> {
+  const out: Array<{ i: number; slot: Slot; live: boolean }> = []
+  const slots = file.readSlots()
+  for (let i = 0; i < SLOTS_MAX; i++) {
+    const slot = slots[i]
+    if (!slot || i === skip) continue
+    let live: boolean
+    if (slot.netns !== netns) live = Date.now() - slot.heartbeatMs < FOREIGN_NS_STALE_MS
+    else {
+      const probe = tryLock(names.slot(i))
+      probe?.release()
+      live = probe === undefined
+    }
+    out.push({ i, slot, live })
+  }
+  return out
 }
 
 /**
@@ -924,12 +921,7 @@ function newestCheckpointLsn(dir: string): number {
     return 0
   }
   try {
-    const slots = [0, 1].map((i) => {
-      const page = Buffer.alloc(PAGE_BYTES)
-      const n = readSync(fd, page, 0, PAGE_BYTES, i * PAGE_BYTES)
-      return decodeMeta(n === PAGE_BYTES ? page : page.subarray(0, n), i)
-    })
-    return chooseMeta(slots, join(dir, PAGE_FILE))?.checkpointLsn ?? 0
+    return readMeta(fd, join(dir, PAGE_FILE))?.checkpointLsn ?? 0
   } finally {
     closeSync(fd)
   }

@@ -11,7 +11,7 @@
  * keep using the published checkpoint, whose pages the new checkpoint never overwrites (the
  * allocator only hands out pages that checkpoint cannot reach).
  */
-import { closeSync, constants, fdatasync, openSync, readSync, write } from 'node:fs'
+import { closeSync, constants, fdatasync, openSync, write } from 'node:fs'
 import { randomFillSync } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../../errors.js'
@@ -24,17 +24,17 @@ import {
   PAGE_FILE,
   PageDefect,
   checkHeader,
-  chooseMeta,
   compareBytes,
   corruptPage,
   decodeBranch,
   decodeLeaf,
-  decodeMeta,
   emptyMeta,
   encodeMeta,
   type LeafEntry,
   type PageHeader,
   type PageMeta,
+  readMeta,
+  readPageBytes,
 } from '../../../format/page_layout.js'
 import { syncDir } from '../fsutil.js'
 import { readFreeList } from './allocator.js'
@@ -214,8 +214,7 @@ export class PageStore implements PageSource {
       throw toKestrelError(err, `opening ${path}`)
     }
     try {
-      const slots = [0, 1].map((slot) => decodeMeta(readPageBytes(fd!, slot), slot))
-      const meta = chooseMeta(slots, path) ?? emptyMeta()
+      const meta = readMeta(fd, path) ?? emptyMeta()
       checkMeta(meta)
       return new PageStore(path, fd, meta, cacheBytes)
     } catch (err) {
@@ -367,10 +366,7 @@ export class PageStore implements PageSource {
     const fd = this.fd
     let meta: PageMeta | undefined
     try {
-      meta = chooseMeta(
-        [0, 1].map((slot) => decodeMeta(readPageBytes(fd, slot), slot)),
-        this.path,
-      )
+      meta = readMeta(fd, this.path)
       if (meta) checkMeta(meta)
     } catch (err) {
       throw toKestrelError(err, `reading ${this.path}`)
@@ -521,19 +517,6 @@ export class PageStore implements PageSource {
   private assertOpen(): void {
     if (this.closed) throw new KestrelError('KESTREL_CLOSED', 'the page store is closed; open the database again to use it')
   }
-}
-
-/** Read page `page` (fewer bytes if the file ends inside it). */
-function readPageBytes(fd: number, page: number): Uint8Array {
-  const buf = new Uint8Array(PAGE_BYTES)
-  let got = 0
-  // Bounded: each iteration reads ≥ 1 byte or stops at end of file.
-  while (got < PAGE_BYTES) {
-    const n = readSync(fd, buf, got, PAGE_BYTES - got, page * PAGE_BYTES + got)
-    if (n === 0) break
-    got += n
-  }
-  return got === PAGE_BYTES ? buf : buf.subarray(0, got)
 }
 
 /** A valid slot whose pointers would make the allocator overwrite the meta slots is corrupt. */
