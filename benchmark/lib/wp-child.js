@@ -19,7 +19,7 @@ import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { openStore } from '../contestants/index.js'
 import { KEYS as W1_KEYS, VALUE_BYTES } from '../workloads/w1.js'
-import { KEYS as W3_KEYS, THETA, zipf } from '../workloads/w3.js'
+import { KEYS as W3_KEYS, THETA, rmwClients, zipf } from '../workloads/w3.js'
 
 const TAIL_KEY = 'tail'
 const TAIL_INTERVAL_MS = 2
@@ -77,29 +77,10 @@ async function w1(store, t0) {
 }
 
 async function w3(store, t0) {
-  const key = (i) => `k${String(i).padStart(6, '0')}`
-  // Process 0 draws W3's own sequence; the others their own, so they do not move in lockstep.
-  const next = zipf(W3_KEYS, THETA, 42 + 7919 * index)
-  const latenciesMs = []
   const recordFrom = t0 + warmupMs
-  const stopAt = recordFrom + durationMs
-  let attemptsAtStart = -1
-  const client = async () => {
-    // Bounded by the deadline.
-    while (performance.now() < stopAt) {
-      const a = next()
-      let b = next()
-      if (b === a) b = (a + 1) % W3_KEYS
-      const start = performance.now()
-      if (start >= recordFrom && attemptsAtStart < 0) attemptsAtStart = store.attempts
-      await store.rmw(key(a), key(b))
-      if (start >= recordFrom) latenciesMs.push(micros(performance.now() - start))
-    }
-  }
-  await Promise.all(Array.from({ length: clients }, client))
-  const elapsedMs = performance.now() - recordFrom
-  const attempts = store.attempts - Math.max(0, attemptsAtStart)
-  return { commits: latenciesMs.length, attempts, elapsedMs, latenciesMs }
+  // Process 0 draws W3's own sequence; the others their own, so they do not move in lockstep.
+  const r = await rmwClients(store, zipf(W3_KEYS, THETA, 42 + 7919 * index), clients, recordFrom, recordFrom + durationMs)
+  return { commits: r.latenciesMs.length, attempts: r.attempts, elapsedMs: r.elapsedMs, latenciesMs: r.latenciesMs.map(micros) }
 }
 
 async function tailWriter(store, t0) {

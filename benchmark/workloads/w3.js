@@ -30,17 +30,13 @@ export function zipf(n, theta, seed) {
   }
 }
 
-/** Child side: one contestant at one concurrency. */
-export async function cell({ contestant, dir, param: concurrency, durationMs, warmupMs }) {
-  const store = await openStore(contestant, dir)
+/**
+ * W3's clients: each loops until `stopAt`, reading two keys drawn from `next` (distinct) and
+ * writing both in one transaction; latencies and retries count from `recordFrom` on.
+ */
+export async function rmwClients(store, next, concurrency, recordFrom, stopAt) {
   const key = (i) => `k${String(i).padStart(6, '0')}`
-  await store.load(Array.from({ length: KEYS }, (_, i) => [key(i), { n: 0 }]))
-  const next = zipf(KEYS, THETA, 42)
   const latenciesMs = []
-  let commits = 0
-  const t0 = performance.now()
-  const recordFrom = t0 + warmupMs
-  const stopAt = recordFrom + durationMs
   let attemptsAtStart = -1
   const client = async () => {
     // Bounded by the deadline.
@@ -51,15 +47,21 @@ export async function cell({ contestant, dir, param: concurrency, durationMs, wa
       const start = performance.now()
       if (start >= recordFrom && attemptsAtStart < 0) attemptsAtStart = store.attempts
       await store.rmw(key(a), key(b))
-      if (start >= recordFrom) {
-        latenciesMs.push(performance.now() - start)
-        commits++
-      }
+      if (start >= recordFrom) latenciesMs.push(performance.now() - start)
     }
   }
   await Promise.all(Array.from({ length: concurrency }, client))
-  const elapsedMs = performance.now() - recordFrom
-  const attempts = store.attempts - Math.max(0, attemptsAtStart)
+  return { latenciesMs, attempts: store.attempts - Math.max(0, attemptsAtStart), elapsedMs: performance.now() - recordFrom }
+}
+
+/** Child side: one contestant at one concurrency. */
+export async function cell({ contestant, dir, param: concurrency, durationMs, warmupMs }) {
+  const store = await openStore(contestant, dir)
+  const key = (i) => `k${String(i).padStart(6, '0')}`
+  await store.load(Array.from({ length: KEYS }, (_, i) => [key(i), { n: 0 }]))
+  const recordFrom = performance.now() + warmupMs
+  const { latenciesMs, attempts, elapsedMs } = await rmwClients(store, zipf(KEYS, THETA, 42), concurrency, recordFrom, recordFrom + durationMs)
+  const commits = latenciesMs.length
   await store.close()
   const s = summarize(latenciesMs, elapsedMs)
   return { commits: s.ops, commitsPerSec: s.opsPerSec, p50Ms: s.p50Ms, p99Ms: s.p99Ms, retryRate: commits > 0 ? (attempts - commits) / commits : 0 }
