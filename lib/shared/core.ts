@@ -23,7 +23,6 @@ import type {
   CheckpointRef,
   CommitCheck,
   Core,
-  CoreCheckpointOptions,
   CoreOpenOptions,
   CoreScanOptions,
   CoreScavengeOptions,
@@ -479,8 +478,12 @@ export class SharedCore implements Core {
     this.writeHeldSinceMs = performance.now()
   }
 
-  /** Run `fn` holding the write lock, caught up (between batches of this participant). */
-  private async withWriteLock(fn: () => void): Promise<void> {
+  /**
+   * Take the write lock between batches of this participant and catch up under it: a writer
+   * that has not published its last batch yet does so first, or, if it died, its frames are
+   * adopted.
+   */
+  private async catchUpUnderWriteLock(): Promise<void> {
     // Bounded: the committer ends once its queue is empty.
     while (this.running) await new Promise<void>((r) => setImmediate(r))
     this.running = true
@@ -488,7 +491,6 @@ export class SharedCore implements Core {
       await this.settled()
       await this.acquireWrite()
       if (!this.caughtUnderLock) this.catchUpUnderLock()
-      fn()
     } finally {
       this.running = false
       if (this.othersLive > 0) this.releaseWrite()
@@ -611,13 +613,13 @@ export class SharedCore implements Core {
       if (!lock) return
       try {
         try {
-          await this.checkpointHolding({})
+          await this.checkpointHolding()
         } catch (err) {
           if (!(wait && err instanceof KestrelError && err.code === 'KESTREL_BEHIND')) throw err
           // The newest checkpoint covers commits not published yet: the write lock makes their
           // writer publish them (or, if it died, lets us adopt them).
-          await this.withWriteLock(() => {})
-          await this.checkpointHolding({})
+          await this.catchUpUnderWriteLock()
+          await this.checkpointHolding()
         }
       } finally {
         lock.release()
@@ -631,7 +633,7 @@ export class SharedCore implements Core {
   }
 
   /** Under `ckpt`: catch up, adopt the newest checkpoint, write one on top of it, publish it. */
-  private async checkpointHolding(extra: CoreCheckpointOptions): Promise<void> {
+  private async checkpointHolding(): Promise<void> {
     this.lastCheckpointMs = Date.now()
     this.refreshNow()
     this.inner.adoptCheckpoint()
@@ -648,7 +650,7 @@ export class SharedCore implements Core {
     // while no one is opening (the `init` lock), else leave the log for a later checkpoint.
     const init = tryLock(this.names.init)
     try {
-      await this.inner.checkpoint({ reuseFreePages, trimBelowLsn: init ? trimBelowLsn : 0, ...extra })
+      await this.inner.checkpoint({ reuseFreePages, trimBelowLsn: init ? trimBelowLsn : 0 })
     } finally {
       init?.release()
     }
