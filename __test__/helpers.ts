@@ -88,3 +88,21 @@ export function coreOf(db: Database): Core {
 
 /** Resolve after `ms` milliseconds. */
 export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+interface SaverLike {
+  getTuple(config: { configurable: Record<string, unknown> }): Promise<{ checkpoint: { id: string }; parentConfig?: { configurable?: Record<string, unknown> } } | undefined>
+}
+
+/** A thread's checkpoint ids from its latest back through each parent to its root. */
+export async function saverChain(saver: SaverLike, thread: string): Promise<string[]> {
+  const ids: string[] = []
+  let id: string | undefined
+  for (let step = 0; step < 10_000; step++) {
+    const t = await saver.getTuple({ configurable: { thread_id: thread, checkpoint_ns: '', ...(id ? { checkpoint_id: id } : {}) } })
+    if (!t) break
+    ids.push(t.checkpoint.id)
+    id = t.parentConfig?.configurable?.checkpoint_id as string | undefined
+    if (!id) break
+  }
+  return ids
+}

@@ -1,6 +1,6 @@
 /**
  * KestrelSaver beyond the conformance suite: concurrent puts from two savers keep every
- * checkpoint, racing appends chain instead of forking, deleteThread against late writes, a real
+ * checkpoint in one chain, racing appends chain instead of forking, deleteThread against late writes, a real
  * LangGraph graph with an interrupt resumed after a reopen, and bad input — on both engines.
  */
 import { Annotation, Command, END, START, StateGraph, interrupt } from '@langchain/langgraph'
@@ -8,7 +8,7 @@ import { JsonPlusSerializer, emptyCheckpoint, uuid6, type Checkpoint } from '@la
 import { describe, expect, it } from 'vitest'
 import { KestrelSaver } from '../lib/langgraph/index.js'
 import { open } from '../lib/index.js'
-import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+import { ENGINES, expectCode, other, saverChain, tempDir } from './helpers.js'
 
 function checkpoint(i: number): Checkpoint {
   return { ...emptyCheckpoint(), id: uuid6(i), channel_values: { n: i }, channel_versions: { n: i + 1 } }
@@ -34,22 +34,31 @@ function buildGraph() {
 }
 
 describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
-  it('20 concurrent puts to one thread from two savers over one directory are all listed, newest first, once', async () => {
+  it('20 concurrent puts to one thread from two savers over one directory are all listed, newest first, once, in one chain', async () => {
     const dir = tempDir()
     const a = await KestrelSaver.open(dir, { engine })
     const b = await KestrelSaver.open(dir, { engine })
-    const config = { configurable: { thread_id: 'thread-7', checkpoint_ns: '' } }
+    const root = await a.put({ configurable: { thread_id: 'thread-7', checkpoint_ns: '' } }, checkpoint(100), { source: 'input', step: -1, parents: {} }, {})
     const ids = Array.from({ length: 20 }, (_, i) => uuid6(i))
-    await Promise.all(ids.map((id, i) => (i % 2 ? a : b).put(config, { ...checkpoint(i), id }, { source: 'loop', step: i, parents: {} }, { n: i + 1 })))
+    // All 20 append at the root, called newest first so that most commit before an older racer.
+    await Promise.all(
+      ids.map((_, j) => {
+        const i = ids.length - 1 - j
+        return (i % 2 ? a : b).put(root, { ...checkpoint(i), id: ids[i]! }, { source: 'loop', step: i, parents: {} }, { n: i + 1 })
+      }),
+    )
     const listed: string[] = []
     for await (const t of a.list({ configurable: { thread_id: 'thread-7' } })) listed.push(t.checkpoint.id)
-    expect(listed).toEqual([...ids].sort().reverse())
+    const all = [...ids, root.configurable.checkpoint_id].sort().reverse()
+    expect(listed).toEqual(all)
+    // The racers were linked into one chain in id order, ending at the root.
+    expect(await saverChain(a, 'thread-7')).toEqual(all)
     await a.close()
     await b.close()
     const again = await KestrelSaver.open(dir, { engine: other(engine) })
     let n = 0
     for await (const _ of again.list({ configurable: { thread_id: 'thread-7' } })) n++
-    expect(n).toBe(20)
+    expect(n).toBe(21)
     await again.close()
   })
 

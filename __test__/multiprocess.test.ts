@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open, type EngineName } from '../lib/index.js'
-import { ENGINES, tempDir } from './helpers.js'
+import { ENGINES, saverChain, tempDir } from './helpers.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/participant.mjs', import.meta.url))
 
@@ -240,21 +240,25 @@ describe('a randomized multi-process list-append history is snapshot-isolated', 
 
 describe('KestrelSaver from several processes', () => {
   for (const [a, b] of PAIRS) {
-    it(`${a} + ${b}: two processes x 10 concurrent puts to one thread: all 20 listed once, newest first`, async () => {
+    it(`${a} + ${b}: two processes x 10 concurrent appends to one thread: all 20 listed once, newest first, in one chain`, async () => {
       const dir = tempDir()
+      const { KestrelSaver } = await import('../lib/langgraph/index.js')
+      const { emptyCheckpoint } = await import('@langchain/langgraph-checkpoint')
+      const first = await KestrelSaver.open(dir, { engine: a })
+      const root = await first.put({ configurable: { thread_id: 'shared', checkpoint_ns: '' } }, emptyCheckpoint(), { source: 'input', step: -1, parents: {} }, {})
+      await first.close()
       const ps = await start('saver', dir, [a, b])
       for (const p of ps) p.send()
+      // Every put of both processes is called at the root before either lets one commit.
+      await Promise.all(ps.map((p) => p.waitFor((l) => l === 'BARRIER', 'BARRIER')))
+      for (const p of ps) p.send()
       const outcomes = await Promise.all(ps.map((p) => p.result<{ ids: string[] }>()))
-      const { KestrelSaver } = await import('../lib/langgraph/index.js')
       const again = await KestrelSaver.open(dir, { engine: b })
       const listed: string[] = []
       for await (const t of again.list({ configurable: { thread_id: 'shared' } })) listed.push(t.checkpoint.id)
-      expect(listed).toEqual(
-        outcomes
-          .flatMap((o) => o.ids)
-          .sort()
-          .reverse(),
-      )
+      const all = [...outcomes.flatMap((o) => o.ids), root.configurable.checkpoint_id].sort().reverse()
+      expect(listed).toEqual(all)
+      expect(await saverChain(again, 'shared')).toEqual(all)
       await again.close()
     })
   }

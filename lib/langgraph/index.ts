@@ -12,10 +12,11 @@
  *   putWrites and deleted by deleteThread, so that those conflict with a concurrent deletion
  *   while never conflicting with each other.
  *
- * Concurrent writers of one thread: a `put` whose parent is the namespace's head (the usual
- * append) is linked to whatever the head is when it commits — two racing appends become a chain,
- * never a silent fork. A `put` from an older checkpoint (an explicit fork, e.g. after time
- * travel) keeps the parent it names, and a `put` without a parent starts a new root.
+ * Concurrent writers of one thread: a `put` whose parent is the namespace's head when it is
+ * called (the usual append) is linked into the head's chain when it commits — racing appends
+ * become one chain in checkpoint-id order, never a silent fork. A `put` from an older checkpoint
+ * (an explicit fork, e.g. after time travel) keeps the parent it names, and a `put` without a
+ * parent starts a new root.
  */
 import {
   BaseCheckpointSaver,
@@ -53,6 +54,8 @@ interface CheckpointRecord {
   checkpoint: Blob
   metadata: Blob
   parent?: string
+  /** The parent was taken from the head by a racing append, so a later racer may slot in before. */
+  linked?: true
 }
 
 interface WriteRecord {
@@ -65,6 +68,9 @@ type Reader = Pick<ReadView, 'get' | 'scan'> | Pick<Transaction, 'get' | 'scan'>
 
 /** Retries for transactions that race other writers of the same thread. */
 const RETRIES = 64
+
+/** How far back a racing append walks the head's chain to find its place in id order. */
+const RELINK_STEPS_MAX = 64
 
 function invalid(message: string): KestrelError {
   return new KestrelError('KESTREL_INVALID_ARGUMENT', message)
@@ -254,6 +260,9 @@ export class KestrelSaver extends BaseCheckpointSaver {
     const thread = threadOf(config, 'put')
     const ns = nsOf(config)
     const intendedParent = config.configurable?.checkpoint_id as string | undefined
+    // An append or a fork is told apart by the head when the caller asks, before any await: a
+    // racer that commits first must not turn this append into a fork.
+    const appending = intendedParent !== undefined && intendedParent === this.headNow(thread, ns)
     const prepared = copyCheckpoint(checkpoint)
     const values = prepared.channel_values ?? {}
     prepared.channel_values = {}
@@ -263,23 +272,26 @@ export class KestrelSaver extends BaseCheckpointSaver {
     for (const [channel, version] of Object.entries(newVersions ?? {})) {
       blobs.set(`${channel}\u0000${String(version)}`, channel in values ? await this.dump(values[channel]) : { t: 'empty', b: new Uint8Array(0) })
     }
-    // Whether the caller appended at the namespace's head as it was on the first attempt: if a
-    // racing put moved the head meanwhile, the retry links to the new head (a chain, not a fork).
-    let appendingAtHead: boolean | undefined
     await this.db.transaction(
       (tx) => {
         const head = tx.get(this.heads, [thread, ns])
-        appendingAtHead ??= intendedParent !== undefined && intendedParent === head
-        const parent = appendingAtHead ? head : intendedParent
+        const existing = tx.get(this.checkpoints, [thread, ns, checkpoint.id])
         for (const [k, blob] of blobs) {
           const [channel, version] = k.split('\u0000') as [string, string]
           tx.put(this.blobs, [thread, ns, channel, version], blob)
         }
-        tx.put(
-          this.checkpoints,
-          [thread, ns, checkpoint.id],
-          parent === undefined || parent === checkpoint.id ? { checkpoint: cpBlob, metadata: mdBlob } : { checkpoint: cpBlob, metadata: mdBlob, parent },
-        )
+        const record: CheckpointRecord = { checkpoint: cpBlob, metadata: mdBlob }
+        if (existing) {
+          // Written again: its place in the history stays.
+          if (existing.parent !== undefined) record.parent = existing.parent
+          if (existing.linked) record.linked = true
+        } else if (appending && head !== undefined) {
+          record.linked = true
+          record.parent = this.linkIntoChain(tx, thread, ns, head, checkpoint.id)
+        } else if (intendedParent !== undefined && intendedParent !== checkpoint.id) {
+          record.parent = intendedParent
+        }
+        tx.put(this.checkpoints, [thread, ns, checkpoint.id], record)
         // Always written, even when unchanged: two puts racing on one namespace must conflict.
         tx.put(this.heads, [thread, ns], head === undefined || checkpoint.id > head ? checkpoint.id : head)
         tx.increment(this.threads, [thread], 1)
@@ -287,6 +299,34 @@ export class KestrelSaver extends BaseCheckpointSaver {
       { retries: RETRIES },
     )
     return { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: checkpoint.id } }
+  }
+
+  private headNow(thread: string, ns: string): string | undefined {
+    const view = this.db.snapshot()
+    try {
+      return view.get(this.heads, [thread, ns])
+    } finally {
+      view.close()
+    }
+  }
+
+  /**
+   * The parent of a racing append of checkpoint `id` at `head`: the newest checkpoint older than
+   * `id` on the head's chain. A newer racer that was linked there first (`linked`) is moved to
+   * follow `id`, so the chain stays in id order; forks and roots are never moved.
+   */
+  private linkIntoChain(tx: Transaction, thread: string, ns: string, head: string, id: string): string {
+    let parent = head
+    let next: { id: string; record: CheckpointRecord } | undefined
+    for (let step = 0; step < RELINK_STEPS_MAX && parent > id; step++) {
+      const record = tx.get(this.checkpoints, [thread, ns, parent])
+      if (!record?.linked || record.parent === undefined) break
+      next = { id: parent, record }
+      parent = record.parent
+    }
+    if (parent > id) return head // no place in id order: follow the head
+    if (next) tx.put(this.checkpoints, [thread, ns, next.id], { ...next.record, parent: id })
+    return parent
   }
 
   async putWrites(config: RunnableConfig, writes: PendingWrite[], taskId: string, taskPath?: string): Promise<void> {
