@@ -90,7 +90,9 @@ export function coreOf(db: Database): Core {
 export const delay = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 interface SaverLike {
-  getTuple(config: { configurable: Record<string, unknown> }): Promise<{ checkpoint: { id: string }; parentConfig?: { configurable?: Record<string, unknown> } } | undefined>
+  getTuple(config: {
+    configurable: Record<string, unknown>
+  }): Promise<{ checkpoint: { id: string }; parentConfig?: { configurable?: Record<string, unknown> } } | undefined>
 }
 
 /** A thread's checkpoint ids from its latest back through each parent to its root. */

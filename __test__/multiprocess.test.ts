@@ -245,7 +245,12 @@ describe('KestrelSaver from several processes', () => {
       const { KestrelSaver } = await import('../lib/langgraph/index.js')
       const { emptyCheckpoint } = await import('@langchain/langgraph-checkpoint')
       const first = await KestrelSaver.open(dir, { engine: a })
-      const root = await first.put({ configurable: { thread_id: 'shared', checkpoint_ns: '' } }, emptyCheckpoint(), { source: 'input', step: -1, parents: {} }, {})
+      const root = await first.put(
+        { configurable: { thread_id: 'shared', checkpoint_ns: '' } },
+        emptyCheckpoint(),
+        { source: 'input', step: -1, parents: {} },
+        {},
+      )
       await first.close()
       const ps = await start('saver', dir, [a, b])
       for (const p of ps) p.send()
