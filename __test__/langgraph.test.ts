@@ -49,7 +49,7 @@ describe.each(ENGINES)('KestrelSaver [%s]', (engine) => {
     )
     const listed: string[] = []
     for await (const t of a.list({ configurable: { thread_id: 'thread-7' } })) listed.push(t.checkpoint.id)
-    const all = [...ids, root.configurable.checkpoint_id].sort().reverse()
+    const all = [...ids, root.configurable?.checkpoint_id as string].sort().reverse()
     expect(listed).toEqual(all)
     // The racers were linked into one chain in id order, ending at the root.
     expect(await saverChain(a, 'thread-7')).toEqual(all)

@@ -261,7 +261,7 @@ describe('KestrelSaver from several processes', () => {
       const again = await KestrelSaver.open(dir, { engine: b })
       const listed: string[] = []
       for await (const t of again.list({ configurable: { thread_id: 'shared' } })) listed.push(t.checkpoint.id)
-      const all = [...outcomes.flatMap((o) => o.ids), root.configurable.checkpoint_id].sort().reverse()
+      const all = [...outcomes.flatMap((o) => o.ids), root.configurable?.checkpoint_id as string].sort().reverse()
       expect(listed).toEqual(all)
       expect(await saverChain(again, 'shared')).toEqual(all)
       await again.close()
