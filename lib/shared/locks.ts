@@ -54,6 +54,11 @@ export class NamedLock {
     return this.server !== undefined
   }
 
+  /** Someone waits for this lock (connected to it). */
+  get contended(): boolean {
+    return this.waiters.size > 0
+  }
+
   release(): void {
     // Unbind first, then wake the waiters: the first to try again gets it.
     this.server?.close()
@@ -130,6 +135,20 @@ export async function waitLock(name: string, waitMs: number, why: () => string, 
     if (reason !== undefined) throw new KestrelError('KESTREL_LOCKED', reason)
     if (attempt < SPINS) await new Promise<void>((r) => setImmediate(r))
     else refusals = (await released(name, RELEASE_WAIT_CAP_MS, refusals)) ? refusals + 1 : 0
+  }
+}
+
+/**
+ * After handing `name` over to waiters: resolves once another has taken it and let it go, or
+ * after `capMs` if none takes it — so the one that let go does not take it straight back.
+ * Bounded: one connect per turn until the cap.
+ */
+export async function afterHandOver(name: string, capMs: number): Promise<void> {
+  const until = performance.now() + capMs
+  while (performance.now() < until) {
+    const refused = await released(name, Math.max(1, until - performance.now()), 0)
+    if (!refused) return
+    await new Promise<void>((r) => setImmediate(r))
   }
 }
 
