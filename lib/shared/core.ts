@@ -48,10 +48,6 @@ const ALONE_TAIL_MS = 20
 const HOUSEKEEPING_MS = 50
 /** A slot of another network namespace whose heartbeat is older than this is taken for dead. */
 const FOREIGN_NS_STALE_MS = 10_000
-/** While holding the write lock alone, look for a newcomer waiting for it at most this often. */
-const SLOTS_CHECK_MS = 1
-/** With others waiting, keep the write lock for more batches of ours for at most this long. */
-const WRITE_HOLD_MAX_MS = 2
 /** After handing the write lock to waiting participants, let one of them take it for this long. */
 const HAND_OVER_MS = 1
 /** Keep the write lock this long after the last batch while no other participant is live. */
@@ -112,11 +108,9 @@ export class SharedCore implements Core {
   private suspendLock: NamedLock | undefined
   private lastCheckpointMs = Date.now()
   /** When this participant last took the write lock (performance.now()). */
-  private writeHeldSinceMs = 0
   /** The write lock was let go because others waited for it: do not take it straight back. */
   private handedOver = false
   /** When the slots were last counted while holding the write lock alone (performance.now()). */
-  private slotsCheckedMs = 0
   /** Why the last background checkpoint failed (it is retried; explicit ones report their own). */
   checkpointError: unknown
   private needLsn = Number.MAX_SAFE_INTEGER
@@ -358,7 +352,7 @@ export class SharedCore implements Core {
     if (this.closed) return Promise.reject(new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it'))
     // Holding the write lock alone and caught up: nothing can arrive from elsewhere, so the
     // commit goes straight to the engine, which groups and pipelines batches as in one process.
-    if (this.writeLock && this.caughtUnderLock && !this.running && this.faultError === undefined && this.stillAlone()) return this.submit(payload)
+    if (this.writeLock && !this.writeLock.contended && this.caughtUnderLock && !this.running && this.faultError === undefined) return this.submit(payload)
     return new Promise<bigint>((resolve, reject) => {
       this.pending.push({ payload, check, foreignAt: this.foreignBatches, resolve, reject })
       if (!this.running) {
@@ -366,15 +360,6 @@ export class SharedCore implements Core {
         setImmediate(() => void this.run())
       }
     })
-  }
-
-  /** No newcomer waits for the write lock (looked at once per SLOTS_CHECK_MS at most). */
-  private stillAlone(): boolean {
-    if (this.othersLive === 0 && performance.now() - this.slotsCheckedMs >= SLOTS_CHECK_MS) {
-      this.slotsCheckedMs = performance.now()
-      this.othersLive = this.countOthers()
-    }
-    return this.othersLive === 0
   }
 
   /**
@@ -432,7 +417,7 @@ export class SharedCore implements Core {
     if (this.inFlight > 0) return
     for (const w of this.settledWaiters.splice(0)) w()
     if (this.running || !this.writeLock) return
-    if (this.othersLive > 0 || this.closed) this.releaseWrite()
+    if (this.writeLock.contended || this.closed) this.releaseWrite()
     else this.armIdleRelease()
   }
 
@@ -453,16 +438,9 @@ export class SharedCore implements Core {
           for (const p of this.pending.splice(0)) p.reject(err)
           break
         }
+        // Hands the lock over at its end if anyone waits for it, so no one waits more than a batch.
         await this.writeBatch(this.pending.splice(0, BATCH_COMMITS_MAX))
-        // Others wait: hand the lock over, unless more of ours queue up (the callers of the
-        // batch just acknowledged commit again within a turn) and we have not held it long:
-        // fewer hand-offs, bounded unfairness.
-        if (this.othersLive > 0 && !this.closed && this.pending.length === 0 && performance.now() - this.writeHeldSinceMs < WRITE_HOLD_MAX_MS) {
-          await new Promise<void>((r) => setImmediate(r))
-        }
-        if (this.closed || (this.othersLive > 0 && (this.pending.length === 0 || performance.now() - this.writeHeldSinceMs >= WRITE_HOLD_MAX_MS))) {
-          this.releaseWrite()
-        }
+        if (this.closed) this.releaseWrite()
       }
     } finally {
       this.running = false
@@ -483,7 +461,10 @@ export class SharedCore implements Core {
         `another process has held the write lock of ${this.dir} for ${WRITE_WAIT_MS / 1000} s (stopped or stuck?); these commits were not written: retry them`,
     )
     this.caughtUnderLock = false
-    this.writeHeldSinceMs = performance.now()
+    // A participant that starts waiting while the lock sits idle here gets it at once.
+    this.writeLock.onContended = () => {
+      if (!this.running && this.inFlight === 0) this.releaseWrite()
+    }
   }
 
   /**
@@ -530,12 +511,6 @@ export class SharedCore implements Core {
   private async writeBatch(batch: Pending[]): Promise<void> {
     try {
       if (!this.caughtUnderLock) this.catchUpUnderLock()
-      // Another participant may have joined while we held the lock alone (it waits for it):
-      // looked at once per SLOTS_CHECK_MS at most.
-      if (this.othersLive === 0 && performance.now() - this.slotsCheckedMs >= SLOTS_CHECK_MS) {
-        this.slotsCheckedMs = performance.now()
-        this.othersLive = this.countOthers()
-      }
     } catch (err) {
       for (const p of batch) p.reject(err)
       this.releaseWrite()

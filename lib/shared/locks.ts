@@ -35,6 +35,8 @@ export function lockNames(dir: string): LockNames {
 export class NamedLock {
   private server: Server | undefined
   private readonly waiters = new Set<Socket>()
+  /** Called when someone starts waiting for this lock. */
+  onContended: (() => void) | undefined
 
   constructor(
     readonly name: string,
@@ -45,8 +47,10 @@ export class NamedLock {
       c.unref()
       c.on('error', () => {})
       c.on('close', () => this.waiters.delete(c))
-      if (this.server) this.waiters.add(c)
-      else c.destroy()
+      if (this.server) {
+        this.waiters.add(c)
+        this.onContended?.()
+      } else c.destroy()
     })
   }
 
