@@ -38,8 +38,10 @@ const BASE: CoreOpenOptions = {
   deferredBytesMax: 64 << 20,
 }
 
-async function openCore(engine: EngineName, dir: string, options: Partial<CoreOpenOptions> = {}): Promise<Core> {
-  return engine === 'native' ? NativeCore.open(dir, { ...BASE, ...options }) : TsCore.open(dir, { ...BASE, ...options })
+/** Each core stands in for another process: native ones do not share the process's engine. */
+async function openCore(engine: EngineName, dir: string, over: Partial<CoreOpenOptions> = {}): Promise<Core> {
+  const options = { ...BASE, ...over, ...(over.sharing ? { sharing: { ...over.sharing, apart: true } } : {}) }
+  return engine === 'native' ? NativeCore.open(dir, options) : TsCore.open(dir, options)
 }
 
 const payloadOf = (key: string, value: unknown): Uint8Array => encodeCommit([{ kind: OP_PUT, collection: 'c', key: s2k(key), value: encodeValue(value) }])

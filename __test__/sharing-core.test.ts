@@ -24,8 +24,10 @@ type Engine = (typeof ENGINES)[number]
 
 const base = (over: Partial<CoreOpenOptions> = {}): CoreOpenOptions => ({ ...resolveOptions({ durability: 'sync' }).core, ...over })
 
+/** Each core stands in for another process: native ones do not share the process's engine. */
 function openCore(engine: Engine, dir: string, over: Partial<CoreOpenOptions> = {}): Promise<Core> {
-  return engine === 'native' ? NativeCore.open(dir, base(over)) : TsCore.open(dir, base(over))
+  const options = base(over.sharing ? { ...over, sharing: { ...over.sharing, apart: true } } : over)
+  return engine === 'native' ? NativeCore.open(dir, options) : TsCore.open(dir, options)
 }
 
 const put = (key: string, value: unknown): Uint8Array => encodeCommit([{ kind: OP_PUT, collection: 'c', key: encodeKey(key), value: encodeValue(value) }])

@@ -1,7 +1,8 @@
 /**
  * Threads and copies of the package share a directory: Workers, the main thread and copies of
  * the package (this file's `lib/` is one copy, the Workers' `dist/` another) each open it as a
- * participant (docs/ARCHITECTURE.md "Many processes"), write at once, and lose nothing.
+ * participant (docs/ARCHITECTURE.md "Many processes"), write at once, and lose nothing. Native
+ * participants of one process share one engine; transactions still conflict across threads.
  */
 import { Worker } from 'node:worker_threads'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -17,12 +18,15 @@ const RECORDS = 300
 
 interface OpenResult {
   opened: boolean
+  threads?: number
   code?: string
   message?: string
 }
 interface Outcome {
   acked: string[]
   failed: string[]
+  /** Threads using this participant's engine while it wrote. */
+  threads?: number
 }
 interface Participant {
   opened: Promise<OpenResult>
@@ -31,8 +35,10 @@ interface Participant {
   name: string
 }
 
-function inWorker(dir: string, engine: EngineName, prefix: string): Participant {
-  const worker = new Worker(WRITER, { workerData: { dir, engine, prefix, count: RECORDS } })
+type Mode = 'records' | 'rmw'
+
+function inWorker(dir: string, engine: EngineName, prefix: string, mode: Mode = 'records', count = RECORDS): Participant {
+  const worker = new Worker(WRITER, { workerData: { dir, engine, prefix, count, mode } })
   const messages: unknown[] = []
   const waiters: Array<(m: unknown) => void> = []
   worker.on('message', (m) => (waiters.length > 0 ? waiters.shift()!(m) : messages.push(m)))
@@ -55,12 +61,12 @@ function inWorker(dir: string, engine: EngineName, prefix: string): Participant 
   }
 }
 
-function inThisThread(dir: string, engine: EngineName, prefix: string): Participant {
+function inThisThread(dir: string, engine: EngineName, prefix: string, mode: Mode = 'records', count = RECORDS): Participant {
   let db: Database | undefined
   const opened: Promise<OpenResult> = open(dir, { engine }).then(
     (d) => {
       db = d
-      return { opened: true }
+      return { opened: true, threads: d.stats().threads }
     },
     (err: { code: string; message: string }) => ({ opened: false, code: err.code, message: err.message }),
   )
@@ -70,14 +76,17 @@ function inThisThread(dir: string, engine: EngineName, prefix: string): Particip
     async run() {
       await opened
       if (!db) return { acked: [], failed: [] }
+      const threads = db.stats().threads
       const c = db.collection<number>('records')
+      const list = db.collection<string[]>('shared')
       const acked: string[] = []
       const failed: string[] = []
       await Promise.all(
-        Array.from({ length: RECORDS }, async (_, i) => {
+        Array.from({ length: count }, async (_, i) => {
           const key = `${prefix}-${i}`
           try {
-            await db!.transaction((tx) => tx.put(c, key, i))
+            if (mode === 'rmw') await db!.transaction((tx) => tx.put(list, 'index', [...(tx.get(list, 'index') ?? []), key]))
+            else await db!.transaction((tx) => tx.put(c, key, i))
             acked.push(key)
           } catch (err) {
             failed.push(`${key}: ${(err as { code: string }).code}`)
@@ -85,7 +94,7 @@ function inThisThread(dir: string, engine: EngineName, prefix: string): Particip
         }),
       )
       await db.close()
-      return { acked, failed }
+      return { acked, failed, threads }
     },
   }
 }
@@ -126,6 +135,38 @@ describe('threads and copies of the package share a directory', () => {
     it(`two Workers (${a}, ${b})`, async () => {
       const dir = tempDir()
       await race(dir, [inWorker(dir, a, 'one'), inWorker(dir, b, 'two')])
+    })
+  }
+
+  it('the main thread and two Workers with the native engine share one engine; ts ones keep their own', async () => {
+    if (!ENGINES.includes('native')) return
+    const dir = tempDir()
+    const participants = [inThisThread(dir, 'native', 'main'), inWorker(dir, 'native', 'one'), inWorker(dir, 'native', 'two'), inWorker(dir, 'ts', 'three')]
+    await Promise.all(participants.map((p) => p.opened))
+    const outcomes = await Promise.all(participants.map((p) => p.run()))
+    // While all wrote, the three native participants used one engine.
+    expect(outcomes.map((o) => o.threads)).toEqual([3, 3, 3, 1])
+    expect(outcomes.flatMap((o) => o.failed)).toEqual([])
+    // The last one out closed it: a new open starts one of its own and finds every record.
+    const db = await open(dir, { engine: 'native' })
+    expect(db.stats().threads).toBe(1)
+    const c = db.collection<number>('records')
+    expect(outcomes.flatMap((o) => o.acked).filter((k) => db.begin().get(c, k) === undefined)).toEqual([])
+    await db.close()
+  })
+
+  for (const [a, b] of MIXES) {
+    it(`seed 000 across threads: the main thread (${a}) and two Workers (${b}) x 10 load-modify-saves of one list keep all 30`, async () => {
+      const dir = tempDir()
+      const participants = [inThisThread(dir, a, 'main', 'rmw', 10), inWorker(dir, b, 'one', 'rmw', 10), inWorker(dir, b, 'two', 'rmw', 10)]
+      await Promise.all(participants.map((p) => p.opened))
+      const outcomes = await Promise.all(participants.map((p) => p.run()))
+      expect(outcomes.flatMap((o) => o.failed)).toEqual([])
+      const db = await open(dir, { engine: a })
+      const list = db.begin().get(db.collection<string[]>('shared'), 'index') ?? []
+      expect([...list].sort()).toEqual(outcomes.flatMap((o) => o.acked).sort())
+      expect(list).toHaveLength(30)
+      await db.close()
     })
   }
 

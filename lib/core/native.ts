@@ -129,6 +129,13 @@ export class NativeCore implements Core {
    * callback, which only makes a new snapshot a little older — never newer than what is durable.
    */
   private visible = 0
+  /**
+   * Sharing: where this handle's view of the log ends (`visible` is its LSN). Other threads of
+   * this process may share the engine (one per directory per process): what they commit or
+   * catch up on becomes this handle's only through `catchUp`, so that its participant sees
+   * every payload it did not write.
+   */
+  private noted: LogTail | undefined
 
   private constructor(
     private handle: NativeEngineHandle | undefined,
@@ -153,14 +160,21 @@ export class NativeCore implements Core {
           flushQueueBytes: options.flushQueueBytes,
           deferredBytesMax: options.deferredBytesMax,
           ...(options.faults ? { faults: { ...options.faults } } : {}),
-          ...(options.sharing ? { sharing: options.sharing.tail ? { tail: { ...options.sharing.tail } } : {} } : {}),
+          ...(options.sharing
+            ? { sharing: { ...(options.sharing.tail ? { tail: { ...options.sharing.tail } } : {}), ...(options.sharing.apart ? { apart: true } : {}) } }
+            : {}),
         },
         (lsn, code, message) => core.onDurable(lsn, code, message),
       )
     } catch (err) {
       throw toKestrelError(err, `opening ${dir}`)
     }
-    core.visible = core.handle.lastLsn()
+    if (core.sharing) {
+      core.noted = core.handle.logTail()
+      core.visible = core.noted.lsn
+    } else {
+      core.visible = core.handle.lastLsn()
+    }
     return core
   }
 
@@ -176,10 +190,18 @@ export class NativeCore implements Core {
    */
   private onDurable(lsn: number, code: string | null, message: string | null): void {
     if (!code) {
-      if (lsn > this.visible) this.visible = lsn
+      const first = this.head
       while (this.head < this.pending.length && this.pending[this.head]!.lsn <= lsn) {
         const p = this.pending[this.head++]!
         p.resolve(BigInt(p.lsn))
+      }
+      if (!this.sharing) {
+        if (lsn > this.visible) this.visible = lsn
+      } else if (this.head > first && this.handle) {
+        // Own commits (written under the write lock, after catching up): the log's durable end
+        // is ours. Batches of other threads sharing the engine are theirs to report.
+        this.noted = this.handle.logTail()
+        this.visible = this.noted.lsn
       }
     } else {
       const err = toKestrelError({ code, message: message ?? code }, 'writing the log')
@@ -356,7 +378,8 @@ export class NativeCore implements Core {
 
   stats(): CoreStats {
     // The binding returns CoreStats' shape (see NativeStats in crates/kestrel-node).
-    return { engine: 'native', ...this.live().stats() }
+    const handle = this.live()
+    return { engine: 'native', ...handle.stats(), threads: handle.handles() }
   }
 
   async checkpoint(options?: CoreCheckpointOptions): Promise<void> {
@@ -411,16 +434,19 @@ export class NativeCore implements Core {
 
   catchUp(tail: LogTail, adopt: boolean): Uint8Array[] {
     const handle = this.live()
-    let applied: Uint8Array[]
+    // This handle's own commits first (those of other threads sharing the engine may be written
+    // meanwhile: what they add past `tail` is read at the next catch-up).
+    if (this.head < this.pending.length) throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'catchUp while commits are in flight')
+    let caught: { payloads: Uint8Array[]; end: LogTail }
     try {
-      applied = handle.catchUp({ lsn: tail.lsn, segment: tail.segment, offset: tail.offset }, adopt)
+      caught = handle.catchUpFrom(this.noted ?? handle.logTail(), { lsn: tail.lsn, segment: tail.segment, offset: tail.offset }, adopt)
     } catch (err) {
       throw toKestrelError(err, 'catching up with the log')
     }
     // Applied and visible now (no durability callback reports them).
-    const lsn = handle.lastLsn()
-    if (lsn > this.visible) this.visible = lsn
-    return applied
+    this.noted = caught.end
+    if (caught.end.lsn > this.visible) this.visible = caught.end.lsn
+    return caught.payloads
   }
 
   async suspendFlusher(): Promise<void> {

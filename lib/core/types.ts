@@ -73,6 +73,11 @@ export interface CoreSharing {
    * (cutting a torn tail), then continue after it.
    */
   tail?: LogTail
+  /**
+   * Test-only: an engine of its own even where this process has one open on the directory
+   * (native engines are shared by the threads of a process), standing in for another process's.
+   */
+  apart?: boolean
 }
 
 /** A published checkpoint: its sequence number (0: none yet) and the LSN it covers. */
@@ -176,6 +181,11 @@ export interface CoreStats {
   indexEntries: number
   /** The current age group (the scavenger's LRU clock; see Core.setAgeGroup). */
   ageGroup: number
+  /**
+   * Threads of this process using this engine: a native engine is shared by every thread that
+   * opens its directory (one per directory per process); a ts engine is its thread's own (1).
+   */
+  threads: number
   /** The gopher and flusher. */
   flow: {
     queuedBatches: number

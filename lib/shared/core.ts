@@ -195,7 +195,12 @@ export class SharedCore implements Core {
         let claimed = live > 0 && file ? claim(file, free) : undefined
         let inner: Core
         let write: NamedLock | undefined
+        let ckpt: NamedLock | undefined
         try {
+          // No checkpoint is written while this opener compares the newest one with the tail and
+          // its engine reads it: one in flight could cover commits not published yet.
+          if (live > 0)
+            ckpt = await waitLock(names.ckpt, CKPT_WAIT_MS, () => `another process kept checkpointing ${dir} for ${CKPT_WAIT_MS / 1000} s while it was opened; try again`)
           let tail = live > 0 ? log?.tail : undefined
           if (tail && file && newestCheckpointLsn(dir) > tail.lsn) {
             // A writer's commits were checkpointed before it published them: it is about to, or
@@ -222,6 +227,7 @@ export class SharedCore implements Core {
           throw err
         } finally {
           write?.release()
+          ckpt?.release()
         }
         try {
           if (live === 0) {

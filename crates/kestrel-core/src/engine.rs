@@ -70,6 +70,9 @@ pub struct Sharing {
     /// Other participants are live: replay only up to this published tail (cutting nothing)
     /// and continue writing there. None: recover the whole log as a sole owner does.
     pub tail: Option<LogTail>,
+    /// Test-only: an engine of its own even where this process has one open on the directory
+    /// (see `threads`), standing in for another process's.
+    pub apart: bool,
 }
 
 impl Default for Options {
@@ -402,6 +405,11 @@ impl Engine {
         self.shared.store.read().expect("store lock").horizon()
     }
 
+    /// Still taking commits: not failed, closed or crashed.
+    pub fn is_open(&self) -> bool {
+        matches!(self.shared.queue.lock().expect("queue lock").state, State::Open)
+    }
+
     /// LSN of the last visible commit.
     pub fn last_lsn(&self) -> u64 {
         self.shared.visible_lsn.load(Ordering::Acquire)
@@ -566,6 +574,50 @@ impl Engine {
         }
         // Held throughout: no commit is queued meanwhile (the writer stays idle).
         let mut q = self.shared.queue.lock().expect("queue lock");
+        self.catch_up_locked(&mut q, tail, adopt)
+    }
+
+    /// Sharing, with several handles on this engine in one process (threads): what the handle
+    /// at `from` has not seen, up to `tail`. Frames this engine holds already (applied by another
+    /// handle's commits or catch-ups) are read back from the log; what lies past its log end is
+    /// applied as [`Engine::catch_up`] does. With `adopt`, frames of this engine past `tail` (a
+    /// handle that stopped between its fdatasync and publishing) count as seen too. Returns the
+    /// payloads in LSN order and the handle's new position.
+    pub fn catch_up_from(&self, from: &LogTail, tail: &LogTail, adopt: bool) -> Result<(Vec<Vec<u8>>, LogTail)> {
+        if !self.sharing {
+            return Err(Error::new(Code::InvalidArgument, "catchUp needs an engine opened with the sharing option"));
+        }
+        // Held throughout: the log end cannot move between reading it and applying past it.
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        refuse(&q.state)?;
+        let own = self.log_tail();
+        if from.lsn > own.lsn {
+            return Err(Error::new(Code::InvalidArgument, format!("catchUp from LSN {} past this engine's log end (LSN {})", from.lsn, own.lsn)));
+        }
+        if tail.lsn < from.lsn {
+            return Err(Error::new(
+                Code::Corrupt,
+                format!(
+                    "the published log tail (LSN {}) lies before what this participant has seen (LSN {}): the shared state is inconsistent",
+                    tail.lsn, from.lsn
+                ),
+            ));
+        }
+        let seen_to = if adopt || tail.lsn >= own.lsn { own.clone() } else { tail.clone() };
+        let log_dir = self.dir.join(LOG_DIR);
+        let mut payloads: Vec<Vec<u8>> =
+            if seen_to.lsn > from.lsn { read_to_tail(&log_dir, from, &seen_to)?.into_iter().map(|(_, p)| p).collect() } else { Vec::new() };
+        if tail.lsn < own.lsn || (tail.lsn == own.lsn && !adopt) {
+            return Ok((payloads, seen_to));
+        }
+        // Past this engine's log end: no handle of it holds the write lock, so none has a commit
+        // in flight (catch_up_locked checks).
+        payloads.extend(self.catch_up_locked(&mut q, tail, adopt)?);
+        Ok((payloads, self.log_tail()))
+    }
+
+    /// The body of [`Engine::catch_up`], with the queue locked by the caller.
+    fn catch_up_locked(&self, q: &mut std::sync::MutexGuard<'_, Queue>, tail: &LogTail, adopt: bool) -> Result<Vec<Vec<u8>>> {
         refuse(&q.state)?;
         let own = self.log_tail();
         if !q.items.is_empty() || q.next_lsn != own.lsn + 1 || self.last_lsn() != own.lsn {
@@ -626,7 +678,6 @@ impl Engine {
         *self.shared.durable_at.lock().expect("durable lock") = (end.segment.clone(), end.offset, end.lsn);
         *self.shared.reposition.lock().expect("reposition lock") = Some((file, end.segment.clone()));
         q.next_lsn = end.lsn + 1;
-        drop(q);
         Ok(frames.into_iter().map(|(_, p)| p).collect())
     }
 

@@ -14,6 +14,7 @@ pub mod merge;
 pub mod pages;
 pub mod pio;
 pub mod store;
+pub mod threads;
 pub mod vfs;
 
 pub use engine::{BackupPlan, Durability, Engine, Notify, Options, Sharing, Stats};
@@ -21,4 +22,5 @@ pub use error::{Code, Error, Result};
 pub use flush::CheckpointOptions;
 pub use log::reader::LogTail;
 pub use store::{ScanBounds, ScavengeStep};
+pub use threads::EngineHandle;
 pub use vfs::{Errno, FaultOptions};

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use kestrel_core::pages::PageFault;
-use kestrel_core::{CheckpointOptions, Durability, Engine, Errno, FaultOptions, LogTail, Options, ScanBounds, Sharing};
+use kestrel_core::{CheckpointOptions, Durability, EngineHandle, Errno, FaultOptions, LogTail, Options, ScanBounds, Sharing};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -50,6 +50,7 @@ pub struct NativeOpenOptions {
 #[napi(object)]
 pub struct NativeSharing {
     pub tail: Option<NativeLogTail>,
+    pub apart: Option<bool>,
 }
 
 /// `LogTail`: the next frame goes to `segment` at byte `offset`; the one before has LSN `lsn`.
@@ -58,6 +59,13 @@ pub struct NativeLogTail {
     pub lsn: f64,
     pub segment: String,
     pub offset: f64,
+}
+
+/// What `catchUpFrom` returns: the payloads not seen yet, in LSN order, and the new position.
+#[napi(object)]
+pub struct NativeCaughtUp {
+    pub payloads: Vec<Buffer>,
+    pub end: NativeLogTail,
 }
 
 /// `CheckpointRef`.
@@ -165,10 +173,10 @@ pub struct NativeScavengeStep {
 type DurableCallback =
     ThreadsafeFunction<FnArgs<(f64, Option<String>, Option<String>)>, Unknown<'static>, FnArgs<(f64, Option<String>, Option<String>)>, Status, false, true>;
 
-/// One open database engine.
+/// One thread's handle on an open database engine (threads sharing a directory share one).
 #[napi]
 pub struct NativeEngine {
-    engine: Engine,
+    engine: EngineHandle,
     /// Collection names by the small ids handed to JavaScript (no string crossing per read).
     names: std::sync::RwLock<Vec<String>>,
     /// (collection id, index name) by the small ids handed to JavaScript.
@@ -294,7 +302,7 @@ impl NativeEngine {
             deferred_bytes_max: positive("deferredBytesMax", options.deferred_bytes_max)?,
             sharing: match options.sharing {
                 None => None,
-                Some(s) => Some(Sharing { tail: s.tail.map(tail_from).transpose()? }),
+                Some(s) => Some(Sharing { tail: s.tail.map(tail_from).transpose()?, apart: s.apart.unwrap_or(false) }),
             },
         };
         let notify: kestrel_core::Notify = Box::new(move |lsn, err| {
@@ -304,7 +312,7 @@ impl NativeEngine {
             };
             on_durable.call(FnArgs::from((lsn as f64, code, message)), ThreadsafeFunctionCallMode::NonBlocking);
         });
-        let engine = Engine::open(Path::new(&dir), opts, notify).map_err(to_js)?;
+        let engine = EngineHandle::open(Path::new(&dir), opts, notify).map_err(to_js)?;
         Ok(NativeEngine { engine, names: std::sync::RwLock::new(Vec::new()), indexes: std::sync::RwLock::new(Vec::new()) })
     }
 
@@ -538,6 +546,23 @@ impl NativeEngine {
         NativeLogTail { lsn: t.lsn as f64, segment: t.segment, offset: t.offset as f64 }
     }
 
+    /// Sharing: what the handle at `from` has not seen up to `tail` (see `Engine::catch_up_from`).
+    #[napi]
+    pub fn catch_up_from(&self, from: NativeLogTail, tail: NativeLogTail, adopt: bool) -> std::result::Result<NativeCaughtUp, napi::Error<String>> {
+        let (from, tail) = (tail_from(from)?, tail_from(tail)?);
+        let (payloads, end) = self.engine.catch_up_from(&from, &tail, adopt).map_err(to_js)?;
+        Ok(NativeCaughtUp {
+            payloads: payloads.into_iter().map(Buffer::from).collect(),
+            end: NativeLogTail { lsn: end.lsn as f64, segment: end.segment, offset: end.offset as f64 },
+        })
+    }
+
+    /// Handles open on this engine in this process (threads sharing it), this one included.
+    #[napi]
+    pub fn handles(&self) -> u32 {
+        self.engine.handles() as u32
+    }
+
     /// Sharing: apply what other participants appended up to `tail` (and, with `adopt`, what a
     /// dead writer left past it); returns the payloads applied, in LSN order.
     #[napi]
@@ -642,7 +667,7 @@ impl NativeEngine {
         }
     }
 
-    /// Write everything queued, sync and stop the writer.
+    /// Detach this handle; the last one writes everything queued, syncs and stops the writer.
     #[napi]
     pub fn close(&self) -> std::result::Result<(), napi::Error<String>> {
         self.engine.close().map_err(to_js)

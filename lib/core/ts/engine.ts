@@ -251,6 +251,7 @@ export class TsCore implements Core {
       pageCount: meta.pageCount,
       indexEntries: this.store.indexEntries,
       ageGroup: this.store.ageGroup,
+      threads: 1,
       flow: this.flow.stats(),
     }
   }
