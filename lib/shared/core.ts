@@ -200,7 +200,11 @@ export class SharedCore implements Core {
           // No checkpoint is written while this opener compares the newest one with the tail and
           // its engine reads it: one in flight could cover commits not published yet.
           if (live > 0)
-            ckpt = await waitLock(names.ckpt, CKPT_WAIT_MS, () => `another process kept checkpointing ${dir} for ${CKPT_WAIT_MS / 1000} s while it was opened; try again`)
+            ckpt = await waitLock(
+              names.ckpt,
+              CKPT_WAIT_MS,
+              () => `another process kept checkpointing ${dir} for ${CKPT_WAIT_MS / 1000} s while it was opened; try again`,
+            )
           let tail = live > 0 ? log?.tail : undefined
           if (tail && file && newestCheckpointLsn(dir) > tail.lsn) {
             // A writer's commits were checkpointed before it published them: it is about to, or
