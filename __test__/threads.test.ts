@@ -170,6 +170,42 @@ describe('threads and copies of the package share a directory', () => {
     })
   }
 
+  it('a Worker terminated while committing into the shared native engine: the main thread writes on, nothing acknowledged is lost', async () => {
+    if (!ENGINES.includes('native')) return
+    const dir = tempDir()
+    const db = await open(dir, { engine: 'native' })
+    const c = db.collection<number>('records')
+    const worker = new Worker(WRITER, { workerData: { dir, engine: 'native', prefix: 'w', count: 16, mode: 'flood' } })
+    const acked: string[] = []
+    await new Promise<void>((resolve, reject) => {
+      worker.on('error', reject)
+      worker.on('message', (m: { opened?: boolean; ack?: string }) => {
+        if (m.opened === false) reject(new Error(JSON.stringify(m)))
+        if (m.opened) worker.postMessage('go')
+        if (m.ack) acked.push(m.ack)
+        // Terminated mid-stream: some of its commits are queued, written or being published.
+        if (acked.length === 500) resolve()
+      })
+    })
+    await worker.terminate()
+    expect(db.stats().threads).toBe(1)
+    // The main thread takes the write lock and catches up past whatever the Worker left.
+    const list = db.collection<string[]>('shared')
+    await Promise.all(Array.from({ length: 20 }, (_, i) => db.transaction((tx) => tx.put(c, `main-${i}`, i))))
+    await Promise.all(Array.from({ length: 10 }, (_, i) => db.transaction((tx) => tx.put(list, 'index', [...(tx.get(list, 'index') ?? []), `e${i}`]))))
+    expect(acked.filter((k) => db.begin().get(c, k) === undefined)).toEqual([])
+    expect(db.begin().get(list, 'index')).toHaveLength(10)
+    expect((await db.verify()).ok).toBe(true)
+    await db.close()
+    for (const engine of ENGINES) {
+      const again = await open(dir, { engine })
+      const r = again.collection<number>('records')
+      expect(acked.filter((k) => again.begin().get(r, k) === undefined), engine).toEqual([])
+      expect(Array.from({ length: 20 }, (_, i) => again.begin().get(r, `main-${i}`))).toEqual(Array.from({ length: 20 }, (_, i) => i))
+      await again.close()
+    }
+  })
+
   it('eight Workers opening an empty directory at once: all open and write', async () => {
     const dir = tempDir()
     const participants = Array.from({ length: 8 }, (_, i) => inWorker(dir, ENGINES[i % ENGINES.length]!, `w${i}`))

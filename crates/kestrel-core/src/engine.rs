@@ -97,6 +97,9 @@ impl Default for Options {
 /// acknowledged and visible, or `(failed_batch_last_lsn, Some(error))` when it failed: the
 /// commits after the last acknowledged one up to that LSN failed with `error`, and every commit
 /// queued after them failed because the engine stopped (`KESTREL_IO`).
+/// How long a catch-up under the write lock waits for commits a closed handle left in flight.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub type Notify = Box<dyn Fn(u64, Option<Error>) + Send + Sync>;
 
 pub(crate) struct Queued {
@@ -589,6 +592,21 @@ impl Engine {
         }
         // Held throughout: the log end cannot move between reading it and applying past it.
         let mut q = self.shared.queue.lock().expect("queue lock");
+        if adopt {
+            // Under the write lock no handle has a commit in flight — unless one lost the lock
+            // with commits queued (its thread ended): they are written first, then read back.
+            let deadline = std::time::Instant::now() + IN_FLIGHT_WAIT;
+            // Bounded by the deadline.
+            while !q.items.is_empty() || q.next_lsn != self.log_tail().lsn + 1 {
+                refuse(&q.state)?;
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::new(Code::Io, "catchUp: commits of a closed handle were not written within 30 s"));
+                }
+                drop(q);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                q = self.shared.queue.lock().expect("queue lock");
+            }
+        }
         refuse(&q.state)?;
         let own = self.log_tail();
         if from.lsn > own.lsn {
