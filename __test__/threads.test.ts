@@ -200,7 +200,10 @@ describe('threads and copies of the package share a directory', () => {
     for (const engine of ENGINES) {
       const again = await open(dir, { engine })
       const r = again.collection<number>('records')
-      expect(acked.filter((k) => again.begin().get(r, k) === undefined), engine).toEqual([])
+      expect(
+        acked.filter((k) => again.begin().get(r, k) === undefined),
+        engine,
+      ).toEqual([])
       expect(Array.from({ length: 20 }, (_, i) => again.begin().get(r, `main-${i}`))).toEqual(Array.from({ length: 20 }, (_, i) => i))
       await again.close()
     }
