@@ -279,6 +279,34 @@ describe.each(ENGINES)('sharing primitives (%s)', (engine) => {
     await c.close()
   })
 
+  it('catchUp from a log end at the end of a segment trimmed since continues in the next one', async () => {
+    const dir = tempDir()
+    const a = await openCore(engine, dir, { sharing: {}, segmentBytes: 200 })
+    const b = await openCore(engine, dir, { sharing: { tail: a.logTail() }, segmentBytes: 200 })
+    // b follows a commit by commit until a's next commit starts a new segment: b's log end is
+    // then the end of the segment before.
+    let i = 0
+    let end = a.logTail()
+    // Bounded: a segment holds a few of these records.
+    for (; i < 50; i++) {
+      end = a.logTail()
+      b.catchUp(end, false)
+      await a.commit(put(`k${i}`, 'v'.repeat(50)))
+      if (a.logTail().segment !== end.segment) break
+    }
+    expect(i).toBeLessThan(50)
+    expect(b.logTail()).toEqual(end)
+    // Nothing of that segment is needed by anyone: a checkpoint trims it.
+    await a.commit(put('more', 1))
+    await a.checkpoint({ trimBelowLsn: end.lsn + 1 })
+    expect(existsSync(join(dir, 'log', end.segment))).toBe(false)
+    expect(b.catchUp(a.logTail(), false)).toHaveLength(2)
+    expect(read(b, `k${i}`)).toBe('v'.repeat(50))
+    expect(read(b, 'more')).toBe(1)
+    await b.close()
+    await a.close()
+  })
+
   it('trimBelowLsn below the checkpoint keeps the segments at or above it', async () => {
     const dir = tempDir()
     const a = await openCore(engine, dir, { sharing: {}, segmentBytes: 200 })

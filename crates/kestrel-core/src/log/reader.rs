@@ -74,6 +74,18 @@ pub fn read_to_tail(log_dir: &Path, from: &LogTail, to: &LogTail) -> Result<Vec<
     let mut segment = from.segment.clone();
     let mut pos = from.offset;
     let mut lsn = from.lsn;
+    if segment != to.segment && !log_dir.join(&segment).exists() {
+        // The log end was the end of a segment a checkpoint has since trimmed (nothing in it was
+        // needed): the next record starts the segment named after it.
+        segment = segment_name(lsn + 1);
+        pos = SEGMENT_HEADER_BYTES as u64;
+        match segment_first_lsn(log_dir, &segment) {
+            Ok(Ok(first)) if first == lsn + 1 => {}
+            Ok(Ok(first)) => return Err(damaged(&segment, 0, &format!("header says first LSN {first}"))),
+            Ok(Err(why)) => return Err(damaged(&segment, 0, &why)),
+            Err(e) => return Err(damaged(&segment, 0, &format!("records after LSN {lsn} are missing ({})", e.message))),
+        }
+    }
     // Bounded: every round moves to the next segment (named by a larger LSN) or returns.
     loop {
         let last = segment == to.segment;

@@ -117,6 +117,13 @@ export function readToTail(logDir: string, from: LogTail, to: LogTail): Followed
   let segment = from.segment
   let offset = from.offset
   let lsn = from.lsn
+  if (segment !== to.segment && !existsSync(join(logDir, segment))) {
+    // The log end was the end of a segment a checkpoint has since trimmed (nothing in it was
+    // needed): the next record starts the segment named after it.
+    segment = segmentName(lsn + 1)
+    offset = SEGMENT_HEADER_BYTES
+    checkSegmentStart(logDir, segment, lsn + 1)
+  }
   // Bounded: each pass reads one segment, in name order, up to the tail's.
   for (;;) {
     if (segment > to.segment) throw damaged(to.segment, to.offset, `record ${lsn + 1} is in a later segment (${segment}) than the published tail`)
