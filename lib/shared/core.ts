@@ -53,9 +53,10 @@ const HAND_OVER_MS = 1
 /** Keep the write lock this long after the last batch while no other participant is live. */
 const IDLE_RELEASE_MS = 2
 /**
- * Test-only (multi-process crash tests): `<point>:<n>` SIGKILLs this process at the n-th batch's
- * `locked` (write lock held, caught up, nothing written) or `synced` (written and durable, tail
- * not yet published) point.
+ * Test-only (multi-process crash tests): `<point>:<n>` SIGKILLs this process at the n-th
+ * `locked` point (write lock held, caught up, nothing of the batch — or, holding the lock
+ * between batches, of the commit — written) or `synced` point (written and durable, tail not yet
+ * published).
  */
 const KILL_AT = parseKillAt(process.env.KESTREL_TEST_KILL_AT)
 function parseKillAt(v: string | undefined): { point: string; batch: number } | undefined {
@@ -362,7 +363,10 @@ export class SharedCore implements Core {
     if (this.closed) return Promise.reject(new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it'))
     // Holding the write lock alone and caught up: nothing can arrive from elsewhere, so the
     // commit goes straight to the engine, which groups and pipelines batches as in one process.
-    if (this.writeLock && !this.writeLock.contended && this.caughtUnderLock && !this.running && this.faultError === undefined) return this.submit(payload)
+    if (this.writeLock && !this.writeLock.contended && this.caughtUnderLock && !this.running && this.faultError === undefined) {
+      if (KILL_AT) killPoint('locked')
+      return this.submit(payload)
+    }
     return new Promise<bigint>((resolve, reject) => {
       this.pending.push({ payload, check, foreignAt: this.foreignBatches, resolve, reject })
       if (!this.running) {
