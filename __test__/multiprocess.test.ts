@@ -281,6 +281,21 @@ describe('under cluster', () => {
   })
 })
 
+describe('processes with Workers', () => {
+  it('two cluster workers (both engines), each with a Worker on its engine: 4 threads x 10 load-modify-saves of one list keep all 40', async () => {
+    const dir = tempDir()
+    const proc = spawn(process.execPath, [fileURLToPath(new URL('./fixtures/cluster.mjs', import.meta.url)), dir, '2', ENGINES.join(','), '1'], {
+      stdio: 'inherit',
+    })
+    const code = await new Promise<number | null>((r) => proc.once('exit', r))
+    expect(code).toBe(0)
+    const db = await open(dir)
+    const list = db.begin().get(db.collection<string[]>('shared'), 'index') ?? []
+    expect(new Set(list).size).toBe(40)
+    await db.close()
+  })
+})
+
 describe('many openers at once', () => {
   it('eight processes open an empty directory at once; all write; nothing is lost', async () => {
     const dir = tempDir()
