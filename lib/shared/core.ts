@@ -33,7 +33,7 @@ import type {
   PageFault,
 } from '../core/types.js'
 import { SHARED_FILE, SLOTS_MAX, SharedFile, type Slot } from './file.js'
-import { type LockNames, type NamedLock, afterHandOver, lockNames, netnsId, tryLock, waitLock } from './locks.js'
+import { type LockNames, type NamedLock, lockNames, netnsId, tryLock, waitLock } from './locks.js'
 
 /** How long an opener waits for another opener (recovery of a large log can take seconds). */
 const INIT_WAIT_MS = 60_000
@@ -48,8 +48,6 @@ const ALONE_TAIL_MS = 20
 const HOUSEKEEPING_MS = 50
 /** A slot of another network namespace whose heartbeat is older than this is taken for dead. */
 const FOREIGN_NS_STALE_MS = 10_000
-/** After handing the write lock to waiting participants, let one of them take it for this long. */
-const HAND_OVER_MS = 1
 /** Keep the write lock this long after the last batch while no other participant is live. */
 const IDLE_RELEASE_MS = 2
 /**
@@ -109,8 +107,6 @@ export class SharedCore implements Core {
   private suspendLock: NamedLock | undefined
   private lastCheckpointMs = Date.now()
   /** When this participant last took the write lock (performance.now()). */
-  /** The write lock was let go because others waited for it: do not take it straight back. */
-  private handedOver = false
   /** When the slots were last counted while holding the write lock alone (performance.now()). */
   /** Why the last background checkpoint failed (it is retried; explicit ones report their own). */
   checkpointError: unknown
@@ -464,10 +460,6 @@ export class SharedCore implements Core {
 
   private async acquireWrite(): Promise<void> {
     if (this.writeLock) return
-    if (this.handedOver) {
-      this.handedOver = false
-      await afterHandOver(this.names.write, HAND_OVER_MS)
-    }
     this.writeLock = await waitLock(
       this.names.write,
       WRITE_WAIT_MS,
@@ -559,10 +551,7 @@ export class SharedCore implements Core {
     const results = await Promise.allSettled(submitted)
     // Written, durable and published: others waiting go next while our callers (acknowledged
     // below) prepare their next commits.
-    if (this.writeLock?.contended && !this.closed) {
-      this.releaseWrite()
-      this.handedOver = true
-    }
+    if (this.writeLock?.contended && !this.closed) this.releaseWrite()
     for (let i = 0; i < go.length; i++) {
       const r = results[i]!
       if (r.status === 'fulfilled') go[i]!.resolve(r.value)
