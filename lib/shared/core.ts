@@ -102,6 +102,8 @@ export class SharedCore implements Core {
   private tailTimer: NodeJS.Timeout | undefined
   private houseTimer: NodeJS.Timeout | undefined
   private idleTimer: NodeJS.Timeout | undefined
+  /** When the write lock last fell idle (no own commit in flight). */
+  private idleSinceMs = 0
   private checkpointing: Promise<void> | undefined
   private suspends = 0
   private suspendLock: NamedLock | undefined
@@ -379,10 +381,6 @@ export class SharedCore implements Core {
    */
   private submit(payload: Uint8Array): Promise<bigint> {
     this.inFlight++
-    if (this.idleTimer) {
-      clearTimeout(this.idleTimer)
-      this.idleTimer = undefined
-    }
     return this.inner.commit(payload).then(
       (lsn) => {
         this.inFlight--
@@ -505,12 +503,21 @@ export class SharedCore implements Core {
     this.caughtUnderLock = false
   }
 
+  /** Let go of the write lock once idle for IDLE_RELEASE_MS (one timer, not one per commit). */
   private armIdleRelease(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer)
-    this.idleTimer = setTimeout(() => {
+    this.idleSinceMs = performance.now()
+    if (this.idleTimer) return
+    const check = (): void => {
       this.idleTimer = undefined
-      if (!this.running && this.inFlight === 0) this.releaseWrite()
-    }, IDLE_RELEASE_MS)
+      if (this.running || this.inFlight > 0 || !this.writeLock) return
+      const idleMs = performance.now() - this.idleSinceMs
+      if (idleMs >= IDLE_RELEASE_MS) this.releaseWrite()
+      else {
+        this.idleTimer = setTimeout(check, IDLE_RELEASE_MS - idleMs)
+        this.idleTimer.unref()
+      }
+    }
+    this.idleTimer = setTimeout(check, IDLE_RELEASE_MS)
     this.idleTimer.unref()
   }
 
