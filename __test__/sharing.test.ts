@@ -51,6 +51,35 @@ describe.each(ENGINES)('two participants in one process [%s first]', (engine) =>
     await a.close()
   })
 
+  it('an opener sees every commit that a participant writing alone acknowledged before the open began', async () => {
+    const dir = tempDir()
+    const a = await open(dir, { engine })
+    const c = a.collection<number>('n')
+    // a writes on and on, alone: it holds the write lock throughout.
+    let stop = false
+    let seq = 0
+    const acked: number[] = []
+    const writers = Array.from({ length: 4 }, async () => {
+      // Bounded by `stop`.
+      while (!stop) {
+        const i = seq++
+        await a.transaction((tx) => tx.put(c, `k${i}`, i))
+        acked.push(i)
+      }
+    })
+    while (acked.length < 200) await new Promise((r) => setImmediate(r))
+    const before = [...acked]
+    const b = await (await dist()).open(dir, { engine: second })
+    const view = b.snapshot()
+    const missing = before.filter((i) => view.get(b.collection<number>('n'), `k${i}`) !== i)
+    view.close()
+    stop = true
+    await Promise.all(writers)
+    expect(missing).toEqual([])
+    await b.close()
+    await a.close()
+  })
+
   it('a reader pinned at an old checkpoint keeps reading right while the other participant checkpoints twice', async () => {
     const dir = tempDir()
     const N = 3000

@@ -33,7 +33,7 @@ import type {
   PageFault,
 } from '../core/types.js'
 import { SHARED_FILE, SLOTS_MAX, SharedFile, type Slot } from './file.js'
-import { type LockNames, type NamedLock, lockNames, netnsId, tryLock, waitLock } from './locks.js'
+import { type LockNames, type NamedLock, afterHandOver, lockNames, netnsId, tryLock, waitLock } from './locks.js'
 
 /** How long an opener waits for another opener (recovery of a large log can take seconds). */
 const INIT_WAIT_MS = 60_000
@@ -48,6 +48,8 @@ const ALONE_TAIL_MS = 20
 const HOUSEKEEPING_MS = 50
 /** A slot of another network namespace whose heartbeat is older than this is taken for dead. */
 const FOREIGN_NS_STALE_MS = 10_000
+/** After handing the write lock to waiting participants, let one of them take it for this long. */
+const HAND_OVER_MS = 1
 /** Keep the write lock this long after the last batch while no other participant is live. */
 const IDLE_RELEASE_MS = 2
 /**
@@ -104,6 +106,8 @@ export class SharedCore implements Core {
   private idleTimer: NodeJS.Timeout | undefined
   /** When the write lock last fell idle (no own commit in flight). */
   private idleSinceMs = 0
+  /** The write lock was let go because others waited for it: do not take it straight back. */
+  private handedOver = false
   private checkpointing: Promise<void> | undefined
   private suspends = 0
   private suspendLock: NamedLock | undefined
@@ -425,7 +429,8 @@ export class SharedCore implements Core {
     if (this.inFlight > 0) return
     for (const w of this.settledWaiters.splice(0)) w()
     if (this.running || !this.writeLock) return
-    if (this.writeLock.contended || this.closed) this.releaseWrite()
+    if (this.writeLock.contended) this.handOver()
+    else if (this.closed) this.releaseWrite()
     else this.armIdleRelease()
   }
 
@@ -458,6 +463,10 @@ export class SharedCore implements Core {
 
   private async acquireWrite(): Promise<void> {
     if (this.writeLock) return
+    if (this.handedOver) {
+      this.handedOver = false
+      await afterHandOver(this.names.write, HAND_OVER_MS)
+    }
     this.writeLock = await waitLock(
       this.names.write,
       WRITE_WAIT_MS,
@@ -467,7 +476,7 @@ export class SharedCore implements Core {
     this.caughtUnderLock = false
     // A participant that starts waiting while the lock sits idle here gets it at once.
     this.writeLock.onContended = () => {
-      if (!this.running && this.inFlight === 0) this.releaseWrite()
+      if (!this.running && this.inFlight === 0) this.handOver()
     }
   }
 
@@ -493,6 +502,12 @@ export class SharedCore implements Core {
         setImmediate(() => void this.run())
       }
     }
+  }
+
+  /** Let go of the write lock for those waiting, and give one of them time to take it. */
+  private handOver(): void {
+    this.releaseWrite()
+    this.handedOver = true
   }
 
   private releaseWrite(): void {
@@ -558,7 +573,7 @@ export class SharedCore implements Core {
     const results = await Promise.allSettled(submitted)
     // Written, durable and published: others waiting go next while our callers (acknowledged
     // below) prepare their next commits.
-    if (this.writeLock?.contended && !this.closed) this.releaseWrite()
+    if (this.writeLock?.contended && !this.closed) this.handOver()
     for (let i = 0; i < go.length; i++) {
       const r = results[i]!
       if (r.status === 'fulfilled') go[i]!.resolve(r.value)

@@ -142,6 +142,20 @@ export async function waitLock(name: string, waitMs: number, why: () => string, 
   }
 }
 
+/**
+ * After handing `name` over to waiters: resolves once another has taken it and let it go, or
+ * after `capMs` if none takes it — so the one that let go does not take it straight back.
+ * Bounded: one connect per turn until the cap.
+ */
+export async function afterHandOver(name: string, capMs: number): Promise<void> {
+  const until = performance.now() + capMs
+  while (performance.now() < until) {
+    const refused = await released(name, Math.max(1, until - performance.now()), 0)
+    if (!refused) return
+    await new Promise<void>((r) => setImmediate(r))
+  }
+}
+
 /** Inode of this thread's network namespace (abstract socket names are per namespace), 0 if unknown. */
 export function netnsId(): number {
   try {

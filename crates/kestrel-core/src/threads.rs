@@ -61,8 +61,9 @@ impl EngineHandle {
     /// open on it (its options stay those of the first opener). `notify` hears every batch.
     pub fn open(dir: &Path, options: Options, notify: Notify) -> Result<EngineHandle> {
         let id = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        // A fault-injecting engine (tests) is never shared: its faults are its own.
         let key = match &options.sharing {
-            Some(s) if !s.apart => dir_key(dir)?,
+            Some(s) if !s.apart && options.faults.is_none() => dir_key(dir)?,
             _ => None,
         };
         let Some(key) = key else {
