@@ -197,11 +197,12 @@ export class NativeCore implements Core {
       }
       if (!this.sharing) {
         if (lsn > this.visible) this.visible = lsn
-      } else if (this.head > first && this.handle) {
-        // Own commits (written under the write lock, after catching up): the log's durable end
-        // is ours. Batches of other threads sharing the engine are theirs to report.
-        this.noted = this.handle.logTail()
-        this.visible = this.noted.lsn
+      } else if (this.head > first) {
+        // Own commits (written under the write lock, after catching up): the log up to `lsn` is
+        // ours. Batches of other threads sharing the engine are theirs to report. The position
+        // is read once no own commit is left (the write lock is still held then).
+        if (lsn > this.visible) this.visible = lsn
+        if (this.head === this.pending.length && this.handle) this.noted = this.handle.logTail()
       }
     } else {
       const err = toKestrelError({ code, message: message ?? code }, 'writing the log')
