@@ -50,7 +50,7 @@ const HOUSEKEEPING_MS = 50
 const FOREIGN_NS_STALE_MS = 10_000
 /** After handing the write lock to waiting participants, let one of them take it for this long. */
 const HAND_OVER_MS = 1
-/** Keep the write lock this long after the last batch while no other participant is live. */
+/** Keep the write lock this long after the last batch while no one waits for it. */
 const IDLE_RELEASE_MS = 2
 /**
  * Test-only (multi-process crash tests): `<point>:<n>` SIGKILLs this process at the n-th
@@ -112,8 +112,6 @@ export class SharedCore implements Core {
   private suspends = 0
   private suspendLock: NamedLock | undefined
   private lastCheckpointMs = Date.now()
-  /** When this participant last took the write lock (performance.now()). */
-  /** When the slots were last counted while holding the write lock alone (performance.now()). */
   /** Why the last background checkpoint failed (it is retried; explicit ones report their own). */
   checkpointError: unknown
   private needLsn = Number.MAX_SAFE_INTEGER
