@@ -1,7 +1,8 @@
 /**
  * Sharing a directory, with two participants in this process: `lib/` and `dist/` are two copies
  * of the package, each with its own registry, so each opens the directory as its own participant
- * (exactly what two processes do, without process start-up). Checkpoints while another
+ * (with two engines, exactly what two processes do, without process start-up; two native
+ * participants of one process share one engine, as threads.test.ts tests). Checkpoints while another
  * participant reads an older one, backups under another participant's writes, an fdatasync
  * failure never resurrected, a dead slot reclaimed, freshness, engines mixed.
  */
