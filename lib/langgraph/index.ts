@@ -262,7 +262,7 @@ export class KestrelSaver extends BaseCheckpointSaver {
     const intendedParent = config.configurable?.checkpoint_id as string | undefined
     // An append or a fork is told apart by the head when the caller asks, before any await: a
     // racer that commits first must not turn this append into a fork.
-    const appending = intendedParent !== undefined && intendedParent === this.headNow(thread, ns)
+    const appending = intendedParent !== undefined && intendedParent === this.db.get(this.heads, [thread, ns])
     const prepared = copyCheckpoint(checkpoint)
     const values = prepared.channel_values ?? {}
     prepared.channel_values = {}
@@ -299,15 +299,6 @@ export class KestrelSaver extends BaseCheckpointSaver {
       { retries: RETRIES },
     )
     return { configurable: { thread_id: thread, checkpoint_ns: ns, checkpoint_id: checkpoint.id } }
-  }
-
-  private headNow(thread: string, ns: string): string | undefined {
-    const view = this.db.snapshot()
-    try {
-      return view.get(this.heads, [thread, ns])
-    } finally {
-      view.close()
-    }
   }
 
   /**

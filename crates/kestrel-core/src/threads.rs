@@ -21,7 +21,6 @@ use crate::error::{Error, Result};
 type DirKey = (u64, u64);
 
 /// A handle's retention horizon and the snapshots below it it still reads.
-#[derive(Clone, Default)]
 struct Horizon {
     horizon: u64,
     pinned: Vec<u64>,
