@@ -127,7 +127,8 @@ pub(crate) struct Queue {
     /// Invariant: the LSN of the last queued commit + 1.
     next_lsn: u64,
     pub(crate) state: State,
-    /// The writer is waiting on `work`: only then does a commit pay for a wake-up.
+    /// The writer waits on `work` and no one has woken it yet: only then does a commit pay for a
+    /// wake-up (the waker clears it).
     pub(crate) writer_idle: bool,
     /// The caller is queueing one batch: the writer waits until it is whole (`hold_writer`).
     pub(crate) held: bool,
@@ -323,7 +324,12 @@ impl Engine {
         q.next_lsn += 1;
         q.bytes += FRAME_HEADER_BYTES + payload_bytes.len();
         q.items.push_back(Queued { lsn, payload: payload_bytes.to_vec() });
-        let wake = q.writer_idle;
+        // One wake-up per idle spell, none while held: each one costs the writer a trip through
+        // the queue lock, which commits of a held batch would otherwise ping-pong with it.
+        let wake = q.writer_idle && !q.held;
+        if wake {
+            q.writer_idle = false;
+        }
         drop(q);
         if wake {
             self.shared.work.notify_one();
@@ -337,6 +343,9 @@ impl Engine {
         let mut q = self.shared.queue.lock().expect("queue lock");
         q.held = hold;
         let wake = !hold && q.writer_idle && !q.items.is_empty();
+        if wake {
+            q.writer_idle = false;
+        }
         drop(q);
         if wake {
             self.shared.work.notify_one();
