@@ -17,6 +17,7 @@ import { crc32c } from '../lib/format/crc32c.js'
 import { segmentHeader, segmentName } from '../lib/format/log.js'
 import { encodeCommit, OP_PUT } from '../lib/format/payload.js'
 import { resolveOptions } from '../lib/options.js'
+import { SharedFile } from '../lib/shared/file.js'
 import { expectCode, tempDir } from './helpers.js'
 
 const ENGINES = ['native', 'ts'] as const
@@ -53,6 +54,28 @@ function writeAt(path: string, offset: number, bytes: Uint8Array): void {
 const TORN = Uint8Array.from([200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 0, 0, 0, 0, 0x81, 7, 7, 7])
 
 describe.each(ENGINES)('sharing primitives (%s)', (engine) => {
+  it("with sharing.publish the log writer writes each durable batch's tail into the SHARED log block; without it, the block is left alone", async () => {
+    const dir = tempDir()
+    const a = await openCore(engine, dir, { sharing: { publish: true } })
+    const file = new SharedFile(dir)
+    file.reset()
+    expect(file.readLog()).toBeUndefined()
+    await a.commit(put('k1', 1))
+    expect(file.readLog()).toEqual({ tail: a.logTail(), abandoned: false })
+    await Promise.all([a.commit(put('k2', 2)), a.commit(put('k3', 3))])
+    expect(a.logTail().lsn).toBe(3)
+    expect(file.readLog()).toEqual({ tail: a.logTail(), abandoned: false })
+    // A participant of the other engine, opened at that tail without publish: its commit moves
+    // its own log end, not the block.
+    const b = await openCore(engine === 'native' ? 'ts' : 'native', dir, { sharing: { tail: file.readLog()!.tail } })
+    await b.commit(put('k4', 4))
+    expect(b.logTail().lsn).toBe(4)
+    expect(file.readLog()!.tail.lsn).toBe(3)
+    await a.close()
+    await b.close()
+    file.close()
+  })
+
   it('catchUp applies what the other wrote, the writer continues at the tail, and a reopen sees one gap-free log', async () => {
     const dir = tempDir()
     const a = await openCore(engine, dir, { sharing: {} })

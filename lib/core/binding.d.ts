@@ -204,6 +204,7 @@ export interface NativeScavengeStep {
 export interface NativeSharing {
   tail?: NativeLogTail
   apart?: boolean
+  publish?: boolean
 }
 
 /**

@@ -161,7 +161,13 @@ export class NativeCore implements Core {
           deferredBytesMax: options.deferredBytesMax,
           ...(options.faults ? { faults: { ...options.faults } } : {}),
           ...(options.sharing
-            ? { sharing: { ...(options.sharing.tail ? { tail: { ...options.sharing.tail } } : {}), ...(options.sharing.apart ? { apart: true } : {}) } }
+            ? {
+                sharing: {
+                  ...(options.sharing.tail ? { tail: { ...options.sharing.tail } } : {}),
+                  ...(options.sharing.apart ? { apart: true } : {}),
+                  ...(options.sharing.publish ? { publish: true } : {}),
+                },
+              }
             : {}),
         },
         (lsn, code, message) => core.onDurable(lsn, code, message),

@@ -78,6 +78,12 @@ export interface CoreSharing {
    * (native engines are shared by the threads of a process), standing in for another process's.
    */
   apart?: boolean
+  /**
+   * The engine's log writer publishes each durable batch's tail in the `SHARED` log block
+   * itself (the caller queues commits only while it holds the write lock). Of the threads
+   * sharing one native engine, the first opener's choice holds.
+   */
+  publish?: boolean
 }
 
 /** A published checkpoint: its sequence number (0: none yet) and the LSN it covers. */

@@ -6,7 +6,8 @@
  * Commit: commits submitted in one turn form a batch; under the `write` lock the participant
  * catches up on what others published (adopting whole frames a dead writer left), re-checks the
  * batch against those foreign writes, hands it to the engine (which assigns the next LSNs,
- * writes and fdatasyncs), publishes the new tail in SHARED, and only then acknowledges.
+ * writes and fdatasyncs, and whose log writer publishes the new tail in SHARED), and only then
+ * acknowledges.
  * Reads: the newest commit id is refreshed from SHARED once per event-loop turn; a tailer applies
  * foreign commits as they are published. Checkpoints: by one participant at a time under `ckpt`,
  * on top of the newest one; free pages are reused only when every live participant reads the
@@ -53,19 +54,19 @@ const HAND_OVER_MS = 1
 /** Keep the write lock this long after the last batch while no one waits for it. */
 const IDLE_RELEASE_MS = 2
 /**
- * Test-only (multi-process crash tests): `<point>:<n>` SIGKILLs this process at the n-th
- * `locked` point (write lock held, caught up, nothing of the batch — or, holding the lock
- * between batches, of the commit — written) or `synced` point (written and durable, tail not yet
- * published).
+ * Test-only (multi-process crash tests): `locked:<n>` SIGKILLs this process at the n-th `locked`
+ * point (write lock held, caught up, nothing of the batch — or, holding the lock between
+ * batches, of the commit — written). The `synced` point (written and durable, tail not yet
+ * published) is the engines' log writers' (`log/publish`).
  */
 const KILL_AT = parseKillAt(process.env.KESTREL_TEST_KILL_AT)
-function parseKillAt(v: string | undefined): { point: string; batch: number } | undefined {
-  const m = v?.match(/^(locked|synced):(\d+)$/)
-  return m ? { point: m[1]!, batch: Number(m[2]) } : undefined
+function parseKillAt(v: string | undefined): number | undefined {
+  const m = v?.match(/^locked:(\d+)$/)
+  return m ? Number(m[1]) : undefined
 }
-const killCounts: Record<string, number> = { locked: 0, synced: 0 }
-function killPoint(point: 'locked' | 'synced'): void {
-  if (KILL_AT?.point === point && ++killCounts[point]! === KILL_AT.batch) process.kill(process.pid, 'SIGKILL')
+let killCount = 0
+function killPoint(): void {
+  if (++killCount === KILL_AT) process.kill(process.pid, 'SIGKILL')
 }
 
 /** Most commits in one batch (the engine splits by bytes itself). */
@@ -93,8 +94,6 @@ export class SharedCore implements Core {
   private running = false
   /** Own commits handed to the engine and not settled (catch-up must wait for 0). */
   private inFlight = 0
-  /** The last LSN published in the log block by this participant. */
-  private publishedLsn = 0
   private writeLock: NamedLock | undefined
   /** The write lock was held continuously since this participant last published the tail. */
   private caughtUnderLock = false
@@ -222,7 +221,7 @@ export class SharedCore implements Core {
             if (now.abandoned) discardPastTail(dir, now.tail)
             tail = newestCheckpointLsn(dir) > now.tail.lsn || now.abandoned ? undefined : now.tail
           }
-          inner = await openEngine({ ...options, sharing: tail ? { tail } : {} })
+          inner = await openEngine({ ...options, sharing: tail ? { tail, publish: true } : { publish: true } })
           if (write && file) file.writeLog({ tail: inner.logTail(), abandoned: false })
         } catch (err) {
           if (claimed) {
@@ -364,7 +363,7 @@ export class SharedCore implements Core {
     // Holding the write lock alone and caught up: nothing can arrive from elsewhere, so the
     // commit goes straight to the engine, which groups and pipelines batches as in one process.
     if (this.writeLock && !this.writeLock.contended && this.caughtUnderLock && !this.running && this.faultError === undefined) {
-      if (KILL_AT) killPoint('locked')
+      if (KILL_AT) killPoint()
       return this.submit(payload)
     }
     return new Promise<bigint>((resolve, reject) => {
@@ -377,19 +376,15 @@ export class SharedCore implements Core {
   }
 
   /**
-   * Hand one commit to the engine (under the write lock, caught up). It resolves only once the
-   * log block publishes a tail past it: the first commit of each engine batch to settle
-   * publishes the whole batch.
+   * Hand one commit to the engine (under the write lock, caught up). The engine's log writer
+   * publishes each batch's tail in the log block once it is durable, before it acknowledges it
+   * (`sharing.publish`): a commit resolves only once others can see it.
    */
   private submit(payload: Uint8Array): Promise<bigint> {
     this.inFlight++
     return this.inner.commit(payload).then(
       (lsn) => {
         this.inFlight--
-        if (Number(lsn) > this.publishedLsn) {
-          if (KILL_AT) killPoint('synced')
-          this.publish(false)
-        }
         this.settledOne()
         return lsn
       },
@@ -414,9 +409,7 @@ export class SharedCore implements Core {
 
   private publish(abandoned: boolean): void {
     try {
-      const tail = this.inner.logTail()
-      this.file.writeLog({ tail, abandoned })
-      this.publishedLsn = tail.lsn
+      this.file.writeLog({ tail: this.inner.logTail(), abandoned })
     } catch (err) {
       this.fault(err)
     }
@@ -559,7 +552,7 @@ export class SharedCore implements Core {
       go.push(p)
     }
     if (go.length === 0) return
-    if (KILL_AT) killPoint('locked')
+    if (KILL_AT) killPoint()
     // One batch, one fdatasync: others wait for this lock.
     this.inner.holdWriter(true)
     let submitted: Array<Promise<bigint>>

@@ -4,7 +4,8 @@
  * participant rewrites it after full recovery.
  *
  * Layout (little-endian):
- * - bytes 0..128: the log block (written only by the holder of the `write` lock), twice;
+ * - bytes 0..128: the log block (`lib/format/shared.ts`; written only under the `write` lock, by
+ *   the participant or its engine's log writer), twice;
  * - bytes 128..256: the checkpoint block (written only by the holder of the `ckpt` lock), twice;
  * - bytes 4096..: SLOTS_MAX slots of 64 bytes, each written only by the participant that holds
  *   its slot lock.
@@ -14,15 +15,15 @@
 import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32c } from '../format/crc32c.js'
+import { BLOCK_COPY_BYTES, LOG_ABANDONED, LOG_BLOCK_AT, SHARED_FILE, SHARED_MAGIC, SHARED_VERSION, logBlock } from '../format/shared.js'
 import { parseSegmentName, segmentName } from '../format/log.js'
 import type { LogTail } from '../core/types.js'
 import { KestrelError } from '../errors.js'
 
-export const SHARED_FILE = 'SHARED'
-const MAGIC = 0x5248534b // "KSHR"
-const VERSION = 1
-const COPY_BYTES = 64
-const LOG_BLOCK_AT = 0
+export { SHARED_FILE }
+const MAGIC = SHARED_MAGIC
+const VERSION = SHARED_VERSION
+const COPY_BYTES = BLOCK_COPY_BYTES
 const CKPT_BLOCK_AT = 128
 const SLOTS_AT = 4096
 /** Participants one directory can have at once (processes and Workers each take one). */
@@ -114,19 +115,14 @@ export class SharedFile {
     if (!b) return undefined
     return {
       tail: { lsn: Number(b.readBigUInt64LE(8)), segment: segmentName(Number(b.readBigUInt64LE(16))), offset: Number(b.readBigUInt64LE(24)) },
-      abandoned: (b.readUInt32LE(32) & 1) !== 0,
+      abandoned: (b.readUInt32LE(32) & LOG_ABANDONED) !== 0,
     }
   }
 
   writeLog(block: LogBlock): void {
     const first = parseSegmentName(block.tail.segment)
     if (first === undefined) throw new KestrelError('KESTREL_CORRUPT', `not a log segment name: ${block.tail.segment}`)
-    this.writeBlock(LOG_BLOCK_AT, (b) => {
-      b.writeBigUInt64LE(BigInt(block.tail.lsn), 8)
-      b.writeBigUInt64LE(BigInt(first), 16)
-      b.writeBigUInt64LE(BigInt(block.tail.offset), 24)
-      b.writeUInt32LE(block.abandoned ? 1 : 0, 32)
-    })
+    writeSync(this.fd, logBlock(block.tail.lsn, first, block.tail.offset, block.abandoned), 0, 2 * COPY_BYTES, LOG_BLOCK_AT)
   }
 
   readCkpt(): CkptBlock | undefined {

@@ -73,6 +73,9 @@ pub struct Sharing {
     /// Test-only: an engine of its own even where this process has one open on the directory
     /// (see `threads`), standing in for another process's.
     pub apart: bool,
+    /// The writer publishes each durable batch's tail in the `SHARED` log block (`log::publish`).
+    /// Of the handles sharing one engine, the first opener's choice holds.
+    pub publish: bool,
 }
 
 impl Default for Options {

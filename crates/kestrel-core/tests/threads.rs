@@ -30,7 +30,7 @@ impl Heard {
 }
 
 fn sharing(apart: bool) -> Options {
-    Options { sharing: Some(Sharing { tail: None, apart }), ..Options::default() }
+    Options { sharing: Some(Sharing { tail: None, apart, publish: false }), ..Options::default() }
 }
 
 fn open(dir: &Path, options: Options) -> (EngineHandle, Arc<Heard>) {
@@ -91,7 +91,7 @@ fn handles_share_one_engine_and_it_closes_with_the_last() {
 fn apart_opens_an_engine_of_its_own() {
     let t = TempDir::created("threads-apart");
     let (a, _) = open(t.path(), sharing(false));
-    let (b, _) = open(t.path(), Options { sharing: Some(Sharing { tail: Some(a.log_tail()), apart: true }), ..Options::default() });
+    let (b, _) = open(t.path(), Options { sharing: Some(Sharing { tail: Some(a.log_tail()), apart: true, publish: false }), ..Options::default() });
     assert_eq!((a.handles(), b.handles()), (1, 1));
     b.close().unwrap();
     a.close().unwrap();

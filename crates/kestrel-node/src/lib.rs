@@ -51,6 +51,7 @@ pub struct NativeOpenOptions {
 pub struct NativeSharing {
     pub tail: Option<NativeLogTail>,
     pub apart: Option<bool>,
+    pub publish: Option<bool>,
 }
 
 /// `LogTail`: the next frame goes to `segment` at byte `offset`; the one before has LSN `lsn`.
@@ -302,7 +303,7 @@ impl NativeEngine {
             deferred_bytes_max: positive("deferredBytesMax", options.deferred_bytes_max)?,
             sharing: match options.sharing {
                 None => None,
-                Some(s) => Some(Sharing { tail: s.tail.map(tail_from).transpose()?, apart: s.apart.unwrap_or(false) }),
+                Some(s) => Some(Sharing { tail: s.tail.map(tail_from).transpose()?, apart: s.apart.unwrap_or(false), publish: s.publish.unwrap_or(false) }),
             },
         };
         let notify: kestrel_core::Notify = Box::new(move |lsn, err| {

@@ -6,6 +6,7 @@
 //! - `envelope.rs`: the index envelope, index-tree names and entry keys.
 //! - `page_layout.rs`: the pages of `pages.kdb` (header, meta, leaf, branch, overflow, free list,
 //!   packing).
+//! - `shared.rs`: the log block of the `SHARED` file (sharing).
 //!
 //! Format-wide: the version and the checksum below, little-endian integers throughout.
 
@@ -13,6 +14,7 @@ pub mod envelope;
 pub mod log;
 pub mod page_layout;
 pub mod payload;
+pub mod shared;
 
 /// The on-disk format version, in the identity file, every segment header and every meta page.
 pub const FORMAT_VERSION: u32 = 1;

@@ -1,7 +1,8 @@
 //! The group-commit log writer: one thread that takes everything queued while its previous write
 //! and fdatasync ran as the next batch, writes it with one `write` (the last frame flagged
 //! BATCH_END) and one `fdatasync`, and only then applies the batch to the store (in LSN order),
-//! advances the visible LSN, hands the batch to the gopher and notifies. Durability before
+//! advances the visible LSN, publishes the tail (sharing), hands the batch to the gopher and
+//! notifies. Durability before
 //! visibility holds because nothing reaches the store before the step that acknowledges it.
 //!
 //! The active segment keeps [`PREALLOC_BYTES`] of synced zeros ahead of the write position, so a
@@ -21,6 +22,7 @@ use crate::error::{Code, Error, Result};
 use crate::flush::{self, Batch};
 use crate::format::log::*;
 use crate::format::payload::{self, Commit};
+use crate::log::publish::Publisher;
 use crate::vfs::{sync_dir, LogFile, Purpose, Vfs};
 
 /// The writer keeps this many zeroed bytes ahead of the write position: an fdatasync of data
@@ -46,6 +48,8 @@ pub(crate) struct Writer {
     /// Owned by the writer thread (the only caller), so that it is dropped — and a JavaScript
     /// callback behind it released — as soon as the writer stops: on close, crash or failure.
     notify: Notify,
+    /// Sharing: publishes each durable batch's tail (`log::publish`).
+    publisher: Option<Publisher>,
 }
 
 /// Create segment `first_lsn` in `log_dir`: the file, its header, both durable.
@@ -74,7 +78,9 @@ impl Writer {
         active_name: String,
         notify: Notify,
     ) -> Writer {
-        Writer { shared, options, log_dir, vfs, active, active_name, last_sync: Instant::now(), unsynced: false, notify }
+        let dir = log_dir.parent().expect("the log directory is inside the database directory").to_path_buf();
+        let publisher = options.sharing.as_ref().filter(|s| s.publish).map(|_| Publisher::new(dir));
+        Writer { shared, options, log_dir, vfs, active, active_name, last_sync: Instant::now(), unsynced: false, notify, publisher }
     }
 
     /// Run the writer on its own thread until the engine stops or a write fails.
@@ -245,6 +251,9 @@ impl Writer {
             self.shared.visible_lsn.store(last, Ordering::Release);
             drop(store);
             *self.shared.durable_at.lock().expect("durable lock") = (self.active_name.clone(), self.active.len(), last);
+            if let Some(p) = &mut self.publisher {
+                p.publish(last, &self.active_name, self.active.len());
+            }
             // Hand the batch to the gopher; a full queue holds the acknowledgement back
             // (committers wait), it never drops the batch.
             flush::push(&self.shared, Batch::new(last, written), record_bytes);

@@ -11,7 +11,7 @@
  * more is acknowledged until it is reopened.
  */
 import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { KestrelError, toKestrelError } from '../../../errors.js'
 import { BATCH_END, FRAME_HEADER_BYTES, RECORD_COMMIT, segmentHeader, segmentName, writeFrame } from '../../../format/log.js'
 import type { CoreOpenOptions, LogTail } from '../../types.js'
@@ -20,6 +20,7 @@ import { makeBatch, type Flow } from '../flush.js'
 import { syncDir } from '../fsutil.js'
 import type { Store, Written } from '../store/index.js'
 import type { LogFile, Vfs } from '../vfs.js'
+import { Publisher } from './publish.js'
 
 /**
  * The writer keeps this many zeroed bytes ahead of the write position: an fdatasync of data
@@ -56,6 +57,8 @@ export class Writer {
   visibleLsn: number
   /** The last published batch: the active segment's name and length after it, its last LSN. */
   durableAt: { segment: string; length: number; lsn: number }
+  /** Sharing: publishes each durable batch's tail (`publish.ts`). */
+  private readonly publisher: Publisher | undefined
 
   constructor(
     private readonly logDir: string,
@@ -70,6 +73,7 @@ export class Writer {
     public segments: number,
     lastLsn: number,
   ) {
+    this.publisher = options.sharing?.publish ? new Publisher(dirname(logDir)) : undefined
     this.visibleLsn = lastLsn
     this.durableAt = { segment: activeName, length: active.length, lsn: lastLsn }
   }
@@ -203,6 +207,7 @@ export class Writer {
     const last = batch[batch.length - 1]!.lsn
     this.visibleLsn = last
     this.durableAt = { segment: this.activeName, length: this.active.length, lsn: last }
+    this.publisher?.publish(last, this.activeName, this.active.length)
     const wait = this.flow.push(makeBatch(last, written))
     if (wait) await wait
     for (const p of batch) p.resolve(BigInt(p.lsn))
@@ -254,6 +259,7 @@ export class Writer {
 
   /** Close the active segment's file (after `seal`, or without it after a failure). */
   async closeActive(): Promise<void> {
+    this.publisher?.close()
     await this.active.close()
   }
 
