@@ -99,6 +99,15 @@ export declare class NativeEngine {
   crash(tearBytes: number): void
 }
 
+/**
+ * Map the first `len_bytes` of the file at `path`, which must be at least that long and never
+ * shrink while mapped (the `SHARED` file is written whole once and never cut). The Buffer
+ * unmaps when it is collected. Fails where the platform cannot map, or where the runtime copies
+ * external memory instead of viewing it (the copy would never change): callers then read the
+ * file instead.
+ */
+export declare function mapShared(path: string, lenBytes: number): Buffer
+
 /** What a backup copies (see `Engine::backup_plan`). */
 export interface NativeBackupPlan {
   commitId: number

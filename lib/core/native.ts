@@ -38,6 +38,20 @@ export function loadNative(): void {
   binding()
 }
 
+/**
+ * A read-only view of the first `bytes` of the file at `path`, mapped shared, so that reading it
+ * costs no system call (`crates/kestrel-node/src/mapped.rs`); undefined where the binding or the
+ * mapping is unavailable (the caller reads the file instead). The file must never shrink below
+ * `bytes` while the view lives.
+ */
+export function mapFileHead(path: string, bytes: number): Buffer | undefined {
+  try {
+    return binding().mapShared(path, bytes)
+  } catch {
+    return undefined
+  }
+}
+
 interface Pending {
   lsn: number
   resolve: (lsn: bigint) => void

@@ -318,6 +318,7 @@ export class SharedCore implements Core {
   /** Catch up to the published tail now, if no own commit is being written (then we are current). */
   private refreshNow(): void {
     if (this.inFlight > 0 || this.caughtUnderLock) return
+    if (this.file.glanceLogLsn() <= Number(this.inner.lastCommitId())) return
     const log = this.file.readLog()
     if (log && log.tail.lsn > Number(this.inner.lastCommitId())) this.applyForeign(log.tail, false)
   }

@@ -12,19 +12,22 @@
  * Every 64-byte copy ends with the CRC32C of its first 60 bytes; a reader takes the first copy
  * whose CRC holds (a writer that dies between the copies leaves one whole).
  */
-import { closeSync, constants, openSync, readSync, writeSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32c } from '../format/crc32c.js'
 import { BLOCK_COPY_BYTES, LOG_ABANDONED, LOG_BLOCK_AT, SHARED_FILE, SHARED_MAGIC, SHARED_VERSION, logBlock } from '../format/shared.js'
 import { parseSegmentName, segmentName } from '../format/log.js'
 import type { LogTail } from '../core/types.js'
 import { KestrelError } from '../errors.js'
+import { mapFileHead } from '../core/native.js'
 
 export { SHARED_FILE }
 const MAGIC = SHARED_MAGIC
 const VERSION = SHARED_VERSION
 const COPY_BYTES = BLOCK_COPY_BYTES
 const CKPT_BLOCK_AT = 128
+/** The log and checkpoint blocks: the part of the file that is mapped. */
+const MAPPED_BYTES = CKPT_BLOCK_AT + 2 * BLOCK_COPY_BYTES
 const SLOTS_AT = 4096
 /** Participants one directory can have at once (processes and Workers each take one). */
 export const SLOTS_MAX = 128
@@ -72,19 +75,38 @@ function whole(buf: Buffer, at: number): boolean {
 
 export class SharedFile {
   private readonly fd: number
+  private readonly path: string
   private readonly buf = Buffer.alloc(2 * COPY_BYTES)
   private readonly slotBuf = Buffer.alloc(SLOTS_MAX * SLOT_BYTES)
+  /**
+   * The log and checkpoint blocks mapped (no system call per read: the log block is read on
+   * every `lastCommitId`), once the file is whole; until then, or without the native binding,
+   * they are read with `pread`.
+   */
+  private mapped: Buffer | undefined
 
   constructor(dir: string) {
-    this.fd = openSync(join(dir, SHARED_FILE), constants.O_RDWR | constants.O_CREAT, 0o644)
+    this.path = join(dir, SHARED_FILE)
+    this.fd = openSync(this.path, constants.O_RDWR | constants.O_CREAT, 0o644)
+    this.map()
+  }
+
+  private map(): void {
+    if (!this.mapped && fstatSync(this.fd).size >= SHARED_BYTES) this.mapped = mapFileHead(this.path, MAPPED_BYTES)
   }
 
   close(): void {
+    // The mapping goes with the Buffer, when it is collected.
+    this.mapped = undefined
     closeSync(this.fd)
   }
 
   private readBlock(at: number): Buffer | undefined {
-    const n = readSync(this.fd, this.buf, 0, 2 * COPY_BYTES, at)
+    let n: number
+    if (this.mapped) {
+      this.buf.set(this.mapped.subarray(at, at + 2 * COPY_BYTES))
+      n = 2 * COPY_BYTES
+    } else n = readSync(this.fd, this.buf, 0, 2 * COPY_BYTES, at)
     for (const copy of [0, COPY_BYTES]) {
       if (n < copy + COPY_BYTES) break
       if (this.buf.readUInt32LE(copy) === MAGIC && this.buf.readUInt32LE(copy + 4) === VERSION && whole(this.buf, copy)) {
@@ -107,6 +129,17 @@ export class SharedFile {
     // One write, copied into the page cache front to back: a reader racing it finds the first
     // copy whole and new, or torn with the second still whole and old.
     writeSync(this.fd, b, 0, 2 * COPY_BYTES, at)
+  }
+
+  /**
+   * The LSN of the published tail as the first copy of the log block holds it right now, unchecked
+   * (Infinity when the block is not mapped: then only `readLog` can tell). A copy read while its
+   * writer rewrites it may show any LSN, but that tail is not acknowledged to anyone yet: if the
+   * glance shows no newer LSN than the reader's, there is nothing it must see; if it shows one,
+   * `readLog` reads the checked block.
+   */
+  glanceLogLsn(): number {
+    return this.mapped ? Number(this.mapped.readBigUInt64LE(LOG_BLOCK_AT + 8)) : Number.POSITIVE_INFINITY
   }
 
   /** The published log tail, or undefined when the file holds none (not initialised). */
@@ -200,5 +233,6 @@ export class SharedFile {
   /** Zero the whole file's blocks (an opener that found no live participant, before recovery). */
   reset(): void {
     writeSync(this.fd, Buffer.alloc(SHARED_BYTES), 0, SHARED_BYTES, 0)
+    this.map()
   }
 }

@@ -1,5 +1,6 @@
 //! N-API binding for kestreldb: a thin skin over `kestrel-core`. No engine logic lives here —
-//! only argument conversion, error-code mapping and the durability callback.
+//! only argument conversion, error-code mapping and the durability callback — and `mapped.rs`,
+//! a memory-mapped view of a file's head for the sharing protocol.
 
 use std::path::Path;
 
@@ -8,6 +9,8 @@ use kestrel_core::{CheckpointOptions, Durability, EngineHandle, Errno, FaultOpti
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
+
+pub mod mapped;
 
 /// Map an engine error to a JS error whose `code` is the stable KESTREL_* string.
 fn to_js(err: kestrel_core::Error) -> napi::Error<String> {
