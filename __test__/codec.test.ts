@@ -126,7 +126,23 @@ describe('value codec', () => {
     await expectCode(() => encodeValue({ s: Symbol('x') }), 'KESTREL_INVALID_VALUE')
     const cyclic: Record<string, unknown> = {}
     cyclic.self = cyclic
-    await expectCode(() => encodeValue(cyclic), 'KESTREL_INVALID_VALUE')
+    expect((await expectCode(() => encodeValue(cyclic), 'KESTREL_INVALID_VALUE')).message).toContain('contains a cycle')
+    // A cycle through an array, a Map and a Set, reached below a shared (acyclic) part.
+    const shared = { leaf: 1 }
+    const ring: unknown[] = [shared]
+    ring.push(new Map([['k', new Set([{ back: ring }])]]))
+    expect((await expectCode(() => encodeValue({ a: shared, b: ring }), 'KESTREL_INVALID_VALUE')).message).toContain('contains a cycle')
+    // Deep but acyclic: its own reason. 256 levels are fine.
+    let deep: unknown = 0
+    for (let i = 0; i < 300; i++) deep = [deep]
+    expect((await expectCode(() => encodeValue(deep), 'KESTREL_INVALID_VALUE')).message).toContain('nests deeper than 256 levels')
+    let fine: unknown = 0
+    for (let i = 0; i < 256; i++) fine = [fine]
+    expect(decodeValue(encodeValue(fine))).toEqual(fine)
+    // Unencodable things inside Maps and Sets, keys included; inherited properties are not walked.
+    await expectCode(() => encodeValue(new Map([[Symbol('k'), 1]])), 'KESTREL_INVALID_VALUE')
+    await expectCode(() => encodeValue(new Set([() => 1])), 'KESTREL_INVALID_VALUE')
+    expect(decodeValue(encodeValue(Object.create({ fn: () => 1 }, { own: { value: 1, enumerable: true } })))).toEqual({ own: 1 })
   })
 
   it('refuses values over 64 MiB', async () => {

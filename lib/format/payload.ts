@@ -4,6 +4,7 @@
  * parses it with its twin, `format/payload.rs`).
  */
 import { KestrelError } from '../errors.js'
+import { transientBytes } from '../codec/bytes.js'
 import { KEY_BYTES_MAX } from '../codec/key.js'
 import { VALUE_BYTES_MAX } from '../codec/value.js'
 import { ENVELOPE_OVERHEAD_BYTES_MAX } from './envelope.js'
@@ -67,10 +68,11 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', `a commit holds 1 to ${COMMIT_OPS_MAX} writes, not ${ops.length}; split the transaction`)
   }
   // Hot path (one commit per transaction): a plain array for the few collections of a commit,
-  // little-endian integers written by hand, one allocation.
+  // little-endian integers written by hand, one pooled allocation (the engines copy the payload,
+  // or the values out of it, before they keep anything).
   const names: string[] = []
   const nameBytes: Uint8Array[] = []
-  const indexes = new Uint16Array(ops.length)
+  const indexes: number[] = new Array(ops.length)
   let size = 2 + 4
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i]!
@@ -90,7 +92,7 @@ export function encodeCommit(ops: readonly WriteOp[]): Uint8Array {
     if (bad) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `cannot encode commit: ${bad}`)
     size += 1 + 2 + 4 + op.key.length + (op.value ? 4 + op.value.length : 0)
   }
-  const out = new Uint8Array(size)
+  const out = transientBytes(size)
   let pos = 0
   const u16 = (v: number): void => {
     out[pos++] = v & 0xff

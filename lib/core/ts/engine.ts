@@ -170,9 +170,13 @@ export class TsCore implements Core {
     }
   }
 
-  commit(payload: Uint8Array): Promise<bigint> {
+  commit(given: Uint8Array): Promise<bigint> {
     const refused = this.queue.refusal()
     if (refused) return Promise.reject(refused)
+    // The queue, the log writer and the dirty set keep views into the payload (keys stay until a
+    // checkpoint): keep them in an array of our own, not in the caller's — a slice of a shared
+    // pool (lib/codec/bytes.ts transientBytes) would pin its whole slab.
+    const payload = given.byteLength === given.buffer.byteLength ? given : given.slice()
     let ops: WriteOp[]
     try {
       ops = decodeCommit(payload)
