@@ -21,10 +21,10 @@ export function bytesToOrderedString(bytes: Uint8Array): string {
 }
 
 /**
- * `n` uninitialised bytes for an array that lives only until its commit is handed to the engine
- * (an encoded value, a commit payload), to be written whole: small ones come from Node's shared
- * pool, a fraction of the cost of a fresh ArrayBuffer (about 1.5 µs each here). Never keep one
- * longer: a slice pins its whole pool slab.
+ * `n` uninitialised bytes, to be written whole, for an array that lives about as long as a
+ * transaction (an encoded key or value, a commit payload): small ones come from Node's shared
+ * pool, a fraction of the cost of a fresh ArrayBuffer (about 1.5 µs each here). What is kept
+ * for long (the engines' stores) is copied out first: a slice pins its whole 8 KiB slab.
  */
 export function transientBytes(n: number): Uint8Array {
   const pooled = Buffer.allocUnsafe(n)

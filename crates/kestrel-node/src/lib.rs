@@ -365,7 +365,9 @@ impl NativeEngine {
     /// Copy the value of a key at `snapshot` into `out`: returns its length, -1 when absent, or
     /// -2 when it does not fit (call `get` instead). Saves a Buffer allocation per read.
     #[napi]
-    pub fn get_into(&self, collection: u32, key: &[u8], snapshot: f64, mut out: Uint8Array) -> std::result::Result<i64, napi::Error<String>> {
+    pub fn get_into(&self, collection: u32, key: &[u8], snapshot: f64, mut out: Uint8ArraySlice<'_>) -> std::result::Result<i64, napi::Error<String>> {
+        // SAFETY: the JavaScript caller's buffer, not touched by JavaScript during this call (a
+        // borrow, not a reference kept: a read pays for no handle).
         let out: &mut [u8] = unsafe { out.as_mut() };
         self.with_name(collection, |name| {
             self.engine.with_value(name, key, snapshot as u64, |v| match v {
