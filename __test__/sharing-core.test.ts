@@ -18,6 +18,7 @@ import { segmentHeader, segmentName } from '../lib/format/log.js'
 import { encodeCommit, OP_PUT } from '../lib/format/payload.js'
 import { resolveOptions } from '../lib/options.js'
 import { SharedFile } from '../lib/shared/file.js'
+import { tryLock } from '../lib/shared/locks.js'
 import { expectCode, tempDir } from './helpers.js'
 
 const ENGINES = ['native', 'ts'] as const
@@ -54,6 +55,38 @@ function writeAt(path: string, offset: number, bytes: Uint8Array): void {
 const TORN = Uint8Array.from([200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 0, 0, 0, 0, 0x81, 7, 7, 7])
 
 describe.each(ENGINES)('sharing primitives (%s)', (engine) => {
+  it("keepWriteLock: the native engine keeps the write lock taken past its thread's own socket until letGoWriteLock or close (after its queued commits); the ts engine cannot", async () => {
+    const dir = tempDir()
+    const core = await openCore(engine, dir, { sharing: {} })
+    const name = `kestreldb-test/${process.pid}/${Math.random()}/w`
+    const taken = (): boolean => {
+      const probe = tryLock(name)
+      probe?.release()
+      return probe === undefined
+    }
+    const own = tryLock(name)!
+    expect(own.fd).toBeGreaterThanOrEqual(0)
+    core.keepWriteLock(own.fd)
+    own.release() // as a Worker's sockets close when it is stopped
+    expect(taken()).toBe(engine === 'native')
+    core.letGoWriteLock()
+    expect(taken()).toBe(false)
+    // Kept again, with a commit queued while the writer is held (a thread stopped between
+    // holdWriter(true) and holdWriter(false)): close writes it, then lets go.
+    const again = tryLock(name)!
+    core.keepWriteLock(again.fd)
+    again.release()
+    core.holdWriter(true)
+    const done = core.commit(put('k', 'queued'))
+    expect(taken()).toBe(engine === 'native')
+    await core.close()
+    expect(taken()).toBe(false)
+    expect(Number(await done)).toBe(1)
+    const reopened = await openCore(engine, dir)
+    expect(read(reopened, 'k')).toBe('queued')
+    await reopened.close()
+  })
+
   it("with sharing.publish the log writer writes each durable batch's tail into the SHARED log block; without it, the block is left alone", async () => {
     const dir = tempDir()
     const a = await openCore(engine, dir, { sharing: { publish: true } })

@@ -69,6 +69,14 @@ export declare class NativeEngine {
   logTail(): NativeLogTail
   /** Sharing: what the handle at `from` has not seen up to `tail` (see `Engine::catch_up_from`). */
   catchUpFrom(from: NativeLogTail, tail: NativeLogTail, adopt: boolean): NativeCaughtUp
+  /**
+   * Sharing: this thread took the directory's write lock, whose listening socket is `fd`; the
+   * engine keeps it taken until `letGoWriteLock`, or, if the thread ends first, until this
+   * handle's queued commits are written (see `EngineHandle::keep_write_lock`).
+   */
+  keepWriteLock(fd: number): void
+  /** Sharing: this thread lets go of the write lock (call before closing its socket). */
+  letGoWriteLock(): void
   /** Handles open on this engine in this process (threads sharing it), this one included. */
   handles(): number
   /**

@@ -436,6 +436,19 @@ export class NativeCore implements Core {
     this.live().holdWriter(hold)
   }
 
+  keepWriteLock(fd: number): void {
+    try {
+      this.live().keepWriteLock(fd)
+    } catch (err) {
+      throw toKestrelError(err, 'keeping the write lock')
+    }
+  }
+
+  letGoWriteLock(): void {
+    // Closed: the handle let go of it when it closed.
+    if (this.handle && !this.closed) this.handle.letGoWriteLock()
+  }
+
   leaveSharing(): void {
     this.live().leaveSharing()
     this.sharing = false

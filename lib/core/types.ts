@@ -284,6 +284,15 @@ export interface Core {
    */
   holdWriter(hold: boolean): void
   /**
+   * Sharing: this thread took the directory's write lock, whose listening socket is `fd`. The
+   * engine may keep it taken (a duplicate of the socket) until `letGoWriteLock` — or, if the
+   * thread ends first, until the commits it queued are written — so that none of them lands
+   * after another process took the lock.
+   */
+  keepWriteLock(fd: number): void
+  /** Sharing: this thread lets go of the write lock; call it before closing the socket. */
+  letGoWriteLock(): void
+  /**
    * Sharing: this engine is now the directory's only user (the caller holds every lock and has
    * caught up), so `close()` seals the log and writes the final checkpoint as without sharing.
    */

@@ -466,6 +466,8 @@ export class SharedCore implements Core {
         `another process has held the write lock of ${this.dir} for ${WRITE_WAIT_MS / 1000} s (stopped or stuck?); these commits were not written: retry them`,
     )
     this.caughtUnderLock = false
+    // Held by the engine too, until this thread's commits are written even if it ends first.
+    if (this.writeLock.fd >= 0) this.inner.keepWriteLock(this.writeLock.fd)
     // A participant that starts waiting while the lock sits idle here gets it at once.
     this.writeLock.onContended = () => {
       if (!this.running && this.inFlight === 0) this.handOver()
@@ -505,6 +507,7 @@ export class SharedCore implements Core {
   private releaseWrite(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer)
     this.idleTimer = undefined
+    if (this.writeLock) this.inner.letGoWriteLock()
     this.writeLock?.release()
     this.writeLock = undefined
     this.caughtUnderLock = false
@@ -767,6 +770,11 @@ export class SharedCore implements Core {
   holdWriter(hold: boolean): void {
     this.inner.holdWriter(hold)
   }
+
+  /** The participant itself keeps its engine's hold on the write lock (acquireWrite). */
+  keepWriteLock(_fd: number): void {}
+
+  letGoWriteLock(): void {}
 
   logTail(): LogTail {
     return this.inner.logTail()

@@ -58,6 +58,12 @@ export class NamedLock {
     return this.server !== undefined
   }
 
+  /** The listening socket's file descriptor (-1 where the platform does not say). */
+  get fd(): number {
+    const fd = (this.server as unknown as { _handle?: { fd?: number } } | undefined)?._handle?.fd
+    return typeof fd === 'number' ? fd : -1
+  }
+
   /** Someone waits for this lock (connected to it). */
   get contended(): boolean {
     return this.waiters.size > 0

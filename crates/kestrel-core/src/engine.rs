@@ -340,6 +340,27 @@ impl Engine {
         Ok(lsn)
     }
 
+    /// Wait until every queued commit is written and settled, or the engine stopped, for at most
+    /// `wait`: whether it got there. A handle whose thread ended calls it before it lets go of
+    /// the directory's write lock (`threads`), so that no commit of it lands after the lock.
+    pub fn wait_queue_written(&self, wait: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        let mut q = self.shared.queue.lock().expect("queue lock");
+        // Bounded by the deadline.
+        loop {
+            let stopped = matches!(q.state, State::Crashed | State::Failed(_));
+            if stopped || (q.items.is_empty() && q.next_lsn == self.log_tail().lsn + 1) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            drop(q);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            q = self.shared.queue.lock().expect("queue lock");
+        }
+    }
+
     /// While held, the writer starts no batch: commits queued meanwhile go out as one write and
     /// one fdatasync (a participant holding the write lock of a shared directory for one batch).
     pub fn hold_writer(&self, hold: bool) {

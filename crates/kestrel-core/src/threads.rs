@@ -6,7 +6,9 @@
 //!
 //! What differs per handle lives here: the durability callback (every handle hears every batch
 //! and settles its own commits), the retention horizon (the engine keeps what the oldest handle
-//! needs), and closing (the engine closes with its last handle).
+//! needs), the directory's write lock while the handle's thread holds it (a duplicate of its
+//! socket, let go only once the handle's commits are written, even if the thread ended first),
+//! and closing (the engine closes with its last handle).
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -53,7 +55,21 @@ pub struct EngineHandle {
     host: Arc<Host>,
     id: u64,
     closed: AtomicBool,
+    /// This handle holds the writer (`hold_writer`): let go at close if its thread could not.
+    holding: AtomicBool,
+    /// The directory's write lock while this handle's thread holds it: a duplicate of the lock's
+    /// socket (`keep_write_lock`). A thread's own sockets close when it ends, before anything
+    /// else of it is cleaned up; this one keeps the lock until the handle's commits are written.
+    write_lock: Mutex<Option<WriteLockFd>>,
 }
+
+#[cfg(unix)]
+type WriteLockFd = std::os::fd::OwnedFd;
+#[cfg(not(unix))]
+type WriteLockFd = ();
+
+/// How long a closing handle waits for its commits before letting go of the write lock.
+const QUEUE_WRITTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl EngineHandle {
     /// Open `dir`, or, with the sharing option, attach to the engine this process already has
@@ -66,7 +82,7 @@ impl EngineHandle {
             _ => None,
         };
         let Some(key) = key else {
-            return Ok(EngineHandle { host: Arc::new(Host::open(dir, options, None, id, notify)?), id, closed: AtomicBool::new(false) });
+            return Ok(EngineHandle::new(Arc::new(Host::open(dir, options, None, id, notify)?), id));
         };
         // Held while opening: a second thread waits for the first one's engine instead of
         // starting its own over the same files.
@@ -79,11 +95,36 @@ impl EngineHandle {
             let start = host.engine.last_lsn();
             host.horizons.lock().expect("horizons lock").insert(id, Horizon { horizon: start, pinned: Vec::new() });
             host.handles.fetch_add(1, Ordering::AcqRel);
-            return Ok(EngineHandle { host: host.clone(), id, closed: AtomicBool::new(false) });
+            return Ok(EngineHandle::new(host.clone(), id));
         }
         let host = Arc::new(Host::open(dir, options, Some(key), id, notify)?);
         hosts.insert(key, host.clone());
-        Ok(EngineHandle { host, id, closed: AtomicBool::new(false) })
+        Ok(EngineHandle::new(host, id))
+    }
+
+    fn new(host: Arc<Host>, id: u64) -> EngineHandle {
+        EngineHandle { host, id, closed: AtomicBool::new(false), holding: AtomicBool::new(false), write_lock: Mutex::new(None) }
+    }
+
+    /// While held, the engine's writer starts no batch (see [`Engine::hold_writer`]).
+    pub fn hold_writer(&self, hold: bool) {
+        self.holding.store(hold, Ordering::Release);
+        self.host.engine.hold_writer(hold)
+    }
+
+    /// This thread took the directory's write lock, whose socket is `fd`: keep a duplicate of it,
+    /// so that the lock stays taken until [`EngineHandle::let_go_write_lock`] — or, if the thread
+    /// ends first, until the commits it queued are written (at close).
+    pub fn keep_write_lock(&self, fd: i32) -> Result<()> {
+        let kept = duplicate(fd)?;
+        *self.write_lock.lock().expect("write lock fd") = Some(kept);
+        Ok(())
+    }
+
+    /// This thread lets go of the directory's write lock (its commits are settled): drop the
+    /// duplicate first, so that the lock is free once the thread closes its own socket.
+    pub fn let_go_write_lock(&self) {
+        self.write_lock.lock().expect("write lock fd").take();
     }
 
     /// Handles open on this engine in this process (this one included).
@@ -106,6 +147,22 @@ impl EngineHandle {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // A thread that ended while holding the writer or the write lock (a Worker stopped
+        // mid-commit): its queued commits are written before the lock goes.
+        if self.holding.swap(false, Ordering::AcqRel) {
+            self.host.engine.hold_writer(false);
+        }
+        let kept = self.write_lock.lock().expect("write lock fd").take();
+        let closed = self.detach();
+        if kept.is_some() {
+            self.host.engine.wait_queue_written(QUEUE_WRITTEN_WAIT);
+        }
+        drop(kept);
+        closed
+    }
+
+    /// The rest of `close`: detach from the host; the last handle closes the engine.
+    fn detach(&self) -> Result<()> {
         let last = {
             let mut hosts = hosts().lock().expect("hosts lock");
             let before = self.host.handles.fetch_sub(1, Ordering::AcqRel);
@@ -130,6 +187,23 @@ impl EngineHandle {
         }
         Ok(())
     }
+}
+
+/// A duplicate of file descriptor `fd` (close-on-exec), owned.
+#[cfg(unix)]
+fn duplicate(fd: i32) -> Result<WriteLockFd> {
+    use std::os::fd::BorrowedFd;
+    if fd < 0 {
+        return Err(Error::new(crate::error::Code::InvalidArgument, format!("not a file descriptor: {fd}")));
+    }
+    // SAFETY: the caller's descriptor is open for the duration of this call; it is only duplicated.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().map_err(|e| Error::io("keeping the write lock", &e))
+}
+
+#[cfg(not(unix))]
+fn duplicate(_fd: i32) -> Result<WriteLockFd> {
+    Ok(())
 }
 
 /// Device and inode of `dir` (None where the platform has no inodes: no engine is shared there).

@@ -563,6 +563,20 @@ impl NativeEngine {
         })
     }
 
+    /// Sharing: this thread took the directory's write lock, whose listening socket is `fd`; the
+    /// engine keeps it taken until `letGoWriteLock`, or, if the thread ends first, until this
+    /// handle's queued commits are written (see `EngineHandle::keep_write_lock`).
+    #[napi]
+    pub fn keep_write_lock(&self, fd: i32) -> std::result::Result<(), napi::Error<String>> {
+        self.engine.keep_write_lock(fd).map_err(to_js)
+    }
+
+    /// Sharing: this thread lets go of the write lock (call before closing its socket).
+    #[napi]
+    pub fn let_go_write_lock(&self) {
+        self.engine.let_go_write_lock()
+    }
+
     /// Handles open on this engine in this process (threads sharing it), this one included.
     #[napi]
     pub fn handles(&self) -> u32 {

@@ -469,6 +469,15 @@ export class TsCore implements Core {
   /** The writer takes its batch on a later turn: commits of one synchronous step are one batch already. */
   holdWriter(_hold: boolean): void {}
 
+  /**
+   * A ts engine's writes run on its thread's event loop and stop with it; only a write already
+   * handed to libuv's thread pool can land after a Worker stopped mid-commit (docs/ARCHITECTURE.md
+   * "Limits"). Node's file API cannot duplicate a socket to hold the lock past that.
+   */
+  keepWriteLock(_fd: number): void {}
+
+  letGoWriteLock(): void {}
+
   leaveSharing(): void {
     this.shared = false
   }
