@@ -8,8 +8,8 @@
  * batch against those foreign writes, hands it to the engine (which assigns the next LSNs,
  * writes and fdatasyncs, and whose log writer publishes the new tail in SHARED), and only then
  * acknowledges.
- * Reads: the newest commit id is refreshed from SHARED once per event-loop turn; a tailer applies
- * foreign commits as they are published. Checkpoints: by one participant at a time under `ckpt`,
+ * Reads: every `lastCommitId` glances at the published tail (a memory-mapped read) and catches
+ * up when it moved; a tailer applies foreign commits as they are published. Checkpoints: by one participant at a time under `ckpt`,
  * on top of the newest one; free pages are reused only when every live participant reads the
  * newest checkpoint; log is trimmed only below what every live participant still needs.
  */
@@ -392,7 +392,7 @@ export class SharedCore implements Core {
       (err: unknown) => {
         this.inFlight--
         // Bytes past the durable tail belong to a failed batch: no one may adopt them.
-        this.publish(true)
+        this.publishAbandoned()
         this.caughtUnderLock = false
         this.settledOne()
         throw err
@@ -408,9 +408,10 @@ export class SharedCore implements Core {
     return new Promise<void>((r) => this.settledWaiters.push(r))
   }
 
-  private publish(abandoned: boolean): void {
+  /** The engine stopped at a failed batch: publish its durable tail, marking what lies past it. */
+  private publishAbandoned(): void {
     try {
-      this.file.writeLog({ tail: this.inner.logTail(), abandoned })
+      this.file.writeLog({ tail: this.inner.logTail(), abandoned: true })
     } catch (err) {
       this.fault(err)
     }
