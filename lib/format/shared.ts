@@ -19,17 +19,28 @@ export const LOG_BLOCK_AT = 0
 /** Flag: the bytes past the tail belong to a batch whose write or sync failed. */
 export const LOG_ABANDONED = 1
 
-/** Both copies of the log block for a tail (`lsn`, the segment named after `segmentFirstLsn`, `offset`). */
-export function logBlock(lsn: number, segmentFirstLsn: number, offset: number, abandoned: boolean): Uint8Array {
+/**
+ * Both copies of a block of `SHARED`: magic, version, what `fill` writes at bytes 8..60, the
+ * CRC. Written with one write, copied into the page cache front to back: a reader racing it finds
+ * the first copy whole and new, or torn with the second still whole and old.
+ */
+export function sealedBlock(fill: (v: DataView) => void): Uint8Array {
   const b = new Uint8Array(2 * BLOCK_COPY_BYTES)
   const v = new DataView(b.buffer)
   v.setUint32(0, SHARED_MAGIC, true)
   v.setUint32(4, SHARED_VERSION, true)
-  v.setBigUint64(8, BigInt(lsn), true)
-  v.setBigUint64(16, BigInt(segmentFirstLsn), true)
-  v.setBigUint64(24, BigInt(offset), true)
-  v.setUint32(32, abandoned ? LOG_ABANDONED : 0, true)
+  fill(v)
   v.setUint32(60, crc32c(b, 0, 0, 60), true)
   b.copyWithin(BLOCK_COPY_BYTES, 0, BLOCK_COPY_BYTES)
   return b
+}
+
+/** Both copies of the log block for a tail (`lsn`, the segment named after `segmentFirstLsn`, `offset`). */
+export function logBlock(lsn: number, segmentFirstLsn: number, offset: number, abandoned: boolean): Uint8Array {
+  return sealedBlock((v) => {
+    v.setBigUint64(8, BigInt(lsn), true)
+    v.setBigUint64(16, BigInt(segmentFirstLsn), true)
+    v.setBigUint64(24, BigInt(offset), true)
+    v.setUint32(32, abandoned ? LOG_ABANDONED : 0, true)
+  })
 }

@@ -15,15 +15,13 @@
 import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { crc32c } from '../format/crc32c.js'
-import { BLOCK_COPY_BYTES, LOG_ABANDONED, LOG_BLOCK_AT, SHARED_FILE, SHARED_MAGIC, SHARED_VERSION, logBlock } from '../format/shared.js'
+import { BLOCK_COPY_BYTES, LOG_ABANDONED, LOG_BLOCK_AT, SHARED_FILE, SHARED_MAGIC, SHARED_VERSION, logBlock, sealedBlock } from '../format/shared.js'
 import { parseSegmentName, segmentName } from '../format/log.js'
 import type { LogTail } from '../core/types.js'
 import { KestrelError } from '../errors.js'
 import { mapFileHead } from '../core/native.js'
 
 export { SHARED_FILE }
-const MAGIC = SHARED_MAGIC
-const VERSION = SHARED_VERSION
 const COPY_BYTES = BLOCK_COPY_BYTES
 const CKPT_BLOCK_AT = 128
 /** The log and checkpoint blocks: the part of the file that is mapped. */
@@ -109,26 +107,11 @@ export class SharedFile {
     } else n = readSync(this.fd, this.buf, 0, 2 * COPY_BYTES, at)
     for (const copy of [0, COPY_BYTES]) {
       if (n < copy + COPY_BYTES) break
-      if (this.buf.readUInt32LE(copy) === MAGIC && this.buf.readUInt32LE(copy + 4) === VERSION && whole(this.buf, copy)) {
+      if (this.buf.readUInt32LE(copy) === SHARED_MAGIC && this.buf.readUInt32LE(copy + 4) === SHARED_VERSION && whole(this.buf, copy)) {
         return this.buf.subarray(copy, copy + COPY_BYTES)
       }
     }
     return undefined
-  }
-
-  private readonly blockBuf = Buffer.alloc(2 * COPY_BYTES)
-
-  private writeBlock(at: number, fill: (b: Buffer) => void): void {
-    const b = this.blockBuf
-    b.fill(0, 0, COPY_BYTES)
-    b.writeUInt32LE(MAGIC, 0)
-    b.writeUInt32LE(VERSION, 4)
-    fill(b)
-    sealed(b, 0)
-    b.copy(b, COPY_BYTES, 0, COPY_BYTES)
-    // One write, copied into the page cache front to back: a reader racing it finds the first
-    // copy whole and new, or torn with the second still whole and old.
-    writeSync(this.fd, b, 0, 2 * COPY_BYTES, at)
   }
 
   /**
@@ -155,7 +138,8 @@ export class SharedFile {
   writeLog(block: LogBlock): void {
     const first = parseSegmentName(block.tail.segment)
     if (first === undefined) throw new KestrelError('KESTREL_CORRUPT', `not a log segment name: ${block.tail.segment}`)
-    writeSync(this.fd, logBlock(block.tail.lsn, first, block.tail.offset, block.abandoned), 0, 2 * COPY_BYTES, LOG_BLOCK_AT)
+    const b = logBlock(block.tail.lsn, first, block.tail.offset, block.abandoned)
+    writeSync(this.fd, b, 0, b.length, LOG_BLOCK_AT)
   }
 
   readCkpt(): CkptBlock | undefined {
@@ -165,10 +149,11 @@ export class SharedFile {
   }
 
   writeCkpt(block: CkptBlock): void {
-    this.writeBlock(CKPT_BLOCK_AT, (b) => {
-      b.writeBigUInt64LE(BigInt(block.seq), 8)
-      b.writeBigUInt64LE(BigInt(block.lsn), 16)
+    const b = sealedBlock((v) => {
+      v.setBigUint64(8, BigInt(block.seq), true)
+      v.setBigUint64(16, BigInt(block.lsn), true)
     })
+    writeSync(this.fd, b, 0, b.length, CKPT_BLOCK_AT)
   }
 
   /**

@@ -18,20 +18,28 @@ pub const LOG_BLOCK_AT: u64 = 0;
 /// Flag: the bytes past the tail belong to a batch whose write or sync failed.
 pub const LOG_ABANDONED: u32 = 1;
 
-/// Both copies of the log block for a tail (`lsn`, the segment named after `segment_first_lsn`,
-/// `offset`).
-pub fn log_block(lsn: u64, segment_first_lsn: u64, offset: u64, abandoned: bool) -> [u8; 2 * BLOCK_COPY_BYTES] {
+/// Both copies of a block of `SHARED`: magic, version, what `fill` writes at bytes 8..60, the
+/// CRC (see the module).
+pub fn sealed_block(fill: impl FnOnce(&mut [u8])) -> [u8; 2 * BLOCK_COPY_BYTES] {
     let mut b = [0u8; 2 * BLOCK_COPY_BYTES];
     b[0..4].copy_from_slice(&SHARED_MAGIC.to_le_bytes());
     b[4..8].copy_from_slice(&SHARED_VERSION.to_le_bytes());
-    b[8..16].copy_from_slice(&lsn.to_le_bytes());
-    b[16..24].copy_from_slice(&segment_first_lsn.to_le_bytes());
-    b[24..32].copy_from_slice(&offset.to_le_bytes());
-    b[32..36].copy_from_slice(&(if abandoned { LOG_ABANDONED } else { 0 }).to_le_bytes());
+    fill(&mut b[..60]);
     let crc = crc32c(&b[0..60]);
     b[60..64].copy_from_slice(&crc.to_le_bytes());
     b.copy_within(0..BLOCK_COPY_BYTES, BLOCK_COPY_BYTES);
     b
+}
+
+/// Both copies of the log block for a tail (`lsn`, the segment named after `segment_first_lsn`,
+/// `offset`).
+pub fn log_block(lsn: u64, segment_first_lsn: u64, offset: u64, abandoned: bool) -> [u8; 2 * BLOCK_COPY_BYTES] {
+    sealed_block(|b| {
+        b[8..16].copy_from_slice(&lsn.to_le_bytes());
+        b[16..24].copy_from_slice(&segment_first_lsn.to_le_bytes());
+        b[24..32].copy_from_slice(&offset.to_le_bytes());
+        b[32..36].copy_from_slice(&(if abandoned { LOG_ABANDONED } else { 0 }).to_le_bytes());
+    })
 }
 
 #[cfg(test)]
