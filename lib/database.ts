@@ -446,7 +446,7 @@ export async function openWith(path: string, options: OpenOptions | undefined, f
   if (typeof path !== 'string' || path.length === 0) {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'open(path) needs a directory path string')
   }
-  const { engine, core, retain } = resolveOptions(options)
+  const { engine, core, retain, postgres } = resolveOptions(options)
   if (faults) core.faults = faults
-  return new Database(await acquire(path, engine, core, retain))
+  return new Database(await acquire(path, engine, core, retain, postgres))
 }

@@ -23,6 +23,7 @@ export type KestrelErrorCode =
   | 'KESTREL_HISTORY_GONE'
   | 'KESTREL_UNIQUE'
   | 'KESTREL_BEHIND'
+  | 'KESTREL_UNAVAILABLE'
 
 const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
   'KESTREL_NATIVE_UNAVAILABLE',
@@ -43,6 +44,7 @@ const CODES: ReadonlySet<string> = new Set<KestrelErrorCode>([
   'KESTREL_HISTORY_GONE',
   'KESTREL_UNIQUE',
   'KESTREL_BEHIND',
+  'KESTREL_UNAVAILABLE',
 ])
 
 /** Is `code` one of the stable kestreldb error codes? */

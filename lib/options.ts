@@ -1,6 +1,8 @@
 /** Options of {@link open}, their defaults and their validation. */
 import { KestrelError } from './errors.js'
 import type { CoreOpenOptions, Durability, FaultOptions } from './core/types.js'
+import type { PostgresOptions } from './postgres/core.js'
+import { checkSchemaName } from './postgres/log.js'
 
 /** Which engine `open` should use. `'auto'`: native when its binary loads, else ts (one warning). */
 export type EngineChoice = 'native' | 'ts' | 'auto'
@@ -46,6 +48,12 @@ export interface OpenOptions {
    * are throttled. Default 256 MiB; at least 1 KiB.
    */
   deferredBytesMax?: number
+  /**
+   * Share the database between machines through PostgreSQL: the log lives in `schema` of the
+   * database `connectionString` names, and `path` holds this process's replica of it. Needs the
+   * `pg` package. See the README's "Several machines".
+   */
+  postgres?: PostgresOptions
 }
 
 /** The validated time-travel window. */
@@ -88,6 +96,7 @@ const OPTION_NAMES: ReadonlyArray<keyof OpenOptions> = [
   'checkpointIntervalMs',
   'flushQueueBytes',
   'deferredBytesMax',
+  'postgres',
 ]
 
 /** Edit distance, for "did you mean". Bounded by the lengths of two option names. */
@@ -112,7 +121,12 @@ function refuseUnknown(given: object, known: readonly string[], prefix: string):
 }
 
 /** Validate `open` options; returns the engine choice and the options for the core. */
-export function resolveOptions(options: OpenOptions | undefined): { engine: EngineChoice; core: CoreOpenOptions; retain: Retention } {
+export function resolveOptions(options: OpenOptions | undefined): {
+  engine: EngineChoice
+  core: CoreOpenOptions
+  retain: Retention
+  postgres?: PostgresOptions
+} {
   const o = options ?? {}
   if (typeof o !== 'object' || o === null) throw invalid('open options must be an object')
   refuseUnknown(o, OPTION_NAMES, 'option ')
@@ -149,7 +163,19 @@ export function resolveOptions(options: OpenOptions | undefined): { engine: Engi
     }
     core.checkpointIntervalMs = v
   }
-  return { engine, core, retain }
+  return { engine, core, retain, postgres: postgresOption(o.postgres) }
+}
+
+function postgresOption(p: unknown): PostgresOptions | undefined {
+  if (p === undefined) return undefined
+  if (typeof p !== 'object' || p === null)
+    throw invalid("option postgres must be an object like { connectionString: 'postgres://user@host/db', schema: 'app' }")
+  refuseUnknown(p, ['connectionString', 'schema'], 'option postgres.')
+  const { connectionString, schema } = p as PostgresOptions
+  if (typeof connectionString !== 'string' || connectionString.length === 0) {
+    throw invalid(`option postgres.connectionString must be a connection string like 'postgres://user@host:5432/db', got ${String(connectionString)}`)
+  }
+  return { connectionString, schema: checkSchemaName(schema) }
 }
 
 /** Validate the fault options of `openWithFaults` (kestreldb/testing). */

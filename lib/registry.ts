@@ -13,6 +13,8 @@ import type { Core, CoreOpenOptions, EngineName } from './core/types.js'
 import type { EngineChoice, Retention } from './options.js'
 import { Coordinator } from './txn/coordinator.js'
 import { SharedCore } from './shared/core.js'
+import { PgCore, type PostgresOptions } from './postgres/core.js'
+import { REPLICA_FILE, readReplicaMark } from './postgres/replica.js'
 
 interface Entry {
   core: Promise<Core>
@@ -67,13 +69,28 @@ function openEngine(dir: string, engine: EngineName, options: CoreOpenOptions): 
   return engine === 'native' ? NativeCore.open(dir, options) : TsCore.open(dir, options)
 }
 
-async function start(dir: string, engine: EngineName, options: CoreOpenOptions): Promise<Core> {
+async function start(dir: string, engine: EngineName, options: CoreOpenOptions, postgres: PostgresOptions | undefined): Promise<Core> {
+  if (postgres) return PgCore.open(dir, postgres, () => startAlone(dir, engine, options))
+  const mark = readReplicaMark(dir)
+  if (mark) {
+    throw new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      `${dir} is a replica of the database in PostgreSQL schema "${mark.schema}" (its ${REPLICA_FILE} file says so): open it with the postgres option naming that schema`,
+    )
+  }
   if (SHARING) return SharedCore.open(dir, engine, options, (o) => openEngine(dir, engine, o))
+  return (await startAlone(dir, engine, options)).core
+}
+
+/** Open the engine as the directory's one owner (taking the directory lock), and how to let go of the lock after closing it. */
+async function startAlone(dir: string, engine: EngineName, options: CoreOpenOptions): Promise<{ core: Core; unlock: () => Promise<void> }> {
   // The native engine takes the lock itself where it can, and holds it until its threads stop.
   const lockHere = engine === 'ts' || !NATIVE_TAKES_LOCK
   if (lockHere) await acquireLock(dir, engine)
   try {
-    return engine === 'native' ? await NativeCore.open(dir, options) : await TsCore.open(dir, options)
+    const core = engine === 'native' ? await NativeCore.open(dir, options) : await TsCore.open(dir, options)
+    // Where directories are not shared, the handle lets go of the lock itself (acquire).
+    return { core, unlock: async () => (lockHere && SHARING ? releaseLock(dir) : undefined) }
   } catch (err) {
     if (lockHere) await releaseLock(dir)
     throw err
@@ -89,11 +106,11 @@ export interface Lease {
 }
 
 /** Open the engine of `path`, or share the one already running in this process. */
-export async function acquire(path: string, choice: EngineChoice, options: CoreOpenOptions, retain: Retention): Promise<Lease> {
+export async function acquire(path: string, choice: EngineChoice, options: CoreOpenOptions, retain: Retention, postgres?: PostgresOptions): Promise<Lease> {
   const dir = await prepare(resolve(path))
   let entry = open.get(dir)
   if (!entry) {
-    const core = start(dir, pickEngine(choice), options)
+    const core = start(dir, pickEngine(choice), options, postgres)
     entry = { core, refs: 0 }
     open.set(dir, entry)
     core.catch(() => {
@@ -108,6 +125,15 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
     entry.refs--
     throw err
   }
+  if (core instanceof PgCore !== (postgres !== undefined)) {
+    entry.refs--
+    throw new KestrelError(
+      'KESTREL_INVALID_ARGUMENT',
+      core instanceof PgCore
+        ? `${dir} is already open in this process as a PostgreSQL replica; open it with the same postgres option to share it`
+        : `${dir} is already open in this process as a directory database; open it without the postgres option to share it`,
+    )
+  }
   if (choice !== 'auto' && core.engine !== choice) {
     entry.refs--
     throw new KestrelError(
@@ -119,7 +145,7 @@ export async function acquire(path: string, choice: EngineChoice, options: CoreO
   // The first handle's retention window holds for the engine's life in this process.
   if (!held.coordinator) {
     const coordinator = new Coordinator(core, retain, options.cacheBytes)
-    if (core instanceof SharedCore) core.onForeign = (first, payloads) => coordinator.noteForeign(first, payloads)
+    if (core instanceof SharedCore || core instanceof PgCore) core.onForeign = (first, payloads) => coordinator.noteForeign(first, payloads)
     held.coordinator = coordinator
   }
   let released = false

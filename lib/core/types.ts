@@ -211,6 +211,17 @@ export interface CoreStats {
     pagesWritten: number
     lastCheckpointMs: number
   }
+  /** A PostgreSQL replica's view of the shared log (absent for a directory database). */
+  replica?: {
+    /** The PostgreSQL schema holding the database. */
+    schema: string
+    /** The newest LSN this replica has heard of (a notification, a read or its own commit). */
+    headLsn: number
+    /** Commits it has heard of and not applied yet: how stale its reads may be. */
+    lagCommits: number
+    /** PostgreSQL answered the last request (commits are refused while it does not). */
+    reachable: boolean
+  }
 }
 
 /** A storage engine: serial log + store. Implemented by `native.ts` and `ts/engine.ts`. */

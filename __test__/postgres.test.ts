@@ -1,0 +1,202 @@
+/**
+ * The shared log on PostgreSQL, in one process: replicas (each its own directory) of one
+ * database, their commits, catch-up, validation across replicas, bootstrap, the replica mark,
+ * and PostgreSQL going away. The multi-host tests with child processes are in
+ * postgres-hosts.test.ts.
+ */
+import { describe, expect, it } from 'vitest'
+import { ConflictError, type Database, type EngineName, open } from '../lib/index.js'
+import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+import { PG_URL, adminPool, newSchema, pgOptions, usePostgres } from './pg-helpers.js'
+
+usePostgres()
+
+async function until(what: string, test: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms
+  // Bounded by the deadline.
+  while (!test()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it)', (engine: EngineName) => {
+  it('a commit on one replica reaches the other (notified), with the same commit id; a new replica bootstraps from the log', async () => {
+    const schema = newSchema()
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    const b = await open(tempDir('b'), { engine: other(engine), ...pgOptions(schema) })
+    const items = a.collection<{ n: number }>('items')
+    const txA = a.begin()
+    txA.put(items, 'x', { n: 1 })
+    const { commitId } = await txA.commit()
+    const bItems = b.collection<{ n: number }>('items')
+    await until('b to catch up', () => b.get(bItems, 'x') !== undefined)
+    expect(b.get(bItems, 'x')).toEqual({ n: 1 })
+    expect(b.lastCommitId()).toBe(commitId)
+    const txB = b.begin()
+    txB.put(bItems, 'y', { n: 2 })
+    const { commitId: second } = await txB.commit()
+    expect(second).toBe(commitId + 1n)
+    // A third replica starts empty and replays the whole log.
+    const c = await open(tempDir('c'), { engine, ...pgOptions(schema) })
+    const cItems = c.collection<{ n: number }>('items')
+    expect(c.get(cItems, 'x')).toEqual({ n: 1 })
+    expect(c.get(cItems, 'y')).toEqual({ n: 2 })
+    expect(c.stats().replica).toMatchObject({ schema, lagCommits: 0, reachable: true })
+    for (const db of [a, b, c]) await db.close()
+  })
+
+  it('seed 000 on two replicas: 2 x 10 concurrent load-modify-saves with retries keep all 20; appends too', async () => {
+    const schema = newSchema()
+    const dbs = [await open(tempDir('a'), { engine, ...pgOptions(schema) }), await open(tempDir('b'), { engine: other(engine), ...pgOptions(schema) })]
+    const save = (db: Database, entry: string) =>
+      db.transaction(
+        (tx) => {
+          const c = db.collection<string[]>('shared')
+          tx.put(c, 'index', [...(tx.get(c, 'index') ?? []), entry])
+        },
+        { retries: 1000 },
+      )
+    await Promise.all(dbs.flatMap((db, d) => Array.from({ length: 10 }, (_, i) => save(db, `${d}-${i}`))))
+    const append = (db: Database, entry: string) => db.transaction((tx) => tx.append(db.collection<string[]>('log'), 'l', entry))
+    await Promise.all(dbs.flatMap((db, d) => Array.from({ length: 10 }, (_, i) => append(db, `${d}-${i}`))))
+    // Each replica, caught up, holds all of both.
+    for (const db of dbs) {
+      await until('catch-up', () => (db.get(db.collection<string[]>('log'), 'l') ?? []).length === 20)
+      expect([...(db.get(db.collection<string[]>('shared'), 'index') ?? [])].sort()).toHaveLength(20)
+    }
+    for (const db of dbs) await db.close()
+  })
+
+  it('first committer wins across replicas: a transaction whose snapshot missed the other replica’s write conflicts', async () => {
+    const schema = newSchema()
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    const b = await open(tempDir('b'), { engine: other(engine), ...pgOptions(schema) })
+    const ca = a.collection<number>('c')
+    const cb = b.collection<number>('c')
+    const txB = b.begin()
+    txB.put(cb, 'k', (txB.get(cb, 'k') ?? 0) + 1)
+    await a.transaction((tx) => tx.put(ca, 'k', 100))
+    const err = await txB.commit().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConflictError)
+    expect(b.get(cb, 'k')).toBe(100)
+    await a.close()
+    await b.close()
+  })
+
+  it('a unique index holds across replicas', async () => {
+    const schema = newSchema()
+    const dbs = [await open(tempDir('a'), { engine, ...pgOptions(schema) }), await open(tempDir('b'), { engine: other(engine), ...pgOptions(schema) })]
+    const users = dbs.map((db) => db.collection<{ email: string }>('users', { indexes: { byEmail: { key: (u) => u.email, unique: true } } }))
+    for (const u of users) await u.ready()
+    const txs = dbs.map((db, i) => {
+      const tx = db.begin()
+      tx.put(users[i]!, `u${i}`, { email: 'same@example.com' })
+      return tx
+    })
+    const outcomes = await Promise.allSettled(txs.map((tx) => tx.commit()))
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1)
+    const refused = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult
+    expect(['KESTREL_UNIQUE', 'KESTREL_CONFLICT']).toContain((refused.reason as { code: string }).code)
+    for (let i = 0; i < 2; i++) {
+      await until('catch-up', () => Number(dbs[i]!.lastCommitId()) >= 1)
+      expect([...dbs[i]!.find(users[i]!, 'byEmail', 'same@example.com')]).toHaveLength(1)
+    }
+    for (const db of dbs) await db.close()
+  })
+
+  it('the replica mark: not opened without postgres, nor against another schema; a plain database is not made a replica', async () => {
+    const schema = newSchema()
+    const dir = tempDir('a')
+    const a = await open(dir, { engine, ...pgOptions(schema) })
+    await a.transaction((tx) => tx.put(a.collection('c'), 1, 1))
+    await a.close()
+    await expectCode(() => open(dir, { engine }), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => open(dir, { engine, ...pgOptions(newSchema()) }), 'KESTREL_INVALID_ARGUMENT')
+    const plain = tempDir('plain')
+    const p = await open(plain, { engine })
+    await p.transaction((tx) => tx.put(p.collection('c'), 1, 1))
+    await p.close()
+    await expectCode(() => open(plain, { engine, ...pgOptions(schema) }), 'KESTREL_INVALID_ARGUMENT')
+    // Reopened as it should be: it holds its commit.
+    const again = await open(dir, { engine, ...pgOptions(schema) })
+    expect(again.get(again.collection('c'), 1)).toBe(1)
+    await again.close()
+  })
+
+  it('PostgreSQL unreachable: a new replica is refused, an existing one opens and serves reads, commits reject with KESTREL_UNAVAILABLE', async () => {
+    const schema = newSchema()
+    const dir = tempDir('a')
+    const a = await open(dir, { engine, ...pgOptions(schema) })
+    await a.transaction((tx) => tx.put(a.collection('c'), 'k', 'v'))
+    await a.close()
+    // Nothing listens on port 1.
+    const down = { postgres: { connectionString: 'postgres://postgres@127.0.0.1:1/test', schema } }
+    await expectCode(() => open(tempDir('new'), { engine, ...down }), 'KESTREL_UNAVAILABLE')
+    const offline = await open(dir, { engine, ...down })
+    expect(offline.get(offline.collection('c'), 'k')).toBe('v')
+    expect(offline.stats().replica?.reachable).toBe(false)
+    const err = await expectCode(() => offline.transaction((tx) => tx.put(offline.collection('c'), 'k', 'w')), 'KESTREL_UNAVAILABLE')
+    expect(err.message).toMatch(/127\.0\.0\.1:1/)
+    expect(offline.get(offline.collection('c'), 'k')).toBe('v')
+    await offline.close()
+    // Nothing was written: back online, the value is the old one and commits go on.
+    const back = await open(dir, { engine, ...pgOptions(schema) })
+    expect(back.get(back.collection('c'), 'k')).toBe('v')
+    await back.transaction((tx) => tx.put(back.collection('c'), 'k', 'w'))
+    expect(back.get(back.collection('c'), 'k')).toBe('w')
+    await back.close()
+  })
+
+  it('a connection killed during commits (pg_terminate_backend): every outcome definite — each acknowledged commit is in the log, each refused one is not', async () => {
+    const schema = newSchema()
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    const c = a.collection<number>('c')
+    const acked: number[] = []
+    const refused: number[] = []
+    let stop = false
+    const killer = (async () => {
+      // Bounded by `stop`.
+      while (!stop) {
+        await adminPool().query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'kestreldb' AND query ILIKE '%${schema}%'`,
+        )
+        await new Promise((r) => setTimeout(r, 3))
+      }
+    })()
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, w) => {
+        for (let i = 0; i < 40; i++) {
+          const n = w * 1000 + i
+          try {
+            await a.transaction((tx) => tx.put(c, n, n), { retries: 0 })
+            acked.push(n)
+          } catch (err) {
+            expect(['KESTREL_UNAVAILABLE', 'KESTREL_IO']).toContain((err as { code: string }).code)
+            refused.push(n)
+          }
+        }
+      }),
+    )
+    stop = true
+    await killer
+    await a.close()
+    expect(acked.length).toBeGreaterThan(0)
+    // The log is the truth: a fresh replica holds exactly the acknowledged commits.
+    const fresh = await open(tempDir('fresh'), { engine: other(engine), ...pgOptions(schema) })
+    const fc = fresh.collection<number>('c')
+    const present = [...fresh.scan(fc)].map((e) => e.key as number).sort((x, y) => x - y)
+    expect(present).toEqual([...acked].sort((x, y) => x - y))
+    for (const n of refused) expect(fresh.get(fc, n)).toBeUndefined()
+    await fresh.close()
+    const rows = await adminPool().query(`SELECT count(*)::int AS n, max(lsn)::int AS m FROM "${schema}".kestrel_log`)
+    expect(rows.rows[0]).toEqual({ n: acked.length, m: acked.length })
+  })
+
+  it('bad options are refused with KESTREL_INVALID_ARGUMENT', async () => {
+    await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: PG_URL, schema: 'Bad-Name' } }), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: PG_URL } as never }), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: '', schema: 'ok' } }), 'KESTREL_INVALID_ARGUMENT')
+    await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: PG_URL, schema: 'ok', pool: 3 } as never }), 'KESTREL_INVALID_ARGUMENT')
+  })
+})

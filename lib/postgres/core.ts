@@ -1,0 +1,691 @@
+/**
+ * A replica of a database whose log lives in PostgreSQL (docs/ARCHITECTURE.md "Several
+ * machines"): wraps this process's engine (native or ts), opened on the replica directory as on
+ * one machine, and speaks the same commit protocol as a shared directory's participant
+ * (shared/core.ts) with the log in a table instead of a file.
+ *
+ * Commit: commits submitted in one turn form a batch; one PostgreSQL transaction locks the head
+ * row, reads what others appended since this replica's last LSN and applies it locally, re-checks
+ * the batch against those foreign writes, inserts the batch's records with the next LSNs and
+ * commits. Only then are the records applied locally (same LSNs: every replica applies one log in
+ * one order) and the commits acknowledged. A connection lost during COMMIT is resolved by the
+ * batch's id once PostgreSQL answers again, never guessed.
+ * Reads: local and synchronous, at what this replica has applied. It learns of other hosts'
+ * commits from NOTIFY (a hint) and a catch-up read (the truth), and always before validating.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Client, Pool, PoolClient } from 'pg'
+import { KestrelError } from '../errors.js'
+import type {
+  BackupPlan,
+  CheckpointRef,
+  CommitCheck,
+  Core,
+  CoreCheckpointOptions,
+  CoreScanOptions,
+  CoreScavengeOptions,
+  CoreScavengeStep,
+  CoreStats,
+  EngineName,
+  LogTail,
+  PageFault,
+} from '../core/types.js'
+import { type LogRow, PgLog, checkSchemaName } from './log.js'
+import { readReplicaMark, writeReplicaMark } from './replica.js'
+
+/** Where the shared log lives: `open(dir, { postgres: { connectionString, schema } })`. */
+export interface PostgresOptions {
+  /** A node-postgres connection string, e.g. `postgres://user@host:5432/db`. */
+  connectionString: string
+  /** The schema holding the database (two schemas are two databases). */
+  schema: string
+}
+
+/** How replicas' connections show in `pg_stat_activity`. */
+const APPLICATION_NAME = 'kestreldb'
+/** How long a connection attempt may take before PostgreSQL counts as unreachable. */
+const CONNECT_TIMEOUT_MS = 3000
+/** Connections per replica: commits, catch-up reads, outcome resolution (LISTEN has its own). */
+const POOL_SIZE = 3
+/** Catch-up read this often even when no notification came (notifications are only hints). */
+const POLL_MS = 1000
+/** A lost LISTEN connection is made again after this. */
+const RELISTEN_MS = 500
+/** Most commits in one batch. */
+const BATCH_COMMITS_MAX = 4096
+/** How long an unknown outcome is resolved for (tries with a growing pause) before giving up. */
+const RESOLVE_WAIT_MS = 10 * 60_000
+/** Pause between resolution tries: from the first to the last. */
+const RESOLVE_PAUSE_MS = [50, 1000] as const
+/**
+ * Test-only: `pg-commit:<n>` SIGKILLs this process at the n-th batch once its COMMIT is sent,
+ * before the answer is read (the outcome is then up to PostgreSQL; the next open learns it).
+ */
+const KILL_AT = (() => {
+  const m = process.env.KESTREL_TEST_KILL_AT?.match(/^pg-commit:(\d+)$/)
+  return m ? Number(m[1]) : undefined
+})()
+let killCount = 0
+
+interface Pending {
+  payload: Uint8Array
+  check: CommitCheck | undefined
+  /** `foreignBatches` when the commit was queued: re-checked only if it changed. */
+  foreignAt: number
+  resolve: (lsn: bigint) => void
+  reject: (err: unknown) => void
+}
+
+type PgModule = { Pool: typeof Pool; Client: typeof Client }
+
+async function loadPg(): Promise<PgModule> {
+  try {
+    const m = (await import('pg')) as unknown as { default?: PgModule } & PgModule
+    return m.default ?? m
+  } catch (err) {
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'option postgres needs the pg package: run `npm install pg`', { cause: err })
+  }
+}
+
+/** Is `err` PostgreSQL (or the way to it) being unreachable or going away, rather than a refusal? */
+function isUnreachable(err: unknown): boolean {
+  const e = err as { code?: string; message?: string }
+  if (typeof e?.code === 'string') {
+    if (/^E(CONNREFUSED|CONNRESET|TIMEDOUT|HOSTUNREACH|NETUNREACH|PIPE|NOTFOUND|AI_AGAIN)$/.test(e.code)) return true
+    // Connection exceptions, and an administrator's or the server's shutdown.
+    if (/^08|^57P0[1-3]$/.test(e.code)) return true
+  }
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|not queryable/i.test(
+    e?.message ?? '',
+  )
+}
+
+/** `err` from PostgreSQL as a KestrelError: unreachable → KESTREL_UNAVAILABLE, else KESTREL_IO. */
+function pgError(err: unknown, what: string, where: string): KestrelError {
+  if (err instanceof KestrelError) return err
+  const msg = (err as Error)?.message ?? String(err)
+  if (isUnreachable(err)) {
+    return new KestrelError(
+      'KESTREL_UNAVAILABLE',
+      `PostgreSQL (${where}) is unreachable (${msg}): ${what}; reads still serve this replica's last state — retry once PostgreSQL is back`,
+      { cause: err },
+    )
+  }
+  return new KestrelError('KESTREL_IO', `PostgreSQL (${where}) refused ${what.replace(/ were not written$/, '')}: ${msg}`, { cause: err })
+}
+
+/** Host and port of a connection string, for messages (never the password). */
+function describe(connectionString: string): string {
+  try {
+    const u = new URL(connectionString)
+    return `${u.hostname}:${u.port || 5432}${u.pathname}`
+  } catch {
+    return 'the configured server'
+  }
+}
+
+export class PgCore implements Core {
+  readonly engine: EngineName
+  /** Foreign commits applied, for the coordinator's conflict memory (first LSN, payloads). */
+  onForeign: ((firstLsn: number, payloads: Uint8Array[]) => void) | undefined
+
+  private readonly pending: Pending[] = []
+  private running = false
+  /** Everything that applies records to the engine runs one at a time, in LSN order. */
+  private serial: Promise<void> = Promise.resolve()
+  private foreignBatches = 0
+  private closed = false
+  /** Newest head heard of (a notification or a read): the replica's lag is this minus applied. */
+  private headSeen = 0
+  /** Why PostgreSQL was last found unreachable (cleared by the next success). */
+  private unreachable: KestrelError | undefined
+  /** A local apply failed after PostgreSQL took the commits: this replica must be reopened. */
+  private faultError: KestrelError | undefined
+  private listener: Client | undefined
+  private pollTimer: NodeJS.Timeout | undefined
+  private relistenTimer: NodeJS.Timeout | undefined
+  private catchUpQueued = false
+  private readonly where: string
+
+  private constructor(
+    private readonly inner: Core,
+    private readonly unlock: () => Promise<void>,
+    private readonly pg: PgModule,
+    private readonly pool: Pool,
+    private readonly log: PgLog,
+    private readonly options: PostgresOptions,
+  ) {
+    this.engine = inner.engine
+    this.where = describe(options.connectionString)
+  }
+
+  get dir(): string {
+    return this.inner.dir
+  }
+
+  /**
+   * Open the replica in `dir` of the database in `options.schema`. `openLocal` opens this
+   * process's engine on `dir` as on one machine (taking the directory lock) and says how to
+   * let go of the lock after closing it.
+   */
+  static async open(dir: string, options: PostgresOptions, openLocal: () => Promise<{ core: Core; unlock: () => Promise<void> }>): Promise<PgCore> {
+    checkSchemaName(options.schema)
+    const pg = await loadPg()
+    const where = describe(options.connectionString)
+    const pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: POOL_SIZE,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      application_name: APPLICATION_NAME,
+    })
+    // A connection that drops is reported here (idle) or on the client (in use); whoever uses it
+    // next finds out for itself.
+    pool.on('error', () => {})
+    pool.on('connect', (client) => client.on('error', () => {}))
+    const log = new PgLog(options.schema)
+    try {
+      const mark = readReplicaMark(dir)
+      let meta: { databaseId: string; head: number } | undefined
+      let down: KestrelError | undefined
+      try {
+        meta = await log.prepare(pool)
+      } catch (err) {
+        if (!isUnreachable(err)) throw pgError(err, 'opening the database', where)
+        // A replica that exists opens without PostgreSQL (its reads serve what it holds); a new
+        // one has nothing to serve.
+        down = pgError(err, 'commits are refused until it is back', where)
+        if (!mark) throw pgError(err, `${dir} cannot be made a replica now`, where)
+      }
+      if (mark && meta && mark.databaseId !== meta.databaseId) {
+        throw new KestrelError(
+          'KESTREL_INVALID_ARGUMENT',
+          `${dir} is a replica of another database (schema "${mark.schema}", id ${mark.databaseId}) than PostgreSQL schema "${options.schema}" at ${where} holds (id ${meta.databaseId}); open it with that schema, or give this schema a new directory`,
+        )
+      }
+      const local = await openLocal()
+      try {
+        const applied = Number(local.core.lastCommitId())
+        if (!mark) {
+          if (applied > 0) {
+            throw new KestrelError(
+              'KESTREL_INVALID_ARGUMENT',
+              `${dir} holds a database that is not a PostgreSQL replica; open it without the postgres option, or move its records with kestrel export and kestrel import`,
+            )
+          }
+          writeReplicaMark(dir, { format: 1, schema: options.schema, databaseId: meta!.databaseId })
+        }
+        if (meta && applied > meta.head) {
+          throw new KestrelError(
+            'KESTREL_CORRUPT',
+            `${dir} holds commits up to ${applied} but PostgreSQL schema "${options.schema}" only up to ${meta.head} (was the schema restored from an older backup?); remove the directory to bootstrap the replica again`,
+          )
+        }
+        const core = new PgCore(local.core, local.unlock, pg, pool, log, options)
+        core.headSeen = meta?.head ?? applied
+        core.unreachable = down
+        if (meta) await core.exclusive(() => core.catchUpOnce(true))
+        core.start()
+        return core
+      } catch (err) {
+        await local.core.close().catch(() => {})
+        await local.unlock().catch(() => {})
+        throw err
+      }
+    } catch (err) {
+      await pool.end().catch(() => {})
+      throw err
+    }
+  }
+
+  // ---- catching up -------------------------------------------------------------------------
+
+  /** Run `task` after every earlier one: records reach the engine one batch at a time, in order. */
+  private exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.serial.then(task)
+    this.serial = run.then(
+      () => {},
+      () => {},
+    )
+    return run
+  }
+
+  private start(): void {
+    this.listen()
+    const poll = (): void => {
+      this.pollTimer = undefined
+      if (this.closed) return
+      this.scheduleCatchUp()
+      this.pollTimer = setTimeout(poll, POLL_MS)
+      this.pollTimer.unref()
+    }
+    this.pollTimer = setTimeout(poll, POLL_MS)
+    this.pollTimer.unref()
+  }
+
+  /** LISTEN for head moves on a connection of its own; made again when it drops. */
+  private listen(): void {
+    if (this.closed) return
+    const client = new this.pg.Client({
+      connectionString: this.options.connectionString,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      application_name: APPLICATION_NAME,
+    })
+    this.listener = client
+    const again = (): void => {
+      if (this.listener !== client) return
+      this.listener = undefined
+      client.end().catch(() => {})
+      if (this.closed) return
+      this.relistenTimer = setTimeout(() => this.listen(), RELISTEN_MS)
+      this.relistenTimer.unref()
+    }
+    client.on('error', again)
+    client.on('end', again)
+    client.on('notification', (msg) => {
+      const head = Number(msg.payload)
+      if (Number.isSafeInteger(head) && head > this.headSeen) this.headSeen = head
+      if (this.headSeen > Number(this.inner.lastCommitId())) this.scheduleCatchUp()
+    })
+    client
+      .connect()
+      .then(() => client.query(`LISTEN ${this.log.channel}`))
+      .then(() => {
+        // What was appended while no one listened.
+        this.scheduleCatchUp()
+      })
+      .catch(again)
+    // The LISTEN connection never keeps the process alive.
+    const stream = (client as unknown as { connection?: { stream?: { unref?: () => void } } }).connection?.stream
+    stream?.unref?.()
+  }
+
+  /** Catch up soon (one read queued at a time; commits catch up on their own). */
+  private scheduleCatchUp(): void {
+    if (this.catchUpQueued || this.closed) return
+    this.catchUpQueued = true
+    void this.exclusive(async () => {
+      this.catchUpQueued = false
+      if (this.closed) return
+      try {
+        await this.catchUpOnce(false)
+      } catch {
+        // Unreachable or failing: the next commit reports it; reads serve what is applied.
+      }
+    })
+  }
+
+  /**
+   * Read and apply what others appended after this replica's last LSN, without the head lock
+   * (a reader sees a prefix of the log). `all`: until caught up; else one read's worth.
+   */
+  private async catchUpOnce(all: boolean): Promise<void> {
+    try {
+      const target = all ? await this.log.head(this.pool) : 0
+      // Bounded: every read applies at least one record; with `all`, up to the head read first.
+      do {
+        const rows = await this.log.readAfter(this.pool, Number(this.inner.lastCommitId()))
+        this.unreachable = undefined
+        if (rows.length === 0) return
+        await this.applyRows(rows)
+      } while (Number(this.inner.lastCommitId()) < target)
+    } catch (err) {
+      const e = pgError(err, 'catching up', this.where)
+      if (e.code === 'KESTREL_UNAVAILABLE') this.unreachable = e
+      throw e
+    }
+  }
+
+  /**
+   * Apply others' records (the next LSNs after this replica's last) to the engine as one batch,
+   * and note their writes for validation.
+   */
+  private async applyRows(rows: readonly LogRow[]): Promise<void> {
+    const first = Number(this.inner.lastCommitId()) + 1
+    if (rows[0]!.lsn !== first) {
+      throw new KestrelError(
+        'KESTREL_CORRUPT',
+        `the PostgreSQL log of schema "${this.log.schema}" continues at LSN ${rows[0]!.lsn} where this replica expects ${first}; remove the replica directory to bootstrap it again`,
+      )
+    }
+    const payloads = rows.map((r) => r.payload)
+    await this.applyLocally(payloads, first)
+    this.foreignBatches++
+    const last = first + rows.length - 1
+    if (last > this.headSeen) this.headSeen = last
+    this.onForeign?.(first, payloads)
+  }
+
+  /** Hand `payloads` to the engine as one batch; they must take LSNs `first…` (asserted). */
+  private async applyLocally(payloads: readonly Uint8Array[], first: number): Promise<bigint[]> {
+    this.inner.holdWriter(true)
+    let done: Array<Promise<bigint>>
+    try {
+      done = payloads.map((p) => this.inner.commit(p))
+    } finally {
+      this.inner.holdWriter(false)
+    }
+    const lsns = await Promise.all(done)
+    for (let i = 0; i < lsns.length; i++) {
+      if (Number(lsns[i]) !== first + i) {
+        throw new KestrelError(
+          'KESTREL_CORRUPT',
+          `this replica applied a record as LSN ${lsns[i]} that the PostgreSQL log holds as ${first + i}; remove the replica directory to bootstrap it again`,
+        )
+      }
+    }
+    return lsns
+  }
+
+  // ---- commits -----------------------------------------------------------------------------
+
+  commit(payload: Uint8Array, check?: CommitCheck): Promise<bigint> {
+    if (this.closed) return Promise.reject(new KestrelError('KESTREL_CLOSED', 'the database is closed; open it again to use it'))
+    return new Promise<bigint>((resolve, reject) => {
+      this.pending.push({ payload, check, foreignAt: this.foreignBatches, resolve, reject })
+      if (!this.running) {
+        this.running = true
+        setImmediate(() => void this.run())
+      }
+    })
+  }
+
+  private async run(): Promise<void> {
+    try {
+      // Bounded: every pass takes at least one pending commit.
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, BATCH_COMMITS_MAX)
+        if (this.faultError) {
+          for (const p of batch) p.reject(this.faultError)
+          continue
+        }
+        await this.exclusive(() => this.writeBatch(batch))
+      }
+    } finally {
+      this.running = false
+    }
+  }
+
+  /** One batch: one PostgreSQL transaction, then applied here; every commit settles. */
+  private async writeBatch(batch: Pending[]): Promise<void> {
+    const notWritten = 'these commits were not written'
+    let c: PoolClient
+    try {
+      c = await this.pool.connect()
+    } catch (err) {
+      const e = pgError(err, notWritten, this.where)
+      if (e.code === 'KESTREL_UNAVAILABLE') this.unreachable = e
+      for (const p of batch) p.reject(e)
+      return
+    }
+    let go: Pending[]
+    let head: number
+    const id = randomUUID()
+    try {
+      const locked = await this.log.lockHead(c, Number(this.inner.lastCommitId()))
+      head = locked.head
+      this.unreachable = undefined
+      if (head > this.headSeen) this.headSeen = head
+      let rows = locked.rows
+      // Bounded: every read applies at least one record, up to `head`.
+      while (rows.length > 0) {
+        await this.applyRows(rows)
+        if (Number(this.inner.lastCommitId()) >= head) break
+        rows = await this.log.readAfter(c, Number(this.inner.lastCommitId()))
+      }
+      if (Number(this.inner.lastCommitId()) !== head) {
+        throw new KestrelError(
+          'KESTREL_CORRUPT',
+          `the PostgreSQL log of schema "${this.log.schema}" ends before its head (LSN ${head}); restore the schema from a backup`,
+        )
+      }
+      go = []
+      for (const p of batch) {
+        if (p.check && p.foreignAt !== this.foreignBatches) {
+          let refused: unknown
+          try {
+            refused = p.check()
+          } catch (err) {
+            refused = err
+          }
+          if (refused) {
+            p.reject(refused)
+            continue
+          }
+        }
+        go.push(p)
+      }
+      if (go.length === 0) {
+        await c.query('ROLLBACK')
+        c.release()
+        return
+      }
+      await this.log.append(
+        c,
+        head,
+        id,
+        go.map((p) => p.payload),
+      )
+    } catch (err) {
+      // Nothing was committed: COMMIT was not sent.
+      const e = pgError(err, notWritten, this.where)
+      if (e.code === 'KESTREL_UNAVAILABLE') this.unreachable = e
+      const alive = !isUnreachable(err)
+      if (alive) await c.query('ROLLBACK').catch(() => {})
+      c.release(alive ? undefined : (err as Error))
+      // (Those the re-check refused are settled already: a second reject changes nothing.)
+      for (const p of batch) p.reject(e)
+      return
+    }
+    let written: boolean
+    try {
+      const committing = c.query('COMMIT')
+      if (KILL_AT !== undefined && ++killCount === KILL_AT) process.kill(process.pid, 'SIGKILL')
+      await committing
+      written = true
+      c.release()
+    } catch (err) {
+      // The outcome is PostgreSQL's to tell: ask it (under the head lock) once it answers.
+      c.release(err as Error)
+      try {
+        written = await this.resolve(head + 1, id)
+      } catch (unknown) {
+        for (const p of go) p.reject(unknown)
+        return
+      }
+      if (!written) {
+        const e = pgError(err, notWritten, this.where)
+        for (const p of go) p.reject(e)
+        return
+      }
+    }
+    // Written: applied here under the same LSNs, then acknowledged.
+    let lsns: bigint[]
+    try {
+      lsns = await this.applyLocally(
+        go.map((p) => p.payload),
+        head + 1,
+      )
+    } catch (err) {
+      // The commits are durable in PostgreSQL (and other replicas will see them), but this
+      // replica could not apply them: it serves no more commits until reopened.
+      this.faultError = new KestrelError(
+        'KESTREL_IO',
+        `this replica could not apply commits PostgreSQL holds (${(err as Error).message}); close the database and open it again`,
+        { cause: err },
+      )
+      for (let i = 0; i < go.length; i++) go[i]!.resolve(BigInt(head + 1 + i))
+      return
+    }
+    if (head + go.length > this.headSeen) this.headSeen = head + go.length
+    for (let i = 0; i < go.length; i++) go[i]!.resolve(lsns[i]!)
+  }
+
+  /**
+   * Was batch `id` (first LSN `firstLsn`) written? Asked until PostgreSQL answers — bounded by
+   * RESOLVE_WAIT_MS, after which the commits reject saying the outcome is unknown.
+   */
+  private async resolve(firstLsn: number, id: string): Promise<boolean> {
+    const until = Date.now() + RESOLVE_WAIT_MS
+    let pause: number = RESOLVE_PAUSE_MS[0]
+    let last: unknown
+    // Bounded by the deadline.
+    while (Date.now() < until) {
+      try {
+        const c = await this.pool.connect()
+        try {
+          const written = await this.log.wasWritten(c, firstLsn, id)
+          c.release()
+          this.unreachable = undefined
+          return written
+        } catch (err) {
+          c.release(err as Error)
+          throw err
+        }
+      } catch (err) {
+        last = err
+        if (!isUnreachable(err)) break
+      }
+      await new Promise((r) => setTimeout(r, pause))
+      pause = Math.min(pause * 2, RESOLVE_PAUSE_MS[1])
+    }
+    const e = new KestrelError(
+      'KESTREL_UNAVAILABLE',
+      `the connection to PostgreSQL (${this.where}) was lost while committing and PostgreSQL did not answer for ${RESOLVE_WAIT_MS / 60_000} minutes, so whether these commits were written is unknown; reopen the database once PostgreSQL is back and read them to find out`,
+      { cause: last },
+    )
+    this.unreachable = e
+    throw e
+  }
+
+  // ---- reads and the rest, forwarded -------------------------------------------------------
+
+  lastCommitId(): bigint {
+    return this.inner.lastCommitId()
+  }
+
+  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
+    return this.inner.get(collection, key, snapshot)
+  }
+
+  scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    return this.inner.scan(collection, options, snapshot)
+  }
+
+  find(collection: string, index: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
+    return this.inner.find(collection, index, options, snapshot)
+  }
+
+  setAgeGroup(group: number): void {
+    this.inner.setAgeGroup(group)
+  }
+
+  scavenge(options: CoreScavengeOptions): CoreScavengeStep {
+    return this.inner.scavenge(options)
+  }
+
+  setHorizon(horizon: number, sweep: boolean, pinned?: readonly number[]): void {
+    this.inner.setHorizon(horizon, sweep, pinned)
+  }
+
+  horizon(): number {
+    return this.inner.horizon()
+  }
+
+  stats(): CoreStats {
+    const applied = Number(this.inner.lastCommitId())
+    return {
+      ...this.inner.stats(),
+      replica: {
+        schema: this.log.schema,
+        headLsn: Math.max(this.headSeen, applied),
+        lagCommits: Math.max(0, this.headSeen - applied),
+        reachable: this.unreachable === undefined,
+      },
+    }
+  }
+
+  checkpoint(options?: CoreCheckpointOptions): Promise<void> {
+    return this.inner.checkpoint(options)
+  }
+
+  checkpointRef(): CheckpointRef {
+    return this.inner.checkpointRef()
+  }
+
+  adoptCheckpoint(): boolean {
+    return false
+  }
+
+  holdWriter(hold: boolean): void {
+    this.inner.holdWriter(hold)
+  }
+
+  keepWriteLock(_fd: number): void {}
+
+  letGoWriteLock(): void {}
+
+  leaveSharing(): void {}
+
+  logTail(): LogTail {
+    return this.inner.logTail()
+  }
+
+  catchUp(_tail: LogTail, _adopt: boolean): Uint8Array[] {
+    throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'catchUp() is for a shared directory, not a PostgreSQL replica')
+  }
+
+  suspendFlusher(): Promise<void> {
+    return this.inner.suspendFlusher()
+  }
+
+  resumeFlusher(): void {
+    this.inner.resumeFlusher()
+  }
+
+  backupPlan(): BackupPlan {
+    return this.inner.backupPlan()
+  }
+
+  setPageFault(fault: PageFault): void {
+    this.inner.setPageFault(fault)
+  }
+
+  holdSyncs(hold: boolean): void {
+    this.inner.holdSyncs(hold)
+  }
+
+  private stopTimers(): void {
+    this.closed = true
+    if (this.pollTimer) clearTimeout(this.pollTimer)
+    if (this.relistenTimer) clearTimeout(this.relistenTimer)
+    const l = this.listener
+    this.listener = undefined
+    l?.end().catch(() => {})
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    // Commits already queued are written (or refused) first; nothing new is queued once closed.
+    // Bounded: the committer ends once the queue is empty.
+    while (this.running) await new Promise<void>((r) => setImmediate(r))
+    this.stopTimers()
+    await this.serial
+    try {
+      await this.inner.close()
+    } finally {
+      await this.pool.end().catch(() => {})
+      await this.unlock()
+    }
+  }
+
+  async crash(tearBytes?: number): Promise<void> {
+    this.stopTimers()
+    for (const p of this.pending.splice(0)) p.reject(new KestrelError('KESTREL_CLOSED', 'the database crashed (simulated) before this commit was acknowledged'))
+    try {
+      await this.inner.crash(tearBytes)
+    } finally {
+      void this.pool.end().catch(() => {})
+      await this.unlock()
+    }
+  }
+}
