@@ -4,81 +4,12 @@
  * indexes across processes, a SIGKILL'd writer, alternating checkpointers, a randomized
  * list-append history checked for snapshot-isolation anomalies, and many openers at once.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { createInterface } from 'node:readline'
+import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open, type EngineName } from '../lib/index.js'
 import { ENGINES, saverChain, tempDir } from './helpers.js'
-
-const FIXTURE = fileURLToPath(new URL('./fixtures/participant.mjs', import.meta.url))
-
-/** Engine pairs: each engine with itself and, when both run, with the other. */
-const PAIRS: Array<[EngineName, EngineName]> =
-  ENGINES.length > 1
-    ? [
-        ['native', 'ts'],
-        ['native', 'native'],
-        ['ts', 'ts'],
-      ]
-    : [[ENGINES[0]!, ENGINES[0]!]]
-
-class Participant {
-  readonly proc: ChildProcess
-  private readonly lines: string[] = []
-  private readonly waiters: Array<{ test: (l: string) => boolean; resolve: (l: string) => void }> = []
-  readonly exited: Promise<number | null>
-  stderr = ''
-
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.proc = spawn(process.execPath, [FIXTURE, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
-    this.proc.stderr!.on('data', (d) => {
-      this.stderr += String(d)
-    })
-    createInterface({ input: this.proc.stdout! }).on('line', (l) => {
-      const w = this.waiters.findIndex((x) => x.test(l))
-      if (w >= 0) this.waiters.splice(w, 1)[0]!.resolve(l)
-      else this.lines.push(l)
-    })
-    this.exited = new Promise((r) => this.proc.once('exit', (code) => r(code)))
-  }
-
-  /** The next line matching `test` (lines already read are searched first). */
-  waitFor(test: (l: string) => boolean, what: string): Promise<string> {
-    const i = this.lines.findIndex(test)
-    if (i >= 0) return Promise.resolve(this.lines.splice(i, 1)[0]!)
-    return new Promise<string>((resolve, reject) => {
-      this.waiters.push({ test, resolve })
-      void this.exited.then((code) => reject(new Error(`participant exited (${code}) before ${what}: ${this.stderr}`)))
-    })
-  }
-
-  /** Every ACK line seen so far. */
-  acks(): string[] {
-    return this.lines.filter((l) => l.startsWith('ACK ')).map((l) => l.slice(4))
-  }
-
-  send(line = 'go'): void {
-    this.proc.stdin!.write(`${line}\n`)
-  }
-
-  async result<T>(): Promise<T> {
-    const line = await this.waitFor((l) => l.startsWith('{'), 'its result')
-    await this.exited
-    return JSON.parse(line) as T
-  }
-}
-
-async function start(scenario: string, dir: string, engines: EngineName[], args: (i: number) => string[] = () => []): Promise<Participant[]> {
-  const ps = engines.map((e, i) => new Participant([scenario, dir, e, String(i + 1), ...args(i)]))
-  await Promise.all(ps.map((p) => p.waitFor((l) => l === 'READY', 'READY')))
-  return ps
-}
-
-interface RmwOutcome {
-  acked: string[]
-  failed: Array<[string, string]>
-}
+import { type HistoryOutcome, PAIRS, type RmwOutcome, checkHistory, start } from './participants.js'
 
 describe('seed 000 across processes: load-modify-save of one shared record', () => {
   for (const [a, b] of PAIRS) {
@@ -202,38 +133,15 @@ describe('checkpoints by one process at a time', () => {
   }
 })
 
-interface HistoryTx {
-  snapshot: string
-  commitId: string
-  reads: Record<string, number[]>
-  appends: Array<[number, number]>
-}
-
 describe('a randomized multi-process list-append history is snapshot-isolated', () => {
   it('three processes (mixed engines): every committed append once, in commit order; reads match their snapshot', async () => {
     const dir = tempDir()
     const engines: EngineName[] = ENGINES.length > 1 ? ['native', 'ts', 'native'] : [ENGINES[0]!, ENGINES[0]!, ENGINES[0]!]
     const ps = await start('history', dir, engines, (i) => [String(100 + i), '4', '25'])
     for (const p of ps) p.send()
-    const outcomes = await Promise.all(ps.map((p) => p.result<{ committed: HistoryTx[]; conflicts: number }>()))
-    const committed = outcomes.flatMap((o) => o.committed)
-    expect(outcomes.reduce((n, o) => n + o.conflicts, 0)).toBeGreaterThan(0)
-    const writers = committed.filter((d) => d.appends.length > 0).sort((x, y) => Number(BigInt(x.commitId) - BigInt(y.commitId)))
-    // One LSN order: no two writers share a commit id.
-    expect(new Set(writers.map((w) => w.commitId)).size).toBe(writers.length)
-    const expected = new Map<number, number[]>()
-    for (const d of writers) for (const [k, item] of d.appends) expected.set(k, [...(expected.get(k) ?? []), item])
+    const outcomes = await Promise.all(ps.map((p) => p.result<HistoryOutcome>()))
     const db = await open(dir, { engine: engines[1]! })
-    const lists = db.collection<number[]>('lists')
-    for (let k = 0; k < 5; k++) expect(db.begin().get(lists, k) ?? [], `key ${k}`).toEqual(expected.get(k) ?? [])
-    for (const d of committed) {
-      for (const [k, seen] of Object.entries(d.reads)) {
-        const at = writers
-          .filter((w) => BigInt(w.commitId) <= BigInt(d.snapshot))
-          .flatMap((w) => w.appends.filter(([ak]) => ak === Number(k)).map(([, i]) => i))
-        expect(seen, `read of ${k} at ${d.snapshot}`).toEqual(at)
-      }
-    }
+    checkHistory(outcomes, (k) => db.begin().get(db.collection<number[]>('lists'), k))
     await db.close()
   })
 })
