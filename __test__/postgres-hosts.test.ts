@@ -115,7 +115,7 @@ describe('a host killed mid-commit harms no other host', () => {
         schema,
         [a, b],
         (i) => [i === 0 ? '1000000' : '300'],
-        (i) => (i === 0 ? { KESTREL_TEST_KILL_AT: `pg-commit:${killAt}` } : {}),
+        (i): Record<string, string> => (i === 0 ? { KESTREL_TEST_KILL_AT: `pg-commit:${killAt}` } : {}),
       )
       const [victim, survivor] = ps as [(typeof ps)[0], (typeof ps)[0]]
       victim.send()

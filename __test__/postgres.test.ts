@@ -6,7 +6,8 @@
  */
 import { describe, expect, it } from 'vitest'
 import { ConflictError, type Database, type EngineName, open } from '../lib/index.js'
-import { ENGINES, expectCode, other, tempDir } from './helpers.js'
+import type { PgCore } from '../lib/postgres/core.js'
+import { ENGINES, coreOf, expectCode, other, tempDir } from './helpers.js'
 import { PG_URL, adminPool, newSchema, pgOptions, usePostgres } from './pg-helpers.js'
 
 usePostgres()
@@ -193,7 +194,62 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
     expect(rows.rows[0]).toEqual({ n: acked.length, m: acked.length })
   })
 
+  it('snapshots: a new replica starts from the newest one plus the log after it; the log is trimmed behind it and every live replica', async () => {
+    const schema = newSchema()
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    const b = await open(tempDir('b'), { engine: other(engine), ...pgOptions(schema) })
+    const c = a.collection<{ n: number; pad: string }>('c')
+    for (let i = 0; i < 30; i++) await a.transaction((tx) => tx.put(c, i, { n: i, pad: 'p'.repeat(500) }))
+    await until('b to catch up', () => b.lastCommitId() === a.lastCommitId())
+    // b heartbeats its applied LSN each second: wait until PostgreSQL has heard it.
+    const replicas = () => adminPool().query(`SELECT min(applied_lsn)::int AS m FROM "${schema}".kestrel_replica`)
+    const end = Date.now() + 5000
+    while ((await replicas()).rows[0].m < 30 && Date.now() < end) await new Promise((r) => setTimeout(r, 50))
+    const lsn = await (coreOf(a) as PgCore).snapshot()
+    expect(lsn).toBe(30)
+    // Every live replica has applied all 30: the log below the snapshot is gone.
+    const left = await adminPool().query(`SELECT min(lsn)::int AS lo, count(*)::int AS n FROM "${schema}".kestrel_log`)
+    expect(left.rows[0].n).toBe(0)
+    for (let i = 30; i < 35; i++) await a.transaction((tx) => tx.put(c, i, { n: i, pad: '' }))
+    const fresh = await open(tempDir('fresh'), { engine: other(engine), ...pgOptions(schema) })
+    const fc = fresh.collection<{ n: number; pad: string }>('c')
+    expect(fresh.lastCommitId()).toBe(35n)
+    for (let i = 0; i < 35; i++) expect(fresh.get(fc, i)?.n).toBe(i)
+    expect((await fresh.verify()).problems).toEqual([])
+    // The new replica writes on top, and the others see it.
+    await fresh.transaction((tx) => tx.put(fc, 'late', { n: -1, pad: '' }))
+    await until('a to see it', () => a.get(c, 'late') !== undefined)
+    for (const db of [a, b, fresh]) await db.close()
+  })
+
+  it('a replica gone long enough for its log to be trimmed starts again from the newest snapshot when it reopens', async () => {
+    const schema = newSchema()
+    const dirB = tempDir('b')
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    const b = await open(dirB, { engine: other(engine), ...pgOptions(schema) })
+    const c = a.collection<number>('c')
+    await a.transaction((tx) => tx.put(c, 'first', 1))
+    await until('b to catch up', () => b.lastCommitId() === a.lastCommitId())
+    await b.close()
+    for (let i = 0; i < 20; i++) await a.transaction((tx) => tx.put(c, i, i))
+    // b is gone (it left the replica table when it closed): the trim passes it.
+    await (coreOf(a) as PgCore).snapshot()
+    const left = await adminPool().query(`SELECT count(*)::int AS n FROM "${schema}".kestrel_log`)
+    expect(left.rows[0].n).toBe(0)
+    const again = await open(dirB, { engine: other(engine), ...pgOptions(schema) })
+    expect(again.lastCommitId()).toBe(a.lastCommitId())
+    expect(again.get(again.collection<number>('c'), 19)).toBe(19)
+    await again.transaction((tx) => tx.put(again.collection<number>('c'), 'b', 2))
+    await until('a to see it', () => a.get(c, 'b') === 2)
+    await again.close()
+    await a.close()
+  })
+
   it('bad options are refused with KESTREL_INVALID_ARGUMENT', async () => {
+    await expectCode(
+      () => open(tempDir(), { engine, postgres: { connectionString: PG_URL, schema: 'ok', snapshotEveryCommits: 0 } }),
+      'KESTREL_INVALID_ARGUMENT',
+    )
     await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: PG_URL, schema: 'Bad-Name' } }), 'KESTREL_INVALID_ARGUMENT')
     await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: PG_URL } as never }), 'KESTREL_INVALID_ARGUMENT')
     await expectCode(() => open(tempDir(), { engine, postgres: { connectionString: '', schema: 'ok' } }), 'KESTREL_INVALID_ARGUMENT')

@@ -170,12 +170,15 @@ function postgresOption(p: unknown): PostgresOptions | undefined {
   if (p === undefined) return undefined
   if (typeof p !== 'object' || p === null)
     throw invalid("option postgres must be an object like { connectionString: 'postgres://user@host/db', schema: 'app' }")
-  refuseUnknown(p, ['connectionString', 'schema'], 'option postgres.')
-  const { connectionString, schema } = p as PostgresOptions
+  refuseUnknown(p, ['connectionString', 'schema', 'snapshotEveryCommits'], 'option postgres.')
+  const { connectionString, schema, snapshotEveryCommits } = p as PostgresOptions
   if (typeof connectionString !== 'string' || connectionString.length === 0) {
     throw invalid(`option postgres.connectionString must be a connection string like 'postgres://user@host:5432/db', got ${String(connectionString)}`)
   }
-  return { connectionString, schema: checkSchemaName(schema) }
+  if (snapshotEveryCommits !== undefined && (!Number.isSafeInteger(snapshotEveryCommits) || snapshotEveryCommits < 1)) {
+    throw invalid(`option postgres.snapshotEveryCommits must be a positive whole number of commits, got ${String(snapshotEveryCommits)}`)
+  }
+  return { connectionString, schema: checkSchemaName(schema), ...(snapshotEveryCommits === undefined ? {} : { snapshotEveryCommits }) }
 }
 
 /** Validate the fault options of `openWithFaults` (kestreldb/testing). */

@@ -14,6 +14,8 @@
  * commits from NOTIFY (a hint) and a catch-up read (the truth), and always before validating.
  */
 import { randomUUID } from 'node:crypto'
+import { readdirSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
 import type { Client, Pool, PoolClient } from 'pg'
 import { KestrelError } from '../errors.js'
 import type {
@@ -32,6 +34,7 @@ import type {
 } from '../core/types.js'
 import { type LogRow, PgLog, checkSchemaName } from './log.js'
 import { readReplicaMark, writeReplicaMark } from './replica.js'
+import { fetchSnapshot, publishSnapshot } from './snapshot.js'
 
 /** Where the shared log lives: `open(dir, { postgres: { connectionString, schema } })`. */
 export interface PostgresOptions {
@@ -39,6 +42,11 @@ export interface PostgresOptions {
   connectionString: string
   /** The schema holding the database (two schemas are two databases). */
   schema: string
+  /**
+   * Publish a snapshot for new replicas to start from (and trim the log behind it) once this
+   * many commits were made since the newest one. Default 10,000.
+   */
+  snapshotEveryCommits?: number
 }
 
 /** How replicas' connections show in `pg_stat_activity`. */
@@ -49,6 +57,12 @@ const CONNECT_TIMEOUT_MS = 3000
 const POOL_SIZE = 3
 /** Catch-up read this often even when no notification came (notifications are only hints). */
 const POLL_MS = 1000
+/** Heartbeat, snapshot and trim checks this often. */
+const HOUSEKEEPING_MS = 1000
+/** A replica not heard of for this long no longer holds back the trim of the log (it re-bootstraps). */
+const REPLICA_STALE_MS = 10 * 60_000
+/** Default of `snapshotEveryCommits`. */
+const SNAPSHOT_EVERY_COMMITS = 10_000
 /** A lost LISTEN connection is made again after this. */
 const RELISTEN_MS = 500
 /** Most commits in one batch. */
@@ -146,6 +160,13 @@ export class PgCore implements Core {
   private relistenTimer: NodeJS.Timeout | undefined
   private catchUpQueued = false
   private readonly where: string
+  private houseTimer: NodeJS.Timeout | undefined
+  /** A snapshot is being published by this replica. */
+  private publishing: Promise<unknown> | undefined
+  /** Why the last snapshot failed (retried at the next housekeeping). */
+  snapshotError: unknown
+  /** Newest snapshot LSN heard of. */
+  private snapshotLsn = 0
 
   private constructor(
     private readonly inner: Core,
@@ -154,6 +175,8 @@ export class PgCore implements Core {
     private readonly pool: Pool,
     private readonly log: PgLog,
     private readonly options: PostgresOptions,
+    /** This replica's row in `kestrel_replica` while it is open. */
+    private readonly replicaId: string,
   ) {
     this.engine = inner.engine
     this.where = describe(options.connectionString)
@@ -202,28 +225,65 @@ export class PgCore implements Core {
           `${dir} is a replica of another database (schema "${mark.schema}", id ${mark.databaseId}) than PostgreSQL schema "${options.schema}" at ${where} holds (id ${meta.databaseId}); open it with that schema, or give this schema a new directory`,
         )
       }
-      const local = await openLocal()
-      try {
-        const applied = Number(local.core.lastCommitId())
-        if (!mark) {
-          if (applied > 0) {
+      const replicaId = randomUUID()
+      let marked = mark !== undefined
+      const markIt = (): void => {
+        if (!marked) writeReplicaMark(dir, { format: 1, schema: options.schema, databaseId: meta!.databaseId })
+        marked = true
+      }
+      if (!mark) {
+        if (readdirSync(dir).length > 0) {
+          // A database with no commit (a replica cut short before its mark) is taken over;
+          // anything else is refused.
+          const probe = await openLocal()
+          const commits = Number(probe.core.lastCommitId())
+          await probe.core.close()
+          await probe.unlock()
+          if (commits > 0) {
             throw new KestrelError(
               'KESTREL_INVALID_ARGUMENT',
-              `${dir} holds a database that is not a PostgreSQL replica; open it without the postgres option, or move its records with kestrel export and kestrel import`,
+              `${dir} holds a database that is not a PostgreSQL replica (it has no REPLICA file); open it without the postgres option, or move its records with kestrel export and kestrel import`,
             )
           }
-          writeReplicaMark(dir, { format: 1, schema: options.schema, databaseId: meta!.databaseId })
+          wipe(dir)
         }
+        // A new replica starts from the newest snapshot (then it is marked before its engine
+        // first opens), or from an empty database (marked once the engine has made it).
+        if ((await bootstrap(pool, log, replicaId, dir)) > 0) markIt()
+      }
+      let local = await openLocal()
+      try {
+        // One too far behind the log (gone long enough for the log it needs to be trimmed)
+        // starts again from the newest snapshot.
+        if (mark && meta && Number(local.core.lastCommitId()) + 1 < (await log.firstLsn(pool))) {
+          await local.core.close()
+          await local.unlock()
+          wipe(dir)
+          if ((await bootstrap(pool, log, replicaId, dir)) === 0) throw new Error('unreachable: the log was trimmed, so a snapshot exists')
+          writeReplicaMark(dir, mark)
+          local = await openLocal()
+        }
+      } catch (err) {
+        await local.core.close().catch(() => {})
+        await local.unlock().catch(() => {})
+        throw err
+      }
+      try {
+        markIt()
+        const applied = Number(local.core.lastCommitId())
         if (meta && applied > meta.head) {
           throw new KestrelError(
             'KESTREL_CORRUPT',
             `${dir} holds commits up to ${applied} but PostgreSQL schema "${options.schema}" only up to ${meta.head} (was the schema restored from an older backup?); remove the directory to bootstrap the replica again`,
           )
         }
-        const core = new PgCore(local.core, local.unlock, pg, pool, log, options)
+        const core = new PgCore(local.core, local.unlock, pg, pool, log, options, replicaId)
         core.headSeen = meta?.head ?? applied
         core.unreachable = down
-        if (meta) await core.exclusive(() => core.catchUpOnce(true))
+        if (meta) {
+          await log.heartbeat(pool, replicaId, applied)
+          await core.exclusive(() => core.catchUpOnce(true))
+        }
         core.start()
         return core
       } catch (err) {
@@ -251,6 +311,8 @@ export class PgCore implements Core {
 
   private start(): void {
     this.listen()
+    this.houseTimer = setInterval(() => this.housekeeping(), HOUSEKEEPING_MS)
+    this.houseTimer.unref()
     const poll = (): void => {
       this.pollTimer = undefined
       if (this.closed) return
@@ -260,6 +322,39 @@ export class PgCore implements Core {
     }
     this.pollTimer = setTimeout(poll, POLL_MS)
     this.pollTimer.unref()
+  }
+
+  /**
+   * Tell PostgreSQL how far this replica is (it holds back the trim of the log), and publish a
+   * snapshot when enough commits were made since the newest one (one replica at a time).
+   */
+  private housekeeping(): void {
+    if (this.closed || this.publishing) return
+    const applied = Number(this.inner.lastCommitId())
+    const every = this.options.snapshotEveryCommits ?? SNAPSHOT_EVERY_COMMITS
+    this.publishing = (async () => {
+      await this.log.heartbeat(this.pool, this.replicaId, applied)
+      if (applied - this.snapshotLsn < every) return
+      this.snapshotLsn = Math.max(this.snapshotLsn, await this.log.newestSnapshot(this.pool))
+      if (applied - this.snapshotLsn < every || this.closed) return
+      const made = await publishSnapshot(this.pool, this.log, this.inner, this.replicaId, REPLICA_STALE_MS)
+      if (made) this.snapshotLsn = made.lsn
+      this.snapshotError = undefined
+    })()
+      .catch((err: unknown) => {
+        if (!(err instanceof KestrelError && err.code === 'KESTREL_CLOSED')) this.snapshotError = err
+      })
+      .finally(() => {
+        this.publishing = undefined
+      })
+  }
+
+  /** Publish a snapshot now (tests, tools): its LSN, or undefined when another replica is publishing one. */
+  async snapshot(): Promise<number | undefined> {
+    await this.publishing
+    const made = await publishSnapshot(this.pool, this.log, this.inner, this.replicaId, REPLICA_STALE_MS)
+    if (made) this.snapshotLsn = made.lsn
+    return made?.lsn
   }
 
   /** LISTEN for head moves on a connection of its own; made again when it drops. */
@@ -341,6 +436,13 @@ export class PgCore implements Core {
    */
   private async applyRows(rows: readonly LogRow[]): Promise<void> {
     const first = Number(this.inner.lastCommitId()) + 1
+    if (rows[0]!.lsn > first && (await this.log.firstLsn(this.pool)) > first) {
+      this.faultError ??= new KestrelError(
+        'KESTREL_BEHIND',
+        `this replica fell behind the log PostgreSQL keeps (it was not heard of for ${REPLICA_STALE_MS / 60_000} minutes and the log it needs was trimmed); close the database and open it again: it starts again from the newest snapshot`,
+      )
+      throw this.faultError
+    }
     if (rows[0]!.lsn !== first) {
       throw new KestrelError(
         'KESTREL_CORRUPT',
@@ -658,6 +760,7 @@ export class PgCore implements Core {
     this.closed = true
     if (this.pollTimer) clearTimeout(this.pollTimer)
     if (this.relistenTimer) clearTimeout(this.relistenTimer)
+    if (this.houseTimer) clearInterval(this.houseTimer)
     const l = this.listener
     this.listener = undefined
     l?.end().catch(() => {})
@@ -670,7 +773,10 @@ export class PgCore implements Core {
     while (this.running) await new Promise<void>((r) => setImmediate(r))
     this.stopTimers()
     await this.serial
+    await this.publishing
     try {
+      // It holds back the trim no more (a replica that is gone is dropped after a while anyway).
+      if (!this.unreachable) await this.log.leave(this.pool, this.replicaId).catch(() => {})
       await this.inner.close()
     } finally {
       await this.pool.end().catch(() => {})
@@ -688,4 +794,22 @@ export class PgCore implements Core {
       await this.unlock()
     }
   }
+}
+
+/**
+ * Fill the empty directory `dir` from the newest snapshot: its LSN, or 0 (nothing done) when
+ * there is none. The replica's row goes in first, at the snapshot's LSN, so that no trim takes
+ * the log after it while it downloads.
+ */
+async function bootstrap(pool: Pool, log: PgLog, replicaId: string, dir: string): Promise<number> {
+  const newest = await log.newestSnapshot(pool)
+  if (newest === 0) return 0
+  await log.heartbeat(pool, replicaId, newest)
+  return fetchSnapshot(pool, log, dir)
+}
+
+/** Empty a replica directory that is to start again from a snapshot (everything in it is in PostgreSQL). */
+function wipe(dir: string): void {
+  // Bounded: the entries of one directory.
+  for (const name of readdirSync(dir)) rmSync(join(dir, name), { recursive: true, force: true })
 }

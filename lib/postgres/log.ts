@@ -9,6 +9,11 @@
  *   under it, so they are one gap-free order, and a reader without the lock sees a prefix.
  * - `kestrel_log` — one row per commit: its LSN, the id of the batch it came in (outcome
  *   resolution after a lost connection) and its payload (the bytes of a log record's commit).
+ *   Trimmed below the newest snapshot once every live replica has applied past it.
+ * - `kestrel_snapshot` / `kestrel_snapshot_chunk` — the newest snapshot (a backup of one replica
+ *   at an LSN, its files in chunks): a new replica starts from it and the log after it.
+ * - `kestrel_replica` — each open replica's applied LSN and when it was last heard of: the log
+ *   is never trimmed past what a live one still needs.
  */
 import type { Pool, PoolClient } from 'pg'
 import { randomUUID } from 'node:crypto'
@@ -47,11 +52,17 @@ export class PgLog {
   readonly channel: string
   private readonly meta: string
   private readonly log: string
+  private readonly snapshot: string
+  private readonly chunk: string
+  private readonly replica: string
 
   constructor(readonly schema: string) {
     this.channel = `kestrel_${schema}`
     this.meta = `"${schema}".kestrel_meta`
     this.log = `"${schema}".kestrel_log`
+    this.snapshot = `"${schema}".kestrel_snapshot`
+    this.chunk = `"${schema}".kestrel_snapshot_chunk`
+    this.replica = `"${schema}".kestrel_replica`
   }
 
   /**
@@ -76,6 +87,11 @@ export class PgLog {
         }
         await c.query(`CREATE TABLE ${this.meta} (id int PRIMARY KEY CHECK (id = 1), format int NOT NULL, database_id text NOT NULL, head bigint NOT NULL)`)
         await c.query(`CREATE TABLE ${this.log} (lsn bigint PRIMARY KEY, batch text NOT NULL, payload bytea NOT NULL)`)
+        await c.query(`CREATE TABLE ${this.snapshot} (lsn bigint PRIMARY KEY, bytes bigint NOT NULL, made_at timestamptz NOT NULL DEFAULT now())`)
+        await c.query(
+          `CREATE TABLE ${this.chunk} (lsn bigint NOT NULL, path text NOT NULL, seq int NOT NULL, data bytea NOT NULL, PRIMARY KEY (lsn, path, seq))`,
+        )
+        await c.query(`CREATE TABLE ${this.replica} (id text PRIMARY KEY, applied_lsn bigint NOT NULL, seen_at timestamptz NOT NULL DEFAULT now())`)
         await c.query(`INSERT INTO ${this.meta} VALUES (1, $1, $2, 0)`, [PG_FORMAT, randomUUID()])
       }
       const meta = await c.query<{ format: number; database_id: string; head: string }>(`SELECT format, database_id, head FROM ${this.meta} WHERE id = 1`)
@@ -169,6 +185,86 @@ export class PgLog {
     } finally {
       await c.query('ROLLBACK')
     }
+  }
+
+  // ---- replicas and snapshots -------------------------------------------------------------
+
+  /** The oldest LSN the log still holds (head + 1 when empty). */
+  async firstLsn(c: PoolClient | Pool): Promise<number> {
+    const r = await c.query<{ lo: string | null; head: string }>(`SELECT (SELECT min(lsn) FROM ${this.log}) AS lo, head FROM ${this.meta} WHERE id = 1`)
+    const row = r.rows[0]!
+    return row.lo === null ? Number(row.head) + 1 : Number(row.lo)
+  }
+
+  /** Replica `id` is live and has applied up to `lsn` (it holds back the trim until then). */
+  async heartbeat(c: PoolClient | Pool, id: string, lsn: number): Promise<void> {
+    await c.query(
+      `INSERT INTO ${this.replica} (id, applied_lsn, seen_at) VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET applied_lsn = EXCLUDED.applied_lsn, seen_at = now()`,
+      [id, lsn],
+    )
+  }
+
+  /** Replica `id` closed: it holds back nothing any more. */
+  async leave(c: PoolClient | Pool, id: string): Promise<void> {
+    await c.query(`DELETE FROM ${this.replica} WHERE id = $1`, [id])
+  }
+
+  /** The newest snapshot's LSN (0: none). */
+  async newestSnapshot(c: PoolClient | Pool): Promise<number> {
+    const r = await c.query<{ lsn: string | null }>(`SELECT max(lsn) AS lsn FROM ${this.snapshot}`)
+    return Number(r.rows[0]!.lsn ?? 0)
+  }
+
+  /** Take the snapshot writer's lock for this session, or false when another holds it. */
+  async trySnapshotLock(c: PoolClient): Promise<boolean> {
+    const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`kestreldb-snapshot:${this.schema}`])
+    return r.rows[0]!.ok
+  }
+
+  async snapshotUnlock(c: PoolClient): Promise<void> {
+    await c.query('SELECT pg_advisory_unlock(hashtext($1))', [`kestreldb-snapshot:${this.schema}`])
+  }
+
+  /** Inside the publishing transaction: one chunk of one file of snapshot `lsn`. */
+  async putChunk(c: PoolClient, lsn: number, path: string, seq: number, data: Uint8Array): Promise<void> {
+    await c.query(`INSERT INTO ${this.chunk} (lsn, path, seq, data) VALUES ($1, $2, $3, $4)`, [
+      lsn,
+      path,
+      seq,
+      Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+    ])
+  }
+
+  /**
+   * Inside the publishing transaction, after its chunks: snapshot `lsn` is whole. Older snapshots
+   * go, and the log below what both it and every live replica (heard of within `staleMs`) have
+   * moves past. Returns the rows trimmed.
+   */
+  async sealSnapshot(c: PoolClient, lsn: number, bytes: number, staleMs: number): Promise<number> {
+    await c.query(`INSERT INTO ${this.snapshot} (lsn, bytes) VALUES ($1, $2)`, [lsn, bytes])
+    await c.query(`DELETE FROM ${this.chunk} WHERE lsn < $1`, [lsn])
+    await c.query(`DELETE FROM ${this.snapshot} WHERE lsn < $1`, [lsn])
+    await c.query(`DELETE FROM ${this.replica} WHERE seen_at < now() - make_interval(secs => $1)`, [staleMs / 1000])
+    const r = await c.query(`DELETE FROM ${this.log} WHERE lsn <= LEAST($1::bigint, (SELECT min(applied_lsn) FROM ${this.replica}))`, [lsn])
+    return r.rowCount ?? 0
+  }
+
+  /** Inside a REPEATABLE READ transaction: the newest snapshot and its files' chunk counts. */
+  async snapshotFiles(c: PoolClient): Promise<{ lsn: number; files: Array<{ path: string; chunks: number }> } | undefined> {
+    const s = await c.query<{ lsn: string }>(`SELECT lsn FROM ${this.snapshot} ORDER BY lsn DESC LIMIT 1`)
+    if (s.rows.length === 0) return undefined
+    const lsn = Number(s.rows[0]!.lsn)
+    const f = await c.query<{ path: string; chunks: number }>(
+      `SELECT path, count(*)::int AS chunks FROM ${this.chunk} WHERE lsn = $1 GROUP BY path ORDER BY path`,
+      [lsn],
+    )
+    return { lsn, files: f.rows }
+  }
+
+  async getChunk(c: PoolClient, lsn: number, path: string, seq: number): Promise<Uint8Array> {
+    const r = await c.query<{ data: Uint8Array }>(`SELECT data FROM ${this.chunk} WHERE lsn = $1 AND path = $2 AND seq = $3`, [lsn, path, seq])
+    if (r.rows.length === 0) throw new KestrelError('KESTREL_CORRUPT', `snapshot ${lsn} of schema "${this.schema}" lacks chunk ${seq} of ${path}`)
+    return r.rows[0]!.data
   }
 }
 
