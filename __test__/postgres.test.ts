@@ -4,6 +4,7 @@
  * and PostgreSQL going away. The multi-host tests with child processes are in
  * postgres-hosts.test.ts.
  */
+import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { ConflictError, type Database, type EngineName, open } from '../lib/index.js'
 import type { PgCore } from '../lib/postgres/core.js'
@@ -18,6 +19,64 @@ async function until(what: string, test: () => boolean, ms = 5000): Promise<void
   while (!test()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+/**
+ * A TCP proxy to PostgreSQL that cuts one connection at its next `COMMIT` (a simple-protocol
+ * Query message): `before` drops it unsent, `after` sends it and drops the connection before the
+ * answer comes back — the outcome a client cannot know without asking.
+ */
+async function commitCutter(): Promise<{ url: string; cut: (when: 'before' | 'after') => void; cuts: () => number; close: () => Promise<void> }> {
+  const target = new URL(PG_URL)
+  let armed: 'before' | 'after' | undefined
+  let cuts = 0
+  const commit = Buffer.from('COMMIT\0')
+  const sockets = new Set<Socket>()
+  const server: Server = createServer((client) => {
+    const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
+    for (const sock of [client, upstream]) {
+      sockets.add(sock)
+      sock.on('close', () => sockets.delete(sock))
+    }
+    const drop = (): void => {
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('error', drop)
+    upstream.on('error', drop)
+    client.on('data', (chunk: Buffer) => {
+      const at = chunk.indexOf(commit)
+      if (armed && at >= 5 && chunk[at - 5] === 0x51) {
+        const when = armed
+        armed = undefined
+        cuts++
+        // `after`: PostgreSQL reads the COMMIT before the end of the connection behind it.
+        if (when === 'after') upstream.end(chunk, () => client.destroy())
+        else drop()
+        return
+      }
+      upstream.write(chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => client.write(chunk))
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as { port: number }).port
+  const url = new URL(PG_URL)
+  url.port = String(port)
+  return {
+    url: url.toString(),
+    cut: (when) => {
+      armed = when
+    },
+    cuts: () => cuts,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r())
+        for (const sock of sockets) sock.destroy()
+      }),
   }
 }
 
@@ -243,6 +302,40 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
     await until('a to see it', () => a.get(c, 'b') === 2)
     await again.close()
     await a.close()
+  })
+
+  it('a connection lost while COMMIT is in flight: the outcome is asked of PostgreSQL — written means acknowledged (once), unsent means refused', async () => {
+    const schema = newSchema()
+    const proxy = await commitCutter()
+    try {
+      const a = await open(tempDir('a'), { engine, postgres: { connectionString: proxy.url, schema } })
+      const c = a.collection<number>('c')
+      await a.transaction((tx) => tx.put(c, 'warm', 0))
+      // Sent, then cut before the answer: PostgreSQL committed it; the replica learns so and acknowledges.
+      proxy.cut('after')
+      const txA = a.begin()
+      txA.put(c, 'sent', 1)
+      const { commitId } = await txA.commit()
+      expect(proxy.cuts()).toBe(1)
+      expect(a.get(c, 'sent')).toBe(1)
+      // Cut before it is sent: not written, refused.
+      proxy.cut('before')
+      await expectCode(() => a.transaction((tx) => tx.put(c, 'unsent', 2), { retries: 0 }), 'KESTREL_UNAVAILABLE')
+      expect(proxy.cuts()).toBe(2)
+      expect(a.get(c, 'unsent')).toBeUndefined()
+      // And commits go on.
+      await a.transaction((tx) => tx.put(c, 'after', 3))
+      await a.close()
+      const rows = await adminPool().query(`SELECT lsn::int, batch FROM "${schema}".kestrel_log ORDER BY lsn`)
+      expect(rows.rows.map((r) => r.lsn)).toEqual([1, 2, 3])
+      expect(Number(commitId)).toBe(2)
+      const fresh = await open(tempDir('fresh'), { engine: other(engine), ...pgOptions(schema) })
+      const fc = fresh.collection<number>('c')
+      expect([fresh.get(fc, 'warm'), fresh.get(fc, 'sent'), fresh.get(fc, 'unsent'), fresh.get(fc, 'after')]).toEqual([0, 1, undefined, 3])
+      await fresh.close()
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('bad options are refused with KESTREL_INVALID_ARGUMENT', async () => {
