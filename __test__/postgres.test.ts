@@ -4,7 +4,10 @@
  * and PostgreSQL going away. The multi-host tests with child processes are in
  * postgres-hosts.test.ts.
  */
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { ConflictError, type Database, type EngineName, open } from '../lib/index.js'
 import type { PgCore } from '../lib/postgres/core.js'
@@ -12,6 +15,11 @@ import { ENGINES, coreOf, expectCode, other, tempDir } from './helpers.js'
 import { PG_URL, adminPool, newSchema, pgOptions, usePostgres } from './pg-helpers.js'
 
 usePostgres()
+
+const BIN = fileURLToPath(new URL('../dist/cli/kestrel.js', import.meta.url))
+function kestrel(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' })
+}
 
 async function until(what: string, test: () => boolean, ms = 5000): Promise<void> {
   const end = Date.now() + ms
@@ -336,6 +344,47 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
     } finally {
       await proxy.close()
     }
+  })
+
+  it('kestrel export / import move a database from a directory into PostgreSQL and back, every record and index kept; the CLI opens a replica with --postgres', async () => {
+    const plain = tempDir('plain')
+    const db = await open(plain, { engine })
+    const users = db.collection<{ email: string; tags: string[]; at: Date }>('users', { indexes: { byEmail: { key: (u) => u.email, unique: true } } })
+    await users.ready()
+    await db.transaction((tx) => {
+      for (let i = 0; i < 300; i++) tx.put(users, i, { email: `u${i}@example.com`, tags: ['a', `t${i % 7}`], at: new Date(1_700_000_000_000 + i) })
+    })
+    await db.transaction((tx) => tx.put(db.collection<bigint>('counters'), ['n', 1], 2n ** 70n))
+    await db.close()
+    const exported = `${tempDir('x')}.ndjson`
+    expect(kestrel('export', plain, exported, '--engine', engine).status).toBe(0)
+    const schema = newSchema()
+    const replica = tempDir('replica')
+    const imported = kestrel('import', exported, replica, '--engine', other(engine), '--postgres', PG_URL, '--schema', schema)
+    expect(imported.stderr).not.toMatch(/kestrel:/)
+    expect(imported.status).toBe(0)
+    // Another host sees all of it, and its index answers as the original did.
+    const host = await open(tempDir('host'), { engine, ...pgOptions(schema) })
+    const hu = host.collection<{ email: string; tags: string[]; at: Date }>('users', { indexes: { byEmail: { key: (u) => u.email, unique: true } } })
+    await hu.ready()
+    expect([...host.scan(hu)]).toHaveLength(300)
+    expect(host.get(hu, 42)).toEqual({ email: 'u42@example.com', tags: ['a', 't0'], at: new Date(1_700_000_000_042) })
+    expect([...host.find(hu, 'byEmail', 'u7@example.com')].map((e) => e.key)).toEqual([7])
+    expect(host.get(host.collection<bigint>('counters'), ['n', 1])).toBe(2n ** 70n)
+    await host.close()
+    // A replica needs --postgres; with it, stat and export work, and the export is the same records.
+    const refused = kestrel('stat', replica)
+    expect(refused.status).toBe(2)
+    expect(refused.stderr).toMatch(/--postgres/)
+    expect(kestrel('stat', replica, '--postgres', PG_URL).status).toBe(0)
+    const back = `${tempDir('y')}.ndjson`
+    expect(kestrel('export', replica, back, '--postgres', PG_URL).status).toBe(0)
+    const records = (f: string) =>
+      readFileSync(f, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('{"c"'))
+    expect(records(back)).toEqual(records(exported))
+    expect(records(back)).toHaveLength(301)
   })
 
   it('bad options are refused with KESTREL_INVALID_ARGUMENT', async () => {

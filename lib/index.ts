@@ -17,3 +17,16 @@ export type { Durability, EngineName } from './core/types.js'
 export { nativeAvailable } from './core/native.js'
 export { restore, BACKUP_BYTES_PER_SEC, type BackupOptions, type BackupResult, type BackupProgress } from './backup.js'
 export { verifyDirectory, type VerifyReport } from './verify.js'
+export {
+  exportDatabase,
+  importDatabase,
+  EXPORT_FORMAT,
+  type ExportHeader,
+  type ExportIndex,
+  type ExportOptions,
+  type ExportProgress,
+  type ExportResult,
+  type ImportOptions,
+  type ImportProgress,
+  type ImportResult,
+} from './export.js'

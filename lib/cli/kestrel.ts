@@ -1,25 +1,31 @@
 #!/usr/bin/env node
 /**
- * The `kestrel` command: `stat`, `verify`, `backup`, `restore` (run `kestrel help`).
+ * The `kestrel` command: `stat`, `verify`, `backup`, `restore`, `export`, `import` (run
+ * `kestrel help`).
  *
  * Exit codes (stable, for scripts):
  * - 0 — done; for `verify`, no problem found
- * - 1 — `verify` found problems, or `restore` was given a backup that is incomplete, damaged
- *   or has no manifest (the message says which file and what is short)
+ * - 1 — `verify` found problems, `restore` was given a backup that is incomplete, damaged
+ *   or has no manifest (the message says which file and what is short), or `import` was given
+ *   an export that is truncated or damaged (the message names the line and what was imported)
  * - 2 — bad usage (unknown command, missing or extra arguments, unknown option, a target
- *   directory that is not new or empty)
+ *   directory or database that is not new or empty, an export file that exists, an input that
+ *   is not an export)
  * - 3 — the directory (or the backup) is missing, is not a kestreldb database, or is open in
- *   another process
+ *   another process; an export in a format this version cannot read
  * - 4 — anything else went wrong (I/O, disk full, …); the message says what to do
  */
-import { existsSync } from 'node:fs'
+import { closeSync, createReadStream, createWriteStream, existsSync, fdatasyncSync, openSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { open } from '../database.js'
+import { finished } from 'node:stream/promises'
+import { open, type Database } from '../database.js'
 import { KestrelError } from '../errors.js'
+import { exportDatabase, importDatabase, IMPORT_TRANSACTION_RECORDS, type ExportResult } from '../export.js'
 import { restore, type BackupProgress } from '../backup.js'
 import { verifyDirectory, type VerifyReport } from '../verify.js'
 import { isBackupDirectory } from '../manifest.js'
-import type { EngineChoice } from '../options.js'
+import type { EngineChoice, OpenOptions } from '../options.js'
+import { readReplicaMark } from '../postgres/replica.js'
 import { acquireLock, releaseLock } from '../lock.js'
 import { liveParticipants } from '../shared/core.js'
 
@@ -40,15 +46,26 @@ commands:
   backup <dir> <dest>        copy a consistent database into <dest> (new or empty directory)
   restore <backup> <dir>     check <backup> against its manifest, copy it into <dir> (new or
                              empty directory), check the copy
+  export <dir> [<file>]      write the database as of one commit as NDJSON to <file> (a new
+                             file) or to stdout (no <file>, or -); writers may go on meanwhile
+  import <file> <dir>        read an export (<file>, or stdin for -) into <dir> (a new or empty
+                             database), in transactions of up to ${IMPORT_TRANSACTION_RECORDS} records; indexes are
+                             built when the application defines them
   help                       this text
 
 options:
-  --json                     print the result as JSON (stat, verify)
+  --json                     print the result as JSON (stat, verify, backup, restore, export
+                             to a file, import)
   --engine native|ts|auto    the engine that opens <dir> (default auto)
-  --progress / --no-progress show a progress bar on stderr (default: when stderr is a terminal)
+  --postgres <url>           <dir> is (or, for import, becomes) a replica of a database whose
+                             log is in PostgreSQL at <url> (a connection string)
+  --schema <name>            the PostgreSQL schema of that database (default: the one the
+                             replica's REPLICA file names)
+  --progress / --no-progress show progress on stderr (default: when stderr is a terminal)
 
-exit codes: 0 ok, 1 problems found (also an incomplete or damaged backup), 2 bad usage,
-3 not a database / missing / open in another process, 4 failed`
+exit codes: 0 ok, 1 problems found (also an incomplete or damaged backup or export), 2 bad
+usage (also a target that is not new or empty), 3 not a database / missing / open in another
+process, 4 failed`
 
 class UsageError extends Error {}
 
@@ -58,6 +75,8 @@ interface Parsed {
   json: boolean
   engine: EngineChoice
   progress: boolean
+  postgres?: string
+  schema?: string
 }
 
 function parse(argv: string[]): Parsed {
@@ -71,12 +90,33 @@ function parse(argv: string[]): Parsed {
       const v = argv[++i]
       if (v !== 'native' && v !== 'ts' && v !== 'auto') throw new UsageError(`--engine needs native, ts or auto, got ${v ?? 'nothing'}`)
       out.engine = v
+    } else if (a === '--postgres' || a === '--schema') {
+      const v = argv[++i]
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} needs a value`)
+      if (a === '--postgres') out.postgres = v
+      else out.schema = v
     } else if (a === '-h' || a === '--help') out.command = out.command || 'help'
-    else if (a.startsWith('-')) throw new UsageError(`unknown option ${a}`)
+    else if (a.startsWith('-') && a !== '-') throw new UsageError(`unknown option ${a}`)
     else if (!out.command) out.command = a
     else out.args.push(a)
   }
   return out
+}
+
+/**
+ * How to open `dir`: with its engine, and — for a PostgreSQL replica, or a new one with
+ * `--postgres` — the database it replicates.
+ */
+function openOptions(p: Parsed, dir: string): OpenOptions {
+  const mark = existsSync(dir) ? readReplicaMark(dir) : undefined
+  if (!p.postgres) {
+    if (p.schema) throw new UsageError('--schema goes with --postgres <url>')
+    if (mark) throw new UsageError(`${dir} is a replica of PostgreSQL schema "${mark.schema}": pass --postgres <connection string> to open it`)
+    return { engine: p.engine }
+  }
+  const schema = p.schema ?? mark?.schema
+  if (!schema) throw new UsageError(`${dir} is not a replica yet: pass --schema <name> with --postgres`)
+  return { engine: p.engine, postgres: { connectionString: p.postgres, schema } }
 }
 
 function need(p: Parsed, names: string[]): void {
@@ -114,6 +154,61 @@ function progressBar(enabled: boolean): { update: (p: BackupProgress) => void; d
     done: () => {
       if (drawn) process.stderr.write('\n')
     },
+  }
+}
+
+/** A running count of records on stderr, redrawn at most every 100 ms. */
+function recordCounter(enabled: boolean, verb: string): { update: (records: number) => void; done: () => void } {
+  let last = 0
+  let shown = -1
+  let latest = 0
+  const draw = (): void => {
+    process.stderr.write(`\r${verb} ${latest} records   `)
+    shown = latest
+  }
+  return {
+    update: (records) => {
+      latest = records
+      if (!enabled) return
+      const now = Date.now()
+      if (now - last >= 100) {
+        last = now
+        draw()
+      }
+    },
+    done: () => {
+      if (!enabled) return
+      if (shown !== latest) draw()
+      process.stderr.write('\n')
+    },
+  }
+}
+
+/** Export `db` to a new file: a file that exists is refused, a failed export removes its file. */
+async function exportToFile(db: Database, file: string, onProgress: (records: number) => void): Promise<ExportResult> {
+  let fd: number
+  try {
+    fd = openSync(file, 'wx')
+  } catch (err) {
+    const code = (err as { code?: string }).code
+    if (code === 'EEXIST') throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${file} exists; give a new file (an export never overwrites), or - for stdout`)
+    throw err
+  }
+  const out = createWriteStream('', { fd, autoClose: false })
+  try {
+    const r = await exportDatabase(db, out, { onProgress: (p) => onProgress(p.records) })
+    out.end()
+    await finished(out)
+    fdatasyncSync(fd)
+    return r
+  } catch (err) {
+    // Let a write in flight end before the descriptor is closed and the file removed.
+    out.destroy()
+    await finished(out).catch(() => undefined)
+    rmSync(file, { force: true })
+    throw err
+  } finally {
+    closeSync(fd)
   }
 }
 
@@ -168,7 +263,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'stat': {
         need(p, ['dir'])
         requireDir(p.args[0]!)
-        const db = await open(p.args[0]!, { engine: p.engine })
+        const db = await open(p.args[0]!, openOptions(p, p.args[0]!))
         try {
           const s = db.stats()
           if (p.json) process.stdout.write(`${toJson(s, 2)}\n`)
@@ -208,7 +303,7 @@ export async function main(argv: string[]): Promise<number> {
           await releaseLock(dir)
         }
         if (!report) {
-          const db = await open(dir, { engine: p.engine })
+          const db = await open(dir, openOptions(p, dir))
           try {
             report = await db.verify()
           } finally {
@@ -222,7 +317,7 @@ export async function main(argv: string[]): Promise<number> {
         need(p, ['dir', 'dest'])
         requireDir(p.args[0]!)
         const bar = progressBar(p.progress)
-        const db = await open(p.args[0]!, { engine: p.engine })
+        const db = await open(p.args[0]!, openOptions(p, p.args[0]!))
         try {
           // The command holds the database's lock: no committer shares the disk, so no pacing.
           const r = await db.backup(p.args[1]!, { onProgress: bar.update, bytesPerSec: 0 })
@@ -250,6 +345,74 @@ export async function main(argv: string[]): Promise<number> {
           bar.done()
         }
         process.stdout.write(p.json ? `${toJson(r)}\n` : `restored commit ${r.lastCommitId} into ${p.args[1]}; open it with either engine\n`)
+        return EXIT.ok
+      }
+      case 'export': {
+        if (p.args.length < 1 || p.args.length > 2) throw new UsageError(`kestrel export needs <dir> [<file>], got ${p.args.length} argument(s)`)
+        const dir = p.args[0]!
+        const file = p.args[1] ?? '-'
+        requireDir(dir)
+        // Opening an empty directory would make a database there: an export reads one that exists.
+        if (!existsSync(join(dir, 'KESTREL'))) throw new KestrelError('KESTREL_NOT_A_DATABASE', `${dir} holds no kestreldb database (no KESTREL file)`)
+        const counter = recordCounter(p.progress, 'exported')
+        const db = await open(dir, openOptions(p, dir))
+        let r: ExportResult
+        try {
+          r =
+            file === '-'
+              ? await exportDatabase(db, process.stdout, { onProgress: (x) => counter.update(x.records) })
+              : await exportToFile(db, file, counter.update)
+        } finally {
+          counter.done()
+          await db.close()
+        }
+        // On stdout the export itself is the output.
+        if (file !== '-') {
+          process.stdout.write(
+            p.json
+              ? `${JSON.stringify({ commitId: Number(r.commitId), records: r.records, collections: r.collections, path: file })}\n`
+              : `exported ${r.records} records of ${r.collections} collection(s) as of commit ${r.commitId} to ${file}\n`,
+          )
+        }
+        return EXIT.ok
+      }
+      case 'import': {
+        need(p, ['file', 'dir'])
+        const [file, dir] = p.args as [string, string]
+        if (file !== '-' && !existsSync(file))
+          throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${file} does not exist; give a file written by kestrel export, or - for stdin`)
+        // A directory with files of something else is not opened (that would make a database in it).
+        if (existsSync(dir)) {
+          if (!statSync(dir).isDirectory()) throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${dir} is a file; give a new or empty directory`)
+          if (readdirSync(dir).length > 0 && !existsSync(join(dir, 'KESTREL')))
+            throw new KestrelError('KESTREL_INVALID_ARGUMENT', `${dir} is not empty and not a kestreldb database; give a new or empty directory`)
+        }
+        const counter = recordCounter(p.progress, 'imported')
+        const db = await open(dir, openOptions(p, dir))
+        let r: Awaited<ReturnType<typeof importDatabase>>
+        try {
+          const input = file === '-' ? process.stdin : createReadStream(file)
+          r = await importDatabase(db, input, { onProgress: (x) => counter.update(x.records) })
+        } finally {
+          counter.done()
+          await db.close()
+        }
+        const unbuilt = r.indexes.filter((i) => !i.defined)
+        if (p.json) {
+          process.stdout.write(
+            `${JSON.stringify({ records: r.records, transactions: r.transactions, sourceCommitId: Number(r.sourceCommitId), collections: r.collections, indexes: r.indexes })}\n`,
+          )
+        } else {
+          process.stdout.write(
+            `${[
+              `imported ${r.records} records of ${r.collections.length} collection(s) (commit ${r.sourceCommitId} of the export) into ${dir}, in ${r.transactions} transaction(s)`,
+              ...unbuilt.map(
+                (i) =>
+                  `note: index ${JSON.stringify(i.name)}${i.unique ? ' (unique)' : ''} of ${JSON.stringify(i.collection)} is not built yet: its key function is code, not data; it is built when the application opens the database with db.collection(${JSON.stringify(i.collection)}, { indexes: { ${JSON.stringify(i.name)}: … } })`,
+              ),
+            ].join('\n')}\n`,
+          )
+        }
         return EXIT.ok
       }
       default:

@@ -43,6 +43,11 @@ export declare class NativeEngine {
   /** The value of a key at `snapshot` (a commit id), or null. */
   get(collection: string, key: Uint8Array, snapshot: number): Buffer | null
   /**
+   * Every collection that may hold records at a readable snapshot, in name order (see
+   * `Engine::collections`).
+   */
+  collections(): Array<string>
+  /**
    * Allow pruning of versions that no snapshot ≥ `horizon` and no snapshot of `pinned` reads;
    * `pinned`: the snapshots below `horizon` still open (replaces the previous list; each keeps
    * the one version it sees); `sweep` prunes every key now.

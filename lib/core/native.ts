@@ -368,6 +368,14 @@ export class NativeCore implements Core {
     }
   }
 
+  collections(): string[] {
+    try {
+      return this.live().collections()
+    } catch (err) {
+      throw toKestrelError(err, 'listing collections')
+    }
+  }
+
   setAgeGroup(group: number): void {
     try {
       this.live().setAgeGroup(group)

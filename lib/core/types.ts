@@ -251,6 +251,13 @@ export interface Core {
    * then primary key; reversed with `reverse`), at most `limit` of them.
    */
   find(collection: string, index: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]>
+  /**
+   * Every collection that may hold records at a readable snapshot — those with versions in
+   * memory and those the published checkpoint's catalog lists (not index trees), engine-internal
+   * ones (names starting with 0x01) included — in bytewise UTF-8 name order, each once. A
+   * superset: scan a collection to see what it holds at a snapshot.
+   */
+  collections(): string[]
   /** Chains written, loaded or read from now on belong to age group `group` (never decreases). */
   setAgeGroup(group: number): void
   /**

@@ -744,6 +744,10 @@ export class SharedCore implements Core {
     return this.inner.find(collection, index, options, snapshot)
   }
 
+  collections(): string[] {
+    return this.inner.collections()
+  }
+
   setAgeGroup(group: number): void {
     this.inner.setAgeGroup(group)
   }

@@ -392,6 +392,20 @@ impl Engine {
         self.shared.store.read().expect("store lock").scan(collection, bounds, snapshot, &self.shared.pages)
     }
 
+    /// Every collection that may hold records at a readable snapshot: those with chains in memory
+    /// and those the published checkpoint's catalog lists (not index trees), in name order
+    /// (bytewise UTF-8), each once. A superset: some may hold nothing at a given snapshot.
+    pub fn collections(&self) -> Result<Vec<String>> {
+        let store = self.shared.store.read().expect("store lock");
+        let mut names: std::collections::BTreeSet<String> = store.collection_names().map(str::to_owned).collect();
+        for (name, _) in self.shared.pages.collections()? {
+            if !name.contains('\0') {
+                names.insert(name);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// Index lookup at `snapshot`: (primary key, value) of the records of `collection` whose
     /// visible version holds a key of index `index` whose index-tree entry key lies within the
     /// bounds, in entry order (see `Store::find`).

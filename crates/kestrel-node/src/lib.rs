@@ -473,6 +473,13 @@ impl NativeEngine {
         Ok(self.engine.get(&collection, key, snapshot as u64).map_err(to_js)?.map(Buffer::from))
     }
 
+    /// Every collection that may hold records at a readable snapshot, in name order (see
+    /// `Engine::collections`).
+    #[napi]
+    pub fn collections(&self) -> std::result::Result<Vec<String>, napi::Error<String>> {
+        self.engine.collections().map_err(to_js)
+    }
+
     /// Allow pruning of versions that no snapshot ≥ `horizon` and no snapshot of `pinned` reads;
     /// `pinned`: the snapshots below `horizon` still open (replaces the previous list; each keeps
     /// the one version it sees); `sweep` prunes every key now.

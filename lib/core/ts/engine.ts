@@ -212,6 +212,18 @@ export class TsCore implements Core {
     return this.store.find(collection, index, options, snapshot)
   }
 
+  collections(): string[] {
+    this.assertReadable()
+    const names = new Set(this.store.collections.keys())
+    // Index trees (their names hold a NUL) are not collections, as in the Rust twin.
+    for (const c of this.pages.collections()) if (!c.name.includes('\0')) names.add(c.name)
+    // Bytewise UTF-8 order, as the Rust twin returns them (UTF-16 order differs past U+FFFF).
+    return [...names]
+      .map((n) => Buffer.from(n, 'utf8'))
+      .sort(Buffer.compare)
+      .map((b) => b.toString('utf8'))
+  }
+
   setAgeGroup(group: number): void {
     this.assertReadable()
     this.store.setAgeGroup(group)

@@ -358,6 +358,11 @@ impl Store {
         })
     }
 
+    /// The collections with chains in memory (tombstones too), in name order.
+    pub fn collection_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.collections.keys().map(|name| &**name)
+    }
+
     pub fn key_count(&self) -> u64 {
         self.live_keys
     }
