@@ -387,6 +387,17 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
     expect(records(back)).toHaveLength(301)
   })
 
+  it('a schema written by a newer kestreldb is refused with KESTREL_FORMAT_VERSION; one holding other tables with KESTREL_NOT_A_DATABASE', async () => {
+    const schema = newSchema()
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    await a.close()
+    await adminPool().query(`UPDATE "${schema}".kestrel_meta SET format = 2`)
+    await expectCode(() => open(tempDir('b'), { engine, ...pgOptions(schema) }), 'KESTREL_FORMAT_VERSION')
+    const other = newSchema()
+    await adminPool().query(`CREATE SCHEMA "${other}"; CREATE TABLE "${other}".orders (id int)`)
+    await expectCode(() => open(tempDir('c'), { engine, ...pgOptions(other) }), 'KESTREL_NOT_A_DATABASE')
+  })
+
   it('bad options are refused with KESTREL_INVALID_ARGUMENT', async () => {
     await expectCode(
       () => open(tempDir(), { engine, postgres: { connectionString: PG_URL, schema: 'ok', snapshotEveryCommits: 0 } }),
