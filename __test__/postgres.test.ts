@@ -31,17 +31,30 @@ async function until(what: string, test: () => boolean, ms = 5000): Promise<void
 }
 
 /**
- * A TCP proxy to PostgreSQL that cuts one connection at its next `COMMIT` (a simple-protocol
+ * A TCP proxy to PostgreSQL. `cut` cuts one connection at its next `COMMIT` (a simple-protocol
  * Query message): `before` drops it unsent, `after` sends it and drops the connection before the
- * answer comes back — the outcome a client cannot know without asking.
+ * answer comes back — the outcome a client cannot know without asking. `down` drops every
+ * connection and refuses new ones until `up` (PostgreSQL unreachable, then back).
  */
-async function commitCutter(): Promise<{ url: string; cut: (when: 'before' | 'after') => void; cuts: () => number; close: () => Promise<void> }> {
+async function pgProxy(): Promise<{
+  url: string
+  cut: (when: 'before' | 'after') => void
+  cuts: () => number
+  down: () => void
+  up: () => void
+  close: () => Promise<void>
+}> {
   const target = new URL(PG_URL)
   let armed: 'before' | 'after' | undefined
   let cuts = 0
   const commit = Buffer.from('COMMIT\0')
   const sockets = new Set<Socket>()
+  let isDown = false
   const server: Server = createServer((client) => {
+    if (isDown) {
+      client.destroy()
+      return
+    }
     const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
     for (const sock of [client, upstream]) {
       sockets.add(sock)
@@ -80,6 +93,13 @@ async function commitCutter(): Promise<{ url: string; cut: (when: 'before' | 'af
       armed = when
     },
     cuts: () => cuts,
+    down: () => {
+      isDown = true
+      for (const sock of sockets) sock.destroy()
+    },
+    up: () => {
+      isDown = false
+    },
     close: () =>
       new Promise<void>((r) => {
         server.close(() => r())
@@ -314,7 +334,7 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
 
   it('a connection lost while COMMIT is in flight: the outcome is asked of PostgreSQL — written means acknowledged (once), unsent means refused', async () => {
     const schema = newSchema()
-    const proxy = await commitCutter()
+    const proxy = await pgProxy()
     try {
       const a = await open(tempDir('a'), { engine, postgres: { connectionString: proxy.url, schema } })
       const c = a.collection<number>('c')
@@ -385,6 +405,35 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
         .filter((l) => l.startsWith('{"c"'))
     expect(records(back)).toEqual(records(exported))
     expect(records(back)).toHaveLength(301)
+  })
+
+  it('PostgreSQL gone while a replica runs: commits reject with KESTREL_UNAVAILABLE, reads serve its last state; back, it catches up and commits again', async () => {
+    const schema = newSchema()
+    const proxy = await pgProxy()
+    try {
+      const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+      const b = await open(tempDir('b'), { engine: other(engine), postgres: { connectionString: proxy.url, schema } })
+      const ca = a.collection<number>('c')
+      const cb = b.collection<number>('c')
+      await a.transaction((tx) => tx.put(ca, 'k', 1))
+      await until('b to catch up', () => b.get(cb, 'k') === 1)
+      proxy.down()
+      await a.transaction((tx) => tx.put(ca, 'k', 2))
+      await expectCode(() => b.transaction((tx) => tx.put(cb, 'other', 1), { retries: 0 }), 'KESTREL_UNAVAILABLE')
+      expect(b.get(cb, 'k')).toBe(1)
+      expect(b.stats().replica?.reachable).toBe(false)
+      proxy.up()
+      // Within the poll period (and the LISTEN connection made again).
+      await until('b to catch up after PostgreSQL is back', () => b.get(cb, 'k') === 2, 10_000)
+      await b.transaction((tx) => tx.put(cb, 'other', 1))
+      expect(b.stats().replica).toMatchObject({ reachable: true, lagCommits: 0 })
+      await until('a to see it', () => a.get(ca, 'other') === 1)
+      expect(b.get(cb, 'other')).toBe(1)
+      await a.close()
+      await b.close()
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('a schema written by a newer kestreldb is refused with KESTREL_FORMAT_VERSION; one holding other tables with KESTREL_NOT_A_DATABASE', async () => {
