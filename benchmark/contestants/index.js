@@ -24,13 +24,16 @@
 const MODULES = {
   'kestrel-native': () => import('./kestrel.js'),
   'kestrel-ts': () => import('./kestrel.js'),
+  // A replica directory of a database whose log is in PostgreSQL: needs options.postgres.
+  'kestrel-native-pg': () => import('./kestrel.js'),
+  'kestrel-ts-pg': () => import('./kestrel.js'),
   lmdb: () => import('./lmdb.js'),
   'better-sqlite3': () => import('./better-sqlite3.js'),
   'classic-level': () => import('./classic-level.js'),
   'js-map': () => import('./js-map.js'),
 }
 
-export const KESTREL = ['kestrel-native', 'kestrel-ts']
+export const KESTREL = ['kestrel-native', 'kestrel-ts', 'kestrel-native-pg', 'kestrel-ts-pg']
 
 /**
  * `options` are kestreldb open options (cacheBytes, checkpointBytes, …) for the kestrel
@@ -38,10 +41,13 @@ export const KESTREL = ['kestrel-native', 'kestrel-ts']
  *   index: { field, unique }   W6: a secondary index on value[field] (kestreldb, better-sqlite3, js-map)
  *   pageCacheBytes             W9: better-sqlite3's page cache (PRAGMA cache_size)
  *   scans: false               W9: js-map without its sorted key array
+ *   postgres: { connectionString, schema }   WPG: required by (and only for) the -pg contestants
  */
 export async function openStore(name, dir, options = {}) {
   const load = MODULES[name]
   if (!load) throw new Error(`unknown contestant ${name} (known: ${Object.keys(MODULES).join(', ')})`)
+  const pgName = name.endsWith('-pg')
+  if (pgName !== (options.postgres !== undefined)) throw new Error(`${name}: the postgres option is ${pgName ? 'required' : 'only for the -pg contestants'}`)
   const mod = await load()
-  return mod.open(dir, { ...options, engine: name === 'kestrel-ts' ? 'ts' : 'native' })
+  return mod.open(dir, { ...options, engine: name.startsWith('kestrel-ts') ? 'ts' : 'native' })
 }

@@ -1,7 +1,8 @@
 // One participant process of WP (workloads/wp.js): several processes open one directory at once.
-//   node wp-child.js <job> <store> <dir> <clients> <durationMs> <warmupMs> <index> <processes>
-// <store> is kestrel-native, kestrel-ts or lmdb, opened through benchmark/contestants; <index> is
-// this process's place among <processes>. Jobs:
+//   node wp-child.js <job> <store> <dir> <clients> <durationMs> <warmupMs> <index> <processes> [<options>]
+// <store> is kestrel-native, kestrel-ts or lmdb (WPG: kestrel-native-pg, kestrel-ts-pg), opened
+// through benchmark/contestants; <index> is this process's place among <processes>; <options>,
+// JSON, are the store's open options (WPG: { postgres }). Jobs:
 //   w1           W1's clients: commit one 256-byte record, await its acknowledgement, repeat;
 //                process i writes only keys ≡ i (mod processes), so processes never touch one key
 //   w3           W3's clients: read two zipfian keys, write both (the parent loaded the keys)
@@ -13,7 +14,7 @@
 // Prints READY once open, waits for "GO <wall ms>" on stdin and starts at that wall time, so the
 // processes' windows line up; runs the warm-up and the duration as W1 does, closes, and prints
 // one JSON line (its counts, latencies and peak RSS), or { error, code, message } when anything
-// failed.
+// failed. A PostgreSQL replica's result also has `pg`: its batches timed from outside (lib/pg.js).
 // Wall times are performance.timeOrigin + performance.now(), comparable between processes.
 import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -26,7 +27,8 @@ const TAIL_INTERVAL_MS = 2
 /** How long the tailing reader keeps polling after the writer's window closed. */
 const TAIL_GRACE_MS = 250
 
-const [job, storeName, dir, clientsArg, durationArg, warmupArg, indexArg, processesArg] = process.argv.slice(2)
+const [job, storeName, dir, clientsArg, durationArg, warmupArg, indexArg, processesArg, optionsArg] = process.argv.slice(2)
+const storeOptions = optionsArg ? JSON.parse(optionsArg) : {}
 const clients = Number(clientsArg)
 const durationMs = Number(durationArg)
 const warmupMs = Number(warmupArg)
@@ -127,16 +129,20 @@ async function main() {
   const run = JOBS[job]
   if (!run) throw new Error(`unknown job ${job}`)
   const go = startSignal()
-  const store = await openStore(storeName, dir)
+  // Before the store opens: the probe wraps the pg client the replica is about to use.
+  const probe = storeOptions.postgres ? (await import('./pg.js')).commitProbe() : undefined
+  const store = await openStore(storeName, dir, storeOptions)
   process.stdout.write('READY\n')
   const startWall = await go
   // The start as a performance.now() time; every process waits for the same wall time.
   const t0 = startWall - performance.timeOrigin
   const wait = t0 - performance.now()
   if (wait > 0) await sleep(wait)
-  const result = await run(store, Math.max(t0, performance.now()))
+  const start = Math.max(t0, performance.now())
+  const result = await run(store, start)
   await store.close()
-  return { job, store: storeName, index, clients, ...result, peakRssBytes: process.resourceUsage().maxRSS * 1024 }
+  const pg = probe?.summary(start + warmupMs, start + warmupMs + durationMs)
+  return { job, store: storeName, index, clients, ...result, ...(pg ? { pg } : {}), peakRssBytes: process.resourceUsage().maxRSS * 1024 }
 }
 
 let out

@@ -17,8 +17,9 @@ import w8 from './w8.js'
 import w9 from './w9.js'
 import saver from './saver.js'
 import wp from './wp.js'
+import wpg from './wpg.js'
 
-export const WORKLOADS = [w1, reads, w2cold, w3, w4, w6, w7, w8, w9, saver, wp]
+export const WORKLOADS = [w1, reads, w2cold, w3, w4, w6, w7, w8, w9, saver, wp, wpg]
 
 export const byId = (id) => WORKLOADS.find((w) => w.id === id)
 

@@ -1,12 +1,16 @@
 // LangGraph checkpoint savers: put (with 2 pending writes each), getTuple (latest of a thread) and
-// list (10 newest of a thread) from C concurrent clients, each on its own thread.
+// list (10 newest of a thread) from C concurrent clients, each on its own thread. The PostgreSQL
+// contestants (a KestrelSaver replica, LangGraph's PostgresSaver) use a fresh schema per cell,
+// dropped when the cell ends.
 import { createRequire } from 'node:module'
 import { summarize } from '../lib/stats.js'
 import { fmt, table, unavailableRow } from '../lib/report.js'
+import { PG_URL, dropSchema, schemaFor, schemaGuard } from '../lib/pg.js'
 
 const require = createRequire(import.meta.url)
 const CHANNEL_VALUE = Array.from({ length: 10 }, (_, i) => `message ${i} ${'x'.repeat(80)}`)
-const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'sqlite', 'memory']
+const CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'kestrel-native-pg', 'sqlite', 'postgres', 'memory']
+const PG_CONTESTANTS = ['kestrel-native-pg', 'postgres']
 const CONCURRENCY = 8
 
 async function openSaver(name, dir) {
@@ -15,6 +19,16 @@ async function openSaver(name, dir) {
     case 'kestrel-ts': {
       const { KestrelSaver } = await import('../../dist/langgraph/index.js')
       return KestrelSaver.open(dir, { engine: name === 'kestrel-native' ? 'native' : 'ts' })
+    }
+    case 'kestrel-native-pg': {
+      const { KestrelSaver } = await import('../../dist/langgraph/index.js')
+      return KestrelSaver.open(dir, { engine: 'native', postgres: { connectionString: PG_URL, schema: schemaFor(dir) } })
+    }
+    case 'postgres': {
+      const { PostgresSaver } = require('@langchain/langgraph-checkpoint-postgres')
+      const saver = PostgresSaver.fromConnString(PG_URL, { schema: schemaFor(dir) })
+      await saver.setup()
+      return saver
     }
     case 'sqlite': {
       const { SqliteSaver } = require('@langchain/langgraph-checkpoint-sqlite')
@@ -48,6 +62,15 @@ async function phase(concurrency, durationMs, op) {
 
 /** Child side; `param` is the number of concurrent clients. */
 export async function cell({ contestant, dir, param: concurrency, durationMs }) {
+  if (!PG_CONTESTANTS.includes(contestant)) return measure(contestant, dir, concurrency, durationMs)
+  try {
+    return await measure(contestant, dir, concurrency, durationMs)
+  } finally {
+    await dropSchema(schemaFor(dir))
+  }
+}
+
+async function measure(contestant, dir, concurrency, durationMs) {
   const saver = await openSaver(contestant, dir)
   const { uuid6, emptyCheckpoint } = require('@langchain/langgraph-checkpoint')
   const heads = []
@@ -80,14 +103,18 @@ export async function cell({ contestant, dir, param: concurrency, durationMs }) 
     if (n === 0) throw new Error('empty list')
   })
   if (typeof saver.close === 'function') await saver.close()
+  else if (typeof saver.end === 'function') await saver.end()
   else saver.db?.close?.()
   return { put, get, list }
 }
 
 export async function run(ctx) {
   const results = {}
+  const guard = await schemaGuard()
   for (const name of CONTESTANTS) {
     const r = ctx.cell(name, CONCURRENCY, { timeoutMs: 3 * ctx.durationMs + 90_000 })
+    // A cell killed on timeout could not drop its schema.
+    if (r.error && PG_CONTESTANTS.includes(name)) await guard.sweep().catch(() => [])
     results[name] = r
     ctx.log(
       '',
@@ -108,7 +135,7 @@ export function render(raw) {
     return [name, fmt(r.put.opsPerSec), fmt(r.put.p99Ms, 2), fmt(r.get.opsPerSec), fmt(r.get.p99Ms, 2), fmt(r.list.opsPerSec), fmt(r.list.p99Ms, 2)]
   })
   const lines = [
-    `${raw.concurrency} concurrent clients, each on its own thread: \`put\` (a checkpoint with two channels, then \`putWrites\` of two pending writes), then \`getTuple\` of the latest checkpoint, then \`list\` of the 10 newest. KestrelSaver commits durably (\`durability: 'sync'\`); the SQLite saver runs with its own defaults; MemorySaver keeps nothing on disk.`,
+    `${raw.concurrency} concurrent clients, each on its own thread: \`put\` (a checkpoint with two channels, then \`putWrites\` of two pending writes), then \`getTuple\` of the latest checkpoint, then \`list\` of the 10 newest. KestrelSaver commits durably (\`durability: 'sync'\`); kestrel-native-pg is KestrelSaver on a replica directory whose log is a PostgreSQL table (\`open(dir, { postgres })\`: each commit one PostgreSQL transaction, then applied locally); postgres is LangGraph's PostgresSaver (\`@langchain/langgraph-checkpoint-postgres\`, its defaults: a pool of up to 10 connections) on the same local server — both on a fresh schema per cell, with the server's \`synchronous_commit\`; the SQLite saver runs with its own defaults; MemorySaver keeps nothing on disk.`,
     '',
     ...table(headers, 'lrrrrrr', rows),
     '',

@@ -21,8 +21,9 @@ import w1, { VALUE_BYTES } from './w1.js'
 import { KEYS as W3_KEYS } from './w3.js'
 
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), '..', 'lib', 'wp-child.js')
-const CLIENTS = 64
-const PROCESSES = [1, 2, 4]
+// Exported with the machinery below for WPG (workloads/wpg.js), the same cells over PostgreSQL.
+export const CLIENTS = 64
+export const PROCESSES = [1, 2, 4]
 const W1_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'kestrel-mixed', 'lmdb']
 const W3_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'lmdb']
 const C1_CONTESTANTS = ['kestrel-native', 'kestrel-ts']
@@ -31,12 +32,12 @@ const TAIL_CONTESTANTS = ['kestrel-native', 'kestrel-ts', 'kestrel-mixed', 'lmdb
 const TAIL_GOAL_MS = 2
 const SCALING_GOAL = 0.8
 /** How long the participants may take to open before the cell gives up. */
-const OPEN_TIMEOUT_MS = 60_000
+export const OPEN_TIMEOUT_MS = 60_000
 
 // The cell's one numeric parameter carries the part, the process count and the client count.
-const MODE = { w1: 1, w1Own: 2, w3: 3, tail: 4 }
-const encode = (mode, processes, clients) => mode * 100_000 + processes * 1000 + clients
-const decode = (param) => ({ mode: Math.floor(param / 100_000), processes: Math.floor(param / 1000) % 100, clients: param % 1000 })
+export const MODE = { w1: 1, w1Own: 2, w3: 3, tail: 4 }
+export const encode = (mode, processes, clients) => mode * 100_000 + processes * 1000 + clients
+export const decode = (param) => ({ mode: Math.floor(param / 100_000), processes: Math.floor(param / 1000) % 100, clients: param % 1000 })
 
 /** The store process i of P runs: kestrel-mixed alternates native (even) and ts (odd). */
 const storeFor = (contestant, i) => (contestant === 'kestrel-mixed' ? (i % 2 === 0 ? 'kestrel-native' : 'kestrel-ts') : contestant)
@@ -93,12 +94,14 @@ function within(promise, ms, what) {
 }
 
 /**
- * Runs `jobs` ([{ job, store, clients }], one process each) on `dir` from one start signal;
- * their JSON results in order, or throws the first failure (after killing the others).
+ * Runs `jobs` ([{ job, store, clients, dir? }], one process each) on `dir` (or a job's own
+ * directory) from one start signal, each store opened with `options` when given; their JSON
+ * results in order, or throws the first failure (after killing the others).
  */
-async function runParticipants(jobs, { dir, durationMs, warmupMs }) {
-  const procs = jobs.map(({ job, store, clients }, i) =>
-    participant([job, store, dir, clients, durationMs, warmupMs, i, jobs.length], `process ${i + 1} of ${jobs.length} (${store})`),
+export async function runParticipants(jobs, { dir, durationMs, warmupMs, options }) {
+  const extra = options ? [JSON.stringify(options)] : []
+  const procs = jobs.map(({ job, store, clients, dir: own }, i) =>
+    participant([job, store, own ?? dir, clients, durationMs, warmupMs, i, jobs.length, ...extra], `process ${i + 1} of ${jobs.length} (${store})`),
   )
   try {
     await within(Promise.all(procs.map((p) => p.ready)), OPEN_TIMEOUT_MS, 'opening the directory in every process')
@@ -134,7 +137,11 @@ export async function cell({ contestant, dir, param, durationMs, warmupMs }) {
   if (clients % processes !== 0) throw new Error(`${clients} clients do not split evenly over ${processes} processes`)
   const job = mode === MODE.w3 ? 'w3' : 'w1'
   const jobs = Array.from({ length: processes }, (_, i) => ({ job, store: storeFor(contestant, i), clients: clients / processes }))
-  const parts = await runParticipants(jobs, opts)
+  return combine(await runParticipants(jobs, opts), { processes, clients, rmw: mode === MODE.w3 })
+}
+
+/** One cell's figures from its processes' results: summed rates, percentiles over all commits. */
+export function combine(parts, { processes, clients, rmw }) {
   const sorted = Float64Array.from(parts.flatMap((r) => r.latenciesMs)).sort()
   const commits = parts.reduce((n, r) => n + r.commits, 0)
   const attempts = parts.reduce((n, r) => n + (r.attempts ?? 0), 0)
@@ -146,14 +153,14 @@ export async function cell({ contestant, dir, param, durationMs, warmupMs }) {
     commitsPerSec: parts.reduce((n, r) => n + r.commits / (r.elapsedMs / 1000), 0),
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
-    ...(mode === MODE.w3 ? { retryRate: commits > 0 ? (attempts - commits) / commits : 0 } : {}),
+    ...(rmw ? { retryRate: commits > 0 ? (attempts - commits) / commits : 0 } : {}),
     perProcess: parts.map((r) => ({ store: r.store, clients: r.clients, commitsPerSec: r.commits / (r.elapsedMs / 1000), peakRssBytes: r.peakRssBytes })),
     participantPeakRssBytes: Math.max(...parts.map((r) => r.peakRssBytes)),
   }
 }
 
 /** Lag per record measured after the warm-up: seen by the reader − acknowledged to the writer. */
-function tailSummary(writer, reader) {
+export function tailSummary(writer, reader) {
   const lags = []
   let missed = 0
   const from = writer.measuredFromSeq || writer.ackedAt.length + 1
@@ -181,7 +188,7 @@ function tailSummary(writer, reader) {
   }
 }
 
-const scaleLine = (x) =>
+export const scaleLine = (x) =>
   `${fmt(x.commitsPerSec).padStart(8)} commits/s  p50 ${fmt(x.p50Ms, 2)} ms  p99 ${fmt(x.p99Ms, 2)} ms${x.retryRate === undefined ? '' : `  retries/commit ${fmt(x.retryRate, 2)}`}  per process ${x.perProcess.map((p) => fmt(p.commitsPerSec)).join(' + ')}`
 
 /** Parent side: every part × contestant × process count, each cell in its own process. */
@@ -251,9 +258,9 @@ export async function run(ctx) {
   }
 }
 
-const atMost = (value, threshold) => (Number.isFinite(value) ? (value <= threshold ? '**met**' : '**not met**') : '**not measured**')
-const rate = (r) => (r && !r.error ? r.commitsPerSec : NaN)
-const cellError = (r) => (r ? r.error : 'not run')
+export const atMost = (value, threshold) => (Number.isFinite(value) ? (value <= threshold ? '**met**' : '**not met**') : '**not measured**')
+export const rate = (r) => (r && !r.error ? r.commitsPerSec : NaN)
+export const cellError = (r) => (r ? r.error : 'not run')
 
 /**
  * Commits/s by process count with the ratios, then p50 / p99 by process count. A row whose cells
