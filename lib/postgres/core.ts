@@ -167,6 +167,13 @@ export class PgCore implements Core {
   snapshotError: unknown
   /** Newest snapshot LSN heard of. */
   private snapshotLsn = 0
+  /**
+   * LSN of the last record handed to the engine (applied, or queued behind what is): what this
+   * replica reads the log after. Ahead of `lastCommitId()` while a batch is being applied.
+   */
+  private queuedLsn = 0
+  /** The local apply of this replica's last written batch, while the next batch goes to PostgreSQL. */
+  private ownApply: Promise<void> = Promise.resolve()
 
   private constructor(
     private readonly inner: Core,
@@ -278,6 +285,7 @@ export class PgCore implements Core {
           )
         }
         const core = new PgCore(local.core, local.unlock, pg, pool, log, options, replicaId)
+        core.queuedLsn = applied
         core.headSeen = meta?.head ?? applied
         core.unreachable = down
         if (meta) {
@@ -418,11 +426,11 @@ export class PgCore implements Core {
       const target = all ? await this.log.head(this.pool) : 0
       // Bounded: every read applies at least one record; with `all`, up to the head read first.
       do {
-        const rows = await this.log.readAfter(this.pool, Number(this.inner.lastCommitId()))
+        const rows = await this.log.readAfter(this.pool, this.queuedLsn)
         this.unreachable = undefined
         if (rows.length === 0) return
         await this.applyRows(rows)
-      } while (Number(this.inner.lastCommitId()) < target)
+      } while (this.queuedLsn < target)
     } catch (err) {
       const e = pgError(err, 'catching up', this.where)
       if (e.code === 'KESTREL_UNAVAILABLE') this.unreachable = e
@@ -435,7 +443,7 @@ export class PgCore implements Core {
    * and note their writes for validation.
    */
   private async applyRows(rows: readonly LogRow[]): Promise<void> {
-    const first = Number(this.inner.lastCommitId()) + 1
+    const first = this.queuedLsn + 1
     if (rows[0]!.lsn > first && (await this.log.firstLsn(this.pool)) > first) {
       this.faultError ??= new KestrelError(
         'KESTREL_BEHIND',
@@ -457,8 +465,13 @@ export class PgCore implements Core {
     this.onForeign?.(first, payloads)
   }
 
-  /** Hand `payloads` to the engine as one batch; they must take LSNs `first…` (asserted). */
+  /**
+   * Hand `payloads` to the engine as one batch, behind what it was handed before; they must take
+   * LSNs `first…` (asserted). Resolves once they are applied (durable and visible here).
+   */
   private async applyLocally(payloads: readonly Uint8Array[], first: number): Promise<bigint[]> {
+    if (first !== this.queuedLsn + 1) throw new Error(`records handed to the engine out of order: LSN ${first} after ${this.queuedLsn}`)
+    this.queuedLsn += payloads.length
     this.inner.holdWriter(true)
     let done: Array<Promise<bigint>>
     try {
@@ -523,7 +536,7 @@ export class PgCore implements Core {
     let head: number
     const id = randomUUID()
     try {
-      const locked = await this.log.lockHead(c, Number(this.inner.lastCommitId()))
+      const locked = await this.log.lockHead(c, this.queuedLsn)
       head = locked.head
       this.unreachable = undefined
       if (head > this.headSeen) this.headSeen = head
@@ -531,10 +544,10 @@ export class PgCore implements Core {
       // Bounded: every read applies at least one record, up to `head`.
       while (rows.length > 0) {
         await this.applyRows(rows)
-        if (Number(this.inner.lastCommitId()) >= head) break
-        rows = await this.log.readAfter(c, Number(this.inner.lastCommitId()))
+        if (this.queuedLsn >= head) break
+        rows = await this.log.readAfter(c, this.queuedLsn)
       }
-      if (Number(this.inner.lastCommitId()) !== head) {
+      if (this.queuedLsn !== head) {
         throw new KestrelError(
           'KESTREL_CORRUPT',
           `the PostgreSQL log of schema "${this.log.schema}" ends before its head (LSN ${head}); restore the schema from a backup`,
@@ -600,26 +613,29 @@ export class PgCore implements Core {
         return
       }
     }
-    // Written: applied here under the same LSNs, then acknowledged.
-    let lsns: bigint[]
-    try {
-      lsns = await this.applyLocally(
-        go.map((p) => p.payload),
-        head + 1,
-      )
-    } catch (err) {
-      // The commits are durable in PostgreSQL (and other replicas will see them), but this
-      // replica could not apply them: it serves no more commits until reopened.
-      this.faultError = new KestrelError(
-        'KESTREL_IO',
-        `this replica could not apply commits PostgreSQL holds (${(err as Error).message}); close the database and open it again`,
-        { cause: err },
-      )
-      for (let i = 0; i < go.length; i++) go[i]!.resolve(BigInt(head + 1 + i))
-      return
-    }
+    // Written: applied here under the same LSNs, then acknowledged. The next batch may go to
+    // PostgreSQL meanwhile (it reads the log after these); at most one batch is applied behind it.
+    const previous = this.ownApply
+    await previous
     if (head + go.length > this.headSeen) this.headSeen = head + go.length
-    for (let i = 0; i < go.length; i++) go[i]!.resolve(lsns[i]!)
+    this.ownApply = this.applyLocally(
+      go.map((p) => p.payload),
+      head + 1,
+    ).then(
+      (lsns) => {
+        for (let i = 0; i < go.length; i++) go[i]!.resolve(lsns[i]!)
+      },
+      (err: unknown) => {
+        // The commits are durable in PostgreSQL (and other replicas will see them), but this
+        // replica could not apply them: it serves no more commits until reopened.
+        this.faultError ??= new KestrelError(
+          'KESTREL_IO',
+          `this replica could not apply commits PostgreSQL holds (${(err as Error).message}); close the database and open it again`,
+          { cause: err },
+        )
+        for (let i = 0; i < go.length; i++) go[i]!.resolve(BigInt(head + 1 + i))
+      },
+    )
   }
 
   /**
@@ -777,6 +793,7 @@ export class PgCore implements Core {
     while (this.running) await new Promise<void>((r) => setImmediate(r))
     this.stopTimers()
     await this.serial
+    await this.ownApply
     await this.publishing
     try {
       // It holds back the trim no more (a replica that is gone is dropped after a while anyway).
