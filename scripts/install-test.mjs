@@ -208,7 +208,21 @@ await new Promise((r) => setImmediate(r))
 out.warnings = warnings.filter((w) => w.code === 'KESTREL_NATIVE_FALLBACK')
 console.log(JSON.stringify(out))
 `
+// The PostgreSQL medium needs the optional peer \`pg\`, which this project does not have.
+const NO_PG_MJS = `
+import { open } from 'kestreldb'
+const out = {}
+try {
+  await open(process.argv[2], { postgres: { connectionString: 'postgres://127.0.0.1/x', schema: 'app' } })
+  out.opened = true
+} catch (e) {
+  out.code = e.code
+  out.message = e.message
+}
+console.log(JSON.stringify(out))
+`
 function writeScripts(dir) {
+  writeFileSync(join(dir, 'no-pg.mjs'), NO_PG_MJS)
   writeFileSync(join(dir, 'native.mjs'), NATIVE_MJS)
   writeFileSync(join(dir, 'langgraph.mjs'), LANGGRAPH_MJS)
   writeFileSync(join(dir, 'cjs.cjs'), CJS)
@@ -266,6 +280,12 @@ r = sh(join(BIN, 'npx'), ['kestrel', 'verify', db1], app)
 check(r.status === 0 && /ok|no problem/i.test(r.stdout + r.stderr), '`npx kestrel verify` on it exits 0', r.stdout + r.stderr)
 r = node(app, 'langgraph.mjs', [join(app, 'lg')])
 check(r.json?.id === '1ef-install-test', "import { KestrelSaver } from 'kestreldb/langgraph' (put + getTuple on the native engine)", r.stdout + r.stderr)
+r = node(app, 'no-pg.mjs', [join(app, 'db-no-pg')])
+check(
+  r.json?.code === 'KESTREL_INVALID_ARGUMENT' && r.json.message.includes('npm install pg'),
+  'the postgres option without the optional pg package → KESTREL_INVALID_ARGUMENT saying to install it',
+  r.stdout + r.stderr,
+)
 r = node(app, 'cjs.cjs', [join(app, 'cjs')])
 check(
   r.json?.engine === 'native' && r.json.sameModule && r.json.instance && r.json.saver === 'function',
