@@ -18,20 +18,8 @@ import { readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Client, Pool, PoolClient } from 'pg'
 import { KestrelError } from '../errors.js'
-import type {
-  BackupPlan,
-  CheckpointRef,
-  CommitCheck,
-  Core,
-  CoreCheckpointOptions,
-  CoreScanOptions,
-  CoreScavengeOptions,
-  CoreScavengeStep,
-  CoreStats,
-  EngineName,
-  LogTail,
-  PageFault,
-} from '../core/types.js'
+import { WrappedCore } from '../core/wrapped.js'
+import type { CommitCheck, Core, CoreStats, LogTail } from '../core/types.js'
 import { type LogRow, PgLog, checkSchemaName } from './log.js'
 import { readReplicaMark, writeReplicaMark } from './replica.js'
 import { fetchSnapshot, publishSnapshot } from './snapshot.js'
@@ -138,8 +126,7 @@ function describe(connectionString: string): string {
   }
 }
 
-export class PgCore implements Core {
-  readonly engine: EngineName
+export class PgCore extends WrappedCore {
   /** Foreign commits applied, for the coordinator's conflict memory (first LSN, payloads). */
   onForeign: ((firstLsn: number, payloads: Uint8Array[]) => void) | undefined
 
@@ -176,7 +163,7 @@ export class PgCore implements Core {
   private ownApply: Promise<void> = Promise.resolve()
 
   private constructor(
-    private readonly inner: Core,
+    inner: Core,
     private readonly unlock: () => Promise<void>,
     private readonly pg: PgModule,
     private readonly pool: Pool,
@@ -185,12 +172,8 @@ export class PgCore implements Core {
     /** This replica's row in `kestrel_replica` while it is open. */
     private readonly replicaId: string,
   ) {
-    this.engine = inner.engine
+    super(inner)
     this.where = describe(options.connectionString)
-  }
-
-  get dir(): string {
-    return this.inner.dir
   }
 
   /**
@@ -675,45 +658,9 @@ export class PgCore implements Core {
     throw e
   }
 
-  // ---- reads and the rest, forwarded -------------------------------------------------------
+  // ---- what differs from the engine (reads and the rest are forwarded by WrappedCore) ------
 
-  lastCommitId(): bigint {
-    return this.inner.lastCommitId()
-  }
-
-  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
-    return this.inner.get(collection, key, snapshot)
-  }
-
-  scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    return this.inner.scan(collection, options, snapshot)
-  }
-
-  find(collection: string, index: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    return this.inner.find(collection, index, options, snapshot)
-  }
-
-  collections(): string[] {
-    return this.inner.collections()
-  }
-
-  setAgeGroup(group: number): void {
-    this.inner.setAgeGroup(group)
-  }
-
-  scavenge(options: CoreScavengeOptions): CoreScavengeStep {
-    return this.inner.scavenge(options)
-  }
-
-  setHorizon(horizon: number, sweep: boolean, pinned?: readonly number[]): void {
-    this.inner.setHorizon(horizon, sweep, pinned)
-  }
-
-  horizon(): number {
-    return this.inner.horizon()
-  }
-
-  stats(): CoreStats {
+  override stats(): CoreStats {
     const applied = Number(this.inner.lastCommitId())
     return {
       ...this.inner.stats(),
@@ -726,54 +673,14 @@ export class PgCore implements Core {
     }
   }
 
-  checkpoint(options?: CoreCheckpointOptions): Promise<void> {
-    return this.inner.checkpoint(options)
-  }
-
-  checkpointRef(): CheckpointRef {
-    return this.inner.checkpointRef()
-  }
-
-  adoptCheckpoint(): boolean {
+  override adoptCheckpoint(): boolean {
     return false
   }
 
-  holdWriter(hold: boolean): void {
-    this.inner.holdWriter(hold)
-  }
+  override leaveSharing(): void {}
 
-  keepWriteLock(_fd: number): void {}
-
-  letGoWriteLock(): void {}
-
-  leaveSharing(): void {}
-
-  logTail(): LogTail {
-    return this.inner.logTail()
-  }
-
-  catchUp(_tail: LogTail, _adopt: boolean): Uint8Array[] {
+  override catchUp(_tail: LogTail, _adopt: boolean): Uint8Array[] {
     throw new KestrelError('KESTREL_INVALID_ARGUMENT', 'catchUp() is for a shared directory, not a PostgreSQL replica')
-  }
-
-  suspendFlusher(): Promise<void> {
-    return this.inner.suspendFlusher()
-  }
-
-  resumeFlusher(): void {
-    this.inner.resumeFlusher()
-  }
-
-  backupPlan(): BackupPlan {
-    return this.inner.backupPlan()
-  }
-
-  setPageFault(fault: PageFault): void {
-    this.inner.setPageFault(fault)
-  }
-
-  holdSyncs(hold: boolean): void {
-    this.inner.holdSyncs(hold)
   }
 
   private stopTimers(): void {

@@ -19,20 +19,8 @@ import { KestrelError } from '../errors.js'
 import { LOCK_FILE } from '../lock.js'
 import { LOG_DIR } from '../format/log.js'
 import { PAGE_FILE, readMeta } from '../format/page_layout.js'
-import type {
-  BackupPlan,
-  CheckpointRef,
-  CommitCheck,
-  Core,
-  CoreOpenOptions,
-  CoreScanOptions,
-  CoreScavengeOptions,
-  CoreScavengeStep,
-  CoreStats,
-  EngineName,
-  LogTail,
-  PageFault,
-} from '../core/types.js'
+import { WrappedCore } from '../core/wrapped.js'
+import type { CommitCheck, Core, CoreOpenOptions, EngineName, LogTail } from '../core/types.js'
 import { SHARED_FILE, SLOTS_MAX, SharedFile, type Slot } from './file.js'
 import { type LockNames, type NamedLock, afterHandOver, lockNames, netnsId, tryLock, waitLock } from './locks.js'
 
@@ -85,8 +73,7 @@ interface Pending {
 
 const ENGINE_IDS: Record<EngineName, number> = { native: 1, ts: 2 }
 
-export class SharedCore implements Core {
-  readonly engine: EngineName
+export class SharedCore extends WrappedCore {
   /** Foreign commits applied, for the coordinator's conflict memory (first LSN, payloads). */
   onForeign: ((firstLsn: number, payloads: Uint8Array[]) => void) | undefined
 
@@ -116,7 +103,7 @@ export class SharedCore implements Core {
   private needLsn = Number.MAX_SAFE_INTEGER
 
   private constructor(
-    private readonly inner: Core,
+    inner: Core,
     private readonly file: SharedFile,
     private readonly names: LockNames,
     private readonly slotIndex: number,
@@ -124,11 +111,7 @@ export class SharedCore implements Core {
     private readonly slot: Slot,
     private readonly options: CoreOpenOptions,
   ) {
-    this.engine = inner.engine
-  }
-
-  get dir(): string {
-    return this.inner.dir
+    super(inner)
   }
 
   /** Open `dir` as a participant: `openEngine` opens this process's engine with the given options. */
@@ -668,19 +651,11 @@ export class SharedCore implements Core {
     this.writeSlot()
   }
 
-  checkpoint(): Promise<void> {
+  override checkpoint(): Promise<void> {
     return this.runCheckpoint(true)
   }
 
-  checkpointRef(): CheckpointRef {
-    return this.inner.checkpointRef()
-  }
-
-  adoptCheckpoint(): boolean {
-    return this.inner.adoptCheckpoint()
-  }
-
-  async suspendFlusher(): Promise<void> {
+  override async suspendFlusher(): Promise<void> {
     // A backup copies this participant's checkpoint and the log after it: no one checkpoints or
     // trims meanwhile.
     if (this.suspends++ === 0) {
@@ -699,7 +674,7 @@ export class SharedCore implements Core {
     await this.inner.suspendFlusher()
   }
 
-  resumeFlusher(): void {
+  override resumeFlusher(): void {
     this.inner.resumeFlusher()
     if (--this.suspends === 0) {
       this.needLsn = Number.MAX_SAFE_INTEGER
@@ -709,11 +684,7 @@ export class SharedCore implements Core {
     }
   }
 
-  backupPlan(): BackupPlan {
-    return this.inner.backupPlan()
-  }
-
-  // ---- reads and the rest, forwarded -------------------------------------------------------
+  // ---- freshness (reads and the rest are forwarded by WrappedCore) ----------------------------
 
   /**
    * Every snapshot starts here (transactions, views, one-shot reads): caught up to the published
@@ -721,7 +692,7 @@ export class SharedCore implements Core {
    * transaction begun after another process's commit resolved sees it. (Once per event-loop turn
    * would not do: a message from that process can arrive in the same turn as an earlier refresh.)
    */
-  lastCommitId(): bigint {
+  override lastCommitId(): bigint {
     if (!this.closed) {
       try {
         this.refreshNow()
@@ -730,71 +701,6 @@ export class SharedCore implements Core {
       }
     }
     return this.inner.lastCommitId()
-  }
-
-  get(collection: string, key: Uint8Array, snapshot: number): Uint8Array | undefined {
-    return this.inner.get(collection, key, snapshot)
-  }
-
-  scan(collection: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    return this.inner.scan(collection, options, snapshot)
-  }
-
-  find(collection: string, index: string, options: CoreScanOptions, snapshot: number): Array<[Uint8Array, Uint8Array]> {
-    return this.inner.find(collection, index, options, snapshot)
-  }
-
-  collections(): string[] {
-    return this.inner.collections()
-  }
-
-  setAgeGroup(group: number): void {
-    this.inner.setAgeGroup(group)
-  }
-
-  scavenge(options: CoreScavengeOptions): CoreScavengeStep {
-    return this.inner.scavenge(options)
-  }
-
-  setHorizon(horizon: number, sweep: boolean, pinned?: readonly number[]): void {
-    this.inner.setHorizon(horizon, sweep, pinned)
-  }
-
-  horizon(): number {
-    return this.inner.horizon()
-  }
-
-  stats(): CoreStats {
-    return this.inner.stats()
-  }
-
-  leaveSharing(): void {
-    this.inner.leaveSharing()
-  }
-
-  holdWriter(hold: boolean): void {
-    this.inner.holdWriter(hold)
-  }
-
-  /** The participant itself keeps its engine's hold on the write lock (acquireWrite). */
-  keepWriteLock(_fd: number): void {}
-
-  letGoWriteLock(): void {}
-
-  logTail(): LogTail {
-    return this.inner.logTail()
-  }
-
-  catchUp(tail: LogTail, adopt: boolean): Uint8Array[] {
-    return this.inner.catchUp(tail, adopt)
-  }
-
-  setPageFault(fault: PageFault): void {
-    this.inner.setPageFault(fault)
-  }
-
-  holdSyncs(hold: boolean): void {
-    this.inner.holdSyncs(hold)
   }
 
   private stopTimers(): void {
