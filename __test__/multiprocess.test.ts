@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { open, type EngineName } from '../lib/index.js'
-import { ENGINES, saverChain, tempDir } from './helpers.js'
-import { type HistoryOutcome, PAIRS, type RmwOutcome, checkHistory, start } from './participants.js'
+import { ENGINES, tempDir } from './helpers.js'
+import { type HistoryOutcome, PAIRS, type RmwOutcome, checkHistory, saverRace, start } from './participants.js'
 
 describe('seed 000 across processes: load-modify-save of one shared record', () => {
   for (const [a, b] of PAIRS) {
@@ -150,29 +150,11 @@ describe('KestrelSaver from several processes', () => {
   for (const [a, b] of PAIRS) {
     it(`${a} + ${b}: two processes x 10 concurrent appends to one thread: all 20 listed once, newest first, in one chain`, async () => {
       const dir = tempDir()
-      const { KestrelSaver } = await import('../lib/langgraph/index.js')
-      const { emptyCheckpoint } = await import('@langchain/langgraph-checkpoint')
-      const first = await KestrelSaver.open(dir, { engine: a })
-      const root = await first.put(
-        { configurable: { thread_id: 'shared', checkpoint_ns: '' } },
-        emptyCheckpoint(),
-        { source: 'input', step: -1, parents: {} },
-        {},
+      await saverRace(
+        (engine) => ({ dir, options: { engine } }),
+        () => start('saver', dir, [a, b]),
+        [a, b],
       )
-      await first.close()
-      const ps = await start('saver', dir, [a, b])
-      for (const p of ps) p.send()
-      // Every put of both processes is called at the root before either lets one commit.
-      await Promise.all(ps.map((p) => p.waitFor((l) => l === 'BARRIER', 'BARRIER')))
-      for (const p of ps) p.send()
-      const outcomes = await Promise.all(ps.map((p) => p.result<{ ids: string[] }>()))
-      const again = await KestrelSaver.open(dir, { engine: b })
-      const listed: string[] = []
-      for await (const t of again.list({ configurable: { thread_id: 'shared' } })) listed.push(t.checkpoint.id)
-      const all = [...outcomes.flatMap((o) => o.ids), root.configurable?.checkpoint_id as string].sort().reverse()
-      expect(listed).toEqual(all)
-      expect(await saverChain(again, 'shared')).toEqual(all)
-      await again.close()
     })
   }
 })

@@ -7,8 +7,8 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'vitest'
-import type { EngineName } from '../lib/index.js'
-import { ENGINES } from './helpers.js'
+import type { EngineName, OpenOptions } from '../lib/index.js'
+import { ENGINES, saverChain } from './helpers.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/participant.mjs', import.meta.url))
 
@@ -121,4 +121,36 @@ export function checkHistory(outcomes: HistoryOutcome[], read: (k: number) => nu
       expect(seen, `read of ${k} at ${d.snapshot}`).toEqual(at)
     }
   }
+}
+
+/**
+ * Seed 000 on the saver: a root checkpoint, then `start()`'s two participants each put 10
+ * checkpoints at the root concurrently (every put called before any commits) — all 20 must be
+ * listed once, newest first, in one parent chain. `where(engine)` says how the test opens it.
+ */
+export async function saverRace(
+  where: (engine: EngineName) => { dir: string; options: OpenOptions },
+  startParticipants: () => Promise<Participant[]>,
+  [a, b]: [EngineName, EngineName],
+): Promise<void> {
+  const { KestrelSaver } = await import('../lib/langgraph/index.js')
+  const { emptyCheckpoint } = await import('@langchain/langgraph-checkpoint')
+  const at = where(a)
+  const first = await KestrelSaver.open(at.dir, at.options)
+  const root = await first.put({ configurable: { thread_id: 'shared', checkpoint_ns: '' } }, emptyCheckpoint(), { source: 'input', step: -1, parents: {} }, {})
+  await first.close()
+  const ps = await startParticipants()
+  for (const p of ps) p.send()
+  // Every put of both participants is called at the root before either lets one commit.
+  await Promise.all(ps.map((p) => p.waitFor((l) => l === 'BARRIER', 'BARRIER')))
+  for (const p of ps) p.send()
+  const outcomes = await Promise.all(ps.map((p) => p.result<{ ids: string[] }>()))
+  const then = where(b)
+  const again = await KestrelSaver.open(then.dir, then.options)
+  const listed: string[] = []
+  for await (const t of again.list({ configurable: { thread_id: 'shared' } })) listed.push(t.checkpoint.id)
+  const all = [...outcomes.flatMap((o) => o.ids), root.configurable?.checkpoint_id as string].sort().reverse()
+  expect(listed).toEqual(all)
+  expect(await saverChain(again, 'shared')).toEqual(all)
+  await again.close()
 }

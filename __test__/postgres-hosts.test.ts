@@ -7,8 +7,8 @@
  */
 import { describe, expect, it } from 'vitest'
 import { open, type EngineName } from '../lib/index.js'
-import { ENGINES, saverChain, tempDir } from './helpers.js'
-import { type HistoryOutcome, PAIRS, type RmwOutcome, checkHistory, start } from './participants.js'
+import { ENGINES, tempDir } from './helpers.js'
+import { type HistoryOutcome, PAIRS, type RmwOutcome, checkHistory, saverRace, start } from './participants.js'
 import { PG_URL, adminPool, newSchema, pgOptions, usePostgres } from './pg-helpers.js'
 
 usePostgres()
@@ -188,28 +188,11 @@ describe('KestrelSaver from two hosts', () => {
   for (const [a, b] of PAIRS) {
     it(`${a} + ${b}: two hosts x 10 concurrent puts on one thread: all 20 listed once, newest first, in one chain`, async () => {
       const schema = newSchema()
-      const { KestrelSaver } = await import('../lib/langgraph/index.js')
-      const { emptyCheckpoint } = await import('@langchain/langgraph-checkpoint')
-      const first = await KestrelSaver.open(tempDir('first'), { engine: a, ...pgOptions(schema) })
-      const root = await first.put(
-        { configurable: { thread_id: 'shared', checkpoint_ns: '' } },
-        emptyCheckpoint(),
-        { source: 'input', step: -1, parents: {} },
-        {},
+      await saverRace(
+        (engine) => ({ dir: tempDir('saver'), options: { engine, ...pgOptions(schema) } }),
+        async () => (await hosts('saver', schema, [a, b])).ps,
+        [a, b],
       )
-      await first.close()
-      const { ps } = await hosts('saver', schema, [a, b])
-      for (const p of ps) p.send()
-      await Promise.all(ps.map((p) => p.waitFor((l) => l === 'BARRIER', 'BARRIER')))
-      for (const p of ps) p.send()
-      const outcomes = await Promise.all(ps.map((p) => p.result<{ ids: string[] }>()))
-      const again = await KestrelSaver.open(tempDir('again'), { engine: b, ...pgOptions(schema) })
-      const listed: string[] = []
-      for await (const t of again.list({ configurable: { thread_id: 'shared' } })) listed.push(t.checkpoint.id)
-      const all = [...outcomes.flatMap((o) => o.ids), root.configurable?.checkpoint_id as string].sort().reverse()
-      expect(listed).toEqual(all)
-      expect(await saverChain(again, 'shared')).toEqual(all)
-      await again.close()
     })
   }
 })
