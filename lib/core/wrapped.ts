@@ -19,6 +19,42 @@ import type {
   PageFault,
 } from './types.js'
 
+/** A commit queued by a wrapper until its batch is written. */
+export interface QueuedCommit {
+  payload: Uint8Array
+  check: CommitCheck | undefined
+  /** The wrapper's count of foreign batches applied when the commit was queued. */
+  foreignAt: number
+  resolve: (lsn: bigint) => void
+  reject: (err: unknown) => void
+}
+
+/**
+ * The commits of `batch` still valid now that foreign batches up to `foreignBatches` are applied:
+ * each whose process has seen foreign commits since it was validated runs its `check` again (the
+ * same first-committer-wins and unique rules, against what arrived); a refused one rejects with
+ * what its check returned or threw, unwritten.
+ */
+export function stillValid<P extends QueuedCommit>(batch: readonly P[], foreignBatches: number): P[] {
+  const go: P[] = []
+  for (const p of batch) {
+    if (p.check && p.foreignAt !== foreignBatches) {
+      let refused: unknown
+      try {
+        refused = p.check()
+      } catch (err) {
+        refused = err
+      }
+      if (refused) {
+        p.reject(refused)
+        continue
+      }
+    }
+    go.push(p)
+  }
+  return go
+}
+
 export abstract class WrappedCore implements Core {
   readonly engine: EngineName
 

@@ -18,7 +18,7 @@ import { readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Client, Pool, PoolClient } from 'pg'
 import { KestrelError } from '../errors.js'
-import { WrappedCore } from '../core/wrapped.js'
+import { type QueuedCommit, WrappedCore, stillValid } from '../core/wrapped.js'
 import type { CommitCheck, Core, CoreStats, LogTail } from '../core/types.js'
 import { type LogRow, PgLog, checkSchemaName } from './log.js'
 import { readReplicaMark, writeReplicaMark } from './replica.js'
@@ -69,14 +69,7 @@ const KILL_AT = (() => {
 })()
 let killCount = 0
 
-interface Pending {
-  payload: Uint8Array
-  check: CommitCheck | undefined
-  /** `foreignBatches` when the commit was queued: re-checked only if it changed. */
-  foreignAt: number
-  resolve: (lsn: bigint) => void
-  reject: (err: unknown) => void
-}
+type Pending = QueuedCommit
 
 type PgModule = { Pool: typeof Pool; Client: typeof Client }
 
@@ -536,22 +529,7 @@ export class PgCore extends WrappedCore {
           `the PostgreSQL log of schema "${this.log.schema}" ends before its head (LSN ${head}); restore the schema from a backup`,
         )
       }
-      go = []
-      for (const p of batch) {
-        if (p.check && p.foreignAt !== this.foreignBatches) {
-          let refused: unknown
-          try {
-            refused = p.check()
-          } catch (err) {
-            refused = err
-          }
-          if (refused) {
-            p.reject(refused)
-            continue
-          }
-        }
-        go.push(p)
-      }
+      go = stillValid(batch, this.foreignBatches)
       if (go.length === 0) {
         await c.query('ROLLBACK')
         c.release()

@@ -19,7 +19,7 @@ import { KestrelError } from '../errors.js'
 import { LOCK_FILE } from '../lock.js'
 import { LOG_DIR } from '../format/log.js'
 import { PAGE_FILE, readMeta } from '../format/page_layout.js'
-import { WrappedCore } from '../core/wrapped.js'
+import { type QueuedCommit, WrappedCore, stillValid } from '../core/wrapped.js'
 import type { CommitCheck, Core, CoreOpenOptions, EngineName, LogTail } from '../core/types.js'
 import { SHARED_FILE, SLOTS_MAX, SharedFile, type Slot } from './file.js'
 import { type LockNames, type NamedLock, afterHandOver, lockNames, netnsId, tryLock, waitLock } from './locks.js'
@@ -62,14 +62,7 @@ const BATCH_COMMITS_MAX = 4096
 /** The largest torn tail zeroed after an abandoned batch. */
 const ZERO_BYTES_MAX = 64 << 20
 
-interface Pending {
-  payload: Uint8Array
-  check: CommitCheck | undefined
-  /** `foreignBatches` when the commit was queued: re-checked only if it changed. */
-  foreignAt: number
-  resolve: (lsn: bigint) => void
-  reject: (err: unknown) => void
-}
+type Pending = QueuedCommit
 
 const ENGINE_IDS: Record<EngineName, number> = { native: 1, ts: 2 }
 
@@ -523,22 +516,7 @@ export class SharedCore extends WrappedCore {
       this.releaseWrite()
       return
     }
-    const go: Pending[] = []
-    for (const p of batch) {
-      if (p.check && p.foreignAt !== this.foreignBatches) {
-        let refused: unknown
-        try {
-          refused = p.check()
-        } catch (err) {
-          refused = err
-        }
-        if (refused) {
-          p.reject(refused)
-          continue
-        }
-      }
-      go.push(p)
-    }
+    const go = stillValid(batch, this.foreignBatches)
     if (go.length === 0) return
     if (KILL_AT) killPoint()
     // One batch, one fdatasync: others wait for this lock.
