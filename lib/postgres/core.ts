@@ -143,8 +143,8 @@ export class PgCore extends WrappedCore {
   private houseTimer: NodeJS.Timeout | undefined
   /** A snapshot is being published by this replica. */
   private publishing: Promise<unknown> | undefined
-  /** Why the last snapshot failed (retried at the next housekeeping). */
-  snapshotError: unknown
+  /** Why the last housekeeping (heartbeat or snapshot) failed; tried again a second later. */
+  housekeepingError: unknown
   /** Newest snapshot LSN heard of. */
   private snapshotLsn = 0
   /**
@@ -323,10 +323,10 @@ export class PgCore extends WrappedCore {
       if (applied - this.snapshotLsn < every || this.closed) return
       const made = await publishSnapshot(this.pool, this.log, this.inner, this.replicaId, REPLICA_STALE_MS)
       if (made) this.snapshotLsn = made.lsn
-      this.snapshotError = undefined
+      this.housekeepingError = undefined
     })()
       .catch((err: unknown) => {
-        if (!(err instanceof KestrelError && err.code === 'KESTREL_CLOSED')) this.snapshotError = err
+        if (!(err instanceof KestrelError && err.code === 'KESTREL_CLOSED')) this.housekeepingError = err
       })
       .finally(() => {
         this.publishing = undefined
