@@ -168,6 +168,7 @@ export class Database {
       // Bounded by `retries`.
       for (let attempt = 0; ; attempt++) {
         const tx = new Transaction(this.host, true)
+        tx.retriedOnConflict = attempt < retries
         try {
           const result = await fn(tx)
           // A commit the body started is this attempt's commit: report its outcome, never commit

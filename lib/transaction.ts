@@ -130,6 +130,13 @@ export class Transaction {
    * @internal use `db.begin()`. `managed`: `db.transaction` runs it and reports the outcome of
    * its commit, also of one the body started without awaiting it.
    */
+  /**
+   * @internal `db.transaction` will retry a conflict of this attempt: its ConflictError is
+   * normally never seen by the caller (only by a body that commits and catches it itself), so it
+   * is made without a stack trace (capturing one is most of its cost).
+   */
+  retriedOnConflict = false
+
   constructor(
     private readonly host: TransactionHost,
     private readonly managed = false,
@@ -500,7 +507,7 @@ export class Transaction {
       const newer = this.coordinator.newer(s.slot, s.since ?? this.snap)
       if (s.merge ? newer === 2 : newer !== 0) {
         const op = ops[i]!
-        const err = new ConflictError(op.collection, decodeKey(op.key))
+        const err = this.conflictError(op.collection, op.key)
         err.slot = s.slot
         return err
       }
@@ -511,6 +518,18 @@ export class Transaction {
       return err as Error
     }
     return undefined
+  }
+
+  /** A write conflict on (`collection`, `key`): without a stack when `db.transaction` retries it. */
+  private conflictError(collection: string, key: Uint8Array): ConflictError {
+    if (!this.retriedOnConflict) return new ConflictError(collection, decodeKey(key))
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      return new ConflictError(collection, decodeKey(key))
+    } finally {
+      Error.stackTraceLimit = limit
+    }
   }
 
   /** A unique index of a collection this transaction writes that is getting ready for its build, if any. */
@@ -555,7 +574,7 @@ export class Transaction {
       if (conflict) {
         const resolver = merge ? undefined : this.host.resolverOf(w.collection)
         if (!resolver) {
-          const err = new ConflictError(w.collection, decodeKey(w.key))
+          const err = this.conflictError(w.collection, w.key)
           err.slot = slot
           if (flight) err.retryAfter = flight.settled
           throw err
