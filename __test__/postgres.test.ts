@@ -5,7 +5,8 @@
  * postgres-hosts.test.ts.
  */
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
@@ -307,6 +308,26 @@ describe.each(ENGINES)('PostgreSQL replicas (%s, with the other engine beside it
     await fresh.transaction((tx) => tx.put(fc, 'late', { n: -1, pad: '' }))
     await until('a to see it', () => a.get(c, 'late') !== undefined)
     for (const db of [a, b, fresh]) await db.close()
+  })
+
+  it('a bootstrap cut short (killed while moving the snapshot into place) is done again at the next open', async () => {
+    const schema = newSchema()
+    const a = await open(tempDir('a'), { engine, ...pgOptions(schema) })
+    const c = a.collection<number>('c')
+    for (let i = 0; i < 10; i++) await a.transaction((tx) => tx.put(c, i, i))
+    expect(await (coreOf(a) as PgCore).snapshot()).toBe(10)
+    // What a kill mid-bootstrap leaves: the staging directory, part of the files moved, no mark.
+    const dir = tempDir('cut')
+    mkdirSync(join(dir, '.kestrel-bootstrap', 'log'), { recursive: true })
+    writeFileSync(join(dir, 'pages.kdb'), Buffer.alloc(4096, 7))
+    const b = await open(dir, { engine: other(engine), ...pgOptions(schema) })
+    expect(b.lastCommitId()).toBe(10n)
+    expect(b.get(b.collection<number>('c'), 9)).toBe(9)
+    expect(existsSync(join(dir, '.kestrel-bootstrap'))).toBe(false)
+    expect(existsSync(join(dir, 'REPLICA'))).toBe(true)
+    expect((await b.verify()).problems).toEqual([])
+    await b.close()
+    await a.close()
   })
 
   it('a replica gone long enough for its log to be trimmed starts again from the newest snapshot when it reopens', async () => {

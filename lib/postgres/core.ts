@@ -14,7 +14,7 @@
  * commits from NOTIFY (a hint) and a catch-up read (the truth), and always before validating.
  */
 import { randomUUID } from 'node:crypto'
-import { readdirSync, rmSync } from 'node:fs'
+import { existsSync, readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Client, Pool, PoolClient } from 'pg'
 import { KestrelError } from '../errors.js'
@@ -22,7 +22,7 @@ import { type QueuedCommit, WrappedCore, stillValid } from '../core/wrapped.js'
 import type { CommitCheck, Core, CoreStats, LogTail } from '../core/types.js'
 import { type LogRow, PgLog, checkSchemaName } from './log.js'
 import { readReplicaMark, writeReplicaMark } from './replica.js'
-import { fetchSnapshot, publishSnapshot } from './snapshot.js'
+import { BOOTSTRAP_DIR, fetchSnapshot, publishSnapshot } from './snapshot.js'
 
 /** Where the shared log lives: `open(dir, { postgres: { connectionString, schema } })`. */
 export interface PostgresOptions {
@@ -214,6 +214,8 @@ export class PgCore extends WrappedCore {
         if (!marked) writeReplicaMark(dir, { format: 1, schema: options.schema, databaseId: meta!.databaseId })
         marked = true
       }
+      // A bootstrap cut short (its staging directory is still there) is done again from the start.
+      if (!mark && existsSync(join(dir, BOOTSTRAP_DIR))) wipe(dir)
       if (!mark) {
         if (readdirSync(dir).length > 0) {
           // A database with no commit (a replica cut short before its mark) is taken over;
@@ -231,8 +233,12 @@ export class PgCore extends WrappedCore {
           wipe(dir)
         }
         // A new replica starts from the newest snapshot (then it is marked before its engine
-        // first opens), or from an empty database (marked once the engine has made it).
-        if ((await bootstrap(pool, log, replicaId, dir)) > 0) markIt()
+        // first opens, and only then is the staging directory removed), or from an empty
+        // database (marked once the engine has made it).
+        if ((await bootstrap(pool, log, replicaId, dir)) > 0) {
+          markIt()
+          rmSync(join(dir, BOOTSTRAP_DIR), { recursive: true, force: true })
+        }
       }
       let local = await openLocal()
       try {
@@ -244,6 +250,7 @@ export class PgCore extends WrappedCore {
           wipe(dir)
           if ((await bootstrap(pool, log, replicaId, dir)) === 0) throw new Error('unreachable: the log was trimmed, so a snapshot exists')
           writeReplicaMark(dir, mark)
+          rmSync(join(dir, BOOTSTRAP_DIR), { recursive: true, force: true })
           local = await openLocal()
         }
       } catch (err) {

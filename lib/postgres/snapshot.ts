@@ -5,7 +5,7 @@
  * files are uploaded in one transaction; bootstrapping downloads them and restores them (which
  * checks every file against the backup's manifest).
  */
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { closeSync, fsyncSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { mkdir, open as openFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
@@ -13,7 +13,14 @@ import type { Pool } from 'pg'
 import { backupCore, restore } from '../backup.js'
 import type { Core } from '../core/types.js'
 import { KestrelError } from '../errors.js'
+import { IDENTITY_FILE } from '../format/log.js'
 import type { PgLog } from './log.js'
+
+/**
+ * Where a bootstrap restores the snapshot inside the replica directory before moving it into
+ * place: while it exists, the directory holds a bootstrap cut short, to be done again.
+ */
+export const BOOTSTRAP_DIR = '.kestrel-bootstrap'
 
 /** Bytes per stored chunk (one row). */
 const CHUNK_BYTES = 1024 * 1024
@@ -131,11 +138,25 @@ export async function fetchSnapshot(pool: Pool, log: PgLog, dir: string): Promis
       await c.query('ROLLBACK').catch(() => {})
       throw err
     }
-    // Checked against the backup's manifest on the way in.
-    await restore(copy, dir)
+    // Checked against the backup's manifest on the way in; then moved into place, the identity
+    // file last (a directory without it is no database), and the staging directory removed.
+    const staging = join(dir, BOOTSTRAP_DIR)
+    await restore(copy, staging)
+    const names = readdirSync(staging).sort((a, b) => Number(a === IDENTITY_FILE) - Number(b === IDENTITY_FILE))
+    for (const name of names) renameSync(join(staging, name), join(dir, name))
+    fsyncDir(dir)
     return lsn
   } finally {
     c.release()
     rmSync(tmp, { recursive: true, force: true })
+  }
+}
+
+function fsyncDir(dir: string): void {
+  const fd = openSync(dir, 'r')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
   }
 }
