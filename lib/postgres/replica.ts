@@ -5,6 +5,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { syncDirSync } from '../core/ts/fsutil.js'
 import { KestrelError } from '../errors.js'
 
 export const REPLICA_FILE = 'REPLICA'
@@ -48,17 +49,12 @@ export function readReplicaMark(dir: string): ReplicaMark | undefined {
 export function writeReplicaMark(dir: string, mark: ReplicaMark): void {
   const tmp = join(dir, `${REPLICA_FILE}.tmp`)
   writeFileSync(tmp, `${JSON.stringify(mark)}\n`)
-  let fd = openSync(tmp, 'r')
+  const fd = openSync(tmp, 'r')
   try {
     fsyncSync(fd)
   } finally {
     closeSync(fd)
   }
   renameSync(tmp, join(dir, REPLICA_FILE))
-  fd = openSync(dir, 'r')
-  try {
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
+  syncDirSync(dir)
 }

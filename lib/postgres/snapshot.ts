@@ -5,12 +5,13 @@
  * files are uploaded in one transaction; bootstrapping downloads them and restores them (which
  * checks every file against the backup's manifest).
  */
-import { closeSync, fsyncSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import { mkdir, open as openFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import type { Pool } from 'pg'
 import { backupCore, restore } from '../backup.js'
+import { syncDirSync } from '../core/ts/fsutil.js'
 import type { Core } from '../core/types.js'
 import { KestrelError } from '../errors.js'
 import { IDENTITY_FILE } from '../format/log.js'
@@ -144,19 +145,10 @@ export async function fetchSnapshot(pool: Pool, log: PgLog, dir: string): Promis
     await restore(copy, staging)
     const names = readdirSync(staging).sort((a, b) => Number(a === IDENTITY_FILE) - Number(b === IDENTITY_FILE))
     for (const name of names) renameSync(join(staging, name), join(dir, name))
-    fsyncDir(dir)
+    syncDirSync(dir)
     return lsn
   } finally {
     c.release()
     rmSync(tmp, { recursive: true, force: true })
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r')
-  try {
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
   }
 }
